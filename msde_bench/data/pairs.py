@@ -1,0 +1,113 @@
+"""The one in-memory form of a paired dataset, and the decoded-image cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from msde_bench import NUM_CLASSES
+from msde_bench.errors import DataError
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (non-masked, masked) pair of images of one subject with one expression."""
+
+    name: str
+    subject: int
+    label: int
+    non_masked: Path
+    masked: Path
+
+
+@dataclass
+class PairedDataset:
+    name: str
+    root: Path
+    pairs: list[Pair]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def subjects(self) -> np.ndarray:
+        return np.array([p.subject for p in self.pairs], dtype=np.int64)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([p.label for p in self.pairs], dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        """A hash of the pair list and the files' sizes: changes when the data changes."""
+        h = hashlib.sha256()
+        for p in self.pairs:
+            h.update(f"{p.name}|{p.subject}|{p.label}|".encode())
+            h.update(f"{os.path.getsize(p.non_masked)}|{os.path.getsize(p.masked)}\n".encode())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return dict(name=self.name, root=str(self.root), fingerprint=self.fingerprint(), n_pairs=len(self.pairs),
+                    n_subjects=int(len(np.unique(self.subjects))))
+
+
+def load_image(path: Path) -> Image.Image:
+    """Opens and fully decodes one image as RGB; grayscale, RGBA and palette images are converted."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                return Image.alpha_composite(bg, im).convert("RGB")
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise DataError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(path, f"corrupt image ({e})") from None
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    im = load_image(path)
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    return np.array(im, dtype=np.uint8)  # a writable copy
+
+
+class ImageCache:
+    """Every image of a dataset decoded once, resized to `size`, as uint8 tensors N x 3 x H x W.
+
+    Training and evaluation index into these tensors; nothing is decoded again during a run.
+    """
+
+    def __init__(self, dataset: PairedDataset, size: int, threads: int | None = None):
+        self.size = size
+        n = len(dataset.pairs)
+        self.labels = torch.as_tensor(dataset.labels)
+        self.non_masked = torch.empty((n, size, size, 3), dtype=torch.uint8)
+        self.masked = torch.empty((n, size, size, 3), dtype=torch.uint8)
+        threads = threads or min(8, os.cpu_count() or 1)
+
+        def work(i: int) -> None:
+            p = dataset.pairs[i]
+            self.non_masked[i] = torch.from_numpy(_decode(p.non_masked, size))
+            self.masked[i] = torch.from_numpy(_decode(p.masked, size))
+
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(work, range(n)))
+        self.non_masked = self.non_masked.permute(0, 3, 1, 2).contiguous()
+        self.masked = self.masked.permute(0, 3, 1, 2).contiguous()
+        if int(self.labels.min()) < 0 or int(self.labels.max()) >= NUM_CLASSES:
+            raise ValueError("labels out of range")  # the readers check this first
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]

@@ -1,0 +1,431 @@
+"""Fit and evaluate: device, optimiser and schedule, progress, result files, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from msde_bench import NUM_CLASSES, __version__
+from msde_bench import metrics as M
+from msde_bench import protocol as P
+from msde_bench import results as R
+from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.data.transforms import PairedAugment
+from msde_bench.errors import MsdeError
+from msde_bench.models.backbones import load_init
+from msde_bench.models.base import Method
+from msde_bench.paradigms.base import Batch, Paradigm
+from msde_bench.spec import Option, RunSpec, parse_options
+
+
+# ------------------------------------------------------------------------------------------
+# building blocks
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise MsdeError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MsdeError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MsdeError(f"--device {name}: MPS is not available on this machine")
+    return dev
+
+
+def gpu_present() -> bool:
+    return resolve_device("auto").type != "cpu"
+
+
+def derive_seed(seed: int, *parts) -> int:
+    """A seed for one part of a run (a fold, a teacher), independent of the order parts run in."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def paradigm_class(name: str) -> type[Paradigm]:
+    from msde_bench.plugins import registry
+
+    table = registry().paradigms
+    if name not in table:
+        raise MsdeError(f"unknown paradigm {name!r}; available: {', '.join(sorted(table))}")
+    return table[name].obj
+
+
+def method_options(model: str) -> dict[str, Option]:
+    from msde_bench.plugins import registry
+
+    entry = registry().methods.get(model)
+    return dict(entry.extra.get("options") or {}) if entry else {}
+
+
+def valid_options(model: str, paradigm: str) -> dict[str, Option]:
+    opts = dict(paradigm_class(paradigm).options)
+    for k, o in method_options(model).items():
+        if k in opts:
+            raise MsdeError(f"option {k!r} is declared by both paradigm {paradigm!r} and method {model!r}")
+        opts[k] = o
+    return opts
+
+
+def check_options(model: str, paradigm: str, pairs) -> dict:
+    return parse_options(list(pairs), valid_options(model, paradigm))
+
+
+def build_method(spec: RunSpec) -> tuple[Method, dict | None]:
+    """The model of a spec (a registered method, or a plain timm backbone + linear head), with
+    `--init` loaded; returns it and the init report."""
+    from msde_bench.models.plain import PlainClassifier
+    from msde_bench.plugins import registry
+
+    opts = dict(spec.options)
+    entry = registry().methods.get(spec.model)
+    if entry is not None:
+        mine = {k: opts[k] for k in method_options(spec.model) if k in opts}
+        method = entry.obj(num_classes=NUM_CLASSES, pretrained=spec.pretrained, options=mine)
+    else:
+        method = PlainClassifier(spec.model, NUM_CLASSES, pretrained=spec.pretrained)
+    report = load_init(method.trunk if hasattr(method, "trunk") else method, spec.init) if spec.init else None
+    return method, report
+
+
+def build_paradigm(spec: RunSpec) -> Paradigm:
+    cls = paradigm_class(spec.paradigm)
+    opts = parse_options([], dict(cls.options))
+    opts.update({k: v for k, v in spec.options if k in cls.options})
+    return cls(opts)
+
+
+def channels_last(device: torch.device) -> bool:
+    """channels_last is faster for convolutions on CUDA and on CPU (oneDNN); not used on MPS."""
+    return device.type in ("cuda", "cpu")
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class FoldContext:
+    spec: RunSpec
+    cache: ImageCache
+    train_idx: np.ndarray
+    device: torch.device
+    seed: int
+    fold: int
+
+
+class Trainer:
+    """Trains one method with one paradigm on one fold's training pairs."""
+
+    def __init__(self, spec: RunSpec, method: Method, paradigm: Paradigm, device: torch.device):
+        self.spec = spec
+        self.method = method.to(device)
+        if channels_last(device):
+            self.method = self.method.to(memory_format=torch.channels_last)
+        self.paradigm = paradigm
+        self.device = device
+        self.augment = PairedAugment(spec.augment)
+        self.optimizer = torch.optim.Adam(self.method.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(spec.milestones), spec.gamma)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device):
+            out = self.paradigm.training_step(self.method, batch)
+        out["loss"].backward()
+        self.optimizer.step()
+        return out
+
+    def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator):
+        """One epoch of batches: a seeded shuffle of the items (pairs, or pair views for
+        paradigms that visit each view separately), each augmented with one draw per pair."""
+        vpp = self.paradigm.views_per_pair
+        idx = torch.as_tensor(train_idx)
+        n_items = len(idx) * vpp
+        perm = torch.randperm(n_items, generator=gen)
+        bs = self.spec.batch_size
+        for start in range(0, n_items, bs):
+            items = perm[start:start + bs]
+            if len(items) < 2:  # batch norm cannot train on one sample
+                continue
+            pairs = idx[items // vpp]
+            nm, m = self.augment(cache.non_masked[pairs], cache.masked[pairs], gen, self.device)
+            if channels_last(self.device):
+                nm, m = nm.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+            view = (items % vpp).to(self.device) if vpp > 1 else None
+            yield Batch(nm, m, cache.labels[pairs].to(self.device), view)
+
+    def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
+            on_epoch: Callable[[int], None] | None = None, progress: "RunProgress | None" = None) -> dict:
+        self.method.train()
+        n_images = 0
+        t0 = time.perf_counter()
+        vpp = self.paradigm.views_per_pair
+        steps = -(-len(train_idx) * vpp // self.spec.batch_size)
+        for epoch in range(self.spec.epochs):
+            if progress:
+                progress.start_epoch(epoch, steps)
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device)
+            seen = 0
+            for i, batch in enumerate(self.batches(cache, train_idx, gen)):
+                out = self.train_step(batch)
+                n = out["targets"].shape[0]
+                seen += n
+                loss_sum += out["loss"].detach() * n
+                correct += (out["logits"].detach().argmax(1) == out["targets"]).sum()
+                n_images += batch.y.shape[0]
+                if progress and (i % 5 == 4 or i == steps - 1):
+                    progress.batch(i + 1, float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1))
+            self.scheduler.step()
+            if progress:
+                progress.end_epoch(epoch, float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1))
+            if on_epoch is not None:
+                on_epoch(epoch)
+                self.method.train()
+        seconds = time.perf_counter() - t0
+        return dict(train_seconds=seconds, train_images_per_second=n_images / seconds if seconds else 0.0)
+
+
+@torch.no_grad()
+def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device,
+            batch_size: int = 128, augment: PairedAugment | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked)."""
+    augment = augment or PairedAugment("none")
+    method.eval()
+    preds_nm, preds_m = [], []
+    idx_t = torch.as_tensor(idx)
+    for start in range(0, len(idx_t), batch_size):
+        sel = idx_t[start:start + batch_size]
+        for src, dst in ((cache.non_masked, preds_nm), (cache.masked, preds_m)):
+            x = augment.eval(src[sel], device)
+            if channels_last(device):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                dst.append(method(x).logits.argmax(1).cpu())
+    return (cache.labels[idx_t].numpy(), torch.cat(preds_nm).numpy(), torch.cat(preds_m).numpy())
+
+
+def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, batch_size: int) -> dict:
+    return M.fold_metrics(*predict(method, cache, idx, device, batch_size))
+
+
+# ------------------------------------------------------------------------------------------
+# progress
+
+
+class RunProgress:
+    """rich progress bars for fold, epoch and batch, with running loss and accuracy."""
+
+    def __init__(self, console: Console, n_folds: int, epochs: int, enabled: bool):
+        self.console = console
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+            disable=not enabled,
+        )
+        self.folds = self.progress.add_task("folds", total=n_folds, info="")
+        self.epochs = self.progress.add_task("epochs", total=epochs, info="")
+        self.steps = self.progress.add_task("batches", total=1, info="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start_fold(self, fold: int) -> None:
+        self.progress.update(self.folds, description=f"fold {fold}")
+        self.progress.reset(self.epochs)
+
+    def end_fold(self) -> None:
+        self.progress.advance(self.folds)
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        self.progress.reset(self.steps, total=steps)
+        self.progress.update(self.epochs, description=f"epoch {epoch + 1}")
+
+    def batch(self, done: int, loss: float, acc: float) -> None:
+        self.progress.update(self.steps, completed=done, info=f"loss {loss:.3f} acc {acc:.3f}")
+
+    def end_epoch(self, epoch: int, loss: float, acc: float) -> None:
+        self.progress.update(self.epochs, advance=1, info=f"loss {loss:.3f} acc {acc:.3f}")
+
+
+# ------------------------------------------------------------------------------------------
+# one run
+
+
+def _git_sha() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    import sklearn
+    import timm
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return dict(python=platform.python_version(), torch=torch.__version__, timm=timm.__version__,
+                numpy=np.__version__, sklearn=sklearn.__version__, platform=platform.platform(),
+                device=str(device), device_name=name, threads=torch.get_num_threads())
+
+
+def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
+    return dict(fold=fold.index, test_subjects=list(fold.test_subjects), n_train_pairs=int(len(fold.train)),
+                train_subjects=sorted(set(subjects[fold.train].tolist())))
+
+
+def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device,
+             progress: RunProgress | None = None) -> dict:
+    """Trains and evaluates one fold; its result depends only on (spec, fold), never on which
+    folds ran before, which is what makes --resume give the same numbers."""
+    seed = derive_seed(spec.seed, "fold", fold.index)
+    torch.manual_seed(seed)
+    method, init_report = build_method(spec)
+    paradigm = build_paradigm(spec)
+    gen = torch.Generator().manual_seed(seed)
+    paradigm.prepare(dict(spec=spec, cache=cache, train_idx=fold.train, device=device, seed=seed, fold=fold.index))
+    trainer = Trainer(spec, method, paradigm, device)
+    eval_bs = max(2 * spec.batch_size, 64)
+    history: list[dict] = []
+    best: dict = {}
+
+    def on_epoch(epoch: int) -> None:  # faithful protocol: pick the best epoch on the test fold
+        m = evaluate(trainer.method, cache, fold.test, device, eval_bs)
+        history.append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"], acc_masked=m["acc_masked"],
+                            acc_overall=m["acc_overall"]))
+        if not best or m["acc_overall"] > best["metrics"]["acc_overall"]:
+            best.update(metrics=m, epoch=epoch + 1)
+
+    selection = P.describe(spec.split, spec.folds)["selection"]
+    timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress)
+    if selection == "best-on-test":
+        metrics, selected = best["metrics"], best["epoch"]
+    else:
+        metrics, selected = evaluate(trainer.method, cache, fold.test, device, eval_bs), spec.epochs
+    rec = dict(**metrics, **timing, selected_epoch=selected,
+               n_params=sum(p.numel() for p in trainer.method.parameters()))
+    if history:
+        rec["history"] = history
+    if init_report:
+        rec["init"] = dict(loaded=init_report["loaded"], missing=len(init_report["missing"]),
+                           unexpected=len(init_report["unexpected"]))
+    return rec
+
+
+def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
+        console: Console | None = None, show_progress: bool | None = None) -> tuple[dict, Path]:
+    """Runs every selected fold of a spec and writes the result file; returns (result, path).
+
+    After each fold the finished folds are written to `<run_id>.partial.json` (atomically); with
+    `resume` a killed run continues from there. The result file is written once, at the end.
+    """
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    device = torch.device(spec.device)
+    subjects, labels = dataset.subjects, dataset.labels
+    folds = P.make_folds(spec.split, subjects, labels, spec.folds, spec.seed)
+    selected = list(spec.run_folds) or list(range(len(folds)))
+    for f in selected:
+        if not 0 <= f < len(folds):
+            raise MsdeError(f"--fold {f}: out of range; this protocol has folds 0-{len(folds) - 1}")
+    ds_info = dataset.describe()
+    run_id = spec.run_id(dataset.name)
+    final = out_dir / f"{run_id}.json"
+    partial = out_dir / f"{run_id}.partial.json"
+    done: dict[int, dict] = {}
+    if resume and final.exists():
+        result = R.load(final)
+        console.print(f"run {run_id} is already complete: {final}")
+        return result, final
+    if resume and partial.exists():
+        state = _load_partial(partial, spec, ds_info)
+        done = {f["fold"]: f for f in state["folds"]}
+        console.print(f"resuming {run_id}: folds {sorted(done)} already done")
+    created = _now()
+    cache = ImageCache(dataset, spec.image_size)
+    show = console.is_terminal if show_progress is None else show_progress
+    with RunProgress(console, len(selected), spec.epochs, show) as progress:
+        for f in selected:
+            if f in done:
+                progress.end_fold()
+                continue
+            fold = folds[f]
+            progress.start_fold(f)
+            rec = {**fold_record(fold, subjects), **run_fold(spec, cache, fold, device, progress)}
+            done[f] = rec
+            progress.end_fold()
+            console.print(f"fold {f}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}  "
+                          f"overall {rec['acc_overall']:.3f}  ({rec['train_seconds']:.1f} s)")
+            R.write_json_atomic(partial, dict(spec=spec.to_dict(), dataset=ds_info, folds=list(done.values())))
+    fold_list = [done[f] for f in selected]
+    result = dict(
+        schema=R.SCHEMA, run_id=run_id, created=created, finished=_now(), msde_bench_version=__version__,
+        git_sha=_git_sha(), spec=spec.to_dict(), dataset=ds_info,
+        protocol={**P.describe(spec.split, spec.folds), "run_folds": selected,
+                  "complete": len(selected) == len(folds)},
+        env=environment(device), folds=fold_list, summary=M.summarise(fold_list),
+    )
+    R.validate(result, final)
+    R.write_json_atomic(final, result)
+    if partial.exists():
+        partial.unlink()
+    return result, final
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _load_partial(path: Path, spec: RunSpec, ds_info: dict) -> dict:
+    import json
+
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise MsdeError(f"{path}: cannot resume from this file ({e}); delete it to start again") from None
+    if state.get("spec") != spec.to_dict():
+        raise MsdeError(f"{path}: was written by a different run spec; delete it to start again")
+    if state.get("dataset", {}).get("fingerprint") != ds_info["fingerprint"]:
+        raise MsdeError(f"{path}: the dataset changed since this run started; delete it to start again")
+    return state
+
+
+def threads_default() -> None:
+    """Use every core for intra-op parallelism unless the user set OMP/torch threads."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -1,0 +1,29 @@
+"""Errors that the CLI reports as one line (no traceback) with exit code 2."""
+
+from __future__ import annotations
+
+import os
+
+
+class MsdeError(Exception):
+    """A user-facing error: bad input, bad option, unusable environment."""
+
+    exit_code = 2
+
+
+class DataError(MsdeError):
+    """A problem with one file of a dataset; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ResultError(MsdeError):
+    """A malformed or foreign result file."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

@@ -1,0 +1,1 @@
+"""Models: the Method contract, backbones, the plain backbone + linear head."""

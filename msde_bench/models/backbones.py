@@ -1,0 +1,77 @@
+"""Backbones from timm, built without downloading anything, and local checkpoint loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from msde_bench.errors import MsdeError
+
+
+def create_trunk(name: str, *, pretrained: bool = False) -> nn.Module:
+    """A timm model without classifier and pooling: `forward_features(x)` gives the feature map.
+
+    Weights are only fetched with `pretrained=True` (the explicit `--pretrained` flag); failure to
+    fetch them is reported as one clear line.
+    """
+    import timm
+
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        close = timm.list_models(f"*{name}*")[:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise MsdeError(f"unknown model {name!r} (neither a method plugin nor a timm model){hint}")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+    except Exception as e:  # noqa: BLE001 - any hub/network failure becomes one line
+        if pretrained:
+            raise MsdeError(f"could not get pretrained weights for {name!r} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'no message'}); they are fetched "
+                            "from the model hub, which needs network access; use --init PATH with a "
+                            "local checkpoint instead") from None
+        raise
+
+
+def _state_dict_of(obj) -> dict:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state", "model_state_dict", "net"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ValueError("no state dict found")
+
+
+def load_init(module: nn.Module, path: str | Path, *, head_prefixes=("fc.", "classifier.", "head.")) -> dict:
+    """Loads a local checkpoint into `module`, with or without a `module.` prefix.
+
+    The classifier head of the checkpoint is ignored. Returns the missing and unexpected keys so
+    the caller can report them; a checkpoint that matches nothing is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MsdeError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        state = _state_dict_of(obj)
+    except Exception as e:  # noqa: BLE001
+        raise MsdeError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__})") from None
+    clean = {}
+    for k, v in state.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        if any(k.startswith(h) for h in head_prefixes):
+            continue
+        clean[k] = v
+    own = module.state_dict()
+    shape_mismatch = [k for k, v in clean.items() if k in own and own[k].shape != v.shape]
+    if shape_mismatch:
+        raise MsdeError(f"{path}: shapes differ for {len(shape_mismatch)} keys, e.g. {shape_mismatch[0]} "
+                        f"({tuple(clean[shape_mismatch[0]].shape)} vs {tuple(own[shape_mismatch[0]].shape)})")
+    result = module.load_state_dict(clean, strict=False)
+    loaded = len(clean) - len(result.unexpected_keys)
+    if loaded == 0:
+        raise MsdeError(f"{path}: no key of the checkpoint matches the model "
+                        f"(e.g. {next(iter(clean), '(empty)')!r} vs {next(iter(own))!r})")
+    return dict(path=str(path), loaded=loaded, missing=list(result.missing_keys),
+                unexpected=list(result.unexpected_keys))

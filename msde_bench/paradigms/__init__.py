@@ -1,0 +1,1 @@
+"""Training paradigms: what the method sees and which cross-view terms are added."""

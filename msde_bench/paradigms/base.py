@@ -1,0 +1,41 @@
+"""The Paradigm contract and the batch it receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from msde_bench.models.base import Method
+from msde_bench.spec import Option
+
+
+@dataclass
+class Batch:
+    """One training batch: both views of each pair, augmented with the same draw, normalised."""
+
+    non_masked: torch.Tensor
+    masked: torch.Tensor
+    y: torch.Tensor
+    #: for paradigms with views_per_pair == 2: 0 = train on the non-masked view, 1 = the masked one
+    view: torch.Tensor | None = None
+
+
+class Paradigm:
+    name = "base"
+    description = ""
+    options: dict[str, Option] = {}
+    #: 2 when an epoch visits each view of a pair as a separate training sample
+    views_per_pair = 1
+
+    def __init__(self, options: dict[str, Any]):
+        self.opts = {k: options[k] for k in self.options}
+
+    def prepare(self, ctx: dict) -> None:
+        """Called once per fold before training (distill trains or loads its teacher here)."""
+
+    def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
+        """Returns the loss terms ('loss' is what is minimised) and 'logits'/'targets' for the
+        running training accuracy."""
+        raise NotImplementedError

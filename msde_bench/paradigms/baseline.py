@@ -1,0 +1,36 @@
+"""`baseline`: the method's own loss on non-masked, masked or both views; no pairing."""
+
+from __future__ import annotations
+
+import torch
+
+from msde_bench.models.base import Method
+from msde_bench.paradigms.base import Batch, Paradigm
+from msde_bench.spec import Option
+
+TRAIN_ON = ("mixed", "non-masked", "masked")
+
+
+class Baseline(Paradigm):
+    name = "baseline"
+    description = "the method's own loss on one view or on both as separate samples (train_on)"
+    options = {
+        "train_on": Option("mixed", "which images to train on: mixed (every image of both views, shuffled "
+                           "as separate samples), non-masked, or masked", TRAIN_ON),
+    }
+
+    @property
+    def views_per_pair(self) -> int:  # type: ignore[override]
+        return 2 if self.opts["train_on"] == "mixed" else 1
+
+    def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
+        train_on = self.opts["train_on"]
+        if train_on == "non-masked":
+            x = batch.non_masked
+        elif train_on == "masked":
+            x = batch.masked
+        else:
+            x = torch.where(batch.view.view(-1, 1, 1, 1).bool(), batch.masked, batch.non_masked)
+        out = method(x)
+        terms = method.loss(x, batch.y, out, None)
+        return {**terms, "logits": out.logits, "targets": batch.y}

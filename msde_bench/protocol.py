@@ -1,0 +1,87 @@
+"""The MSD-E evaluation protocol: subject-disjoint folds.
+
+- `clean` (default): a seeded subject-disjoint k-fold partition. Every subject is tested exactly
+  once and classes are balanced across folds where the subjects allow it (scikit-learn's
+  StratifiedGroupKFold). The model after the last epoch is the one evaluated.
+- `faithful`: the reference code's split (PAPER.md section 3): with w = (number of subject IDs) // k,
+  fold k tests the subject IDs w*k ... w*k + w inclusive (w + 1 IDs, overlapping the next fold by one;
+  the tail IDs are never tested), trains on all other IDs, and selects the best epoch on the test
+  fold. It exists to compare with the paper; its numbers are optimistic by construction.
+
+Every fold asserts that no subject is on both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from msde_bench.errors import MsdeError
+
+PROTOCOL_VERSION = 1
+SPLITS = ("clean", "faithful")
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    train: np.ndarray  # pair indices
+    test: np.ndarray
+    test_subjects: tuple[int, ...]
+
+
+def check_disjoint(fold: Fold, subjects: np.ndarray) -> None:
+    shared = set(subjects[fold.train].tolist()) & set(subjects[fold.test].tolist())
+    if shared:
+        raise AssertionError(f"fold {fold.index}: subjects {sorted(shared)} are in both train and test")
+
+
+def clean_folds(subjects: np.ndarray, labels: np.ndarray, k: int, seed: int) -> list[Fold]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_subj = len(np.unique(subjects))
+    if n_subj < k:
+        raise MsdeError(f"{k} folds need at least {k} subjects; the dataset has {n_subj}")
+    if k < 2:
+        raise MsdeError("the protocol needs at least 2 folds")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    idx = np.arange(len(subjects))
+    folds = []
+    for i, (train, test) in enumerate(splitter.split(idx, labels, groups=subjects)):
+        folds.append(Fold(i, np.sort(train), np.sort(test), tuple(sorted(set(subjects[test].tolist())))))
+    return folds
+
+
+def faithful_folds(subjects: np.ndarray, k: int) -> list[Fold]:
+    ids = np.unique(subjects)
+    width = len(ids) // k
+    if width < 1:
+        raise MsdeError(f"{k} folds need at least {k} subjects; the dataset has {len(ids)}")
+    folds = []
+    for i in range(k):
+        window = set(range(width * i, width * (i + 1) + 1))
+        is_test = np.array([s in window for s in subjects.tolist()])
+        test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+        if len(test) == 0:
+            raise MsdeError(f"faithful fold {i} tests subject IDs {min(window)}-{max(window)}, "
+                            "none of which is in the dataset (the reference split assumes IDs 0..N-1)")
+        folds.append(Fold(i, train, test, tuple(sorted(set(subjects[test].tolist())))))
+    return folds
+
+
+def make_folds(split: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int) -> list[Fold]:
+    if split == "clean":
+        folds = clean_folds(subjects, labels, k, seed)
+    elif split == "faithful":
+        folds = faithful_folds(subjects, k)
+    else:
+        raise MsdeError(f"unknown protocol {split!r}; choose one of {', '.join(SPLITS)}")
+    for f in folds:
+        check_disjoint(f, subjects)
+    return folds
+
+
+def describe(split: str, k: int) -> dict:
+    return dict(name=f"msde-{split}", version=PROTOCOL_VERSION, folds=k, split=split,
+                selection="best-on-test" if split == "faithful" else "last")
