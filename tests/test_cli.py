@@ -1,0 +1,69 @@
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from msde_bench import __version__
+from msde_bench.bench import run_bench
+from msde_bench.cli import main
+
+COMMANDS = [["run"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"], ["bench"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(cmd):
+    res = CliRunner().invoke(main, [*cmd, "--help"])
+    assert res.exit_code == 0
+    assert "Example" in res.output and "msde-bench " in res.output
+
+
+def test_version():
+    res = CliRunner().invoke(main, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "msde_bench", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_data_synth_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "x").write_text("keep me")
+    res = CliRunner().invoke(main, ["data", "synth", str(tmp_path), "--variant", "tiny"])
+    assert res.exit_code == 2 and "exists and is not empty" in res.output
+    assert (tmp_path / "x").read_text() == "keep me"
+
+
+def test_data_synth_writes_a_valid_set(tmp_path):
+    out = tmp_path / "s"
+    res = CliRunner().invoke(main, ["data", "synth", str(out), "--variant", "tiny", "--subjects", "3"])
+    assert res.exit_code == 0, res.output
+    assert CliRunner().invoke(main, ["data", "validate", str(out)]).exit_code == 0
+    assert len(list((out / "MSD-ME").iterdir())) == 21
+
+
+def test_run_without_data_uses_the_cached_synthetic_set(tmp_path, monkeypatch):
+    """--data synth:tiny generates the set into $MSDE_BENCH_HOME once and reuses it."""
+    from msde_bench.data import synth
+
+    args = ["run", "--data", "synth:tiny", "--recipe", "quick", "--epochs", "1", "--folds", "2", "--fold", "0",
+            "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "r")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "generating the synthetic dataset" in res.output
+    cached = list((synth.cache_home() / "datasets").iterdir())
+    assert len(cached) == 1 and (cached[0] / "meta.json").is_file()
+    calls = []
+    monkeypatch.setattr(synth, "write_dataset", lambda *a, **k: calls.append(1))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and calls == []
+    assert "generating" not in res.output
+
+
+def test_bench_reports_both_ratios():
+    report = run_bench("resnet18", "baseline", batch_size=8, image_size=32, steps=2,
+                       device=__import__("torch").device("cpu"), rounds=1)
+    assert report["overhead"] > 0 and report["data_ratio"] > 0
+    assert any("harness overhead" in ln for ln in report["lines"])
+    assert any("pipeline / model" in ln for ln in report["lines"])

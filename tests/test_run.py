@@ -1,0 +1,195 @@
+"""End to end: the CLI on a tiny synthetic set, determinism, resume, options, result schema."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from msde_bench import engine
+from msde_bench import results as R
+from msde_bench.cli import main
+from msde_bench.data.msde import read_msde
+from msde_bench.errors import MsdeError, ResultError
+from msde_bench.spec import RunSpec
+
+TINY = ["--recipe", "quick", "--epochs", "1", "--folds", "2", "--image-size", "32", "--batch-size", "16",
+        "--device", "cpu", "--no-progress"]
+TIMING = ("train_seconds", "train_images_per_second")
+
+
+def _spec(root, **kw):
+    base = dict(model="resnet18", paradigm="baseline", data=str(root), folds=2, epochs=1, image_size=32,
+                batch_size=16, device="cpu", options=(("train_on", "mixed"),))
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def _scores(result):
+    return [{k: v for k, v in f.items() if k not in TIMING} for f in result["folds"]]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    res = CliRunner().invoke(main, ["run", "--model", "resnet18", "--paradigm", "baseline", "--data",
+                                    str(tiny_root), "--out", str(out), *TINY])
+    return res, out
+
+
+def test_cli_run_end_to_end(cli_run, tiny_root):
+    res, out = cli_run
+    assert res.exit_code == 0, res.output
+    files = list(out.glob("*.json"))
+    assert len(files) == 1 and files[0].name.startswith("resnet18-baseline-synth-tiny-")
+    result = R.load(files[0])
+    assert result["protocol"]["split"] == "clean" and result["protocol"]["complete"] is True
+    assert [f["fold"] for f in result["folds"]] == [0, 1]
+    tested = sorted(s for f in result["folds"] for s in f["test_subjects"])
+    assert tested == list(range(8))
+    for f in result["folds"]:
+        assert f["n_test_pairs"] == 7 * len(f["test_subjects"])
+        assert sum(map(sum, f["confusion_masked"])) == f["n_test_pairs"]
+        assert f["acc_overall"] == pytest.approx((f["acc_non_masked"] + f["acc_masked"]) / 2)
+        assert not set(f["test_subjects"]) & set(f["train_subjects"])
+    assert result["summary"]["acc_masked"]["n"] == 2
+    assert result["dataset"]["n_pairs"] == 56
+    assert result["spec"]["recipe"] == "quick"
+    assert "| non-masked |" in res.output and f"result: {files[0]}" in res.output
+    assert not list(out.glob("*.partial.json"))
+
+
+def test_same_seed_same_metrics(tiny_root, tmp_path):
+    ds = read_msde(tiny_root)
+    spec = _spec(tiny_root, run_folds=(0,))
+    a, _ = engine.run(spec, ds, tmp_path / "a", show_progress=False)
+    b, _ = engine.run(spec, ds, tmp_path / "b", show_progress=False)
+    assert _scores(a) == _scores(b)
+
+
+def _kill_in_fold(monkeypatch, index):
+    """Makes run_fold raise KeyboardInterrupt (as a killed run would stop) when it reaches fold `index`."""
+    real = engine.run_fold
+
+    def run_fold(spec, cache, fold, *a, **kw):
+        if fold.index == index:
+            raise KeyboardInterrupt
+        return real(spec, cache, fold, *a, **kw)
+
+    monkeypatch.setattr(engine, "run_fold", run_fold)
+    return real
+
+
+def test_resume_gives_the_same_numbers(tiny_root, tmp_path, monkeypatch):
+    ds = read_msde(tiny_root)
+    spec = _spec(tiny_root)
+    full, _ = engine.run(spec, ds, tmp_path / "full", show_progress=False)
+
+    real = _kill_in_fold(monkeypatch, 1)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(spec, ds, out, show_progress=False)
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 1 and files[0].endswith(".partial.json")  # no result file yet
+    assert [f["fold"] for f in json.loads((out / files[0]).read_text())["folds"]] == [0]
+
+    ran = []
+    monkeypatch.setattr(engine, "run_fold", lambda spec, cache, fold, *a, **kw: ran.append(fold.index) or
+                        real(spec, cache, fold, *a, **kw))
+    resumed, path = engine.run(spec, ds, out, resume=True, show_progress=False)
+    assert ran == [1]  # only the unfinished fold ran again
+    assert _scores(resumed) == _scores(full)
+    assert [p.name for p in out.iterdir()] == [path.name]
+    # resuming a finished run just returns it
+    again, _ = engine.run(spec, ds, out, resume=True, show_progress=False)
+    assert again == resumed
+
+
+def test_resume_refuses_a_changed_dataset(tiny_copy, tmp_path, monkeypatch):
+    ds = read_msde(tiny_copy)
+    spec = _spec(tiny_copy)
+    _kill_in_fold(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(spec, ds, tmp_path, show_progress=False)
+    img = tiny_copy / "MSD-E" / ds.pairs[0].name
+    img.write_bytes(img.read_bytes() + b"\0")
+    with pytest.raises(MsdeError, match="dataset changed"):
+        engine.run(spec, read_msde(tiny_copy), tmp_path, resume=True, show_progress=False)
+
+
+def test_faithful_protocol_selects_best_epoch(tiny_root, tmp_path):
+    ds = read_msde(tiny_root)
+    spec = _spec(tiny_root, split="faithful", epochs=2, run_folds=(0,))
+    result, _ = engine.run(spec, ds, tmp_path, show_progress=False)
+    fold = result["folds"][0]
+    assert result["protocol"]["selection"] == "best-on-test"
+    assert fold["test_subjects"] == [0, 1, 2, 3, 4]  # w = 8 // 2 = 4: IDs 0..4
+    assert len(fold["history"]) == 2
+    best = max(fold["history"], key=lambda h: h["acc_overall"])
+    assert fold["selected_epoch"] == best["epoch"]
+    assert fold["acc_overall"] == best["acc_overall"]
+    assert result["protocol"]["complete"] is False
+
+
+@pytest.mark.parametrize("train_on", ["non-masked", "masked"])
+def test_train_on_options(tiny_root, tmp_path, train_on):
+    ds = read_msde(tiny_root)
+    spec = _spec(tiny_root, run_folds=(1,), options=(("train_on", train_on),))
+    result, _ = engine.run(spec, ds, tmp_path, show_progress=False)
+    # one view per pair: 28 train pairs, batches of 16 -> 28 images per epoch
+    assert result["folds"][0]["train_images_per_second"] > 0
+    assert result["spec"]["options"] == {"train_on": train_on}
+
+
+def test_unknown_option_lists_valid_ones(tiny_root):
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--opt", "train_in=masked", *TINY])
+    assert res.exit_code == 2
+    assert "--opt train_in: unknown option; valid options here: train_on" in res.output
+
+
+def test_bad_option_value(tiny_root):
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--opt", "train_on=both", *TINY])
+    assert res.exit_code == 2
+    assert "choose one of mixed, non-masked, masked" in res.output
+
+
+def test_fold_out_of_range(tiny_root, tmp_path):
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--fold", "5", "--out", str(tmp_path), *TINY])
+    assert res.exit_code == 2 and "--fold 5: out of range" in res.output
+
+
+def test_result_round_trip_and_malformed_files(cli_run, tmp_path):
+    _, out = cli_run
+    path = next(out.glob("*.json"))
+    good = json.loads(path.read_text())
+    copy = tmp_path / "r.json"
+    R.write_json_atomic(copy, good)
+    assert R.load(copy) == good
+    assert RunSpec.from_dict(good["spec"]).to_dict() == good["spec"]
+
+    def broken(mutate, match):
+        obj = json.loads(json.dumps(good))
+        mutate(obj)
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(obj))
+        with pytest.raises(ResultError, match=match) as e:
+            R.load(bad)
+        assert str(bad) in str(e.value)
+
+    broken(lambda o: o.update(schema="other/1"), "not an msde-bench result")
+    broken(lambda o: o.pop("folds"), "missing field 'folds'")
+    broken(lambda o: o["folds"][0].update(acc_masked=1.5), "not a fraction")
+    broken(lambda o: o["folds"][1].pop("test_subjects"), r"folds\[1\] is missing 'test_subjects'")
+    broken(lambda o: o["spec"].update(colour="red"), "spec is not a valid run spec")
+    broken(lambda o: o["summary"].update(acc_masked={"mean": 1}), "summary.acc_masked")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ResultError, match="not valid JSON"):
+        R.load(tmp_path / "junk.json")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.json"
+    R.write_json_atomic(path, {"a": 1})
+    with pytest.raises(ValueError):
+        R.write_json_atomic(path, {"a": float("nan")})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
