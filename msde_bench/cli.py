@@ -228,9 +228,10 @@ def data_stats(root):
 @click.option("--paradigm", default="baseline", help="Paradigm whose training step is timed.")
 @click.option("--batch-size", type=int, default=32)
 @click.option("--image-size", type=int, default=48)
-@click.option("--steps", type=int, default=20, help="Timed steps per measurement (after 3 warm-up steps).")
+@click.option("--steps", type=int, default=15, help="Timed steps per round (after 3 warm-up steps).")
+@click.option("--rounds", type=int, default=7, help="Rounds; bare and harness alternate, medians are compared.")
 @click.option("--device", default="auto")
-def bench(model, paradigm, batch_size, image_size, steps, device):
+def bench(model, paradigm, batch_size, image_size, steps, rounds, device):
     """Measure the harness's overhead and the data pipeline's speed.
 
     Prints seconds per training step inside the harness against a bare PyTorch loop on the same
@@ -245,7 +246,7 @@ def bench(model, paradigm, batch_size, image_size, steps, device):
     from msde_bench.bench import run_bench
 
     engine.threads_default()
-    report = run_bench(model, paradigm, batch_size, image_size, steps, engine.resolve_device(device))
+    report = run_bench(model, paradigm, batch_size, image_size, steps, engine.resolve_device(device), rounds)
     for line in report["lines"]:
         click.echo(line)
 
