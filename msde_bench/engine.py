@@ -201,7 +201,7 @@ class Trainer:
                 seen += n
                 loss_sum += out["loss"].detach() * n
                 correct += (out["logits"].detach().argmax(1) == out["targets"]).sum()
-                n_images += batch.y.shape[0]
+                n_images += batch.y.shape[0] * self.paradigm.images_per_item
                 if progress and (i % 5 == 4 or i == steps - 1):
                     progress.batch(i + 1, float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1))
             self.scheduler.step()

@@ -28,6 +28,8 @@ class Paradigm:
     options: dict[str, Option] = {}
     #: 2 when an epoch visits each view of a pair as a separate training sample
     views_per_pair = 1
+    #: images the model sees per batch item (2 when both views go through the network together)
+    images_per_item = 1
 
     def __init__(self, options: dict[str, Any]):
         self.opts = {k: options[k] for k in self.options}
