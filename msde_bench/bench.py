@@ -27,6 +27,7 @@ class _FakeCache(ImageCache):
     def __init__(self, n: int, size: int, seed: int = 0):  # noqa: D401 - no files: random pixels
         g = torch.Generator().manual_seed(seed)
         self.size = size
+        self.fingerprint = "random"
         self.non_masked = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
         self.masked = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
         self.labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)

@@ -8,8 +8,11 @@ from msde_bench.hookspecs import hookimpl
 @hookimpl
 def msde_bench_register_paradigms(register):
     from msde_bench.paradigms.baseline import Baseline
+    from msde_bench.paradigms.contrastive import Contrastive
+    from msde_bench.paradigms.distill import Distill
 
-    register("baseline", Baseline, description=Baseline.description)
+    for cls in (Baseline, Contrastive, Distill):
+        register(cls.name, cls, paper=cls.paper, description=cls.description)
 
 
 @hookimpl

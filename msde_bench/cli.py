@@ -44,7 +44,7 @@ def main():
 
 @main.command(context_settings=dict(show_default=True))
 @click.option("--model", default="resnet18", help="A method plugin name or any timm model name.")
-@click.option("--paradigm", default="baseline", help="Training paradigm (baseline).")
+@click.option("--paradigm", default="baseline", help="Training paradigm: baseline, contrastive or distill.")
 @click.option("--data", default=None,
               help="An MSD-E-layout folder, or synth:full|small|tiny for the embedded synthetic set "
                    "[default: the recipe's synthetic set, generated once into $MSDE_BENCH_HOME].")
@@ -87,21 +87,18 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
 
     from msde_bench import engine
     from msde_bench.data import sources
-    from msde_bench.spec import RECIPES, RunSpec
+    from msde_bench.spec import make_spec
 
     console = Console(stderr=True)
     engine.threads_default()
     dev = engine.resolve_device(device)
     if recipe is None:
         recipe = "paper" if (data is not None or dev.type != "cpu") else "quick"
-    r = RECIPES[recipe]
     options = engine.check_options(model, paradigm, opts)
-    spec = RunSpec(
-        model=model, paradigm=paradigm, data=data or r["data"], split=split, folds=folds or r["folds"],
-        run_folds=tuple(sorted(set(run_folds))), recipe=recipe, epochs=epochs or r["epochs"],
-        batch_size=batch_size or r["batch_size"], lr=lr or r["lr"], weight_decay=r["weight_decay"],
-        image_size=image_size or r["image_size"], milestones=tuple(r["milestones"]), gamma=r["gamma"],
-        augment=r["augment"], seed=seed, device=str(dev), options=tuple(sorted(options.items())),
+    spec = make_spec(
+        model=model, paradigm=paradigm, recipe=recipe, paper_lr=engine.paradigm_class(paradigm).paper_lr,
+        data=data, options=options, split=split, folds=folds, run_folds=run_folds, epochs=epochs,
+        batch_size=batch_size, lr=lr, image_size=image_size, seed=seed, device=str(dev),
         init=str(Path(init).resolve()) if init else None, pretrained=pretrained,
     )
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{recipe}[/] · model {model} · paradigm "
@@ -132,6 +129,60 @@ def summary_table(result: dict) -> str:
     for key, title in (("acc_non_masked", "non-masked"), ("acc_masked", "masked"), ("acc_overall", "overall")):
         rows.append([title, f"{s[key]['mean']:.3f} ± {s[key]['std']:.3f}", s[key]["n"]])
     return tabulate(rows, headers=["accuracy", "mean ± std", "folds"], tablefmt="github")
+
+
+@main.command(context_settings=dict(show_default=True))
+@click.option("--model", default="resnet18", help="A method plugin name or any timm model name.")
+@click.option("--data", default=None, help="As for run [default: the recipe's synthetic set].")
+@click.option("--out", default="results", type=click.Path(file_okay=False), help="Folder for the result files.")
+@click.option("--recipe", type=click.Choice(["paper", "quick"]), default=None,
+              help="As for run [default: paper with a GPU or --data, quick otherwise].")
+@click.option("--protocol", "split", type=click.Choice(["clean", "faithful"]), default="clean")
+@click.option("--epochs", type=int, default=None)
+@click.option("--folds", type=int, default=None)
+@click.option("--fold", "run_folds", type=int, multiple=True, help="Run only this fold (repeatable).")
+@click.option("--image-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=0)
+@click.option("--device", default="auto")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="Applied to every row whose paradigm accepts the key (e.g. alpha=2, lambda=10, quirks).")
+@click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github")
+@click.option("--progress/--no-progress", default=None)
+def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_size, batch_size, seed, device, opts,
+            fmt, progress):
+    """Run every paradigm for one model and print the paper-style comparison table.
+
+    Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
+    the same seed and folds; finished runs under --out are reused. Columns: non-masked, masked and
+    overall accuracy (mean ± std over folds), mask gap, and the change of non-masked accuracy
+    relative to the non-masked-only baseline.
+
+    \b
+    Example:
+      msde-bench compare --model resnet18
+    """
+    from rich.console import Console
+
+    from msde_bench import compare as C
+    from msde_bench import engine
+    from msde_bench.data import sources
+
+    console = Console(stderr=True)
+    engine.threads_default()
+    dev = engine.resolve_device(device)
+    if recipe is None:
+        recipe = "paper" if (data is not None or dev.type != "cpu") else "quick"
+    user_opts = C.check_user_options(model, opts)
+    specs = C.build_specs(model, recipe, user_opts, data=data, split=split, folds=folds, run_folds=run_folds,
+                          epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, device=str(dev))
+    console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
+                  f"{specs[0][1].data} · protocol {split} ({specs[0][1].folds} folds) · seed {seed} · device {dev}")
+    dataset = sources.resolve(specs[0][1].data, progress=_synth_progress(console))
+    rows = C.run_all(specs, dataset, out, console, progress)
+    click.echo(C.table(rows, fmt))
+    for r in rows:
+        click.echo(f"{r['title']}: {r['path']}")
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.data.transforms import PairedAugment
 from msde_bench.errors import MsdeError
 from msde_bench.models.backbones import load_init
-from msde_bench.models.base import Method
+from msde_bench.models.base import DoubleSoftmax, Method
 from msde_bench.paradigms.base import Batch, Paradigm
-from msde_bench.spec import Option, RunSpec, parse_options
+from msde_bench.spec import QUIRKS, Option, RunSpec, parse_options
 
 
 # ------------------------------------------------------------------------------------------
@@ -80,11 +80,14 @@ def method_options(model: str) -> dict[str, Option]:
 
 
 def valid_options(model: str, paradigm: str) -> dict[str, Option]:
-    opts = dict(paradigm_class(paradigm).options)
-    for k, o in method_options(model).items():
-        if k in opts:
-            raise MsdeError(f"option {k!r} is declared by both paradigm {paradigm!r} and method {model!r}")
-        opts[k] = o
+    """The --opt keys a run accepts: the paradigm's, the method's and the reference-code quirks."""
+    opts = dict(QUIRKS)
+    for source, extra in ((f"paradigm {paradigm!r}", paradigm_class(paradigm).options),
+                          (f"method {model!r}", method_options(model))):
+        for k, o in extra.items():
+            if k in opts:
+                raise MsdeError(f"option {k!r} of {source} is already declared elsewhere")
+            opts[k] = o
     return opts
 
 
@@ -92,9 +95,9 @@ def check_options(model: str, paradigm: str, pairs) -> dict:
     return parse_options(list(pairs), valid_options(model, paradigm))
 
 
-def build_method(spec: RunSpec) -> tuple[Method, dict | None]:
+def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | None]:
     """The model of a spec (a registered method, or a plain timm backbone + linear head), with
-    `--init` loaded; returns it and the init report."""
+    `--init` loaded unless `load` is False; returns it and the init report."""
     from msde_bench.models.plain import PlainClassifier
     from msde_bench.plugins import registry
 
@@ -105,7 +108,11 @@ def build_method(spec: RunSpec) -> tuple[Method, dict | None]:
         method = entry.obj(num_classes=NUM_CLASSES, pretrained=spec.pretrained, options=mine)
     else:
         method = PlainClassifier(spec.model, NUM_CLASSES, pretrained=spec.pretrained)
-    report = load_init(method.trunk if hasattr(method, "trunk") else method, spec.init) if spec.init else None
+    report = None
+    if spec.init and load:
+        report = load_init(method.trunk if hasattr(method, "trunk") else method, spec.init)
+    if opts.get("quirk_double_softmax"):
+        method = DoubleSoftmax(method)
     return method, report
 
 
@@ -233,8 +240,16 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
     return (cache.labels[idx_t].numpy(), torch.cat(preds_nm).numpy(), torch.cat(preds_m).numpy())
 
 
-def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, batch_size: int) -> dict:
-    return M.fold_metrics(*predict(method, cache, idx, device, batch_size))
+def eval_augment(spec: RunSpec) -> PairedAugment:
+    """Evaluation preprocessing: ImageNet mean/std as in training, or the reference's 0.5/0.5."""
+    if spec.option("quirk_eval_normalisation", False):
+        return PairedAugment("none", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return PairedAugment("none")
+
+
+def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec) -> dict:
+    bs = max(2 * spec.batch_size, 64)
+    return M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,23 +324,23 @@ def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
                 train_subjects=sorted(set(subjects[fold.train].tolist())))
 
 
-def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device,
-             progress: RunProgress | None = None) -> dict:
+def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
+             progress: RunProgress | None = None, console: Console | None = None) -> dict:
     """Trains and evaluates one fold; its result depends only on (spec, fold), never on which
     folds ran before, which is what makes --resume give the same numbers."""
     seed = derive_seed(spec.seed, "fold", fold.index)
-    torch.manual_seed(seed)
-    method, init_report = build_method(spec)
     paradigm = build_paradigm(spec)
+    paradigm.prepare(dict(spec=spec, cache=cache, train_idx=fold.train, test_idx=fold.test, subjects=subjects,
+                          device=device, seed=seed, fold=fold.index, console=console))
+    torch.manual_seed(seed)
+    method, init_report = build_method(spec, load=not paradigm.skip_init())
     gen = torch.Generator().manual_seed(seed)
-    paradigm.prepare(dict(spec=spec, cache=cache, train_idx=fold.train, device=device, seed=seed, fold=fold.index))
     trainer = Trainer(spec, method, paradigm, device)
-    eval_bs = max(2 * spec.batch_size, 64)
     history: list[dict] = []
     best: dict = {}
 
     def on_epoch(epoch: int) -> None:  # faithful protocol: pick the best epoch on the test fold
-        m = evaluate(trainer.method, cache, fold.test, device, eval_bs)
+        m = evaluate(trainer.method, cache, fold.test, device, spec)
         history.append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"], acc_masked=m["acc_masked"],
                             acc_overall=m["acc_overall"]))
         if not best or m["acc_overall"] > best["metrics"]["acc_overall"]:
@@ -336,11 +351,13 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if selection == "best-on-test":
         metrics, selected = best["metrics"], best["epoch"]
     else:
-        metrics, selected = evaluate(trainer.method, cache, fold.test, device, eval_bs), spec.epochs
+        metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec), spec.epochs
     rec = dict(**metrics, **timing, selected_epoch=selected,
                n_params=sum(p.numel() for p in trainer.method.parameters()))
     if history:
         rec["history"] = history
+    if paradigm.report():
+        rec["paradigm"] = paradigm.report()
     if init_report:
         rec["init"] = dict(loaded=init_report["loaded"], missing=len(init_report["missing"]),
                            unexpected=len(init_report["unexpected"]))
@@ -386,7 +403,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                 continue
             fold = folds[f]
             progress.start_fold(f)
-            rec = {**fold_record(fold, subjects), **run_fold(spec, cache, fold, device, progress)}
+            rec = {**fold_record(fold, subjects), **run_fold(spec, cache, fold, device, subjects, progress, console)}
             done[f] = rec
             progress.end_fold()
             console.print(f"fold {f}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}  "

@@ -9,8 +9,8 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from msde_bench import CLASS_NAMES, NUM_CLASSES
 
-SUMMARY_KEYS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
-                "pair_agreement", "train_seconds", "train_images_per_second")
+SUMMARY_KEYS = ("acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "macro_f1_non_masked",
+                "macro_f1_masked", "pair_agreement", "train_seconds", "train_images_per_second")
 
 
 def fold_metrics(y: np.ndarray, pred_nm: np.ndarray, pred_m: np.ndarray) -> dict:
@@ -33,6 +33,7 @@ def fold_metrics(y: np.ndarray, pred_nm: np.ndarray, pred_m: np.ndarray) -> dict
         acc_non_masked=float(ok_nm.mean()),
         acc_masked=float(ok_m.mean()),
         acc_overall=float((ok_nm.sum() + ok_m.sum()) / (2 * len(y))),
+        mask_gap=float(ok_nm.mean() - ok_m.mean()),  # non-masked minus masked accuracy
         macro_f1_non_masked=float(f1_score(y, pred_nm, labels=labels, average="macro", zero_division=0)),
         macro_f1_masked=float(f1_score(y, pred_m, labels=labels, average="macro", zero_division=0)),
         pair_agreement=float((pred_nm == pred_m).mean()),

@@ -15,7 +15,7 @@ SCHEMA = "msde-bench/result/1"
 
 _FOLD_FIELDS = {
     "fold": int, "test_subjects": list, "n_test_pairs": int, "acc_non_masked": float, "acc_masked": float,
-    "acc_overall": float, "macro_f1_non_masked": float, "macro_f1_masked": float, "pair_agreement": float,
+    "acc_overall": float, "mask_gap": float, "macro_f1_non_masked": float, "macro_f1_masked": float, "pair_agreement": float,
     "per_class": dict, "confusion_non_masked": list, "confusion_masked": list, "train_seconds": float,
     "train_images_per_second": float,
 }

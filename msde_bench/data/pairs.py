@@ -91,6 +91,7 @@ class ImageCache:
 
     def __init__(self, dataset: PairedDataset, size: int, threads: int | None = None):
         self.size = size
+        self.fingerprint = dataset.fingerprint()
         n = len(dataset.pairs)
         self.labels = torch.as_tensor(dataset.labels)
         self.non_masked = torch.empty((n, size, size, 3), dtype=torch.uint8)

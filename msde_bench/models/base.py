@@ -38,3 +38,22 @@ class Method(nn.Module):
     def target_layer(self) -> nn.Module:
         """The layer Grad-CAM looks at."""
         raise NotImplementedError
+
+
+class DoubleSoftmax(Method):
+    """The reference classifier's quirk: the head ends in softmax, and its probabilities are what
+    the loss (cross-entropy, which applies log-softmax again) receives. Predictions are unchanged."""
+
+    def __init__(self, inner: Method):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> Output:
+        out = self.inner(x)
+        return Output(torch.softmax(out.logits.float(), dim=1), out.embedding, out.feature_map)
+
+    def loss(self, x, y, out, state=None):
+        return self.inner.loss(x, y, out, state)
+
+    def target_layer(self) -> nn.Module:
+        return self.inner.target_layer()

@@ -25,17 +25,30 @@ class Batch:
 class Paradigm:
     name = "base"
     description = ""
+    paper = ""
     options: dict[str, Option] = {}
     #: 2 when an epoch visits each view of a pair as a separate training sample
     views_per_pair = 1
     #: images the model sees per batch item (2 when both views go through the network together)
     images_per_item = 1
+    #: the learning rate of the reference code under --recipe paper
+    paper_lr = 1e-3
 
     def __init__(self, options: dict[str, Any]):
         self.opts = {k: options[k] for k in self.options}
 
     def prepare(self, ctx: dict) -> None:
-        """Called once per fold before training (distill trains or loads its teacher here)."""
+        """Called once per fold before training (distill trains or loads its teacher here).
+
+        ctx: spec, cache, train_idx, test_idx, subjects, device, seed, fold, console."""
+
+    def skip_init(self) -> bool:
+        """True when the student must not load --init (distill's quirk_student_random_init)."""
+        return False
+
+    def report(self) -> dict:
+        """What the result should record about this fold's paradigm (e.g. where the teacher came from)."""
+        return {}
 
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
         """Returns the loss terms ('loss' is what is minimised) and 'logits'/'targets' for the

@@ -14,6 +14,7 @@ TRAIN_ON = ("mixed", "non-masked", "masked")
 class Baseline(Paradigm):
     name = "baseline"
     description = "the method's own loss on one view or on both as separate samples (train_on)"
+    paper = "Sola & Gera, MSD-E (ICVGIP 2022), ResNet-18 baselines"
     options = {
         "train_on": Option("mixed", "which images to train on: mixed (every image of both views, shuffled "
                            "as separate samples), non-masked, or masked", TRAIN_ON),

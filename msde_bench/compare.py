@@ -1,0 +1,86 @@
+"""`msde-bench compare`: the paper-style table of every paradigm for one model on one dataset.
+
+Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill; columns:
+non-masked, masked and overall accuracy (mean ± std over folds), the mask gap, and the change of
+non-masked accuracy relative to the non-masked-only baseline. Every row uses the same seed, the
+same protocol and therefore the same folds; finished runs are reused (`--resume` semantics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msde_bench.errors import MsdeError
+
+ROWS = (
+    ("baseline (non-masked)", "baseline", {"train_on": "non-masked"}),
+    ("baseline (masked)", "baseline", {"train_on": "masked"}),
+    ("baseline (mixed)", "baseline", {"train_on": "mixed"}),
+    ("contrastive", "contrastive", {}),
+    ("distill", "distill", {}),
+)
+
+
+def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
+    """The row's own options plus the user's --opt values that this paradigm accepts."""
+    from msde_bench.engine import valid_options
+
+    valid = valid_options(model, paradigm)
+    return {**{k: v for k, v in user.items() if k in valid}, **base}
+
+
+def check_user_options(model: str, pairs) -> dict:
+    """Each --opt key must be valid for at least one row; values are parsed by that row's option."""
+    from msde_bench.engine import valid_options
+    from msde_bench.spec import parse_options
+
+    merged = {}
+    for _, paradigm, _ in ROWS:
+        merged.update(valid_options(model, paradigm))
+    values = parse_options(list(pairs), merged)
+    given = {p.split("=", 1)[0].strip() for p in pairs}
+    return {k: v for k, v in values.items() if k in given}
+
+
+def run_all(specs: list, dataset, out: str | Path, console, show_progress) -> list[dict]:
+    from msde_bench import engine
+
+    results = []
+    for title, spec in specs:
+        console.print(f"[bold]{title}[/]")
+        result, path = engine.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress)
+        results.append(dict(title=title, result=result, path=str(path)))
+    return results
+
+
+def table(rows: list[dict], fmt: str = "github") -> str:
+    from tabulate import tabulate
+
+    ref = next((r for r in rows if r["title"] == "baseline (non-masked)"), None)
+    ref_nm = ref["result"]["summary"]["acc_non_masked"]["mean"] if ref else None
+    out = []
+    for r in rows:
+        s = r["result"]["summary"]
+
+        def ms(key):
+            return f"{s[key]['mean']:.3f} ± {s[key]['std']:.3f}"
+
+        delta = "" if ref_nm is None else f"{s['acc_non_masked']['mean'] - ref_nm:+.3f}"
+        out.append([r["title"], ms("acc_non_masked"), ms("acc_masked"), ms("acc_overall"),
+                    f"{s['mask_gap']['mean']:.3f}", delta, s["acc_masked"]["n"]])
+    headers = ["paradigm", "non-masked", "masked", "overall", "mask gap", "Δ non-masked vs NM baseline", "folds"]
+    return tabulate(out, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def build_specs(model: str, recipe: str, user_opts: dict, **kw) -> list:
+    from msde_bench.engine import paradigm_class
+    from msde_bench.spec import make_spec
+
+    specs = []
+    for title, paradigm, base in ROWS:
+        opts = row_options(paradigm, model, base, user_opts)
+        specs.append((title, make_spec(model=model, paradigm=paradigm, recipe=recipe,
+                                       paper_lr=paradigm_class(paradigm).paper_lr, options=opts, **kw)))
+    if len({(s.seed, s.split, s.folds, s.data) for _, s in specs}) != 1:
+        raise MsdeError("internal: compare rows differ in seed, protocol or data")
+    return specs

@@ -1,0 +1,199 @@
+"""`distill`: knowledge distillation from a non-masked teacher (PAPER.md section 4.4).
+
+A teacher of the same model is trained first on the non-masked images of the fold's training
+pairs (the baseline paradigm with train_on=non-masked, the recipe's baseline learning rate,
+`teacher_epochs`), or loaded from `teacher=PATH`; it is frozen in eval mode. The student sees the
+masked view of each pair with probability p (per sample, as the reference code draws it) and the
+non-masked view otherwise. The loss is
+
+    L_method(student) + lambda * MSE(F_teacher(non-masked), F_student(input))
+                      [+ kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))]
+
+with F the last feature map, L2-normalised over channels as the reference ResNet does. Each
+fold's teacher is cached under $MSDE_BENCH_HOME/teachers and reused when the same spec runs
+again; a teacher never sees the fold's test subjects (checked before training, and for a cached
+or loaded teacher from the subjects stored with it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from msde_bench.errors import MsdeError
+from msde_bench.models.base import Method
+from msde_bench.paradigms.base import Batch, Paradigm
+from msde_bench.spec import QUIRKS, RECIPES, Option, RunSpec
+
+TEACHER_FORMAT = "msde-bench/teacher/1"
+
+
+class Distill(Paradigm):
+    name = "distill"
+    description = "a frozen non-masked teacher; the student sees the masked view with probability p"
+    paper = "Sola & Gera, MSD-E (ICVGIP 2022), section 'knowledge distillation'"
+    paper_lr = 1e-2
+    options = {
+        "lambda": Option(100.0, "weight of the feature-map MSE to the teacher (reference code: 100)"),
+        "p": Option(0.5, "probability that the student sees the masked view of a pair"),
+        "teacher": Option("", "a teacher checkpoint to load instead of training one (a file written by "
+                              "msde-bench, or a state dict of the same model)"),
+        "teacher_epochs": Option(0, "epochs of teacher training (0: the run's epochs)"),
+        "normalise": Option(True, "L2-normalise both feature maps over channels before the MSE, as the "
+                                  "reference ResNet does"),
+        "kd_weight": Option(0.0, "weight of logit distillation (KL divergence); 0 turns it off"),
+        "kd_temperature": Option(4.0, "temperature of logit distillation"),
+        "quirk_student_random_init": Option(False, "ignore --init for the student, as the reference code "
+                                                   "silently does (it loads after wrapping in DataParallel)"),
+    }
+
+    def __init__(self, options):
+        super().__init__(options)
+        if not 0.0 <= self.opts["p"] <= 1.0:
+            raise MsdeError(f"--opt p={self.opts['p']}: a probability must be in [0, 1]")
+        self.teacher: Method | None = None
+        self.info: dict = {}
+        self.gen = torch.Generator()
+
+    def skip_init(self) -> bool:
+        return bool(self.opts["quirk_student_random_init"])
+
+    # -- the teacher ---------------------------------------------------------------------------
+
+    def teacher_spec(self, spec: RunSpec) -> RunSpec:
+        """The teacher is the baseline non-masked model of the same model and recipe."""
+        quirks = {k: v for k, v in spec.options if k in QUIRKS}
+        lr = RECIPES[spec.recipe]["lr"] if spec.recipe in RECIPES else spec.lr
+        return spec.with_(paradigm="baseline", options=tuple(sorted({**quirks, "train_on": "non-masked"}.items())),
+                          epochs=self.opts["teacher_epochs"] or spec.epochs, lr=lr, run_folds=())
+
+    def prepare(self, ctx: dict) -> None:
+        from msde_bench.data.synth import cache_home
+        from msde_bench.engine import derive_seed
+
+        spec, subjects, device = ctx["spec"], ctx["subjects"], ctx["device"]
+        train_subjects = sorted(set(subjects[ctx["train_idx"]].tolist()))
+        test_subjects = sorted(set(subjects[ctx["test_idx"]].tolist()))
+        assert not set(train_subjects) & set(test_subjects), "teacher training pairs include test subjects"
+        if self.opts["teacher"]:
+            teacher, meta = self._load(Path(self.opts["teacher"]), spec)
+            source = str(self.opts["teacher"])
+        else:
+            tspec = self.teacher_spec(spec)
+            key = hashlib.sha256(json.dumps(dict(spec=tspec.to_dict(), fold=ctx["fold"], data=ctx["cache"].fingerprint,
+                                                 train_subjects=train_subjects), sort_keys=True).encode()).hexdigest()[:16]
+            path = cache_home() / "teachers" / f"{key}.pt"
+            if path.is_file():
+                teacher, meta = self._load(path, spec)
+                source = f"cache {path}"
+            else:
+                teacher, meta = self._train(tspec, ctx, derive_seed(spec.seed, "teacher", ctx["fold"]), train_subjects)
+                _save_atomic(path, teacher, meta)
+                source = f"trained ({path})"
+        seen = meta.get("train_subjects")
+        if seen is not None:
+            leaked = sorted(set(seen) & set(test_subjects))
+            if leaked:
+                raise MsdeError(f"{source}: the teacher was trained on subjects {leaked[:10]} that fold "
+                                f"{ctx['fold']} tests; a teacher must see only the fold's training subjects")
+        elif ctx.get("console") is not None:
+            ctx["console"].print(f"[yellow]warning[/]: {source} records no training subjects; cannot check that it "
+                                 "never saw this fold's test subjects")
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher = teacher
+        self.info = dict(teacher=source, teacher_train_subjects=seen)
+        self.gen = torch.Generator().manual_seed(derive_seed(spec.seed, "distill-views", ctx["fold"]))
+
+    def _train(self, tspec: RunSpec, ctx: dict, seed: int, train_subjects: list[int]) -> tuple[Method, dict]:
+        from msde_bench.engine import Trainer, build_method, build_paradigm
+
+        if ctx.get("console") is not None:
+            ctx["console"].print(f"fold {ctx['fold']}: training the non-masked teacher ({tspec.epochs} epochs)")
+        torch.manual_seed(seed)
+        model, _ = build_method(tspec)
+        trainer = Trainer(tspec, model, build_paradigm(tspec), ctx["device"])
+        trainer.fit(ctx["cache"], ctx["train_idx"], torch.Generator().manual_seed(seed))
+        meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx["fold"], train_subjects=train_subjects)
+        return trainer.method.cpu(), meta
+
+    def _load(self, path: Path, spec: RunSpec) -> tuple[Method, dict]:
+        from msde_bench.engine import build_method
+
+        if not path.is_file():
+            raise MsdeError(f"{path}: teacher checkpoint not found")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise MsdeError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__})") from None
+        meta = {}
+        if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
+            meta, state = obj.get("meta", {}), obj["state_dict"]
+        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            state = obj["state_dict"]
+        else:
+            state = obj
+        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        model, _ = build_method(self.teacher_spec(spec), load=False)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise MsdeError(f"{path}: does not fit model {spec.model!r} ({str(e).splitlines()[0]})") from None
+        return model, meta
+
+    def report(self) -> dict:
+        return dict(self.info)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def student_views(self, batch: Batch) -> torch.Tensor:
+        """Per pair: True where the student sees the masked view (probability p)."""
+        draw = torch.rand(batch.y.shape[0], generator=self.gen) < self.opts["p"]
+        return draw.to(batch.y.device)
+
+    def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
+        masked = self.student_views(batch)
+        x = torch.where(masked.view(-1, 1, 1, 1), batch.masked, batch.non_masked)
+        with torch.no_grad():
+            t_out = self.teacher(batch.non_masked)
+        s_out = method(x)
+        terms = method.loss(x, batch.y, s_out, None)
+        f_t, f_s = t_out.feature_map.float(), s_out.feature_map.float()
+        if self.opts["normalise"]:
+            f_t, f_s = F.normalize(f_t, dim=1), F.normalize(f_s, dim=1)
+        feat = F.mse_loss(f_s, f_t)
+        loss = terms["loss"] + self.opts["lambda"] * feat
+        out = {"loss": loss, "loss_method": terms["loss"], "feature_mse": feat, "logits": s_out.logits,
+               "targets": batch.y, "masked_share": masked.float().mean()}
+        if self.opts["kd_weight"] > 0:
+            kd = kd_loss(s_out.logits.float(), t_out.logits.float(), self.opts["kd_temperature"])
+            out["kd"] = kd
+            out["loss"] = loss + self.opts["kd_weight"] * kd
+        return out
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's logit distillation: T^2 * KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean") * t * t
+
+
+def _save_atomic(path: Path, model: Method, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(dict(format=TEACHER_FORMAT, meta=meta, state_dict=model.state_dict()), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
