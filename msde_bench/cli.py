@@ -185,6 +185,33 @@ def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_siz
         click.echo(f"{r['title']}: {r['path']}")
 
 
+@main.command()
+def paradigms():
+    """List the training paradigms and their --opt options, with defaults.
+
+    The reference-code quirk options (quirk_*) are accepted by every paradigm.
+
+    \b
+    Example:
+      msde-bench paradigms
+    """
+    from tabulate import tabulate
+
+    from msde_bench.plugins import registry
+    from msde_bench.spec import QUIRKS
+
+    rows = []
+    for name, entry in sorted(registry().paradigms.items()):
+        for i, (key, opt) in enumerate(sorted(entry.obj.options.items())):
+            rows.append([name if i == 0 else "", key, repr(opt.default), opt.help])
+        if not entry.obj.options:
+            rows.append([name, "", "", ""])
+    for key, opt in sorted(QUIRKS.items()):
+        rows.append(["(all)", key, repr(opt.default), opt.help])
+    click.echo(tabulate(rows, headers=["paradigm", "option", "default", "meaning"], tablefmt="github",
+                        disable_numparse=True))
+
+
 # ------------------------------------------------------------------------------------------
 # data
 

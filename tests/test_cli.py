@@ -8,7 +8,8 @@ from msde_bench import __version__
 from msde_bench.bench import run_bench
 from msde_bench.cli import main
 
-COMMANDS = [["run"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"], ["bench"]]
+COMMANDS = [["run"], ["compare"], ["paradigms"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"],
+            ["bench"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -67,3 +68,11 @@ def test_bench_reports_both_ratios():
     assert report["overhead"] > 0 and report["data_ratio"] > 0
     assert any("harness overhead" in ln for ln in report["lines"])
     assert any("pipeline / model" in ln for ln in report["lines"])
+
+
+def test_paradigms_lists_every_option():
+    res = CliRunner().invoke(main, ["paradigms"])
+    assert res.exit_code == 0
+    for text in ("| baseline", "train_on", "| contrastive", "align", "| distill", "lambda", "100.0",
+                 "quirk_double_softmax"):
+        assert text in res.output

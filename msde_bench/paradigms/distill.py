@@ -108,6 +108,7 @@ class Distill(Paradigm):
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+            p.grad = None  # a freshly trained teacher still holds its last step's gradients
         self.teacher = teacher
         self.info = dict(teacher=source, teacher_train_subjects=seen)
         self.gen = torch.Generator().manual_seed(derive_seed(spec.seed, "distill-views", ctx["fold"]))
