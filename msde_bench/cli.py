@@ -49,9 +49,9 @@ def main():
               help="An MSD-E-layout folder, or synth:full|small|tiny for the embedded synthetic set "
                    "[default: the recipe's synthetic set, generated once into $MSDE_BENCH_HOME].")
 @click.option("--out", default="results", type=click.Path(file_okay=False), help="Folder for the result file.")
-@click.option("--recipe", type=click.Choice(["paper", "quick"]), default=None,
-              help="paper: the reference code's setup; quick: CPU-sized [default: paper with a GPU or "
-                   "--data, quick otherwise].")
+@click.option("--recipe", type=click.Choice(["paper", "quick", "official"]), default=None,
+              help="paper: the reference code's setup; quick: CPU-sized; official: the method's own published "
+                   "recipe [default: paper with a GPU or --data, quick otherwise].")
 @click.option("--protocol", "split", type=click.Choice(["clean", "faithful"]), default="clean",
               help="clean: seeded subject-disjoint k-fold, last epoch; faithful: the reference code's "
                    "15-ID windows with best epoch chosen on the test fold.")
@@ -97,13 +97,14 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
     options = engine.check_options(model, paradigm, opts)
     spec = make_spec(
         model=model, paradigm=paradigm, recipe=recipe, paper_lr=engine.paradigm_class(paradigm).paper_lr,
-        data=data, options=options, split=split, folds=folds, run_folds=run_folds, epochs=epochs,
+        data=data, options=options, official=engine.official_recipe(model), split=split, folds=folds, run_folds=run_folds, epochs=epochs,
         batch_size=batch_size, lr=lr, image_size=image_size, seed=seed, device=str(dev),
         init=str(Path(init).resolve()) if init else None, pretrained=pretrained,
     )
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{recipe}[/] · model {model} · paradigm "
                   f"{paradigm} · data {spec.data} · protocol {split} ({spec.folds} folds) · device {dev} · "
-                  f"{spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · lr {spec.lr:g} · seed {seed}")
+                  f"{spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · {spec.optimizer} lr "
+                  f"{spec.lr:g} · seed {seed}")
     dataset = sources.resolve(spec.data, progress=_synth_progress(console))
     result, path = engine.run(spec, dataset, out, resume=resume, console=console, show_progress=progress)
     click.echo(summary_table(result))
@@ -135,7 +136,7 @@ def summary_table(result: dict) -> str:
 @click.option("--model", default="resnet18", help="A method plugin name or any timm model name.")
 @click.option("--data", default=None, help="As for run [default: the recipe's synthetic set].")
 @click.option("--out", default="results", type=click.Path(file_okay=False), help="Folder for the result files.")
-@click.option("--recipe", type=click.Choice(["paper", "quick"]), default=None,
+@click.option("--recipe", type=click.Choice(["paper", "quick", "official"]), default=None,
               help="As for run [default: paper with a GPU or --data, quick otherwise].")
 @click.option("--protocol", "split", type=click.Choice(["clean", "faithful"]), default="clean")
 @click.option("--epochs", type=int, default=None)
@@ -209,6 +210,52 @@ def paradigms():
     for key, opt in sorted(QUIRKS.items()):
         rows.append(["(all)", key, repr(opt.default), opt.help])
     click.echo(tabulate(rows, headers=["paradigm", "option", "default", "meaning"], tablefmt="github",
+                        disable_numparse=True))
+
+
+@main.command()
+def plugins():
+    """List plugins: name, version, source, what each registers, and load errors.
+
+    Sources: built-in (inside msde_bench), in-tree (plugins/ shipped with msde-bench) and
+    installed (any package declaring the entry-point group msde_bench). A plugin that fails to
+    load is listed with its error and skipped; MSDE_BENCH_DISABLE_PLUGINS (comma list, or *)
+    turns plugins off.
+
+    \b
+    Example:
+      msde-bench plugins
+    """
+    from tabulate import tabulate
+
+    from msde_bench.plugins import registry
+
+    rows = []
+    for info in registry().plugins.values():
+        status = "disabled" if info.disabled else (f"error: {info.error}" if info.error else "ok")
+        rows.append([info.name, info.version, info.source, ", ".join(info.registers), status])
+    click.echo(tabulate(rows, headers=["plugin", "version", "source", "registers", "status"], tablefmt="github",
+                        disable_numparse=True))
+
+
+@main.command()
+def methods():
+    """List the FER methods that --model accepts, with their paper.
+
+    Any timm model name is accepted too, as a plain backbone with a linear head.
+
+    \b
+    Example:
+      msde-bench methods
+    """
+    from tabulate import tabulate
+
+    from msde_bench.plugins import registry
+
+    rows = [[name, e.description, e.paper, e.plugin] for name, e in sorted(registry().methods.items())]
+    rows.append(["<any timm model>", "plain backbone + global average pooling + linear head "
+                 "(e.g. resnet18, resnet50, convnext_tiny)", "", "built-in"])
+    click.echo(tabulate(rows, headers=["method", "description", "paper", "plugin"], tablefmt="github",
                         disable_numparse=True))
 
 

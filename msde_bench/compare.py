@@ -22,11 +22,14 @@ ROWS = (
 
 
 def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
-    """The row's own options plus the user's --opt values that this paradigm accepts."""
+    """Every option of the row with its value: defaults, then the user's --opt values that this
+    paradigm accepts, then the row's own (the same canonical form `run` gives, so that a row and
+    the equivalent `msde-bench run` share one spec and one result file)."""
     from msde_bench.engine import valid_options
+    from msde_bench.spec import parse_options
 
     valid = valid_options(model, paradigm)
-    return {**{k: v for k, v in user.items() if k in valid}, **base}
+    return {**parse_options([], valid), **{k: v for k, v in user.items() if k in valid}, **base}
 
 
 def check_user_options(model: str, pairs) -> dict:
@@ -73,13 +76,13 @@ def table(rows: list[dict], fmt: str = "github") -> str:
 
 
 def build_specs(model: str, recipe: str, user_opts: dict, **kw) -> list:
-    from msde_bench.engine import paradigm_class
+    from msde_bench.engine import official_recipe, paradigm_class
     from msde_bench.spec import make_spec
 
     specs = []
     for title, paradigm, base in ROWS:
         opts = row_options(paradigm, model, base, user_opts)
-        specs.append((title, make_spec(model=model, paradigm=paradigm, recipe=recipe,
+        specs.append((title, make_spec(model=model, paradigm=paradigm, recipe=recipe, official=official_recipe(model),
                                        paper_lr=paradigm_class(paradigm).paper_lr, options=opts, **kw)))
     if len({(s.seed, s.split, s.folds, s.data) for _, s in specs}) != 1:
         raise MsdeError("internal: compare rows differ in seed, protocol or data")

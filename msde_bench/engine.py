@@ -72,11 +72,24 @@ def paradigm_class(name: str) -> type[Paradigm]:
     return table[name].obj
 
 
-def method_options(model: str) -> dict[str, Option]:
+def method_entry(model: str):
     from msde_bench.plugins import registry
 
-    entry = registry().methods.get(model)
-    return dict(entry.extra.get("options") or {}) if entry else {}
+    return registry().methods.get(model)
+
+
+def method_options(model: str) -> dict[str, Option]:
+    entry = method_entry(model)
+    if entry is None:
+        return {}
+    return dict(entry.extra.get("options") or getattr(entry.obj, "options", None) or {})
+
+
+def official_recipe(model: str) -> dict:
+    entry = method_entry(model)
+    if entry is None:
+        return {}
+    return dict(entry.extra.get("official_recipe") or getattr(entry.obj, "official_recipe", None) or {})
 
 
 def valid_options(model: str, paradigm: str) -> dict[str, Option]:
@@ -138,6 +151,30 @@ def autocast(device: torch.device):
 # training
 
 
+def make_optimizer(spec: RunSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    """Adam or SGD over the method's parameter groups; a group's `lr_scale` multiplies the lr."""
+    groups = [dict(g) for g in groups]
+    for g in groups:
+        g["lr"] = spec.lr * g.pop("lr_scale", 1.0)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    raise MsdeError(f"unknown optimizer {spec.optimizer!r}; use adam or sgd")
+
+
+def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
+    """Stepped once per epoch."""
+    sched = torch.optim.lr_scheduler
+    if spec.schedule == "multistep":
+        return sched.MultiStepLR(optimizer, list(spec.milestones), spec.gamma)
+    if spec.schedule == "exponential":
+        return sched.ExponentialLR(optimizer, spec.gamma)
+    if spec.schedule == "step":
+        return sched.StepLR(optimizer, max(1, spec.step_size), spec.gamma)
+    raise MsdeError(f"unknown schedule {spec.schedule!r}; use multistep, exponential or step")
+
+
 @dataclass
 class FoldContext:
     spec: RunSpec
@@ -159,8 +196,8 @@ class Trainer:
         self.paradigm = paradigm
         self.device = device
         self.augment = PairedAugment(spec.augment)
-        self.optimizer = torch.optim.Adam(self.method.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(spec.milestones), spec.gamma)
+        self.optimizer = make_optimizer(spec, self.method.param_groups(spec.lr))
+        self.scheduler = make_scheduler(spec, self.optimizer)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -168,9 +205,10 @@ class Trainer:
             out = self.paradigm.training_step(self.method, batch)
         out["loss"].backward()
         self.optimizer.step()
+        self.method.after_step()
         return out
 
-    def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator):
+    def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator, epoch: int = 0):
         """One epoch of batches: a seeded shuffle of the items (pairs, or pair views for
         paradigms that visit each view separately), each augmented with one draw per pair."""
         vpp = self.paradigm.views_per_pair
@@ -187,7 +225,7 @@ class Trainer:
             if channels_last(self.device):
                 nm, m = nm.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
             view = (items % vpp).to(self.device) if vpp > 1 else None
-            yield Batch(nm, m, cache.labels[pairs].to(self.device), view)
+            yield Batch(nm, m, cache.labels[pairs].to(self.device), view, pairs.to(self.device), epoch)
 
     def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
             on_epoch: Callable[[int], None] | None = None, progress: "RunProgress | None" = None) -> dict:
@@ -202,7 +240,7 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device)
             seen = 0
-            for i, batch in enumerate(self.batches(cache, train_idx, gen)):
+            for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch)):
                 out = self.train_step(batch)
                 n = out["targets"].shape[0]
                 seen += n

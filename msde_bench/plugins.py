@@ -34,9 +34,10 @@ class Entry:
 class PluginInfo:
     name: str
     version: str
-    source: str  # built-in | installed
+    source: str  # built-in | in-tree (shipped in plugins/ with msde-bench) | installed
     registers: list[str] = field(default_factory=list)
     error: str | None = None
+    disabled: bool = False
 
 
 class Registry:
@@ -100,11 +101,18 @@ def registry(reload: bool = False) -> Registry:
     reg.load_plugin(pm, "msde_bench.builtins", builtins)
     disabled, all_external = _disabled()
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-        if all_external or ep.name in disabled:
-            continue
         dist = getattr(ep, "dist", None)
-        info = PluginInfo(ep.name, dist.version if dist else "?", "installed")
+        dist_name = (dist.metadata["Name"] or "") if dist is not None else ""
+        source = "in-tree" if dist_name.lower().replace("_", "-") == "msde-bench" else "installed"
+        info = PluginInfo(ep.name, dist.version if dist else "?", source)
+        if ep.name in reg.plugins:
+            info.error = f"entry point name {ep.name!r} is used twice (also by {reg.plugins[ep.name].source} plugin)"
+            reg.plugins[f"{ep.name} ({dist_name})"] = info
+            continue
         reg.plugins[ep.name] = info
+        if all_external or ep.name in disabled:
+            info.disabled = True
+            continue
         try:
             module = ep.load()
             reg.load_plugin(pm, ep.name, module)

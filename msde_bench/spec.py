@@ -19,9 +19,9 @@ from msde_bench.errors import MsdeError
 #: in under 3 minutes there (README, "Speed").
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(lr=1e-3, weight_decay=1e-4, batch_size=96, image_size=224, epochs=25, milestones=(14, 21),
-                  gamma=0.1, folds=10, augment="paper", data="synth:full"),
+                  gamma=0.1, folds=10, augment="paper", data="synth:full", optimizer="adam", schedule="multistep"),
     "quick": dict(lr=2e-3, weight_decay=1e-4, batch_size=32, image_size=48, epochs=6, milestones=(5,),
-                  gamma=0.1, folds=5, augment="flip", data="synth:small"),
+                  gamma=0.1, folds=5, augment="flip", data="synth:small", optimizer="adam", schedule="multistep"),
 }
 
 
@@ -91,6 +91,10 @@ class RunSpec:
     milestones: tuple[int, ...] = (5,)
     gamma: float = 0.1
     augment: str = "flip"
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9  # sgd only
+    schedule: str = "multistep"  # multistep (milestones, gamma) | exponential (gamma per epoch) | step (step_size, gamma)
+    step_size: int = 0
     seed: int = 0
     device: str = "cpu"
     options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
@@ -141,22 +145,36 @@ QUIRKS.update({
 })
 
 
+RECIPE_NAMES = ("paper", "quick", "official")
+_RECIPE_KEYS = ("lr", "weight_decay", "batch_size", "image_size", "epochs", "milestones", "gamma", "folds", "augment",
+                "optimizer", "momentum", "schedule", "step_size")
+
+
 def make_spec(*, model: str, paradigm: str, recipe: str, paper_lr: float | None = None, data: str | None = None,
-              options: dict | None = None, **overrides) -> RunSpec:
+              options: dict | None = None, official: dict | None = None, **overrides) -> RunSpec:
     """A RunSpec from a recipe, the paradigm's paper learning rate and explicit overrides (None
-    means "the recipe's value")."""
-    r = RECIPES[recipe]
+    means "the recipe's value"). `official` is the method's official recipe: under
+    `recipe="official"` it overrides the paper recipe (protocol, data and folds stay the paper's)."""
+    if recipe == "official":
+        if not official:
+            raise MsdeError(f"model {model!r} has no official recipe; use --recipe paper or quick")
+        unknown = set(official) - set(_RECIPE_KEYS)
+        if unknown:
+            raise MsdeError(f"model {model!r}: official recipe has unknown keys {sorted(unknown)}")
+        r = {**RECIPES["paper"], **official}
+    else:
+        r = RECIPES[recipe]
     options = dict(options or {})
-    values = {k: r[k] for k in ("lr", "weight_decay", "batch_size", "image_size", "epochs", "milestones", "gamma",
-                                "folds", "augment")}
+    defaults = RunSpec()
+    values = {k: r.get(k, getattr(defaults, k)) for k in _RECIPE_KEYS}
     if recipe == "paper" and paper_lr is not None:
         values["lr"] = paper_lr
-    if recipe == "paper" and options.get("quirk_24_epochs"):
+    if recipe in ("paper", "official") and options.get("quirk_24_epochs") and "epochs" not in (official or {}):
         values["epochs"] = 24
     for k, v in overrides.items():
         if v is not None:
             values[k] = v
     values["milestones"] = tuple(values["milestones"])
     values["run_folds"] = tuple(sorted(set(values.get("run_folds", ()))))
-    return RunSpec(model=model, paradigm=paradigm, data=data or r["data"], recipe=recipe,
+    return RunSpec(model=model, paradigm=paradigm, data=data or r.get("data", RECIPES["paper"]["data"]), recipe=recipe,
                    options=tuple(sorted(options.items())), **values)

@@ -318,3 +318,15 @@ def test_compare_uses_the_same_folds_for_every_row(tiny_root, tmp_path):
 def test_compare_rejects_an_option_no_row_accepts(tiny_root):
     res = CliRunner().invoke(main, ["compare", "--data", str(tiny_root), "--opt", "gamma=2"])
     assert res.exit_code == 2 and "--opt gamma: unknown option" in res.output
+
+
+def test_compare_rows_and_run_share_specs():
+    """A compare row and the equivalent `msde-bench run` give the same spec, hence the same result file."""
+    from msde_bench.compare import build_specs
+    from msde_bench.engine import check_options
+
+    specs = dict(build_specs("resnet18", "quick", {}, seed=0, device="cpu"))
+    for title, paradigm, opts in (("distill", "distill", []), ("baseline (masked)", "baseline", ["train_on=masked"])):
+        run_spec = make_spec(model="resnet18", paradigm=paradigm, recipe="quick", seed=0, device="cpu",
+                             options=check_options("resnet18", paradigm, opts))
+        assert specs[title] == run_spec

@@ -18,14 +18,22 @@ class Output(NamedTuple):
 class Method(nn.Module):
     """A FER method: `forward(x) -> Output` and its own supervised objective `loss`.
 
-    Subclasses set `options` (name -> default) for the `--opt KEY=VALUE` values they accept, and
-    may override `loss` to add their own terms (the paradigms call it for every view they train on).
+    The contract (CONTRIBUTING.md, "The Method contract"):
+    - `forward(x)` returns Output(logits, embedding, feature_map) for any input size;
+    - `loss(x, y, out, state)` returns the method's loss terms, `"loss"` being what is minimised;
+      the paradigms call it for every view they train on. `state` holds `epoch`, `index` (the
+      pairs' dataset indices), `view` ("non-masked", "masked" or "mixed") and `views`;
+    - `param_groups(lr)` gives the optimiser's parameter groups (a group may carry `lr_scale`);
+    - `after_step()` runs after every optimiser step (relabelling, centre updates);
+    - `target_layer()` is the layer Grad-CAM looks at.
+    Class attributes: `options` (the `--opt` values it accepts, as spec.Option), `official_recipe`
+    (RunSpec overrides used under `--recipe official`), `paper`, `description`.
     """
 
-    #: options this method accepts through --opt, with their defaults
     options: dict = {}
-    #: recipe overrides used under --recipe official
     official_recipe: dict = {}
+    paper: str = ""
+    description: str = ""
 
     def forward(self, x: torch.Tensor) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -34,6 +42,12 @@ class Method(nn.Module):
         """The method's supervised loss terms; 'loss' is their sum."""
         ce = F.cross_entropy(out.logits, y)
         return {"loss": ce, "ce": ce}
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def after_step(self) -> None:
+        """Called after every optimiser step."""
 
     def target_layer(self) -> nn.Module:
         """The layer Grad-CAM looks at."""
@@ -54,6 +68,12 @@ class DoubleSoftmax(Method):
 
     def loss(self, x, y, out, state=None):
         return self.inner.loss(x, y, out, state)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return self.inner.param_groups(lr)
+
+    def after_step(self) -> None:
+        self.inner.after_step()
 
     def target_layer(self) -> nn.Module:
         return self.inner.target_layer()

@@ -20,6 +20,14 @@ class Batch:
     y: torch.Tensor
     #: for paradigms with views_per_pair == 2: 0 = train on the non-masked view, 1 = the masked one
     view: torch.Tensor | None = None
+    #: the pairs' indices in the dataset (methods that keep per-sample state, e.g. SCN's relabelling)
+    index: torch.Tensor | None = None
+    epoch: int = 0
+
+    def state(self, view: str, views: torch.Tensor | None = None) -> dict:
+        """What Method.loss receives as `state`: epoch, pair indices, which view the images are
+        ("non-masked", "masked", or "mixed" with `views` giving 1 where the image is masked)."""
+        return {"epoch": self.epoch, "index": self.index, "view": view, "views": views}
 
 
 class Paradigm:

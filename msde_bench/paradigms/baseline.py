@@ -27,11 +27,12 @@ class Baseline(Paradigm):
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
         train_on = self.opts["train_on"]
         if train_on == "non-masked":
-            x = batch.non_masked
+            x, state = batch.non_masked, batch.state("non-masked")
         elif train_on == "masked":
-            x = batch.masked
+            x, state = batch.masked, batch.state("masked")
         else:
             x = torch.where(batch.view.view(-1, 1, 1, 1).bool(), batch.masked, batch.non_masked)
+            state = batch.state("mixed", batch.view)
         out = method(x)
-        terms = method.loss(x, batch.y, out, None)
+        terms = method.loss(x, batch.y, out, state)
         return {**terms, "logits": out.logits, "targets": batch.y}

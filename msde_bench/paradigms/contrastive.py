@@ -81,8 +81,8 @@ class Contrastive(Paradigm):
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
         out_nm = method(batch.non_masked)
         out_m = method(batch.masked)
-        t_nm = method.loss(batch.non_masked, batch.y, out_nm, None)
-        t_m = method.loss(batch.masked, batch.y, out_m, None)
+        t_nm = method.loss(batch.non_masked, batch.y, out_nm, batch.state("non-masked"))
+        t_m = method.loss(batch.masked, batch.y, out_m, batch.state("masked"))
         align = self.align(out_nm, out_m, batch.y)
         loss = self.opts["beta"] * (t_nm["loss"] + t_m["loss"]) + self.opts["alpha"] * align
         return {"loss": loss, "loss_non_masked": t_nm["loss"], "loss_masked": t_m["loss"], "align": align,

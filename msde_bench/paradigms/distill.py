@@ -110,7 +110,7 @@ class Distill(Paradigm):
             p.requires_grad_(False)
             p.grad = None  # a freshly trained teacher still holds its last step's gradients
         self.teacher = teacher
-        self.info = dict(teacher=source, teacher_train_subjects=seen)
+        self.info = dict(teacher=source, teacher_train_subjects=seen, teacher_train_seconds=meta.get("train_seconds"))
         self.gen = torch.Generator().manual_seed(derive_seed(spec.seed, "distill-views", ctx["fold"]))
 
     def _train(self, tspec: RunSpec, ctx: dict, seed: int, train_subjects: list[int]) -> tuple[Method, dict]:
@@ -121,8 +121,9 @@ class Distill(Paradigm):
         torch.manual_seed(seed)
         model, _ = build_method(tspec)
         trainer = Trainer(tspec, model, build_paradigm(tspec), ctx["device"])
-        trainer.fit(ctx["cache"], ctx["train_idx"], torch.Generator().manual_seed(seed))
-        meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx["fold"], train_subjects=train_subjects)
+        timing = trainer.fit(ctx["cache"], ctx["train_idx"], torch.Generator().manual_seed(seed))
+        meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx["fold"], train_subjects=train_subjects,
+                    train_seconds=timing["train_seconds"])
         return trainer.method.cpu(), meta
 
     def _load(self, path: Path, spec: RunSpec) -> tuple[Method, dict]:
@@ -165,7 +166,7 @@ class Distill(Paradigm):
         with torch.no_grad():
             t_out = self.teacher(batch.non_masked)
         s_out = method(x)
-        terms = method.loss(x, batch.y, s_out, None)
+        terms = method.loss(x, batch.y, s_out, batch.state("mixed", masked.long()))
         f_t, f_s = t_out.feature_map.float(), s_out.feature_map.float()
         if self.opts["normalise"]:
             f_t, f_s = F.normalize(f_t, dim=1), F.normalize(f_s, dim=1)
