@@ -34,13 +34,14 @@ def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
 
 def check_user_options(model: str, pairs) -> dict:
     """Each --opt key must be valid for at least one row; values are parsed by that row's option."""
-    from msde_bench.engine import valid_options
+    from msde_bench.engine import option_aliases, qualify, valid_options
     from msde_bench.spec import parse_options
 
     merged = {}
     for _, paradigm, _ in ROWS:
         merged.update(valid_options(model, paradigm))
-    values = parse_options(list(pairs), merged)
+    pairs = qualify(pairs, option_aliases(model, merged))
+    values = parse_options(pairs, merged)
     given = {p.split("=", 1)[0].strip() for p in pairs}
     return {k: v for k, v in values.items() if k in given}
 

@@ -93,19 +93,37 @@ def official_recipe(model: str) -> dict:
 
 
 def valid_options(model: str, paradigm: str) -> dict[str, Option]:
-    """The --opt keys a run accepts: the paradigm's, the method's and the reference-code quirks."""
+    """The --opt keys a run accepts, in their canonical (stored) form: the reference-code quirks
+    and the paradigm's options by their names, the method's as `<model>.<name>` (so that a method's
+    `beta` never clashes with a paradigm's)."""
     opts = dict(QUIRKS)
-    for source, extra in ((f"paradigm {paradigm!r}", paradigm_class(paradigm).options),
-                          (f"method {model!r}", method_options(model))):
-        for k, o in extra.items():
-            if k in opts:
-                raise MsdeError(f"option {k!r} of {source} is already declared elsewhere")
-            opts[k] = o
+    for k, o in paradigm_class(paradigm).options.items():
+        if k in opts:
+            raise MsdeError(f"option {k!r} of paradigm {paradigm!r} clashes with a quirk option")
+        opts[k] = o
+    for k, o in method_options(model).items():
+        opts[f"{model}.{k}"] = o
     return opts
 
 
+def option_aliases(model: str, valid: dict[str, Option]) -> dict[str, str]:
+    """Unqualified method option names that are unambiguous: `--opt margin_1=...` for `scn.margin_1`."""
+    prefix = f"{model}."
+    return {k[len(prefix):]: k for k in valid if k.startswith(prefix) and k[len(prefix):] not in valid}
+
+
+def qualify(pairs, aliases: dict[str, str]) -> list[str]:
+    out = []
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        out.append(f"{aliases.get(key.strip(), key.strip())}{sep}{value}")
+    return out
+
+
 def check_options(model: str, paradigm: str, pairs) -> dict:
-    return parse_options(list(pairs), valid_options(model, paradigm))
+    """Every valid option with its value (defaults filled in): the canonical form a spec stores."""
+    valid = valid_options(model, paradigm)
+    return parse_options(qualify(pairs, option_aliases(model, valid)), valid)
 
 
 def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | None]:
@@ -117,7 +135,8 @@ def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | No
     opts = dict(spec.options)
     entry = registry().methods.get(spec.model)
     if entry is not None:
-        mine = {k: opts[k] for k in method_options(spec.model) if k in opts}
+        prefix = f"{spec.model}."
+        mine = {k[len(prefix):]: v for k, v in opts.items() if k.startswith(prefix)}
         method = entry.obj(num_classes=NUM_CLASSES, pretrained=spec.pretrained, options=mine)
     else:
         method = PlainClassifier(spec.model, NUM_CLASSES, pretrained=spec.pretrained)

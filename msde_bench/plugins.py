@@ -115,6 +115,7 @@ def registry(reload: bool = False) -> Registry:
             continue
         try:
             module = ep.load()
+            info.version = str(getattr(module, "__version__", info.version))
             reg.load_plugin(pm, ep.name, module)
         except Exception as e:  # noqa: BLE001 - a broken plugin never breaks the harness
             info.error = f"{type(e).__name__}: {e}".splitlines()[0]

@@ -13,6 +13,7 @@ class Output(NamedTuple):
     logits: torch.Tensor  # B x C, before softmax
     embedding: torch.Tensor  # B x D, the pooled feature used by the classifier
     feature_map: torch.Tensor  # B x D x h x w, the last feature map (what the paradigms align)
+    extras: dict | None = None  # whatever the method's loss needs (attention weights, branch logits, ...)
 
 
 class Method(nn.Module):
@@ -64,7 +65,7 @@ class DoubleSoftmax(Method):
 
     def forward(self, x: torch.Tensor) -> Output:
         out = self.inner(x)
-        return Output(torch.softmax(out.logits.float(), dim=1), out.embedding, out.feature_map)
+        return out._replace(logits=torch.softmax(out.logits.float(), dim=1))
 
     def loss(self, x, y, out, state=None):
         return self.inner.loss(x, y, out, state)
@@ -77,3 +78,42 @@ class DoubleSoftmax(Method):
 
     def target_layer(self) -> nn.Module:
         return self.inner.target_layer()
+
+
+class BackboneMethod(Method):
+    """A method built on a timm trunk (`backbone` option, default resnet18): `self.trunk` gives the
+    feature map through `forward_features`, `self.dim` its channels. `--init` loads into the trunk."""
+
+    options: dict = {}  # filled below, once spec.Option is importable without a cycle
+
+    def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
+        super().__init__()
+        from msde_bench.models.backbones import create_trunk
+        from msde_bench.spec import parse_options
+
+        self.opts = {**parse_options([], type(self).options), **(options or {})}
+        self.num_classes = num_classes
+        self.trunk = create_trunk(self.opts["backbone"], pretrained=pretrained)
+        self.dim = self.trunk.num_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.trunk.forward_features(x)
+        if fmap.ndim == 3:  # token models (B, N, D): treat tokens as a 1 x N map
+            fmap = fmap.transpose(1, 2).unsqueeze(2)
+        return fmap
+
+    def target_layer(self) -> nn.Module:
+        for name in ("layer4", "stages", "blocks", "features"):
+            layer = getattr(self.trunk, name, None)
+            if layer is not None:
+                return layer[-1] if isinstance(layer, nn.Sequential) else layer
+        return self.trunk
+
+
+def _backbone_option():
+    from msde_bench.spec import Option
+
+    return {"backbone": Option("resnet18", "the timm trunk the method is built on")}
+
+
+BackboneMethod.options = _backbone_option()

@@ -1,0 +1,82 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from msde_scn.model import SCN, rank_regularisation, relabel_decisions
+
+from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+
+
+def test_registered():
+    check_registered("scn", "Wang et al.")
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes(size):
+    out = check_shapes(SCN(), size)
+    assert out.extras["alpha"].shape == (2, 1)
+    assert ((out.extras["alpha"] > 0) & (out.extras["alpha"] < 1)).all()
+
+
+def test_logits_are_alpha_scaled():
+    torch.manual_seed(0)
+    m = SCN().eval()
+    x = torch.randn(3, 3, 32, 32)
+    out = m(x)
+    f = m.trunk.forward_features(x).mean((2, 3))
+    alpha = torch.sigmoid(m.alpha[0](f))
+    assert torch.allclose(out.logits, alpha * (f @ m.fc.weight.t() + m.fc.bias), atol=1e-5)
+
+
+def test_rank_regularisation_by_hand():
+    alpha = torch.tensor([0.9, 0.2, 0.5, 0.4, 0.8])
+    # beta 0.6 -> top 3: 0.9, 0.8, 0.5 (mean 0.7333); rest 0.4, 0.2 (mean 0.3): gap 0.4333
+    assert rank_regularisation(alpha, 0.6, 0.5).item() == pytest.approx(0.5 - (2.2 / 3 - 0.3), abs=1e-6)
+    assert rank_regularisation(alpha, 0.6, 0.1).item() == 0.0
+
+
+def test_loss_terms_by_hand():
+    torch.manual_seed(0)
+    m = SCN(options={"beta": 0.5, "margin_1": 0.9}).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    out = m(x)
+    terms = m.loss(x, y, out, {"epoch": 0, "index": torch.arange(4), "view": "non-masked"})
+    assert terms["wce"].item() == pytest.approx(F.cross_entropy(out.logits, y).item(), rel=1e-6)
+    a = torch.sort(out.extras["alpha"].flatten(), descending=True).values
+    assert terms["rank"].item() == pytest.approx(max(0.0, 0.9 - (a[:2].mean() - a[2:].mean()).item()), abs=1e-6)
+    assert terms["loss"].item() == pytest.approx(terms["wce"].item() + terms["rank"].item(), rel=1e-6)
+
+
+def test_relabel_decisions():
+    logits = torch.log(torch.tensor([[0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.3, 0.4, 0.3]]))
+    y = torch.tensor([1, 1, 1])
+    alpha = torch.tensor([0.9, 0.1, 0.2])
+    # samples 0 and 1 beat the margin; only 1 is in the low-importance group (beta 1/3 -> top 1 = sample 0)
+    assert relabel_decisions([10, 11, 12], logits, y, alpha, beta=0.34, margin=0.2) == {11: 0}
+    assert relabel_decisions([10, 11, 12], logits, y, alpha, beta=0.34, margin=0.2, any_sample=True) == {10: 0, 11: 0}
+
+
+def test_relabelling_changes_state_after_the_step():
+    torch.manual_seed(0)
+    m = SCN(options={"relabel_epoch": 1, "margin_2": -1.0, "quirk_relabel_any": True}).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    state = {"epoch": 0, "index": torch.arange(4), "view": "masked"}
+    m.loss(x, y, m(x), state)
+    m.after_step()
+    assert m.relabelled == {}  # before relabel_epoch
+    m.loss(x, y, m(x), {**state, "epoch": 1})
+    m.after_step()
+    assert set(m.relabelled) == {1, 3, 5, 7}  # pair index * 2 + 1 (masked view)
+    out = m(x)
+    relabelled = torch.tensor([m.relabelled[k] for k in (1, 3, 5, 7)])
+    terms = m.loss(x, y, out, {**state, "epoch": 2})
+    assert terms["wce"].item() == pytest.approx(F.cross_entropy(out.logits, relabelled).item(), rel=1e-6)
+
+
+def test_one_step_reduces_loss():
+    check_one_step_reduces_loss(SCN(options={"relabel": False}))
+
+
+@pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
+def test_end_to_end(tiny_root, tmp_path, paradigm):
+    check_end_to_end("scn", paradigm, tiny_root, tmp_path)

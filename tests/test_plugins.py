@@ -1,0 +1,167 @@
+"""The plugin system: entry points, broken and disabled plugins, duplicates, the out-of-tree example."""
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msde_bench.cli import main
+from msde_bench.plugins import registry
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "msde-bench-example-method"
+
+
+@pytest.fixture
+def install(tmp_path):
+    """Makes a package visible the way pip would: its modules on sys.path and a .dist-info folder
+    with an entry_points.txt declaring the group msde_bench."""
+    added, modules = [], []
+
+    def _install(dist: str, entry_points: dict[str, str], sources: dict[str, str] | None = None,
+                 path: Path | None = None, version: str = "1.2.3"):
+        site = tmp_path / f"site-{dist}"
+        site.mkdir()
+        for name, src in (sources or {}).items():
+            (site / f"{name}.py").write_text(textwrap.dedent(src))
+            modules.append(name)
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(
+            "[msde_bench]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+        for p in (site, path):
+            if p is not None:
+                sys.path.insert(0, str(p))
+                added.append(str(p))
+        modules.extend(entry_points.values())
+        importlib.invalidate_caches()
+        return registry(reload=True)
+
+    yield _install
+    for p in added:
+        sys.path.remove(p)
+    for m in modules:
+        sys.modules.pop(m, None)
+    importlib.invalidate_caches()
+    registry(reload=True)
+
+
+GOOD = """
+    from msde_bench.api import BackboneMethod, Output, hookimpl
+    from torch import nn
+
+    class Good(BackboneMethod):
+        paper = "Nobody, 2024"
+        description = "a test method"
+        def __init__(self, num_classes=7, pretrained=False, options=None):
+            super().__init__(num_classes, pretrained, options)
+            self.fc = nn.Linear(self.dim, num_classes)
+        def forward(self, x):
+            f = self.features(x)
+            return Output(self.fc(f.mean((2, 3))), f.mean((2, 3)), f)
+
+    @hookimpl
+    def msde_bench_register_methods(register):
+        register("good", Good, paper=Good.paper, description=Good.description)
+"""
+
+
+def test_builtins_and_in_tree_plugins_are_listed():
+    res = CliRunner().invoke(main, ["plugins"])
+    assert res.exit_code == 0
+    assert "| msde_bench.builtins | " in res.output and "built-in" in res.output
+    assert "paradigm:baseline, paradigm:contrastive, paradigm:distill" in res.output
+    assert "| scn " in res.output and "in-tree" in res.output and "method:scn" in res.output
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_skipped(install):
+    reg = install("broken-pkg", {"broken": "msde_broken_plugin"},
+                  {"msde_broken_plugin": "raise RuntimeError('boom at import')\n"})
+    assert reg.plugins["broken"].error == "RuntimeError: boom at import"
+    assert "scn" in reg.methods  # everything else still loads
+    res = CliRunner().invoke(main, ["plugins"])
+    assert res.exit_code == 0 and "error: RuntimeError: boom at import" in res.output
+    assert CliRunner().invoke(main, ["methods"]).exit_code == 0
+
+
+def test_a_plugin_that_fails_to_register_leaves_nothing_behind(install):
+    src = """
+        from msde_bench.api import hookimpl
+        @hookimpl
+        def msde_bench_register_methods(register):
+            register("half", object)
+            raise ValueError("second half failed")
+    """
+    reg = install("half-pkg", {"half": "msde_half_plugin"}, {"msde_half_plugin": src})
+    assert reg.plugins["half"].error == "ValueError: second half failed"
+    assert "half" not in reg.methods and reg.plugins["half"].registers == []
+
+
+def test_misspelled_hook_is_caught(install):
+    src = """
+        from msde_bench.api import hookimpl
+        @hookimpl
+        def msde_bench_register_method(register):
+            pass
+    """
+    reg = install("typo-pkg", {"typo": "msde_typo_plugin"}, {"msde_typo_plugin": src})
+    assert "msde_bench_register_method" in reg.plugins["typo"].error
+    assert "unknown hook" in reg.plugins["typo"].error
+
+
+def test_duplicate_method_name_names_both_plugins(install):
+    src = """
+        from msde_bench.api import hookimpl
+        from msde_scn import SCN
+        @hookimpl
+        def msde_bench_register_methods(register):
+            register("scn", SCN)
+    """
+    reg = install("dup-pkg", {"zz-dup": "msde_dup_plugin"}, {"msde_dup_plugin": src})
+    assert reg.plugins["zz-dup"].error == "MsdeError: method 'scn' is registered twice: by 'scn' and by 'zz-dup'"
+    assert reg.methods["scn"].plugin == "scn"
+
+
+def test_disable_variable(install, monkeypatch):
+    install("good-pkg", {"good": "msde_good_plugin"}, {"msde_good_plugin": GOOD})
+    monkeypatch.setenv("MSDE_BENCH_DISABLE_PLUGINS", "good")
+    reg = registry(reload=True)
+    assert "good" not in reg.methods and "scn" in reg.methods and reg.plugins["good"].disabled
+    monkeypatch.setenv("MSDE_BENCH_DISABLE_PLUGINS", "*")
+    reg = registry(reload=True)
+    assert set(reg.methods) == set() and "baseline" in reg.paradigms  # built-ins stay
+    res = CliRunner().invoke(main, ["plugins"])
+    assert "disabled" in res.output
+
+
+def test_method_options_are_namespaced(install):
+    install("good-pkg", {"good": "msde_good_plugin"}, {"msde_good_plugin": GOOD})
+    from msde_bench.engine import check_options
+
+    opts = check_options("scn", "contrastive", ["beta=2", "scn.beta=0.5", "margin_1=0.1"])
+    assert opts["beta"] == 2.0 and opts["scn.beta"] == 0.5 and opts["scn.margin_1"] == 0.1
+    opts = check_options("good", "baseline", ["backbone=resnet10t"])
+    assert opts["good.backbone"] == "resnet10t"
+
+
+def test_out_of_tree_example_end_to_end(install, tiny_root, tmp_path):
+    """The example package of CONTRIBUTING.md, registered as pip would install it, runs end to end."""
+    ep = dict(line.split(" = ") for line in (EXAMPLE / "pyproject.toml").read_text().splitlines()
+              if line.startswith("smooth-ce = "))
+    assert ep == {"smooth-ce": '"msde_example_method"'}
+    reg = install("msde-bench-example-method", {"smooth-ce": "msde_example_method"}, path=EXAMPLE, version="0.1.0")
+    assert reg.plugins["smooth-ce"].source == "installed" and reg.plugins["smooth-ce"].error is None
+    res = CliRunner().invoke(main, ["run", "--model", "smooth-ce", "--paradigm", "contrastive", "--data",
+                                    str(tiny_root), "--recipe", "quick", "--epochs", "1", "--folds", "2", "--fold", "0",
+                                    "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "r"),
+                                    "--opt", "smoothing=0.3", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    assert result["spec"]["options"]["smooth-ce.smoothing"] == 0.3
+    res = CliRunner().invoke(main, ["plugins"])
+    assert "| smooth-ce " in res.output and "installed" in res.output and "0.1.0" in res.output
