@@ -55,7 +55,9 @@ def main():
 @click.option("--protocol", "split", type=click.Choice(["clean", "faithful"]), default="clean",
               help="clean: seeded subject-disjoint k-fold, last epoch; faithful: the reference code's "
                    "15-ID windows with best epoch chosen on the test fold.")
-@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
+@click.option("--epochs", type=int, default=None,
+              help="Override the recipe's epochs; its lr milestones scale with them (quick: 6 epochs, lr/10 after 5; "
+                   "--epochs 12 drops after 10).")
 @click.option("--folds", type=int, default=None, help="Number of folds k [default: the recipe's].")
 @click.option("--fold", "run_folds", type=int, multiple=True, help="Run only this fold (repeatable).")
 @click.option("--image-size", type=int, default=None, help="Override the recipe's input size (px).")

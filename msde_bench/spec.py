@@ -171,6 +171,12 @@ def make_spec(*, model: str, paradigm: str, recipe: str, paper_lr: float | None 
         values["lr"] = paper_lr
     if recipe in ("paper", "official") and options.get("quirk_24_epochs") and "epochs" not in (official or {}):
         values["epochs"] = 24
+    epochs = overrides.get("epochs")
+    if epochs is not None and overrides.get("milestones") is None and epochs != values["epochs"]:
+        # --epochs keeps the schedule's shape: milestones and step size scale with the epochs
+        ratio = epochs / values["epochs"]
+        values["milestones"] = tuple(max(1, round(m * ratio)) for m in values["milestones"])
+        values["step_size"] = max(1, round(values["step_size"] * ratio)) if values["step_size"] else 0
     for k, v in overrides.items():
         if v is not None:
             values[k] = v

@@ -330,3 +330,12 @@ def test_compare_rows_and_run_share_specs():
         run_spec = make_spec(model="resnet18", paradigm=paradigm, recipe="quick", seed=0, device="cpu",
                              options=check_options("resnet18", paradigm, opts))
         assert specs[title] == run_spec
+
+
+def test_epochs_override_scales_the_schedule():
+    quick = make_spec(model="resnet18", paradigm="baseline", recipe="quick", epochs=12)
+    assert quick.epochs == 12 and quick.milestones == (10,)
+    paper = make_spec(model="resnet18", paradigm="baseline", recipe="paper", epochs=50)
+    assert paper.milestones == (28, 42)
+    same = make_spec(model="resnet18", paradigm="baseline", recipe="paper", options={"quirk_24_epochs": True})
+    assert same.epochs == 24 and same.milestones == (14, 21)  # the reference's own schedule
