@@ -254,6 +254,7 @@ class Trainer:
         vpp = self.paradigm.views_per_pair
         steps = -(-len(train_idx) * vpp // self.spec.batch_size)
         for epoch in range(self.spec.epochs):
+            self.method.on_epoch_start(epoch)
             if progress:
                 progress.start_epoch(epoch, steps)
             loss_sum = torch.zeros((), device=self.device)

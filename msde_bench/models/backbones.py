@@ -10,8 +10,9 @@ from torch import nn
 from msde_bench.errors import MsdeError
 
 
-def create_trunk(name: str, *, pretrained: bool = False) -> nn.Module:
-    """A timm model without classifier and pooling: `forward_features(x)` gives the feature map.
+def create_trunk(name: str, *, pretrained: bool = False, **kwargs) -> nn.Module:
+    """A timm model without classifier and pooling: `forward_features(x)` gives the feature map
+    (or, with `features_only=True, out_indices=...`, a model returning intermediate maps).
 
     Weights are only fetched with `pretrained=True` (the explicit `--pretrained` flag); failure to
     fetch them is reported as one clear line.
@@ -23,7 +24,9 @@ def create_trunk(name: str, *, pretrained: bool = False) -> nn.Module:
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise MsdeError(f"unknown model {name!r} (neither a method plugin nor a timm model){hint}")
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+        if kwargs.get("features_only"):
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
     except Exception as e:  # noqa: BLE001 - any hub/network failure becomes one line
         if pretrained:
             raise MsdeError(f"could not get pretrained weights for {name!r} ({type(e).__name__}: "

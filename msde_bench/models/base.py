@@ -50,6 +50,9 @@ class Method(nn.Module):
     def after_step(self) -> None:
         """Called after every optimiser step."""
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called at the start of every training epoch, after the model is put in training mode."""
+
     def target_layer(self) -> nn.Module:
         """The layer Grad-CAM looks at."""
         raise NotImplementedError
@@ -76,6 +79,9 @@ class DoubleSoftmax(Method):
     def after_step(self) -> None:
         self.inner.after_step()
 
+    def on_epoch_start(self, epoch: int) -> None:
+        self.inner.on_epoch_start(epoch)
+
     def target_layer(self) -> nn.Module:
         return self.inner.target_layer()
 
@@ -85,6 +91,8 @@ class BackboneMethod(Method):
     feature map through `forward_features`, `self.dim` its channels. `--init` loads into the trunk."""
 
     options: dict = {}  # filled below, once spec.Option is importable without a cycle
+    #: extra arguments for timm.create_model (e.g. features_only=True, out_indices=(2, 3))
+    trunk_kwargs: dict = {}
 
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__()
@@ -93,8 +101,12 @@ class BackboneMethod(Method):
 
         self.opts = {**parse_options([], type(self).options), **(options or {})}
         self.num_classes = num_classes
-        self.trunk = create_trunk(self.opts["backbone"], pretrained=pretrained)
-        self.dim = self.trunk.num_features
+        self.trunk = create_trunk(self.opts["backbone"], pretrained=pretrained, **self.trunk_kwargs)
+        if self.trunk_kwargs.get("features_only"):
+            self.dims = list(self.trunk.feature_info.channels())
+            self.dim = self.dims[-1]
+        else:
+            self.dim = self.trunk.num_features
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.trunk.forward_features(x)

@@ -1,0 +1,12 @@
+"""RAN (Region Attention Network, Wang et al., TIP 2020) as an msde-bench method plugin."""
+
+from msde_bench.api import hookimpl
+
+from .model import RAN
+
+__version__ = "1.0.0"
+
+
+@hookimpl
+def msde_bench_register_methods(register):
+    register("ran", RAN, paper=RAN.paper, description=RAN.description)

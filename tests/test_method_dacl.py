@@ -1,0 +1,74 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from msde_dacl.model import DACL, center_gradient, sparse_center_loss
+
+from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+
+SMALL = {"attention_grid": 1}
+
+
+def test_registered():
+    check_registered("dacl", "Farzaneh")
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes(size):
+    out = check_shapes(DACL(options=SMALL), size)
+    a = out.extras["attention"]
+    assert a.shape == (2, 512) and ((a > 0) & (a < 1)).all()
+
+
+def test_official_head_size():
+    m = DACL()
+    assert m.attention[0].in_features == 512 * 7 * 7
+    assert sum(p.numel() for p in m.attention.parameters()) > 89_000_000
+
+
+def test_sparse_center_loss_and_its_gradients_by_hand():
+    f = torch.tensor([[1.0, 2.0], [3.0, -1.0]], requires_grad=True)
+    a = torch.tensor([[0.5, 1.0], [0.25, 0.0]], requires_grad=True)
+    c = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    y = torch.tensor([0, 1])
+    loss = sparse_center_loss(f, a, y, c)
+    # (0.5*1 + 1*4 + 0.25*4 + 0*4) / (2*2)
+    assert loss.item() == pytest.approx(5.5 / 4)
+    loss.backward()
+    assert torch.allclose(f.grad, a.detach() * (f.detach() - c[y]) / 2)  # a (f - c_y) / B
+    assert torch.allclose(a.grad, (f.detach() - c[y]) ** 2 / 4)  # (f - c_y)^2 / (2B)
+
+
+def test_center_gradient_by_hand():
+    f = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 5.0]])
+    a = torch.ones(3, 2)
+    c = torch.zeros(3, 2)
+    y = torch.tensor([0, 0, 2])
+    g = center_gradient(f, a, y, c)
+    assert torch.allclose(g[0], -torch.tensor([4.0, 2.0]) / 3)  # n_0 = 2 -> 1 + 2
+    assert torch.allclose(g[1], torch.zeros(2))
+    assert torch.allclose(g[2], -torch.tensor([5.0, 5.0]) / 2)
+
+
+def test_centres_move_after_the_step_and_not_through_the_optimiser():
+    torch.manual_seed(0)
+    m = DACL(options=SMALL).train()
+    assert all(p is not m.centers for g in m.param_groups(0.1) for p in g["params"])
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    out = m(x)
+    t = m.loss(x, y, out)
+    assert t["loss"].item() == pytest.approx((F.cross_entropy(out.logits, y) + 0.01 * t["sparse_center"]).item())
+    before = m.centers.clone()
+    expected = before - 0.5 * center_gradient(out.embedding.detach(), out.extras["attention"].detach(), y, before)
+    m.after_step()
+    assert torch.allclose(m.centers, expected)
+    assert torch.equal(m.centers[3:], before[3:])  # classes not in the batch stay
+
+
+def test_one_step_reduces_loss():
+    check_one_step_reduces_loss(DACL(options=SMALL))
+
+
+@pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
+def test_end_to_end(tiny_root, tmp_path, paradigm):
+    check_end_to_end("dacl", paradigm, tiny_root, tmp_path, ["--opt", "attention_grid=1"])

@@ -1,0 +1,69 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from msde_ran.model import CROPS, RAN, crop_batch, region_biased_loss
+
+from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+
+
+def test_registered():
+    check_registered("ran", "Wang et al.")
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes(size):
+    out = check_shapes(RAN(options={"crops": 2}), size)
+    assert out.extras["mu"].shape == (2, 3) and out.embedding.shape == (2, 1024)
+    assert torch.allclose(out.extras["mu"].sum(1), torch.ones(2))
+
+
+def test_crops_are_fractions_of_the_image():
+    x = torch.arange(8 * 8, dtype=torch.float).view(1, 1, 8, 8).expand(1, 3, 8, 8)
+    crops = crop_batch(x, [(0.0, 0.0, 0.5, 0.5)])
+    assert crops.shape == (1, 1, 3, 8, 8)
+    expected = F.interpolate(x[:, :, :4, :4], size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(crops[:, 0], expected)
+    assert len(CROPS) == 7 and CROPS[0] == (0.125, 0.25, 0.875, 1.0)
+
+
+def test_region_biased_loss_by_hand():
+    mu = torch.tensor([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])  # original last
+    # b0: max crop 0.5 - 0.3 = 0.2 >= margin 0.1 -> 0; b1: 0.1 - 0.8 = -0.7 -> 0.1 + 0.7 = 0.8
+    assert region_biased_loss(mu, 0.1).item() == pytest.approx(0.4)
+
+
+def test_attention_pooling_by_hand():
+    torch.manual_seed(0)
+    m = RAN(options={"crops": 1}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out = m(x)
+    views = torch.cat([crop_batch(x, m.boxes), x.unsqueeze(1)], 1).flatten(0, 1)
+    f = m.trunk.forward_features(views).mean((2, 3)).view(2, 2, -1)
+    mu = torch.softmax(torch.sigmoid(m.self_attention(f)).squeeze(2), 1)
+    fm = (mu[..., None] * f).sum(1) / mu.sum(1, keepdim=True)
+    cat = torch.cat([f, fm[:, None].expand_as(f)], 2)
+    nu = torch.softmax(torch.sigmoid(m.relation_attention(cat)).squeeze(2), 1)
+    p = ((mu * nu)[..., None] * cat).sum(1) / (mu * nu).sum(1, keepdim=True)
+    assert torch.allclose(out.logits, m.fc(p), atol=1e-5)
+    t = m.loss(x, torch.tensor([0, 1]), out)
+    assert t["loss"].item() == pytest.approx((F.cross_entropy(m.fc(p), torch.tensor([0, 1])) +
+                                             region_biased_loss(mu, 0.03)).item(), rel=1e-5)
+
+
+def test_quirk_unnormalised_input_changes_the_output():
+    torch.manual_seed(0)
+    m = RAN(options={"crops": 1}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    a = m(x).logits
+    m.opts["quirk_unnormalised_input"] = True
+    assert not torch.allclose(a, m(x).logits)
+
+
+def test_one_step_reduces_loss():
+    check_one_step_reduces_loss(RAN(options={"crops": 2}))
+
+
+@pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
+def test_end_to_end(tiny_root, tmp_path, paradigm):
+    check_end_to_end("ran", paradigm, tiny_root, tmp_path, ["--opt", "crops=1"])

@@ -1,0 +1,64 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msde_scan.model import SCAN, grid_bounds, halves
+
+from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+
+
+def test_registered():
+    check_registered("scan", "Gera")
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes(size):
+    out = check_shapes(SCAN(), size)
+    assert out.embedding.shape == (2, 256)  # [local; global] of layer2 (128 channels)
+    assert out.feature_map.shape[1] == 256  # layer3
+    assert len(out.extras["regions"]) == 4
+
+
+def test_patch_grid_matches_the_official_slices_at_28():
+    assert grid_bounds(28) == [(0, 6), (6, 12), (12, 18), (18, 24), (24, 28)]
+    assert grid_bounds(8) == [(0, 2), (2, 3), (3, 5), (5, 7), (7, 8)]
+    assert halves(14) == [(0, 7), (7, 14)]
+
+
+def test_prediction_is_the_mean_of_five_and_the_loss_weights():
+    torch.manual_seed(0)
+    m = SCAN().train()
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    out = m(x)
+    five = [out.extras["att"], *out.extras["regions"]]
+    assert torch.allclose(out.logits, sum(five) / 5, atol=1e-6)
+    t = m.loss(x, y, out)
+    expected = 0.2 * F.cross_entropy(five[0], y) + 0.8 * sum(F.cross_entropy(r, y) for r in five[1:])
+    assert t["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_region_classifier_is_shared():
+    m = SCAN()
+    n_region = sum(p.numel() for p in m.region_net.parameters())
+    assert n_region == 256 * 64 + 64 + 64 * 7 + 7
+
+
+def test_backbone_lr_scale_and_frozen_bn_quirk():
+    m = SCAN(options={"backbone_lr_scale": 0.01, "quirk_frozen_bn": True})
+    groups = m.param_groups(0.01)
+    assert groups[0]["lr_scale"] == 0.01 and len(groups) == 2
+    m.train()
+    m.on_epoch_start(0)
+    assert all(b.training for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+    m.on_epoch_start(1)
+    assert not any(b.training for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+
+
+def test_one_step_reduces_loss():
+    check_one_step_reduces_loss(SCAN())
+
+
+@pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
+def test_end_to_end(tiny_root, tmp_path, paradigm):
+    check_end_to_end("scan", paradigm, tiny_root, tmp_path)
