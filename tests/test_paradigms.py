@@ -339,3 +339,16 @@ def test_epochs_override_scales_the_schedule():
     assert paper.milestones == (28, 42)
     same = make_spec(model="resnet18", paradigm="baseline", recipe="paper", options={"quirk_24_epochs": True})
     assert same.epochs == 24 and same.milestones == (14, 21)  # the reference's own schedule
+
+
+def test_teacher_spec_keeps_method_options_and_quirks():
+    from msde_bench.engine import check_options
+
+    opts = check_options("scn", "distill", ["scn.beta=0.5", "quirk_double_softmax=true", "lambda=3"])
+    spec = make_spec(model="scn", paradigm="distill", recipe="quick", options=opts)
+    t = Distill(_opts(Distill)).teacher_spec(spec)
+    topts = dict(t.options)
+    assert t.paradigm == "baseline" and topts["train_on"] == "non-masked"
+    assert topts["scn.beta"] == 0.5 and topts["quirk_double_softmax"] is True
+    assert "lambda" not in topts and "p" not in topts
+    assert set(topts) == set(check_options("scn", "baseline", []))  # a valid, canonical baseline spec

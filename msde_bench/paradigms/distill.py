@@ -67,8 +67,9 @@ class Distill(Paradigm):
     # -- the teacher ---------------------------------------------------------------------------
 
     def teacher_spec(self, spec: RunSpec) -> RunSpec:
-        """The teacher is the baseline non-masked model of the same model and recipe."""
-        quirks = {k: v for k, v in spec.options if k in QUIRKS}
+        """The teacher is the baseline non-masked model of the same model (with the same method
+        options and quirks) and recipe."""
+        quirks = {k: v for k, v in spec.options if k in QUIRKS or k.startswith(f"{spec.model}.")}
         lr = RECIPES[spec.recipe]["lr"] if spec.recipe in RECIPES else spec.lr
         return spec.with_(paradigm="baseline", options=tuple(sorted({**quirks, "train_on": "non-masked"}.items())),
                           epochs=self.opts["teacher_epochs"] or spec.epochs, lr=lr, run_folds=())
