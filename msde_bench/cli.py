@@ -261,6 +261,118 @@ def methods():
                         disable_numparse=True))
 
 
+@main.command(context_settings=dict(show_default=True))
+@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Folder of result files (repeatable) [default: leaderboard/results].")
+@click.option("--output", type=click.Path(dir_okay=False), default="leaderboard/README.md")
+@click.option("--check", is_flag=True, help="Do not write: exit 1 with a diff summary if OUTPUT is out of date.")
+@click.option("--strict", is_flag=True, help="Fail on a malformed result file instead of skipping it.")
+def leaderboard(results_dirs, output, check, strict):
+    """Render the result files into the markdown leaderboard.
+
+    One table per dataset and protocol; rows ranked by masked accuracy, best values in bold, rows
+    not significantly different from the best marked. Malformed files are reported and skipped
+    (or fail the command under --strict).
+
+    \b
+    Examples:
+      msde-bench leaderboard
+      msde-bench leaderboard --check
+    """
+    from msde_bench.leaderboard import DEFAULT_RESULTS, write_or_check
+
+    dirs = [Path(d) for d in results_dirs] or [DEFAULT_RESULTS]
+    ok, message = write_or_check(dirs, Path(output), check, strict)
+    click.echo(message, err=not ok)
+    if not ok:
+        sys.exit(1)
+
+
+@main.group(cls=_Group, invoke_without_command=True, context_settings=dict(show_default=True))
+@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Folder of result files (repeatable) [default: ./results].")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table")
+@click.pass_context
+def results(ctx, results_dirs, fmt):
+    """List result files: run id, model, paradigm, dataset, protocol, folds done, accuracies, date.
+
+    \b
+    Examples:
+      msde-bench results --results results
+      msde-bench results show resnet18-baseline-synth-small-89b21afd7b --format csv
+    """
+    ctx.obj = dict(dirs=[Path(d) for d in results_dirs] or [Path("results")], fmt=fmt)
+    if ctx.invoked_subcommand is not None:
+        return
+    from msde_bench.leaderboard import load_all
+
+    found, problems = load_all(ctx.obj["dirs"])
+    rows = []
+    for r in sorted(found, key=lambda r: r["run_id"]):
+        s = r["summary"]
+        rows.append(dict(run_id=r["run_id"], model=r["spec"]["model"], paradigm=r["spec"]["paradigm"],
+                         dataset=r["dataset"]["name"], protocol=r["protocol"]["split"],
+                         folds=f"{len(r['folds'])}/{r['protocol']['folds']}",
+                         non_masked=round(s["acc_non_masked"]["mean"], 4), masked=round(s["acc_masked"]["mean"], 4),
+                         overall=round(s["acc_overall"]["mean"], 4), date=r.get("finished") or r["created"]))
+    _emit(rows, fmt)
+    for path, problem in problems:
+        click.echo(f"skipped {path}: {problem}", err=True)
+
+
+@results.command("show")
+@click.argument("run")
+@click.pass_context
+def results_show(ctx, run):
+    """Print one run's per-fold numbers (RUN: a run id, a prefix of one, or a result file).
+
+    \b
+    Example:
+      msde-bench results show resnet18-baseline-synth-small --format markdown
+    """
+    from msde_bench import results as R
+    from msde_bench.leaderboard import load_all
+
+    if Path(run).is_file():
+        result = R.load(run)
+    else:
+        found, _ = load_all(ctx.obj["dirs"])
+        matches = [r for r in found if r["run_id"] == run] or [r for r in found if r["run_id"].startswith(run)]
+        if len(matches) != 1:
+            names = ", ".join(sorted(r["run_id"] for r in matches)) or "none"
+            raise MsdeError(f"run {run!r}: {len(matches)} matching result files in "
+                            f"{', '.join(map(str, ctx.obj['dirs']))} ({names})")
+        result = matches[0]
+    rows = [dict(fold=f["fold"], test_subjects=len(f["test_subjects"]), pairs=f["n_test_pairs"],
+                 non_masked=round(f["acc_non_masked"], 4), masked=round(f["acc_masked"], 4),
+                 overall=round(f["acc_overall"], 4), mask_gap=round(f["mask_gap"], 4),
+                 pair_agreement=round(f["pair_agreement"], 4), macro_f1_masked=round(f["macro_f1_masked"], 4),
+                 train_seconds=round(f["train_seconds"], 1)) for f in result["folds"]]
+    if ctx.obj["fmt"] == "table":
+        click.echo(f"{result['run_id']}  ({result['spec']['model']} · {result['spec']['paradigm']} · "
+                   f"{result['dataset']['name']} · {result['protocol']['split']})")
+    _emit(rows, ctx.obj["fmt"])
+
+
+def _emit(rows: list[dict], fmt: str) -> None:
+    import json
+
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+    elif fmt == "csv":
+        click.echo(df.to_csv(index=False), nl=False)
+    elif df.empty:
+        click.echo("(no results)")
+    else:
+        from tabulate import tabulate
+
+        click.echo(tabulate(df.values.tolist(), headers=list(df.columns),
+                            tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True))
+
+
 # ------------------------------------------------------------------------------------------
 # data
 

@@ -1,0 +1,308 @@
+"""Result files -> tables -> markdown (pandas + tabulate).
+
+One table per dataset (name and fingerprint) and protocol (name, version, split). A row is one
+run spec without its seed: runs of the same spec with different seeds are aggregated (mean and
+sample standard deviation over every seed x fold value); of several runs with the same spec and
+seed the newest wins and the others are listed as superseded. Complete rows are ranked by masked
+accuracy; a row whose runs did not finish every fold of the protocol is shown apart, never
+ranked. In each column the best value is bold; rows whose masked accuracy is not significantly
+different from the best row's (paired t-test over the shared (seed, fold) pairs, p >= 0.05) carry
+a dagger.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from msde_bench import results as R
+from msde_bench.errors import MsdeError, ResultError
+
+P_THRESHOLD = 0.05
+DEFAULT_RESULTS = Path("leaderboard/results")
+DEFAULT_OUTPUT = Path("leaderboard/README.md")
+COMMAND = "msde-bench leaderboard"
+
+#: (result key, column title, higher is better)
+METRICS = (
+    ("acc_non_masked", "non-masked", True),
+    ("acc_masked", "masked", True),
+    ("acc_overall", "overall", True),
+    ("mask_gap", "mask gap", False),
+    ("pair_agreement", "pair agreement", True),
+    ("macro_f1_masked", "macro-F1 masked", True),
+)
+
+
+@dataclass
+class Row:
+    key: str
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def spec(self) -> dict:
+        return self.runs[0]["spec"]
+
+    @property
+    def complete(self) -> bool:
+        return all(r["protocol"].get("complete", False) for r in self.runs)
+
+    def values(self, metric: str) -> dict[tuple[int, int], float]:
+        """{(seed, fold): value} over every run of the row."""
+        return {(r["spec"]["seed"], f["fold"]): float(f[metric]) for r in self.runs for f in r["folds"]}
+
+    def stat(self, metric: str) -> tuple[float, float, int]:
+        vals = list(self.values(metric).values())
+        n = len(vals)
+        mean = float(np.mean(vals)) if n else math.nan
+        std = float(np.std(vals, ddof=1)) if n > 1 else 0.0
+        return mean, std, n
+
+
+def _spec_key(spec: dict, with_seed: bool) -> str:
+    s = {k: v for k, v in spec.items() if with_seed or k != "seed"}
+    return json.dumps(s, sort_keys=True, separators=(",", ":"))
+
+
+def load_all(dirs: list[Path], strict: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Every valid result under the folders (sorted by path), and (path, problem) for the others."""
+    found, problems = [], []
+    for d in dirs:
+        if not d.is_dir():
+            raise MsdeError(f"{d}: results folder not found")
+        for path in sorted(d.glob("*.json")):
+            if path.name.endswith(".partial.json"):
+                continue
+            try:
+                res = R.load(path)
+            except ResultError as e:
+                if strict:
+                    raise
+                problems.append((str(path), e.problem))
+                continue
+            res = dict(res, _path=str(path))
+            found.append(res)
+    return found, problems
+
+
+def build(results: list[dict]) -> tuple[dict, list[dict]]:
+    """Groups results into tables of rows; returns ({table key: [Row]}, superseded runs)."""
+    newest: dict[str, dict] = {}
+    superseded = []
+    for r in sorted(results, key=lambda r: (r.get("finished") or r["created"], r["run_id"], r["_path"])):
+        k = _spec_key(r["spec"], with_seed=True)
+        if k in newest:
+            superseded.append(newest[k])
+        newest[k] = r
+    tables: dict[tuple, dict[str, Row]] = {}
+    for r in newest.values():
+        ds, pr = r["dataset"], r["protocol"]
+        tkey = (ds["name"], ds["fingerprint"], pr["name"], pr["version"], pr["split"], pr["folds"])
+        rows = tables.setdefault(tkey, {})
+        k = _spec_key(r["spec"], with_seed=False)
+        rows.setdefault(k, Row(k)).runs.append(r)
+    for rows in tables.values():
+        for row in rows.values():
+            row.runs.sort(key=lambda r: r["spec"]["seed"])
+    return {k: list(v.values()) for k, v in sorted(tables.items())}, sorted(superseded, key=lambda r: r["run_id"])
+
+
+def paired_p(a: dict, b: dict) -> float | None:
+    """Two-sided paired t-test over the shared (seed, fold) keys; None when fewer than 2 pairs.
+    Identical values everywhere give p = 1."""
+    from scipy.stats import ttest_rel
+
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return None
+    x = np.array([a[k] for k in keys])
+    y = np.array([b[k] for k in keys])
+    if np.allclose(x - y, 0):
+        return 1.0
+    d = x - y
+    if np.allclose(d, d[0]):  # a constant non-zero difference: as certain as it gets
+        return 0.0
+    return float(ttest_rel(x, y).pvalue)
+
+
+def _describe(row: Row) -> dict:
+    s = row.spec
+    opts = s.get("options", {})
+    backbone = opts.get(f"{s['model']}.backbone", s["model"])
+    init = "pretrained (timm)" if s.get("pretrained") else (Path(s["init"]).name if s.get("init") else "random")
+    return dict(model=s["model"], paradigm=_paradigm_label(s), backbone=backbone, recipe=s["recipe"], init=init)
+
+
+def _paradigm_label(spec: dict) -> str:
+    opts = spec.get("options", {})
+    label = spec["paradigm"]
+    if spec["paradigm"] == "baseline":
+        label += f" ({opts.get('train_on', 'mixed')})"
+    changed = [f"{k}={v}" for k, v in sorted(opts.items()) if k.startswith("quirk_") and v]
+    return label + (f" [{', '.join(changed)}]" if changed else "")
+
+
+_NOT_SETTINGS = {"model", "paradigm", "seed", "run_folds", "options", "data"}
+
+
+def _settings(row: Row) -> dict:
+    from msde_bench.spec import RunSpec
+
+    s = RunSpec.from_dict(row.spec).to_dict()  # fields missing from older results get their defaults
+    flat = {k: v for k, v in s.items() if k not in _NOT_SETTINGS}
+    flat.update({k: v for k, v in s.get("options", {}).items() if not k.startswith("quirk_") and k != "train_on"})
+    return flat
+
+
+def variants(rows: list[Row]) -> list[str]:
+    """For each row, the settings that tell it apart from the other rows of the same model and
+    paradigm in the table (e.g. `lambda=10`, `batch_size=16`)."""
+    out = []
+    for row in rows:
+        same = [r for r in rows if _describe(r)["model"] == _describe(row)["model"]
+                and _describe(r)["paradigm"] == _describe(row)["paradigm"]]
+        mine = _settings(row)
+        differ = sorted(k for k in mine if any(_settings(r).get(k) != mine[k] for r in same))
+        out.append(", ".join(f"{k}={mine[k]}" for k in differ))
+    return out
+
+
+def frame(rows: list[Row]) -> pd.DataFrame:
+    """The numbers of a table as a DataFrame (one line per row, in the given order)."""
+    recs = []
+    for row, variant in zip(rows, variants(rows)):
+        rec = _describe(row)
+        rec["variant"] = variant
+        for key, _, _ in METRICS:
+            mean, std, n = row.stat(key)
+            rec[f"{key}_mean"], rec[f"{key}_std"] = mean, std
+        seeds = len({r["spec"]["seed"] for r in row.runs})
+        rec["folds"] = len({f["fold"] for r in row.runs for f in r["folds"]})
+        rec["seeds"] = seeds
+        rec["params"] = int(row.runs[0]["folds"][0].get("n_params", 0))
+        rec["train_seconds"] = float(np.mean([f["train_seconds"] for r in row.runs for f in r["folds"]]))
+        rec["run_ids"] = ", ".join(r["run_id"] for r in row.runs)
+        recs.append(rec)
+    return pd.DataFrame.from_records(recs)
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e5 else str(n)
+
+
+def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
+    """Markdown for one table and its footnotes."""
+    if ranked:
+        rows = sorted(rows, key=lambda r: (-r.stat("acc_masked")[0], r.key))
+    df = frame(rows)
+    best = {}
+    for key, _, higher in METRICS:
+        col = df[f"{key}_mean"]
+        best[key] = col.max() if higher else col.min()
+    marks = [""] * len(rows)
+    notes = []
+    if ranked and len(rows) > 1:
+        top = rows[0].values("acc_masked")
+        for i, row in enumerate(rows[1:], 1):
+            p = paired_p(top, row.values("acc_masked"))
+            if p is not None and p >= P_THRESHOLD:
+                marks[i] = " †"
+    lines = []
+    for i, (_, rec) in enumerate(df.iterrows()):
+        paradigm = rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else "")
+        cells = [str(i + 1) if ranked else "–", rec["model"], paradigm, rec["backbone"], rec["recipe"], rec["init"]]
+        for key, _, _ in METRICS:
+            text = f"{rec[f'{key}_mean']:.3f} ± {rec[f'{key}_std']:.3f}"
+            if ranked and math.isclose(rec[f"{key}_mean"], best[key], rel_tol=0, abs_tol=1e-12):
+                text = f"**{text}**"
+            if key == "acc_masked":
+                text += marks[i]
+            cells.append(text)
+        cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]), f"{rec['train_seconds']:.1f} s"]
+        lines.append(cells)
+    headers = ["#", "model", "paradigm", "backbone", "recipe", "init", *[t for _, t, _ in METRICS], "folds × seeds",
+               "params", "train time / fold"]
+    md = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
+    if ranked and len(rows) > 1:
+        notes.append(f"**bold**: best value of the column. †: masked accuracy not significantly different from the "
+                     f"best row's (two-sided paired t-test over the same (seed, fold) pairs, p ≥ {P_THRESHOLD}).")
+    return md, notes
+
+
+def render(results: list[dict], problems: list[tuple[str, str]], sources: list[str]) -> str:
+    tables, superseded = build(results)
+    out = [
+        "<!-- generated by `msde-bench leaderboard`: do not edit by hand -->",
+        "# msde-bench leaderboard",
+        "",
+        f"Generated by `{COMMAND}` from the result files in {', '.join(f'`{s}`' for s in sources)}; "
+        f"`{COMMAND} --check` (run by CI) fails when this file is out of date.",
+        "",
+        "The committed results are **smoke numbers on the embedded synthetic dataset** (drawn faces, quick "
+        "recipe), produced by `benchmarks/leaderboard_runs.sh`. They show that every method and paradigm runs "
+        "end to end under the MSD-E protocol; they are not MSD-E numbers and say little about how the methods "
+        "compare on real faces. To add real-data results, run `msde-bench run --data /path/to/MSD-E ...` (or "
+        "`msde-bench compare`) and copy the result JSON files into `leaderboard/results/`; they appear in a table "
+        "of their own, since tables are per dataset fingerprint and protocol.",
+        "",
+        "Accuracies are fractions: mean ± sample standard deviation over every fold of every seed. Mask gap = "
+        "non-masked − masked accuracy. Pair agreement = share of test pairs whose two views get the same "
+        "prediction.",
+    ]
+    if not tables:
+        out += ["", "_No results yet._"]
+    for (name, fp, proto, version, split, folds), rows in tables.items():
+        complete = [r for r in rows if r.complete]
+        incomplete = [r for r in rows if not r.complete]
+        out += ["", f"## {name} (fingerprint `{fp}`) · protocol `{proto}` v{version} ({split}, {folds} folds)", ""]
+        if split == "faithful":
+            out += ["_Reference-code protocol: overlapping subject windows and the best epoch chosen on the test "
+                    "fold; optimistic by construction, for comparison with the paper only._", ""]
+        if complete:
+            md, notes = render_table(complete, ranked=True)
+            out += [md]
+            out += ["", *notes] if notes else []
+        if incomplete:
+            md, _ = render_table(incomplete, ranked=False)
+            out += ["", "Incomplete runs (not every fold of the protocol finished; not ranked):", "", md]
+    if superseded:
+        out += ["", "## Superseded runs", "",
+                "Older runs of a spec and seed that a newer run replaces: " +
+                ", ".join(f"`{r['run_id']}` ({r.get('finished') or r['created']})" for r in superseded) + "."]
+    if problems:
+        out += ["", "## Skipped files", ""] + [f"- `{p}`: {msg}" for p, msg in problems]
+    return "\n".join(out) + "\n"
+
+
+def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: bool) -> tuple[bool, str]:
+    """Renders; writes `output` (atomically) or, with `check`, compares it. Returns (ok, message)."""
+    results, problems = load_all(results_dirs, strict)
+    text = render(results, problems, [str(d) for d in results_dirs])
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current == text:
+            return True, f"{output} is up to date ({len(results)} results)"
+        diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(), str(output), "regenerated",
+                                         lineterm="", n=0))
+        changed = sum(1 for ln in diff if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
+        shown = "\n".join(diff[:20])
+        return False, (f"{output} is out of date: {changed} lines differ; run `{COMMAND}` and commit the result\n"
+                       f"{shown}")
+    import os
+    import tempfile
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, output)
+    msg = f"wrote {output} ({len(results)} results"
+    msg += f", {len(problems)} skipped" if problems else ""
+    return True, msg + ")"

@@ -1,0 +1,149 @@
+"""The leaderboard: aggregation, significance marks, incomplete and superseded runs, --check."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from msde_bench import results as R
+from msde_bench.cli import main
+from msde_bench.leaderboard import build, paired_p, render
+from msde_bench.metrics import summarise
+from msde_bench.spec import RunSpec
+
+
+def make_result(model="resnet18", paradigm="baseline", seed=0, nm=(0.8, 0.7), m=(0.5, 0.4), complete=True,
+                created="2026-01-01T00:00:00+00:00", lam=None, n_folds=None):
+    options = {"train_on": "mixed"} if paradigm == "baseline" else {}
+    if lam is not None:
+        options["lambda"] = lam
+    spec = RunSpec(model=model, paradigm=paradigm, seed=seed, folds=n_folds or len(nm),
+                   options=tuple(sorted(options.items()))).to_dict()
+    folds = []
+    for i, (a, b) in enumerate(zip(nm, m)):
+        folds.append(dict(fold=i, test_subjects=[i], n_test_pairs=10, acc_non_masked=a, acc_masked=b,
+                          acc_overall=(a + b) / 2, mask_gap=a - b, macro_f1_non_masked=a, macro_f1_masked=b,
+                          pair_agreement=0.5, per_class={}, confusion_non_masked=[], confusion_masked=[],
+                          train_seconds=10.0 + i, train_images_per_second=100.0, n_params=11_000_000))
+    digest = RunSpec.from_dict(spec).digest()
+    return dict(schema=R.SCHEMA, run_id=f"{model}-{paradigm}-synth-small-{digest}", created=created, finished=created,
+                msde_bench_version="0.1.0", git_sha=None, spec=spec,
+                dataset=dict(name="synth-small", fingerprint="abc", n_pairs=840, n_subjects=120),
+                protocol=dict(name="msde-clean", version=1, folds=n_folds or len(nm), split="clean",
+                              selection="last", run_folds=list(range(len(nm))), complete=complete),
+                env={}, folds=folds, summary=summarise(folds))
+
+
+def write(d, *results):
+    d.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(results):
+        R.write_json_atomic(d / f"{r['run_id']}-{i}.json", R.validate(r))
+    return d
+
+
+def test_aggregation_over_folds_and_seeds_by_hand(tmp_path):
+    a = make_result(seed=0, m=(0.5, 0.4))
+    b = make_result(seed=1, m=(0.6, 0.3))
+    tables, superseded = build([dict(a, _path="a"), dict(b, _path="b")])
+    (rows,) = tables.values()
+    assert len(rows) == 1 and superseded == []
+    mean, std, n = rows[0].stat("acc_masked")
+    vals = [0.5, 0.4, 0.6, 0.3]
+    assert n == 4 and mean == pytest.approx(0.45) and std == pytest.approx(np.std(vals, ddof=1))
+    text = render([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
+    assert "0.450 ± 0.129" in text and "2 × 2" in text
+
+
+def test_newest_run_of_a_spec_and_seed_wins():
+    old = make_result(m=(0.1, 0.1), created="2026-01-01T00:00:00+00:00")
+    new = make_result(m=(0.5, 0.4), created="2026-02-01T00:00:00+00:00")
+    tables, superseded = build([dict(new, _path="n"), dict(old, _path="o")])
+    (rows,) = tables.values()
+    assert rows[0].stat("acc_masked")[0] == pytest.approx(0.45)
+    assert [r["created"] for r in superseded] == ["2026-01-01T00:00:00+00:00"]
+    text = render([dict(new, _path="n"), dict(old, _path="o")], [], ["x"])
+    assert "## Superseded runs" in text and "2026-01-01T00:00:00+00:00" in text
+
+
+def test_paired_p():
+    assert paired_p({(0, 0): 0.5, (0, 1): 0.6}, {(0, 0): 0.5, (0, 1): 0.6}) == 1.0
+    assert paired_p({(0, 0): 0.5}, {(0, 0): 0.4}) is None
+    a = {(0, i): v for i, v in enumerate([0.6, 0.7, 0.65, 0.8, 0.75])}
+    b = {(0, i): v for i, v in enumerate([0.5, 0.72, 0.6, 0.7, 0.74])}
+    from scipy.stats import ttest_rel
+
+    assert paired_p(a, b) == pytest.approx(ttest_rel(list(a.values()), list(b.values())).pvalue)
+
+
+def test_significance_marks_and_best_values_on_a_constructed_case():
+    best = make_result(model="best", nm=(0.9, 0.9, 0.9, 0.9), m=(0.80, 0.82, 0.78, 0.81))
+    close = make_result(model="close", nm=(0.8, 0.8, 0.8, 0.8), m=(0.81, 0.79, 0.79, 0.80))  # ~ the same
+    far = make_result(model="far", nm=(0.95, 0.95, 0.95, 0.95), m=(0.30, 0.35, 0.31, 0.33))
+    text = render([dict(r, _path=r["run_id"]) for r in (far, close, best)], [], ["x"])
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert [ln.split("|")[2].strip() for ln in lines] == ["best", "close", "far"]  # ranked by masked accuracy
+    assert "**0.803 ± 0.017**" in lines[0]  # best masked
+    assert "0.798 ± 0.010 †" in lines[1]  # not significantly different
+    assert "†" not in lines[2]
+    assert "**0.950 ± 0.000**" in lines[2]  # best non-masked is the far row's
+    assert "paired t-test" in text and "p ≥ 0.05" in text
+
+
+def test_incomplete_runs_are_shown_apart_and_not_ranked():
+    done = make_result(model="done")
+    partial = make_result(model="partial", nm=(0.9,), m=(0.9,), complete=False, n_folds=2)
+    text = render([dict(done, _path="d"), dict(partial, _path="p")], [], ["x"])
+    head, tail = text.split("Incomplete runs")
+    assert "| 1   | done" in head and "partial" not in head
+    assert "| –   | partial" in tail
+
+
+def test_different_protocols_never_share_a_table():
+    clean = make_result()
+    faithful = make_result(model="other")
+    faithful["protocol"] = dict(faithful["protocol"], name="msde-faithful", split="faithful", selection="best-on-test")
+    text = render([dict(clean, _path="c"), dict(faithful, _path="f")], [], ["x"])
+    assert text.count("\n## synth-small") == 2 and "optimistic by construction" in text
+
+
+def test_cli_check_skip_malformed_strict_and_determinism(tmp_path):
+    res = write(tmp_path / "res", make_result(model="a"), make_result(model="b", m=(0.2, 0.1)))
+    (res / "broken.json").write_text('{"schema": "msde-bench/result/1"}')
+    (res / "run.partial.json").write_text("{}")  # partial files are not results
+    out = tmp_path / "LB.md"
+    runner = CliRunner()
+    r1 = runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out)])
+    assert r1.exit_code == 0 and "2 results, 1 skipped" in r1.output
+    first = out.read_bytes()
+    assert b"broken.json" in first and b"missing field" in first
+    assert first.startswith(b"<!-- generated by `msde-bench leaderboard`")
+    runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out)])
+    assert out.read_bytes() == first  # deterministic
+    assert runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out), "--check"]).exit_code == 0
+    write(res, make_result(model="c", m=(0.9, 0.9)))  # new results without regenerating
+    stale = runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out), "--check"])
+    assert stale.exit_code == 1 and "out of date" in stale.output and "lines differ" in stale.output
+    assert out.read_bytes() == first  # --check never writes
+    runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out)])
+    assert runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out), "--check"]).exit_code == 0
+    strict = runner.invoke(main, ["leaderboard", "--results", str(res), "--output", str(out), "--strict"])
+    assert strict.exit_code == 2 and "broken.json" in strict.output and "missing field" in strict.output
+
+
+def test_results_list_and_show(tmp_path):
+    a = make_result(model="alpha")
+    res = write(tmp_path / "res", a)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["results", "--results", str(res)])
+    assert listed.exit_code == 0 and a["run_id"] in listed.output and "2/2" in listed.output
+    csv = runner.invoke(main, ["results", "--results", str(res), "--format", "csv"])
+    assert csv.output.splitlines()[0].startswith("run_id,model,paradigm")
+    shown = runner.invoke(main, ["results", "--results", str(res), "--format", "json", "show", "alpha-"])
+    assert shown.exit_code == 0, shown.output
+    folds = json.loads(shown.output)
+    assert [f["masked"] for f in folds] == [0.5, 0.4]
+    md = runner.invoke(main, ["results", "--results", str(res), "--format", "markdown", "show", a["run_id"]])
+    assert md.output.splitlines()[0].startswith("| fold") and "| 0.5 " in md.output
+    missing = runner.invoke(main, ["results", "--results", str(res), "show", "nope"])
+    assert missing.exit_code == 2 and "0 matching result files" in missing.output
