@@ -1,4 +1,4 @@
-"""The command line: `msde-bench run`, `msde-bench data ...`, `msde-bench bench`.
+"""The command line: run, compare, paradigms, plugins, methods, leaderboard, results, data, bench.
 
 Each command is thin and calls the modules that do the work. A user-facing error (bad data, bad
 option) is printed as one line on stderr with exit code 2, never a traceback.
@@ -114,12 +114,9 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
 
 
 def _synth_progress(console):
-    state = {}
-
     def cb(done: int, total: int) -> None:
         if done == 1:
             console.print(f"generating the synthetic dataset ({total} pairs) into the cache ...")
-        state["total"] = total
 
     return cb
 

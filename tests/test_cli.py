@@ -8,8 +8,8 @@ from msde_bench import __version__
 from msde_bench.bench import run_bench
 from msde_bench.cli import main
 
-COMMANDS = [["run"], ["compare"], ["paradigms"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"],
-            ["bench"]]
+COMMANDS = [["run"], ["compare"], ["paradigms"], ["plugins"], ["methods"], ["leaderboard"], ["results"],
+            ["results", "show"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"], ["bench"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
