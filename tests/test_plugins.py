@@ -165,3 +165,23 @@ def test_out_of_tree_example_end_to_end(install, tiny_root, tmp_path):
     assert result["spec"]["options"]["smooth-ce.smoothing"] == 0.3
     res = CliRunner().invoke(main, ["plugins"])
     assert "| smooth-ce " in res.output and "installed" in res.output and "0.1.0" in res.output
+
+
+def test_official_recipe():
+    from msde_bench.engine import make_optimizer, make_scheduler, official_recipe
+    from msde_bench.errors import MsdeError
+    from msde_bench.spec import make_spec
+
+    spec = make_spec(model="dan", paradigm="baseline", recipe="official", official=official_recipe("dan"))
+    assert (spec.optimizer, spec.lr, spec.momentum, spec.schedule, spec.step_size, spec.epochs, spec.batch_size) == \
+        ("sgd", 0.1, 0.9, "step", 10, 40, 256)
+    assert spec.folds == 10 and spec.data == "synth:full"  # protocol and data stay the paper's
+    import torch
+
+    opt = make_optimizer(spec, [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr_scale": 0.5}])
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert isinstance(make_scheduler(spec, opt), torch.optim.lr_scheduler.StepLR)
+    with pytest.raises(MsdeError, match="has no official recipe"):
+        make_spec(model="resnet18", paradigm="baseline", recipe="official", official={})
+    res = CliRunner().invoke(main, ["run", "--model", "resnet18", "--recipe", "official"])
+    assert res.exit_code == 2 and "model 'resnet18' has no official recipe" in res.output
