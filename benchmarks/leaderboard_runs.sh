@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 out=leaderboard/results
 methods=("$@")
 if [ ${#methods[@]} -eq 0 ]; then
-  methods=(resnet18 scn eac dan ran scan dacl arm)
+  methods=(resnet18 scn eac dan ran scan dacl arm manet)
 fi
 for model in "${methods[@]}"; do
   if [ "$model" = resnet18 ]; then
