@@ -72,8 +72,11 @@ def main():
 @click.option("--pretrained", is_flag=True, help="Ask timm for pretrained weights (needs network access).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last finished fold.")
 @click.option("--progress/--no-progress", default=None, help="Show progress bars [default: on a terminal].")
+@click.option("--save-models/--no-save-models", default=None,
+              help="Save each fold's final model next to the result file, for `msde-bench explain` "
+                   "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, image_size, batch_size, lr, seed,
-        device, opts, init, pretrained, resume, progress):
+        device, opts, init, pretrained, resume, progress, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -108,7 +111,8 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
                   f"{spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · {spec.optimizer} lr "
                   f"{spec.lr:g} · seed {seed}")
     dataset = sources.resolve(spec.data, progress=_synth_progress(console))
-    result, path = engine.run(spec, dataset, out, resume=resume, console=console, show_progress=progress)
+    result, path = engine.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
+                              save_models=save_models)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
 
@@ -368,6 +372,35 @@ def _emit(rows: list[dict], fmt: str) -> None:
 
         click.echo(tabulate(df.values.tolist(), headers=list(df.columns),
                             tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True))
+
+
+@main.command(context_settings=dict(show_default=True))
+@click.argument("result", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--fold", type=int, default=None, help="Which fold [default: the first the run finished].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the figures [default: <run_id>-explain/fold<K> next to the result].")
+@click.option("--n", "n_pairs", type=int, default=14, help="Test pairs in the Grad-CAM grid (balanced over classes).")
+@click.option("--cam", type=click.Choice(["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
+                                          "scorecam"]), default="gradcam", help="CAM method (pytorch-grad-cam).")
+@click.option("--tsne-train", is_flag=True, help="Add the training fold's embeddings to the t-SNE.")
+@click.option("--compare", is_flag=True, help="Two results: the same pairs side by side (e.g. baseline vs contrastive).")
+def explain(result, fold, out, n_pairs, cam, tsne_train, compare):
+    """Figures of what a run's model looks at: Grad-CAM pairs, t-SNE, confusion, attention shift.
+
+    Needs the fold models that `msde-bench run` saves by default (--save-models). Writes PNGs and
+    a report.md embedding them.
+
+    \b
+    Examples:
+      msde-bench explain results/resnet18-baseline-synth-small-89b21afd7b.json --fold 0
+      msde-bench explain --compare results/A.json results/B.json
+    """
+    from msde_bench.explain import explain as run_explain
+
+    if compare != (len(result) == 2) or len(result) > 2:
+        raise MsdeError("give one RESULT, or --compare with two")
+    path = run_explain(result[0], out, fold, n_pairs, cam, tsne_train, result[1] if compare else None)
+    click.echo(f"wrote {path / 'report.md'}")
 
 
 # ------------------------------------------------------------------------------------------

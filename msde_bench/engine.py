@@ -383,9 +383,11 @@ def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
 
 
 def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
-             progress: RunProgress | None = None, console: Console | None = None) -> dict:
+             progress: RunProgress | None = None, console: Console | None = None,
+             save_to: Path | None = None) -> dict:
     """Trains and evaluates one fold; its result depends only on (spec, fold), never on which
-    folds ran before, which is what makes --resume give the same numbers."""
+    folds ran before, which is what makes --resume give the same numbers. With `save_to`, the
+    final model is written there (with the spec, to rebuild it)."""
     seed = derive_seed(spec.seed, "fold", fold.index)
     paradigm = build_paradigm(spec)
     paradigm.prepare(dict(spec=spec, cache=cache, train_idx=fold.train, test_idx=fold.test, subjects=subjects,
@@ -419,15 +421,23 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if init_report:
         rec["init"] = dict(loaded=init_report["loaded"], missing=len(init_report["missing"]),
                            unexpected=len(init_report["unexpected"]))
+    if save_to is not None:
+        from msde_bench.explain import save_model
+
+        save_model(save_to, trainer.method, spec, fold.index, fold.test_subjects)
+        rec["model_file"] = f"{save_to.parent.name}/{save_to.name}"
     return rec
 
 
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
-        console: Console | None = None, show_progress: bool | None = None) -> tuple[dict, Path]:
+        console: Console | None = None, show_progress: bool | None = None,
+        save_models: bool | None = None) -> tuple[dict, Path]:
     """Runs every selected fold of a spec and writes the result file; returns (result, path).
 
     After each fold the finished folds are written to `<run_id>.partial.json` (atomically); with
     `resume` a killed run continues from there. The result file is written once, at the end.
+    `save_models` (default: when at most 10 folds run) writes each fold's final model to
+    `<out>/<run_id>/fold<k>.pt` for `msde-bench explain`.
     """
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
@@ -451,6 +461,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
         state = _load_partial(partial, spec, ds_info)
         done = {f["fold"]: f for f in state["folds"]}
         console.print(f"resuming {run_id}: folds {sorted(done)} already done")
+    if save_models is None:
+        save_models = len(selected) <= 10
     created = _now()
     cache = ImageCache(dataset, spec.image_size)
     show = console.is_terminal if show_progress is None else show_progress
@@ -461,7 +473,9 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                 continue
             fold = folds[f]
             progress.start_fold(f)
-            rec = {**fold_record(fold, subjects), **run_fold(spec, cache, fold, device, subjects, progress, console)}
+            save_to = out_dir / run_id / f"fold{f}.pt" if save_models else None
+            rec = {**fold_record(fold, subjects),
+                   **run_fold(spec, cache, fold, device, subjects, progress, console, save_to)}
             done[f] = rec
             progress.end_fold()
             console.print(f"fold {f}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}  "

@@ -57,6 +57,11 @@ class Method(nn.Module):
         """The layer Grad-CAM looks at."""
         raise NotImplementedError
 
+    def cam_reshape_transform(self):
+        """For Grad-CAM: a function mapping the target layer's output to B x C x h x w (e.g. RAN, whose
+        trunk sees every crop, keeps the whole image's map), or None."""
+        return None
+
 
 class DoubleSoftmax(Method):
     """The reference classifier's quirk: the head ends in softmax, and its probabilities are what
@@ -84,6 +89,9 @@ class DoubleSoftmax(Method):
 
     def target_layer(self) -> nn.Module:
         return self.inner.target_layer()
+
+    def cam_reshape_transform(self):
+        return self.inner.cam_reshape_transform()
 
 
 class BackboneMethod(Method):

@@ -97,6 +97,10 @@ class RAN(BackboneMethod):
         fmap_orig = fmaps.view(b, n, *fmaps.shape[1:])[:, -1]
         return Output(self.fc(p), p, fmap_orig, {"mu": mu, "nu": nu})
 
+    def cam_reshape_transform(self):
+        n = len(self.boxes) + 1  # the trunk sees every crop; Grad-CAM looks at the whole image's map
+        return lambda t: t.reshape(-1, n, *t.shape[1:])[:, -1]
+
     def loss(self, x, y, out, state=None):
         ce = F.cross_entropy(out.logits, y)
         if len(self.boxes) == 0:

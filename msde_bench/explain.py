@@ -1,0 +1,383 @@
+"""Seeing what a model looks at: Grad-CAM pairs, t-SNE, confusion matrices, attention shift.
+
+Everything starts from a result file and the fold models `msde-bench run --save-models` wrote
+next to it: the spec rebuilds the model, the dataset is read again (its fingerprint must match)
+and the protocol's folds are recomputed from the spec's seed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from msde_bench import CLASS_NAMES, NUM_CLASSES
+from msde_bench import protocol as P
+from msde_bench import results as R
+from msde_bench.errors import MsdeError
+from msde_bench.spec import RunSpec
+
+MODEL_FORMAT = "msde-bench/model/1"
+CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
+
+
+# ------------------------------------------------------------------------------------------
+# saving and loading fold models
+
+
+def model_path(result_path: Path, run_id: str, fold: int) -> Path:
+    return result_path.parent / run_id / f"fold{fold}.pt"
+
+
+def save_model(path: Path, method: nn.Module, spec: RunSpec, fold: int, test_subjects) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
+        torch.save(dict(format=MODEL_FORMAT, spec=spec.to_dict(), fold=fold, test_subjects=list(test_subjects),
+                        state_dict=state), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_model(path: Path, spec: RunSpec) -> nn.Module:
+    from msde_bench.engine import build_method
+
+    if not path.is_file():
+        raise MsdeError(f"{path}: model file not found; run again with --save-models to explain this run")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise MsdeError(f"{path}: not a readable model file ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
+        raise MsdeError(f"{path}: not an msde-bench model file")
+    method, _ = build_method(spec, load=False)
+    method.load_state_dict(obj["state_dict"])
+    return method.eval()
+
+
+@dataclass
+class Explained:
+    """One fold of one run, ready to look at."""
+
+    result: dict
+    result_path: Path
+    spec: RunSpec
+    fold: int
+    method: nn.Module
+    cache: object
+    test_idx: np.ndarray
+    train_idx: np.ndarray
+
+
+def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
+    from msde_bench.data import sources
+    from msde_bench.data.pairs import ImageCache
+
+    result_path = Path(result_path)
+    result = R.load(result_path)
+    spec = RunSpec.from_dict(result["spec"])
+    done = [f["fold"] for f in result["folds"]]
+    fold = done[0] if fold is None else fold
+    if fold not in done:
+        raise MsdeError(f"{result_path}: fold {fold} is not in this result (folds {done})")
+    path = model_path(result_path, result["run_id"], fold)
+    method = load_model(path, spec)
+    dataset = sources.resolve(spec.data)
+    if dataset.fingerprint() != result["dataset"]["fingerprint"]:
+        raise MsdeError(f"{spec.data}: the dataset changed since {result_path} was written (fingerprint "
+                        f"{dataset.fingerprint()} vs {result['dataset']['fingerprint']})")
+    folds = P.make_folds(spec.split, dataset.subjects, dataset.labels, spec.folds, spec.seed)
+    f = folds[fold]
+    recorded = next(x for x in result["folds"] if x["fold"] == fold)["test_subjects"]
+    if list(f.test_subjects) != list(recorded):
+        raise MsdeError(f"{result_path}: fold {fold}'s test subjects cannot be reproduced")
+    return Explained(result, result_path, spec, fold, method, ImageCache(dataset, spec.image_size), f.test, f.train)
+
+
+# ------------------------------------------------------------------------------------------
+# computing
+
+
+def _inputs(ex: Explained, idx: np.ndarray, view: str) -> torch.Tensor:
+    from msde_bench.engine import eval_augment
+
+    src = ex.cache.non_masked if view == "non-masked" else ex.cache.masked
+    return eval_augment(ex.spec).eval(src[torch.as_tensor(idx)], torch.device("cpu"))
+
+
+def _rgb(ex: Explained, idx: np.ndarray, view: str) -> np.ndarray:
+    src = ex.cache.non_masked if view == "non-masked" else ex.cache.masked
+    return src[torch.as_tensor(idx)].permute(0, 2, 3, 1).numpy().astype(np.float32) / 255.0
+
+
+@torch.no_grad()
+def outputs(ex: Explained, idx: np.ndarray, view: str, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, embeddings) of one view."""
+    preds, embs = [], []
+    for s in range(0, len(idx), batch):
+        out = ex.method(_inputs(ex, idx[s:s + batch], view))
+        preds.append(out.logits.argmax(1).numpy())
+        embs.append(out.embedding.float().numpy())
+    return np.concatenate(preds), np.concatenate(embs)
+
+
+def pick_pairs(ex: Explained, n: int) -> np.ndarray:
+    """n test pairs, balanced over classes: round robin over the classes in label order, each class's
+    pairs in dataset order; deterministic."""
+    labels = ex.cache.labels.numpy()
+    by_class = [list(ex.test_idx[labels[ex.test_idx] == c]) for c in range(NUM_CLASSES)]
+    out = []
+    while len(out) < n and any(by_class):
+        for c in range(NUM_CLASSES):
+            if by_class[c] and len(out) < n:
+                out.append(by_class[c].pop(0))
+    return np.array(out, dtype=np.int64)
+
+
+class _Logits(nn.Module):
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, x):
+        return self.method(x).logits
+
+
+def cam_class(name: str):
+    import pytorch_grad_cam as pgc
+
+    table = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+             "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "eigencam": pgc.EigenCAM, "scorecam": pgc.ScoreCAM}
+    if name not in table:
+        raise MsdeError(f"--cam {name}: choose one of {', '.join(CAM_METHODS)}")
+    return table[name]
+
+
+def target_layer(method: nn.Module) -> nn.Module:
+    try:
+        return method.target_layer()
+    except NotImplementedError:
+        raise MsdeError(f"{type(method).__name__} declares no Grad-CAM target layer (Method.target_layer)") from None
+
+
+def cams(ex: Explained, idx: np.ndarray, view: str, targets: np.ndarray, cam: str = "gradcam",
+         batch: int = 32) -> np.ndarray:
+    """CAMs (N x H x W in [0, 1]) of one view, for the given target classes."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    method = ex.method
+    reshape = method.cam_reshape_transform() if hasattr(method, "cam_reshape_transform") else None
+    out = []
+    with cam_class(cam)(model=_Logits(method), target_layers=[target_layer(method)], reshape_transform=reshape) as c:
+        for s in range(0, len(idx), batch):
+            x = _inputs(ex, idx[s:s + batch], view)
+            tg = [ClassifierOutputTarget(int(t)) for t in targets[s:s + batch]]
+            out.append(c(input_tensor=x, targets=tg))
+    method.eval()
+    return np.concatenate(out).astype(np.float32)
+
+
+def tsne(embeddings: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    n = len(embeddings)
+    perplexity = float(max(2.0, min(30.0, (n - 1) / 3)))
+    return TSNE(n_components=2, random_state=seed, init="pca", perplexity=perplexity).fit_transform(
+        embeddings.astype(np.float64))
+
+
+def row_normalised(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its own sum (empty rows stay 0): the reference code's column-aligned
+    division (PAPER.md section 7) is not reproduced."""
+    cm = np.asarray(cm, dtype=np.float64)
+    sums = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
+
+
+# ------------------------------------------------------------------------------------------
+# figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: Path) -> None:
+    """Rows = pairs; for each run: non-masked, its CAM, masked, its CAM."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    plt = _plt()
+    cols = 4 * len(ex_list)
+    fig, axes = plt.subplots(len(idx), cols, figsize=(2.0 * cols, 2.2 * len(idx)), squeeze=False)
+    labels = ex_list[0].cache.labels.numpy()[idx]
+    for r, ex in enumerate(ex_list):
+        for v, view in enumerate(("non-masked", "masked")):
+            preds, _ = outputs(ex, idx, view)
+            maps = cams(ex, idx, view, preds, cam)
+            rgb = _rgb(ex, idx, view)
+            for i in range(len(idx)):
+                c0 = 4 * r + 2 * v
+                tag = f"{ex.spec.paradigm} · " if len(ex_list) > 1 else ""
+                axes[i, c0].imshow(rgb[i])
+                axes[i, c0].set_title(f"{tag}{view}\ntrue {CLASS_NAMES[labels[i]]}", fontsize=7)
+                axes[i, c0 + 1].imshow(show_cam_on_image(rgb[i], maps[i], use_rgb=True))
+                ok = "✓" if preds[i] == labels[i] else "✗"
+                axes[i, c0 + 1].set_title(f"pred {CLASS_NAMES[preds[i]]} {ok}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def figure_tsne(ex: Explained, path: Path, with_train: bool = False, lines: int = 12) -> np.ndarray:
+    """t-SNE of the pooled embeddings of both views; returns the coordinates (also written as CSV)."""
+    plt = _plt()
+    idx = ex.test_idx if not with_train else np.concatenate([ex.test_idx, ex.train_idx])
+    _, e_nm = outputs(ex, idx, "non-masked")
+    _, e_m = outputs(ex, idx, "masked")
+    xy = tsne(np.concatenate([e_nm, e_m]), ex.spec.seed)
+    n = len(idx)
+    labels = ex.cache.labels.numpy()[idx]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    colours = plt.get_cmap("tab10")
+    for k in range(min(lines, n)):
+        ax.plot([xy[k, 0], xy[n + k, 0]], [xy[k, 1], xy[n + k, 1]], color="0.6", lw=0.7, zorder=1)
+    for c in range(NUM_CLASSES):
+        sel = labels == c
+        ax.scatter(xy[:n][sel, 0], xy[:n][sel, 1], s=18, color=colours(c), marker="o", label=f"{CLASS_NAMES[c]}",
+                   zorder=2)
+        ax.scatter(xy[n:][sel, 0], xy[n:][sel, 1], s=22, color=colours(c), marker="x", zorder=2)
+    ax.set_title(f"t-SNE of pooled embeddings ({'test + train' if with_train else 'test'} fold {ex.fold}): "
+                 "o non-masked, x masked", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    header = "pair,view,label,x,y"
+    rows = [f"{int(p)},{v},{int(labels[i])},{xy[j, 0]:.6f},{xy[j, 1]:.6f}"
+            for j, (i, p, v) in enumerate([(i, p, "non-masked") for i, p in enumerate(idx)] +
+                                          [(i, p, "masked") for i, p in enumerate(idx)])]
+    path.with_suffix(".csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    return xy
+
+
+def figure_confusion(ex: Explained, path: Path) -> dict:
+    from sklearn.metrics import confusion_matrix
+
+    plt = _plt()
+    labels = ex.cache.labels.numpy()[ex.test_idx]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    out = {}
+    for ax, view in zip(axes, ("non-masked", "masked")):
+        preds, _ = outputs(ex, ex.test_idx, view)
+        cm = confusion_matrix(labels, preds, labels=list(range(NUM_CLASSES)))
+        norm = row_normalised(cm)
+        out[view] = norm
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(NUM_CLASSES):
+            for j in range(NUM_CLASSES):
+                ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.6 else "black")
+        ax.set_xticks(range(NUM_CLASSES), [c[:4] for c in CLASS_NAMES], fontsize=7)
+        ax.set_yticks(range(NUM_CLASSES), list(CLASS_NAMES), fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{view} (rows sum to 1; counts in brackets)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def figure_attention_shift(ex: Explained, cam: str, path: Path) -> None:
+    """Per class: the mean CAM of the non-masked and of the masked test images (each for its true
+    class) and their difference (masked - non-masked: where the model looks more when masked)."""
+    plt = _plt()
+    idx = ex.test_idx
+    labels = ex.cache.labels.numpy()[idx]
+    m_nm = cams(ex, idx, "non-masked", labels, cam)
+    m_m = cams(ex, idx, "masked", labels, cam)
+    fig, axes = plt.subplots(NUM_CLASSES, 3, figsize=(6.5, 2.0 * NUM_CLASSES), squeeze=False)
+    for c in range(NUM_CLASSES):
+        sel = labels == c
+        if not sel.any():
+            for ax in axes[c]:
+                ax.axis("off")
+            continue
+        a, b = m_nm[sel].mean(0), m_m[sel].mean(0)
+        d = b - a
+        lim = max(1e-6, float(np.abs(d).max()))
+        for ax, img, title, kw in ((axes[c, 0], a, "non-masked", dict(cmap="jet", vmin=0, vmax=1)),
+                                   (axes[c, 1], b, "masked", dict(cmap="jet", vmin=0, vmax=1)),
+                                   (axes[c, 2], d, "masked − non-masked", dict(cmap="RdBu_r", vmin=-lim, vmax=lim))):
+            ax.imshow(img, **kw)
+            ax.set_title(f"{CLASS_NAMES[c]}: {title}", fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def explain(result_path: str | Path, out: str | Path | None = None, fold: int | None = None, n: int = 14,
+            cam: str = "gradcam", tsne_train: bool = False, compare: str | Path | None = None) -> Path:
+    """Writes the figures and report.md for one fold of a run (or two runs side by side)."""
+    cam_class(cam)
+    ex = load_fold(result_path, fold)
+    runs = [ex]
+    if compare is not None:
+        other = load_fold(compare, ex.fold)
+        if other.cache.fingerprint != ex.cache.fingerprint or not np.array_equal(other.test_idx, ex.test_idx):
+            raise MsdeError(f"{compare}: not the same dataset and test fold as {result_path}; cannot compare")
+        runs.append(other)
+    out = Path(out) if out else ex.result_path.parent / f"{ex.result['run_id']}-explain" / f"fold{ex.fold}"
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = pick_pairs(ex, n)
+    figs = []
+    name = "gradcam_compare.png" if compare else "gradcam_pairs.png"
+    figure_cam_pairs(runs, pairs, cam, out / name)
+    figs.append((name, f"{cam} for {len(pairs)} test pairs balanced over the expressions: each image, and its CAM for "
+                       "the predicted class with the prediction (✓ correct, ✗ wrong)"
+                       + (f"; left {runs[0].spec.paradigm}, right {runs[1].spec.paradigm}" if compare else "") + "."))
+    for i, ex_i in enumerate(runs):
+        sfx = f"_{i + 1}" if compare else ""
+        figure_tsne(ex_i, out / f"tsne{sfx}.png", tsne_train)
+        figs.append((f"tsne{sfx}.png", f"t-SNE of the pooled embeddings ({ex_i.spec.model} · {ex_i.spec.paradigm}), "
+                                       "colour = expression, o = non-masked, x = masked; grey lines join the two "
+                                       f"views of a few pairs (seed {ex_i.spec.seed}; coordinates in tsne{sfx}.csv)."))
+        figure_confusion(ex_i, out / f"confusion{sfx}.png")
+        figs.append((f"confusion{sfx}.png", f"Confusion matrices ({ex_i.spec.paradigm}) of the test fold, rows "
+                                            "normalised to sum to 1, counts in brackets."))
+        figure_attention_shift(ex_i, cam, out / f"attention_shift{sfx}.png")
+        figs.append((f"attention_shift{sfx}.png", f"Mean {cam} over the test fold per expression ({ex_i.spec.paradigm}) "
+                                                  "for each view, and masked − non-masked (red: looked at more when "
+                                                  "masked)."))
+    s = ex.result["summary"]
+    lines = [f"# {ex.result['run_id']}: fold {ex.fold}", "",
+             f"{ex.spec.model} · {ex.spec.paradigm} · {ex.result['dataset']['name']} · protocol "
+             f"{ex.result['protocol']['name']} · run accuracy non-masked {s['acc_non_masked']['mean']:.3f}, masked "
+             f"{s['acc_masked']['mean']:.3f}" + (f" · compared with {runs[1].result['run_id']}" if compare else ""),
+             ""]
+    for fname, caption in figs:
+        lines += [f"![{fname}]({fname})", "", caption, ""]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "explain.json").write_text(json.dumps(dict(result=str(result_path), fold=ex.fold, cam=cam,
+                                                      pairs=pairs.tolist(), figures=[f for f, _ in figs]), indent=1))
+    return out
