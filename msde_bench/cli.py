@@ -382,9 +382,12 @@ def _emit(rows: list[dict], fmt: str) -> None:
 @click.option("--n", "n_pairs", type=int, default=14, help="Test pairs in the Grad-CAM grid (balanced over classes).")
 @click.option("--cam", type=click.Choice(["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
                                           "scorecam"]), default="gradcam", help="CAM method (pytorch-grad-cam).")
+@click.option("--layer", default=None,
+              help="Grad-CAM on this module (e.g. trunk.layer3) instead of the method's declared layer; finer "
+                   "maps at small input sizes (ResNet's layer4 is 2 x 2 at 48 px).")
 @click.option("--tsne-train", is_flag=True, help="Add the training fold's embeddings to the t-SNE.")
 @click.option("--compare", is_flag=True, help="Two results: the same pairs side by side (e.g. baseline vs contrastive).")
-def explain(result, fold, out, n_pairs, cam, tsne_train, compare):
+def explain(result, fold, out, n_pairs, cam, layer, tsne_train, compare):
     """Figures of what a run's model looks at: Grad-CAM pairs, t-SNE, confusion, attention shift.
 
     Needs the fold models that `msde-bench run` saves by default (--save-models). Writes PNGs and
@@ -399,7 +402,7 @@ def explain(result, fold, out, n_pairs, cam, tsne_train, compare):
 
     if compare != (len(result) == 2) or len(result) > 2:
         raise MsdeError("give one RESULT, or --compare with two")
-    path = run_explain(result[0], out, fold, n_pairs, cam, tsne_train, result[1] if compare else None)
+    path = run_explain(result[0], out, fold, n_pairs, cam, tsne_train, result[1] if compare else None, layer)
     click.echo(f"wrote {path / 'report.md'}")
 
 

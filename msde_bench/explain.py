@@ -165,7 +165,15 @@ def cam_class(name: str):
     return table[name]
 
 
-def target_layer(method: nn.Module) -> nn.Module:
+def target_layer(method: nn.Module, name: str | None = None) -> nn.Module:
+    """The method's declared Grad-CAM layer, or the module called `name` (e.g. `trunk.layer3`, for
+    finer maps at small input sizes, where ResNet's layer4 is 2 x 2 at 48 px)."""
+    if name:
+        modules = dict(method.named_modules())
+        if name not in modules:
+            near = [n for n in modules if n.count(".") <= 1 and n][:12]
+            raise MsdeError(f"--layer {name}: no such module; e.g. {', '.join(near)}")
+        return modules[name]
     try:
         return method.target_layer()
     except NotImplementedError:
@@ -173,14 +181,15 @@ def target_layer(method: nn.Module) -> nn.Module:
 
 
 def cams(ex: Explained, idx: np.ndarray, view: str, targets: np.ndarray, cam: str = "gradcam",
-         batch: int = 32) -> np.ndarray:
+         batch: int = 32, layer: str | None = None) -> np.ndarray:
     """CAMs (N x H x W in [0, 1]) of one view, for the given target classes."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     method = ex.method
-    reshape = method.cam_reshape_transform() if hasattr(method, "cam_reshape_transform") else None
+    reshape = None if layer else (method.cam_reshape_transform() if hasattr(method, "cam_reshape_transform") else None)
     out = []
-    with cam_class(cam)(model=_Logits(method), target_layers=[target_layer(method)], reshape_transform=reshape) as c:
+    with cam_class(cam)(model=_Logits(method), target_layers=[target_layer(method, layer)],
+                        reshape_transform=reshape) as c:
         for s in range(0, len(idx), batch):
             x = _inputs(ex, idx[s:s + batch], view)
             tg = [ClassifierOutputTarget(int(t)) for t in targets[s:s + batch]]
@@ -219,7 +228,7 @@ def _plt():
     return plt
 
 
-def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: Path) -> None:
+def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: Path, layer: str | None = None) -> None:
     """Rows = pairs; for each run: non-masked, its CAM, masked, its CAM."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
@@ -230,7 +239,7 @@ def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: 
     for r, ex in enumerate(ex_list):
         for v, view in enumerate(("non-masked", "masked")):
             preds, _ = outputs(ex, idx, view)
-            maps = cams(ex, idx, view, preds, cam)
+            maps = cams(ex, idx, view, preds, cam, layer=layer)
             rgb = _rgb(ex, idx, view)
             for i in range(len(idx)):
                 c0 = 4 * r + 2 * v
@@ -307,14 +316,14 @@ def figure_confusion(ex: Explained, path: Path) -> dict:
     return out
 
 
-def figure_attention_shift(ex: Explained, cam: str, path: Path) -> None:
+def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | None = None) -> None:
     """Per class: the mean CAM of the non-masked and of the masked test images (each for its true
     class) and their difference (masked - non-masked: where the model looks more when masked)."""
     plt = _plt()
     idx = ex.test_idx
     labels = ex.cache.labels.numpy()[idx]
-    m_nm = cams(ex, idx, "non-masked", labels, cam)
-    m_m = cams(ex, idx, "masked", labels, cam)
+    m_nm = cams(ex, idx, "non-masked", labels, cam, layer=layer)
+    m_m = cams(ex, idx, "masked", labels, cam, layer=layer)
     fig, axes = plt.subplots(NUM_CLASSES, 3, figsize=(6.5, 2.0 * NUM_CLASSES), squeeze=False)
     for c in range(NUM_CLASSES):
         sel = labels == c
@@ -337,7 +346,8 @@ def figure_attention_shift(ex: Explained, cam: str, path: Path) -> None:
 
 
 def explain(result_path: str | Path, out: str | Path | None = None, fold: int | None = None, n: int = 14,
-            cam: str = "gradcam", tsne_train: bool = False, compare: str | Path | None = None) -> Path:
+            cam: str = "gradcam", tsne_train: bool = False, compare: str | Path | None = None,
+            layer: str | None = None) -> Path:
     """Writes the figures and report.md for one fold of a run (or two runs side by side)."""
     cam_class(cam)
     ex = load_fold(result_path, fold)
@@ -352,7 +362,7 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
     pairs = pick_pairs(ex, n)
     figs = []
     name = "gradcam_compare.png" if compare else "gradcam_pairs.png"
-    figure_cam_pairs(runs, pairs, cam, out / name)
+    figure_cam_pairs(runs, pairs, cam, out / name, layer)
     figs.append((name, f"{cam} for {len(pairs)} test pairs balanced over the expressions: each image, and its CAM for "
                        "the predicted class with the prediction (✓ correct, ✗ wrong)"
                        + (f"; left {runs[0].spec.paradigm}, right {runs[1].spec.paradigm}" if compare else "") + "."))
@@ -365,7 +375,7 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
         figure_confusion(ex_i, out / f"confusion{sfx}.png")
         figs.append((f"confusion{sfx}.png", f"Confusion matrices ({ex_i.spec.paradigm}) of the test fold, rows "
                                             "normalised to sum to 1, counts in brackets."))
-        figure_attention_shift(ex_i, cam, out / f"attention_shift{sfx}.png")
+        figure_attention_shift(ex_i, cam, out / f"attention_shift{sfx}.png", layer)
         figs.append((f"attention_shift{sfx}.png", f"Mean {cam} over the test fold per expression ({ex_i.spec.paradigm}) "
                                                   "for each view, and masked − non-masked (red: looked at more when "
                                                   "masked)."))
@@ -378,6 +388,6 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
     for fname, caption in figs:
         lines += [f"![{fname}]({fname})", "", caption, ""]
     (out / "report.md").write_text("\n".join(lines))
-    (out / "explain.json").write_text(json.dumps(dict(result=str(result_path), fold=ex.fold, cam=cam,
+    (out / "explain.json").write_text(json.dumps(dict(result=str(result_path), fold=ex.fold, cam=cam, layer=layer,
                                                       pairs=pairs.tolist(), figures=[f for f, _ in figs]), indent=1))
     return out
