@@ -18,6 +18,7 @@ from torch import nn
 from msde_bench import CLASS_NAMES, NUM_CLASSES
 from msde_bench import protocol as P
 from msde_bench import results as R
+from msde_bench.checkpoints import load_torch, save_torch_atomic
 from msde_bench.errors import MsdeError
 from msde_bench.spec import RunSpec
 
@@ -34,32 +35,16 @@ def model_path(result_path: Path, run_id: str, fold: int) -> Path:
 
 
 def save_model(path: Path, method: nn.Module, spec: RunSpec, fold: int, test_subjects) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
-        torch.save(dict(format=MODEL_FORMAT, spec=spec.to_dict(), fold=fold, test_subjects=list(test_subjects),
-                        state_dict=state), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
+    save_torch_atomic(path, dict(format=MODEL_FORMAT, spec=spec.to_dict(), fold=fold,
+                                 test_subjects=list(test_subjects), state_dict=state))
 
 
 def load_model(path: Path, spec: RunSpec) -> nn.Module:
     from msde_bench.engine import build_method
 
-    if not path.is_file():
-        raise MsdeError(f"{path}: model file not found; run again with --save-models to explain this run")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise MsdeError(f"{path}: not a readable model file ({type(e).__name__})") from None
+    obj = load_torch(path, missing="model file not found; run again with --save-models to explain this run",
+                     unreadable="not a readable model file")
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise MsdeError(f"{path}: not an msde-bench model file")
     method, _ = build_method(spec, load=False)

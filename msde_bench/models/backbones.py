@@ -52,14 +52,13 @@ def load_init(module: nn.Module, path: str | Path, *, head_prefixes=("fc.", "cla
     The classifier head of the checkpoint is ignored. Returns the missing and unexpected keys so
     the caller can report them; a checkpoint that matches nothing is an error.
     """
+    from msde_bench.checkpoints import load_torch
+
     path = Path(path)
-    if not path.is_file():
-        raise MsdeError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        state = _state_dict_of(obj)
-    except Exception as e:  # noqa: BLE001
-        raise MsdeError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__})") from None
+        state = _state_dict_of(load_torch(path))
+    except ValueError:
+        raise MsdeError(f"{path}: not a readable PyTorch checkpoint (no state dict in it)") from None
     clean = {}
     for k, v in state.items():
         k = k[len("module."):] if k.startswith("module.") else k

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from msde_bench.checkpoints import load_torch, save_torch_atomic
 from msde_bench.errors import MsdeError
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import Batch, Paradigm
@@ -95,7 +94,7 @@ class Distill(Paradigm):
                 source = f"cache {path}"
             else:
                 teacher, meta = self._train(tspec, ctx, derive_seed(spec.seed, "teacher", ctx["fold"]), train_subjects)
-                _save_atomic(path, teacher, meta)
+                save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=teacher.state_dict()))
                 source = f"trained ({path})"
         seen = meta.get("train_subjects")
         if seen is not None:
@@ -130,12 +129,7 @@ class Distill(Paradigm):
     def _load(self, path: Path, spec: RunSpec) -> tuple[Method, dict]:
         from msde_bench.engine import build_method
 
-        if not path.is_file():
-            raise MsdeError(f"{path}: teacher checkpoint not found")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise MsdeError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__})") from None
+        obj = load_torch(path, missing="teacher checkpoint not found")
         meta = {}
         if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
             meta, state = obj.get("meta", {}), obj["state_dict"]
@@ -187,16 +181,3 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
                     reduction="batchmean") * t * t
-
-
-def _save_atomic(path: Path, model: Method, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(format=TEACHER_FORMAT, meta=meta, state_dict=model.state_dict()), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
