@@ -66,7 +66,8 @@ def main():
 @click.option("--seed", type=int, default=0, help="Fixes splits, initialisation, data order and augmentation.")
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
-              help="An option of the paradigm or method (repeatable), e.g. train_on=masked.")
+              help="An option of the paradigm or method (repeatable), e.g. train_on=masked, alpha=2, "
+                   "scn.beta=0.5; `msde-bench paradigms` lists the paradigms' options.")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Initialise the backbone from a local checkpoint (classifier head ignored).")
 @click.option("--pretrained", is_flag=True, help="Ask timm for pretrained weights (needs network access).")
@@ -97,13 +98,13 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
     console = Console(stderr=True)
     engine.threads_default()
     dev = engine.resolve_device(device)
-    if recipe is None:
-        recipe = "paper" if (data is not None or dev.type != "cpu") else "quick"
+    recipe = recipe or engine.default_recipe(data, dev)
     options = engine.check_options(model, paradigm, opts)
     spec = make_spec(
         model=model, paradigm=paradigm, recipe=recipe, paper_lr=engine.paradigm_class(paradigm).paper_lr,
-        data=data, options=options, official=engine.official_recipe(model), split=split, folds=folds, run_folds=run_folds, epochs=epochs,
-        batch_size=batch_size, lr=lr, image_size=image_size, seed=seed, device=str(dev),
+        data=data, options=options, official=engine.official_recipe(model), split=split, folds=folds,
+        run_folds=run_folds, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, seed=seed,
+        device=str(dev),
         init=str(Path(init).resolve()) if init else None, pretrained=pretrained,
     )
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{recipe}[/] · model {model} · paradigm "
@@ -175,8 +176,7 @@ def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_siz
     console = Console(stderr=True)
     engine.threads_default()
     dev = engine.resolve_device(device)
-    if recipe is None:
-        recipe = "paper" if (data is not None or dev.type != "cpu") else "quick"
+    recipe = recipe or engine.default_recipe(data, dev)
     user_opts = C.check_user_options(model, opts)
     specs = C.build_specs(model, recipe, user_opts, data=data, split=split, folds=folds, run_folds=run_folds,
                           epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, device=str(dev))

@@ -53,8 +53,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def gpu_present() -> bool:
-    return resolve_device("auto").type != "cpu"
+def default_recipe(data: str | None, device: torch.device) -> str:
+    """`paper` with a GPU or with --data, `quick` otherwise (the CPU preset on the embedded set)."""
+    return "paper" if (data is not None or device.type != "cpu") else "quick"
 
 
 def derive_seed(seed: int, *parts) -> int:
