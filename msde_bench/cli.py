@@ -52,9 +52,11 @@ def main():
 @click.option("--recipe", type=click.Choice(["paper", "quick", "official"]), default=None,
               help="paper: the reference code's setup; quick: CPU-sized; official: the method's own published "
                    "recipe [default: paper with a GPU or --data, quick otherwise].")
-@click.option("--protocol", "split", type=click.Choice(["clean", "faithful"]), default="clean",
+@click.option("--protocol", "split", type=click.Choice(["clean", "faithful", "holdout"]), default=None,
               help="clean: seeded subject-disjoint k-fold, last epoch; faithful: the reference code's "
-                   "15-ID windows with best epoch chosen on the test fold.")
+                   "15-ID windows with best epoch chosen on the test fold; holdout: the official train/test "
+                   "split of a converted public dataset [default: holdout when the dataset has an official "
+                   "split, clean otherwise].")
 @click.option("--epochs", type=int, default=None,
               help="Override the recipe's epochs; its lr milestones scale with them (quick: 6 epochs, lr/10 after 5; "
                    "--epochs 12 drops after 10).")
@@ -102,16 +104,18 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
     options = engine.check_options(model, paradigm, opts)
     spec = make_spec(
         model=model, paradigm=paradigm, recipe=recipe, paper_lr=engine.paradigm_class(paradigm).paper_lr,
-        data=data, options=options, official=engine.official_recipe(model), split=split, folds=folds,
+        data=data, options=options, official=engine.official_recipe(model), folds=folds,
         run_folds=run_folds, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, seed=seed,
         device=str(dev),
         init=str(Path(init).resolve()) if init else None, pretrained=pretrained,
     )
+    dataset = sources.resolve(spec.data, progress=_synth_progress(console))
+    split = split or engine.default_protocol(dataset)
+    spec = spec.with_(split=split, folds=1 if split == "holdout" else spec.folds)
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{recipe}[/] · model {model} · paradigm "
                   f"{paradigm} · data {spec.data} · protocol {split} ({spec.folds} folds) · device {dev} · "
                   f"{spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · {spec.optimizer} lr "
                   f"{spec.lr:g} · seed {seed}")
-    dataset = sources.resolve(spec.data, progress=_synth_progress(console))
     result, path = engine.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
                               save_models=save_models)
     click.echo(summary_table(result))
@@ -142,7 +146,8 @@ def summary_table(result: dict) -> str:
 @click.option("--out", default="results", type=click.Path(file_okay=False), help="Folder for the result files.")
 @click.option("--recipe", type=click.Choice(["paper", "quick", "official"]), default=None,
               help="As for run [default: paper with a GPU or --data, quick otherwise].")
-@click.option("--protocol", "split", type=click.Choice(["clean", "faithful"]), default="clean")
+@click.option("--protocol", "split", type=click.Choice(["clean", "faithful", "holdout"]), default=None,
+              help="As for run [default: holdout with an official split, clean otherwise].")
 @click.option("--epochs", type=int, default=None)
 @click.option("--folds", type=int, default=None)
 @click.option("--fold", "run_folds", type=int, multiple=True, help="Run only this fold (repeatable).")
@@ -178,11 +183,16 @@ def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_siz
     dev = engine.resolve_device(device)
     recipe = recipe or engine.default_recipe(data, dev)
     user_opts = C.check_user_options(model, opts)
-    specs = C.build_specs(model, recipe, user_opts, data=data, split=split, folds=folds, run_folds=run_folds,
-                          epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, device=str(dev))
+    kw = dict(data=data, folds=folds, run_folds=run_folds, epochs=epochs, image_size=image_size,
+              batch_size=batch_size, seed=seed, device=str(dev))
+    specs = C.build_specs(model, recipe, user_opts, split="clean", **kw)
+    dataset = sources.resolve(specs[0][1].data, progress=_synth_progress(console))
+    split = split or engine.default_protocol(dataset)
+    if split == "holdout":
+        kw["folds"] = 1
+    specs = C.build_specs(model, recipe, user_opts, split=split, **kw)
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{specs[0][1].data} · protocol {split} ({specs[0][1].folds} folds) · seed {seed} · device {dev}")
-    dataset = sources.resolve(specs[0][1].data, progress=_synth_progress(console))
     rows = C.run_all(specs, dataset, out, console, progress)
     click.echo(C.table(rows, fmt))
     for r in rows:
@@ -445,6 +455,55 @@ def data_synth(out, variant, seed, subjects, image_size):
                       drop_pairs=0 if subjects else cfg.drop_pairs, variant="custom")
     path = write_dataset(cfg, out)
     click.echo(f"wrote {cfg.subjects} subjects to {path}")
+
+
+@data.command("convert", context_settings=dict(show_default=True))
+@click.option("--format", "fmt", type=click.Choice(["rafdb", "fer2013", "affectnet", "imagefolder"]), required=True,
+              help="rafdb: EmoLabel/list_patition_label.txt + Image/aligned; fer2013: fer2013.csv (+ FER+ votes in "
+                   "fer2013new.csv beside it); affectnet: training.csv/validation.csv + images, cropped to the face "
+                   "box; imagefolder: one folder per class (optionally under train/ and test/).")
+@click.argument("src", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, help="Fixes each image's mask style, colour and fit.")
+@click.option("--mask-style", type=click.Choice(["random", "surgical", "cloth", "n95", "kn95"]), default="random")
+@click.option("--landmarks", type=click.Choice(["auto", "off"]), default="auto",
+              help="Mask placement from facial landmarks when available; template placement otherwise.")
+@click.option("--allow-skips", is_flag=True, help="Exit 0 even if some items were skipped.")
+def data_convert(fmt, src, out, seed, mask_style, landmarks, allow_skips):
+    """Turn a public FER dataset into masked / non-masked pairs in the MSD-E layout.
+
+    Each face is copied unchanged to OUT/MSD-E and drawn with a synthetic mask into OUT/MSD-ME;
+    OUT/meta.json records the format, label mapping, official split of every file and the masking.
+    Bad items are skipped (OUT/skipped.txt) and make the command exit 1 unless --allow-skips; a
+    re-run resumes, keeping the pairs already written.
+
+    \b
+    Example:
+      msde-bench data convert --format rafdb ~/data/RAF-DB ./rafdb-masked
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from msde_bench.data.convert import convert
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("converting", total=None)
+        report = convert(fmt, src, out, seed=seed, mask_style=mask_style, landmarks=landmarks,
+                         progress=lambda n: bar.update(task, completed=n))
+    pairs = report.written + report.kept
+    placements = {k.split(":", 1)[1]: v for k, v in report.masks.items() if k.startswith("placement:")}
+    click.echo(f"{pairs} pairs in {out} ({report.written} written, {report.kept} kept from an earlier run); "
+               f"mask placement: {', '.join(f'{k} {v}' for k, v in sorted(placements.items())) or 'none new'}")
+    if report.dropped:
+        click.echo("dropped (outside the seven classes): " +
+                   ", ".join(f"{k} {v}" for k, v in sorted(report.dropped.items())))
+    if report.skipped:
+        click.echo(f"skipped {len(report.skipped)} items (listed in {Path(out) / 'skipped.txt'}):", err=True)
+        for line in report.skipped[:10]:
+            click.echo(f"  {line}", err=True)
+        if not allow_skips:
+            sys.exit(1)
 
 
 @data.command("validate")

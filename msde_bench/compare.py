@@ -85,6 +85,6 @@ def build_specs(model: str, recipe: str, user_opts: dict, **kw) -> list:
         opts = row_options(paradigm, model, base, user_opts)
         specs.append((title, make_spec(model=model, paradigm=paradigm, recipe=recipe, official=official_recipe(model),
                                        paper_lr=paradigm_class(paradigm).paper_lr, options=opts, **kw)))
-    if len({(s.seed, s.split, s.folds, s.data) for _, s in specs}) != 1:
+    if len({(s.seed, s.split, s.folds, s.data) for _, s in specs}) != 1:  # same folds for every row
         raise MsdeError("internal: compare rows differ in seed, protocol or data")
     return specs

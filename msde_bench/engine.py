@@ -53,6 +53,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def default_protocol(dataset: PairedDataset) -> str:
+    """`holdout` for a dataset with an official train/test split, `clean` otherwise."""
+    return "holdout" if dataset.official_splits() is not None else "clean"
+
+
 def default_recipe(data: str | None, device: torch.device) -> str:
     """`paper` with a GPU or with --data, `quick` otherwise (the CPU preset on the embedded set)."""
     return "paper" if (data is not None or device.type != "cpu") else "quick"
@@ -444,7 +449,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     out_dir = Path(out_dir)
     device = torch.device(spec.device)
     subjects, labels = dataset.subjects, dataset.labels
-    folds = P.make_folds(spec.split, subjects, labels, spec.folds, spec.seed)
+    folds = P.make_folds(spec.split, subjects, labels, spec.folds, spec.seed, dataset.official_splits())
     selected = list(spec.run_folds) or list(range(len(folds)))
     for f in selected:
         if not 0 <= f < len(folds):

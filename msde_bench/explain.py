@@ -83,7 +83,8 @@ def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
     if dataset.fingerprint() != result["dataset"]["fingerprint"]:
         raise MsdeError(f"{spec.data}: the dataset changed since {result_path} was written (fingerprint "
                         f"{dataset.fingerprint()} vs {result['dataset']['fingerprint']})")
-    folds = P.make_folds(spec.split, dataset.subjects, dataset.labels, spec.folds, spec.seed)
+    folds = P.make_folds(spec.split, dataset.subjects, dataset.labels, spec.folds, spec.seed,
+                         dataset.official_splits())
     f = folds[fold]
     recorded = next(x for x in result["folds"] if x["fold"] == fold)["test_subjects"]
     if list(f.test_subjects) != list(recorded):

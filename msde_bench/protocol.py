@@ -3,6 +3,7 @@
 - `clean` (default): a seeded subject-disjoint k-fold partition. Every subject is tested exactly
   once and classes are balanced across folds where the subjects allow it (scikit-learn's
   StratifiedGroupKFold). The model after the last epoch is the one evaluated.
+- `holdout`: one fold, the official train/test split of a converted public dataset.
 - `faithful`: the reference code's split (PAPER.md section 3): with w = (number of subject IDs) // k,
   fold k tests the subject IDs w*k ... w*k + w inclusive (w + 1 IDs, overlapping the next fold by one;
   the tail IDs are never tested), trains on all other IDs, and selects the best epoch on the test
@@ -20,7 +21,7 @@ import numpy as np
 from msde_bench.errors import MsdeError
 
 PROTOCOL_VERSION = 1
-SPLITS = ("clean", "faithful")
+SPLITS = ("clean", "faithful", "holdout")
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,27 @@ def faithful_folds(subjects: np.ndarray, k: int) -> list[Fold]:
     return folds
 
 
-def make_folds(split: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int) -> list[Fold]:
+def holdout_folds(subjects: np.ndarray, official: list[str] | None) -> list[Fold]:
+    """One fold: train on the official train split, test on its test split (public datasets)."""
+    if official is None:
+        raise MsdeError("the holdout protocol needs a dataset with an official train/test split (meta.json "
+                        "'splits', written by `msde-bench data convert`)")
+    split = np.array(official)
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    if len(train) == 0 or len(test) == 0:
+        raise MsdeError(f"holdout: the official split has {len(train)} train and {len(test)} test pairs")
+    return [Fold(0, train, test, tuple(sorted(set(subjects[test].tolist()))))]
+
+
+def make_folds(split: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int,
+               official: list[str] | None = None) -> list[Fold]:
+    """The folds of a protocol; `official` is each pair's official split ("train"/"test") for holdout."""
     if split == "clean":
         folds = clean_folds(subjects, labels, k, seed)
     elif split == "faithful":
         folds = faithful_folds(subjects, k)
+    elif split == "holdout":
+        folds = holdout_folds(subjects, official)
     else:
         raise MsdeError(f"unknown protocol {split!r}; choose one of {', '.join(SPLITS)}")
     for f in folds:
@@ -83,5 +100,5 @@ def make_folds(split: str, subjects: np.ndarray, labels: np.ndarray, k: int, see
 
 
 def describe(split: str, k: int) -> dict:
-    return dict(name=f"msde-{split}", version=PROTOCOL_VERSION, folds=k, split=split,
+    return dict(name=f"msde-{split}", version=PROTOCOL_VERSION, folds=1 if split == "holdout" else k, split=split,
                 selection="best-on-test" if split == "faithful" else "last")

@@ -88,7 +88,7 @@ def test_resume_gives_the_same_numbers(tiny_root, tmp_path, monkeypatch):
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         engine.run(spec, ds, out, show_progress=False)
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
     assert len(files) == 1 and files[0].endswith(".partial.json")  # no result file yet
     assert [f["fold"] for f in json.loads((out / files[0]).read_text())["folds"]] == [0]
 
@@ -98,7 +98,8 @@ def test_resume_gives_the_same_numbers(tiny_root, tmp_path, monkeypatch):
     resumed, path = engine.run(spec, ds, out, resume=True, show_progress=False)
     assert ran == [1]  # only the unfinished fold ran again
     assert _scores(resumed) == _scores(full)
-    assert [p.name for p in out.iterdir()] == [path.name]
+    assert [p.name for p in out.iterdir() if p.is_file()] == [path.name]
+    assert sorted(p.name for p in (out / resumed["run_id"]).iterdir()) == ["fold0.pt", "fold1.pt"]
     # resuming a finished run just returns it
     again, _ = engine.run(spec, ds, out, resume=True, show_progress=False)
     assert again == resumed

@@ -45,6 +45,14 @@ class PairedDataset:
     def labels(self) -> np.ndarray:
         return np.array([p.label for p in self.pairs], dtype=np.int64)
 
+    def official_splits(self) -> list[str] | None:
+        """Each pair's official split ("train"/"test") when the dataset carries one (converted
+        public datasets), else None."""
+        splits = self.meta.get("splits")
+        if not isinstance(splits, dict) or not splits:
+            return None
+        return [splits.get(p.name, "train") for p in self.pairs]
+
     def fingerprint(self) -> str:
         """A hash of the pair list and the files' sizes: changes when the data changes."""
         h = hashlib.sha256()

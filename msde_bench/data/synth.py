@@ -143,12 +143,13 @@ def expression_cues(label: int, t: float) -> dict:
 
 
 class _Face:
-    """Maps face coordinates (u, v in about [-1, 1]) to canvas pixels."""
+    """Maps face coordinates (u, v in about [-1, 1]: eyes at v = -0.18, mouth near 0.52, chin at 1)
+    to canvas pixels."""
 
-    def __init__(self, size: int, sp: dict):
+    def __init__(self, size: int, sp: dict, cx: float = 0.5, cy: float = 0.53):
         self.n = size
-        self.cx = 0.5 * size
-        self.cy = 0.53 * size
+        self.cx = cx * size
+        self.cy = cy * size
         self.a = sp["face_w"] * size
         self.b = sp["face_h"] * size
 
@@ -283,11 +284,13 @@ MASK_KINDS = ("surgical", "cloth", "n95", "kn95")
 SURGICAL_COLOURS = [(173, 216, 230), (235, 240, 245), (160, 210, 190), (240, 190, 200), (35, 35, 40)]
 
 
-def _draw_mask(img: Image.Image, f: _Face, sp: dict, rng: np.random.Generator) -> str:
-    """Draws a face mask over nose, mouth and cheeks; returns its kind."""
+def draw_mask(img: Image.Image, f: _Face, rng: np.random.Generator, kind: str | None = None) -> str:
+    """Draws a face mask over nose, mouth and cheeks of the face `f`; returns its kind. `kind`
+    forces the style (the random draw is made either way, so the stream stays the same)."""
     d = ImageDraw.Draw(img)
     w = max(1, round(f.n / 60))
-    kind = MASK_KINDS[int(rng.integers(len(MASK_KINDS)))]
+    drawn = MASK_KINDS[int(rng.integers(len(MASK_KINDS)))]
+    kind = kind or drawn
     top = rng.uniform(-0.07, 0.05)  # fit: how high the mask sits on the nose bridge
     shift = rng.uniform(-0.05, 0.05)
     wide = rng.uniform(1.0, 1.08)
@@ -363,7 +366,7 @@ def draw_pair(seed: int, subject: int, label: int, size: int) -> tuple[Image.Ima
     f = _Face(n, sp)
     _draw_face(ImageDraw.Draw(canvas), f, sp, cues, rng)
     masked = canvas.copy()
-    mask_kind = _draw_mask(masked, f, sp, rng)
+    mask_kind = draw_mask(masked, f, rng)
     # pose: rotation, shift, scale (the same for both copies)
     angle = float(rng.uniform(-7, 7))
     dx, dy = (float(v) for v in rng.uniform(-0.04, 0.04, 2) * n)

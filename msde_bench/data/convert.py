@@ -1,0 +1,329 @@
+"""Public FER datasets -> masked / non-masked pairs in the MSD-E layout.
+
+`msde-bench data convert --format FORMAT SRC OUT` reads a dataset in its official layout, copies
+each face unchanged into OUT/MSD-E, draws a synthetic mask on it into OUT/MSD-ME (masking.py),
+and writes Paired_files.txt and meta.json (source format, label mapping, the official split of
+every file, masking settings, counts). Labels are mapped to the MSD-E order (Surprise, Fear,
+Disgust, Happiness, Sadness, Anger, Neutral); other classes are dropped and counted. Datasets
+without subject identities get one subject per image; the official train/test split is kept and
+the `holdout` protocol uses it.
+
+Bad items (a label outside the mapping, an unreadable image, a CSV row with the wrong pixel
+count) are skipped and reported with file and line; the conversion finishes what it can and
+writes OUT/skipped.txt. A re-run resumes: pairs already written and readable are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from msde_bench import CLASS_NAMES
+from msde_bench.data.msde import MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
+from msde_bench.errors import DataError, MsdeError
+
+FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder")
+
+# source label -> MSD-E label (0 Surprise, 1 Fear, 2 Disgust, 3 Happiness, 4 Sadness, 5 Anger, 6 Neutral)
+RAFDB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6}  # RAF-DB's 1-7 are the same classes, 1-based
+FER2013 = {0: 5, 1: 2, 2: 1, 3: 3, 4: 4, 5: 0, 6: 6}  # Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral
+FERPLUS_COLUMNS = {"neutral": 6, "happiness": 3, "surprise": 0, "sadness": 4, "anger": 5, "disgust": 2, "fear": 1}
+AFFECTNET = {0: 6, 1: 3, 2: 4, 3: 0, 4: 1, 5: 2, 6: 5}  # 7 contempt, 8 none, 9 uncertain, 10 no-face: dropped
+SYNONYMS = {
+    "surprise": 0, "surprised": 0, "fear": 1, "fearful": 1, "afraid": 1, "scared": 1, "disgust": 2, "disgusted": 2,
+    "happiness": 3, "happy": 3, "joy": 3, "sadness": 4, "sad": 4, "anger": 5, "angry": 5, "neutral": 6, "calm": 6,
+}
+SPLITS = {"train": "train", "training": "train", "test": "test", "val": "test", "validation": "test",
+          "publictest": "test", "privatetest": "test"}
+
+
+@dataclass
+class Item:
+    """One face to convert: where it comes from, its MSD-E label and official split."""
+
+    key: str  # a stable, unique name stem
+    label: int
+    split: str
+    load: Callable[[], Image.Image]
+    source: str  # for error messages: file or file:line
+    copy_from: Path | None = None  # copy these bytes unchanged as the non-masked image
+    ext: str = ".png"
+
+
+@dataclass
+class Report:
+    written: int = 0
+    kept: int = 0
+    dropped: dict = field(default_factory=dict)  # class name -> count
+    skipped: list = field(default_factory=list)  # "source: problem"
+    masks: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------
+# readers: each yields Items and reports what it skips or drops
+
+
+def _open_image(path: Path) -> Callable[[], Image.Image]:
+    def load() -> Image.Image:
+        from msde_bench.data.pairs import load_image
+
+        return load_image(path)
+
+    return load
+
+
+def read_rafdb(src: Path, report: Report) -> Iterator[Item]:
+    labels = src / "EmoLabel" / "list_patition_label.txt"
+    if not labels.is_file():
+        raise DataError(labels, "label file not found (RAF-DB: EmoLabel/list_patition_label.txt)")
+    for i, line in enumerate(labels.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        where = f"{labels}:{i}"
+        if len(parts) != 2 or not parts[1].isdigit():
+            report.skipped.append(f"{where}: expected 'NAME LABEL', got {line.strip()!r}")
+            continue
+        name, raw = parts[0], int(parts[1])
+        if raw not in RAFDB:
+            report.skipped.append(f"{where}: label {raw} outside 1-7")
+            continue
+        stem = Path(name).stem
+        image = src / "Image" / "aligned" / f"{stem}_aligned.jpg"
+        if not image.is_file():
+            report.skipped.append(f"{where}: image {image} not found")
+            continue
+        split = "train" if name.startswith("train") else "test"
+        yield Item(stem, RAFDB[raw], split, _open_image(image), where, copy_from=image, ext=".jpg")
+
+
+def read_fer2013(src: Path, report: Report) -> Iterator[Item]:
+    path = src / "fer2013.csv" if src.is_dir() else src
+    if not path.is_file():
+        raise DataError(path, "label file not found (FER-2013: fer2013.csv)")
+    votes = path.parent / "fer2013new.csv"
+    ferplus = _ferplus_labels(votes, report) if votes.is_file() else None
+    with path.open(newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None or [h.strip().lower() for h in header[:3]] != ["emotion", "pixels", "usage"]:
+            raise DataError(path, "not a FER-2013 CSV (expected the columns emotion, pixels, Usage)")
+        for i, row in enumerate(rows, 2):
+            where = f"{path}:{i}"
+            if len(row) < 3:
+                report.skipped.append(f"{where}: expected 3 columns, got {len(row)}")
+                continue
+            try:
+                raw = int(row[0])
+                pixels = np.array(row[1].split(), dtype=np.uint8)
+            except ValueError:
+                report.skipped.append(f"{where}: emotion or pixels not integers")
+                continue
+            if pixels.size != 48 * 48:
+                report.skipped.append(f"{where}: {pixels.size} pixels, expected 2304 (48 x 48)")
+                continue
+            if ferplus is not None:
+                label = ferplus.get(i - 2)
+                if label is None:
+                    continue  # FER+ majority outside the seven classes (counted by _ferplus_labels)
+            elif raw in FER2013:
+                label = FER2013[raw]
+            else:
+                report.skipped.append(f"{where}: emotion {raw} outside 0-6")
+                continue
+            split = SPLITS.get(row[2].strip().lower())
+            if split is None:
+                report.skipped.append(f"{where}: unknown Usage {row[2]!r}")
+                continue
+            img = Image.fromarray(pixels.reshape(48, 48), "L")
+            yield Item(f"fer{i - 2:05d}", label, split, lambda img=img: img.convert("RGB"), where)
+
+
+def _ferplus_labels(path: Path, report: Report) -> dict[int, int]:
+    """FER+ majority labels by row index of fer2013.csv; rows whose majority is contempt, unknown or
+    not-a-face are dropped and counted."""
+    out = {}
+    with path.open(newline="") as f:
+        rows = csv.DictReader(f)
+        for i, row in enumerate(rows):
+            counts = {}
+            for col in ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
+                        "unknown", "NF"):
+                try:
+                    counts[col] = int(row.get(col) or 0)
+                except ValueError:
+                    counts[col] = 0
+            best = max(counts, key=lambda c: counts[c])
+            if best in FERPLUS_COLUMNS and counts[best] > 0:
+                out[i] = FERPLUS_COLUMNS[best]
+            else:
+                report.dropped[best] = report.dropped.get(best, 0) + 1
+    return out
+
+
+def read_affectnet(src: Path, report: Report) -> Iterator[Item]:
+    found = False
+    for csv_name, split in (("training.csv", "train"), ("validation.csv", "test")):
+        path = src / csv_name
+        if not path.is_file():
+            continue
+        found = True
+        with path.open(newline="") as f:
+            rows = csv.DictReader(f)
+            for i, row in enumerate(rows, 2):
+                where = f"{path}:{i}"
+                try:
+                    raw = int(row["expression"])
+                    box = [int(float(row[k])) for k in ("face_x", "face_y", "face_width", "face_height")]
+                    rel = row["subDirectory_filePath"]
+                except (KeyError, ValueError, TypeError):
+                    report.skipped.append(f"{where}: missing or non-numeric expression / face box")
+                    continue
+                if raw not in AFFECTNET:
+                    name = {7: "contempt", 8: "none", 9: "uncertain", 10: "no-face"}.get(raw, f"label {raw}")
+                    report.dropped[name] = report.dropped.get(name, 0) + 1
+                    continue
+                image = next((p for p in (src / "Manually_Annotated_Images" / rel, src / rel) if p.is_file()), None)
+                if image is None:
+                    report.skipped.append(f"{where}: image {rel} not found")
+                    continue
+                x, y, w, h = box
+
+                def load(image=image, x=x, y=y, w=w, h=h) -> Image.Image:
+                    from msde_bench.data.pairs import load_image
+
+                    return load_image(image).crop((x, y, x + w, y + h))
+
+                yield Item(Path(rel).stem, AFFECTNET[raw], split, load, where)
+    if not found:
+        raise DataError(src, "label file not found (AffectNet: training.csv and/or validation.csv)")
+
+
+def read_imagefolder(src: Path, report: Report) -> Iterator[Item]:
+    from msde_bench.data.msde import EXTENSIONS
+
+    if not src.is_dir():
+        raise DataError(src, "folder not found")
+    roots = [(src / s, SPLITS[s]) for s in ("train", "test") if (src / s).is_dir()] or [(src, "train")]
+    for root, split in roots:
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            label = SYNONYMS.get(folder.name.lower())
+            if label is None:
+                n = sum(1 for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+                report.skipped.append(f"{folder}: class {folder.name!r} outside the mapping ({n} images)")
+                continue
+            for image in sorted(folder.iterdir()):
+                if image.suffix.lower() not in EXTENSIONS:
+                    continue
+                ext = image.suffix.lower()
+                key = f"{split}-{folder.name.lower()}-{image.stem}"
+                yield Item(key, label, split, _open_image(image), str(image), copy_from=image, ext=ext)
+
+
+READERS = {"rafdb": read_rafdb, "fer2013": read_fer2013, "affectnet": read_affectnet, "imagefolder": read_imagefolder}
+MAPPINGS = {"rafdb": RAFDB, "fer2013": FER2013, "affectnet": AFFECTNET, "imagefolder": SYNONYMS}
+
+
+# ------------------------------------------------------------------------------------------
+# writing
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in key)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _save_atomic(img: Image.Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _copy_atomic(src: Path, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, path)
+
+
+def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_style: str = "random",
+            landmarks: str = "auto", progress: Callable[[int], None] | None = None) -> Report:
+    from msde_bench.data.masking import make_masker
+
+    if fmt not in READERS:
+        raise MsdeError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise DataError(src, "source not found")
+    masker = make_masker(seed, mask_style, landmarks)
+    report = Report()
+    (out / NON_MASKED_DIR).mkdir(parents=True, exist_ok=True)
+    (out / MASKED_DIR).mkdir(parents=True, exist_ok=True)
+    names, splits, subject = [], {}, 0
+    for item in READERS[fmt](src, report):
+        name = f"{subject}_{item.label}_{_safe(item.key)}{item.ext}"
+        nm_path, m_path = out / NON_MASKED_DIR / name, out / MASKED_DIR / name
+        if nm_path.is_file() and m_path.is_file() and _readable(nm_path) and _readable(m_path):
+            report.kept += 1  # resumed: already written and verified
+        else:
+            try:
+                img = item.load()
+            except DataError as e:
+                report.skipped.append(f"{item.source}: {e.problem}")
+                continue
+            masked, info = masker(img, name)
+            if item.copy_from is not None:
+                _copy_atomic(item.copy_from, nm_path)
+            else:
+                _save_atomic(img.convert("RGB"), nm_path)
+            _save_atomic(masked, m_path)
+            report.written += 1
+            report.masks[info["mask"]] = report.masks.get(info["mask"], 0) + 1
+            report.masks[f"placement:{info['placement']}"] = report.masks.get(f"placement:{info['placement']}", 0) + 1
+        names.append(name)
+        splits[name] = item.split
+        subject += 1
+        if progress is not None:
+            progress(subject)
+    if not names:
+        raise DataError(src, "nothing to convert: no usable images found")
+    (out / PAIR_LIST).write_text("".join(n + "\n" for n in names))
+    meta = dict(kind="msde-bench converted", source_format=fmt, source=str(src.resolve()),
+                label_mapping={str(k): CLASS_NAMES[v] for k, v in MAPPINGS[fmt].items()},
+                splits=splits, masking=dict(masker=masker.name, seed=seed, style=mask_style),
+                counts=dict(pairs=len(names), written=report.written, kept=report.kept, skipped=len(report.skipped),
+                            dropped=report.dropped, masks=report.masks))
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    (out / "skipped.txt").write_text("".join(s + "\n" for s in report.skipped))
+    return report
+
+
+def split_of(meta: dict) -> dict | None:
+    """The official split by file name, when a converted dataset's meta.json carries one."""
+    s = meta.get("splits")
+    return s if isinstance(s, dict) and s else None
+
