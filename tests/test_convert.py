@@ -1,0 +1,200 @@
+"""Public FER datasets -> MSD-E layout: every format, masks, bad input, resume, holdout."""
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from msde_bench.cli import main
+from msde_bench.data.convert import convert
+from msde_bench.data.masking import TemplateMasker
+from msde_bench.data.msde import read_msde
+from msde_bench.data.synth import draw_pair
+from msde_bench.errors import DataError
+
+
+def _face(i: int, size: int = 48) -> Image.Image:
+    return draw_pair(7, i, i % 7, size)[0]
+
+
+def _rafdb(root, n=6):
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "Image" / "aligned").mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        split = "train" if i < n - 2 else "test"
+        name = f"{split}_{i:05d}"
+        _face(i).save(root / "Image" / "aligned" / f"{name}_aligned.jpg")
+        lines.append(f"{name}.jpg {i % 7 + 1}")
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _fer2013(root, rows):
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "fer2013.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for r in rows:
+            w.writerow(r)
+    return root
+
+
+def _pixels(i, n=2304):
+    return " ".join(str(v) for v in (np.asarray(_face(i).convert("L")).flatten()[:n] if n <= 2304 else range(n)))
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_rafdb(tmp_path):
+    src = _rafdb(tmp_path / "raf")
+    report = convert("rafdb", src, tmp_path / "out")
+    assert report.written == 6 and report.skipped == []
+    ds = read_msde(tmp_path / "out")
+    assert [p.label for p in ds.pairs] == [0, 1, 2, 3, 4, 5]  # RAF-DB 1-7 -> MSD-E 0-6
+    assert ds.official_splits() == ["train"] * 4 + ["test"] * 2
+    assert len(set(ds.subjects.tolist())) == 6  # one subject per image
+    first = ds.pairs[0]
+    # the non-masked image is the original file, byte for byte
+    assert first.non_masked.read_bytes() == (src / "Image" / "aligned" / "train_00000_aligned.jpg").read_bytes()
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["source_format"] == "rafdb" and meta["label_mapping"]["1"] == "Surprise"
+    assert meta["counts"]["masks"]["placement:template"] == 6
+
+
+def test_fer2013_labels_splits_and_bad_rows(tmp_path):
+    rows = [[0, _pixels(0), "Training"], [3, _pixels(1), "PublicTest"], [6, _pixels(2), "PrivateTest"],
+            [1, _pixels(3, 2303), "Training"], [9, _pixels(4), "Training"], [5, _pixels(5), "Training"]]
+    src = _fer2013(tmp_path / "fer", rows)
+    report = convert("fer2013", src, tmp_path / "out")
+    ds = read_msde(tmp_path / "out")
+    assert sorted((p.name.split("_", 2)[2], p.label) for p in ds.pairs) == [
+        ("fer00000.png", 5), ("fer00001.png", 3), ("fer00002.png", 6), ("fer00005.png", 0)]
+    assert sorted(ds.official_splits()) == ["test", "test", "train", "train"]
+    assert any("fer2013.csv:5: 2303 pixels, expected 2304" in s for s in report.skipped)
+    assert any("fer2013.csv:6: emotion 9 outside 0-6" in s for s in report.skipped)
+    assert (tmp_path / "out" / "skipped.txt").read_text().count("\n") == 2
+    with Image.open(ds.pairs[0].non_masked) as im:
+        assert im.size == (48, 48)
+
+
+def test_ferplus_majority_labels(tmp_path):
+    src = _fer2013(tmp_path / "fer", [[0, _pixels(0), "Training"], [0, _pixels(1), "Training"]])
+    with (src / "fer2013new.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                    "contempt", "unknown", "NF"])
+        w.writerow(["Training", "fer0000000.png", 0, 8, 1, 0, 1, 0, 0, 0, 0, 0])  # happiness
+        w.writerow(["Training", "fer0000001.png", 0, 0, 0, 0, 1, 0, 0, 9, 0, 0])  # contempt: dropped
+    report = convert("fer2013", src, tmp_path / "out")
+    ds = read_msde(tmp_path / "out")
+    assert [p.label for p in ds.pairs] == [3] and report.dropped == {"contempt": 1}
+
+
+def test_affectnet_crops_the_face_box_and_drops_contempt(tmp_path):
+    src = tmp_path / "affectnet"
+    (src / "Manually_Annotated_Images" / "1").mkdir(parents=True)
+    big = Image.new("RGB", (120, 100), (0, 0, 0))
+    big.paste(_face(0, 64), (30, 20))
+    big.save(src / "Manually_Annotated_Images" / "1" / "a.jpg")
+    big.save(src / "Manually_Annotated_Images" / "1" / "b.jpg")
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+    (src / "training.csv").write_text(header + "1/a.jpg,30,20,64,64,,1,0.5,0.5\n1/b.jpg,30,20,64,64,,7,0,0\n")
+    (src / "validation.csv").write_text(header + "1/b.jpg,30,20,64,64,,6,0,0\n1/missing.jpg,0,0,10,10,,0,0,0\n")
+    report = convert("affectnet", src, tmp_path / "out")
+    ds = read_msde(tmp_path / "out")
+    assert [(p.label, s) for p, s in zip(ds.pairs, ds.official_splits())] == [(3, "train"), (5, "test")]
+    assert report.dropped == {"contempt": 1}
+    assert any("missing.jpg not found" in s for s in report.skipped)
+    with Image.open(ds.pairs[0].non_masked) as im:
+        assert im.size == (64, 64)
+
+
+def test_imagefolder_synonyms_and_splits(tmp_path):
+    src = tmp_path / "folder"
+    for split, cls, i in (("train", "Happy", 0), ("train", "ANGRY", 1), ("test", "happiness", 2), ("test", "bored", 3)):
+        (src / split / cls).mkdir(parents=True, exist_ok=True)
+        _face(i).save(src / split / cls / f"img{i}.png")
+    report = convert("imagefolder", src, tmp_path / "out")
+    ds = read_msde(tmp_path / "out")
+    assert sorted((p.label, s) for p, s in zip(ds.pairs, ds.official_splits())) == [(3, "test"), (3, "train"),
+                                                                                     (5, "train")]
+    assert any("class 'bored' outside the mapping (1 images)" in s for s in report.skipped)
+
+
+def test_template_mask_covers_mouth_and_nose_and_leaves_the_eyes():
+    """On an aligned face (the synthetic faces share the canonical proportions closely enough)."""
+    masker = TemplateMasker(seed=0)
+    for i in range(10):
+        face = _face(i, 100)
+        masked, info = masker(face, f"k{i}")
+        a = np.asarray(face, dtype=float)
+        b = np.asarray(masked, dtype=float)
+        diff = np.abs(a - b).sum(axis=2)
+        assert (diff[:38] == 0).mean() > 0.97  # eyes and above untouched
+        assert (diff[62:84, 30:70] > 10).mean() > 0.8  # mouth region covered
+        assert info["placement"] == "template"
+
+
+def test_same_seed_same_output_and_style(tmp_path):
+    src = _rafdb(tmp_path / "raf", 4)
+    convert("rafdb", src, tmp_path / "a", seed=3)
+    convert("rafdb", src, tmp_path / "b", seed=3)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    convert("rafdb", src, tmp_path / "c", seed=4)
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    report = convert("rafdb", src, tmp_path / "d", mask_style="n95")
+    assert report.masks["n95"] == 4
+
+
+def test_resume_keeps_written_pairs_and_redoes_broken_ones(tmp_path):
+    src = _rafdb(tmp_path / "raf", 5)
+    out = tmp_path / "out"
+    convert("rafdb", src, out)
+    first = (_digest(out / "MSD-E"), _digest(out / "MSD-ME"), (out / "Paired_files.txt").read_text())
+    victim = sorted((out / "MSD-ME").iterdir())[1]
+    victim.write_bytes(b"half-written")
+    report = convert("rafdb", src, out)
+    assert report.kept == 4 and report.written == 1
+    assert (_digest(out / "MSD-E"), _digest(out / "MSD-ME"), (out / "Paired_files.txt").read_text()) == first
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(DataError, match="list_patition_label.txt: label file not found"):
+        convert("rafdb", tmp_path, tmp_path / "o1")
+    src = _rafdb(tmp_path / "raf", 3)
+    lst = src / "EmoLabel" / "list_patition_label.txt"
+    lst.write_text(lst.read_text() + "train_09999.jpg 3\ntrain_00000.jpg 9\n")
+    (src / "Image" / "aligned" / "test_00001_aligned.jpg").write_bytes(b"not a jpeg")
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "convert", "--format", "rafdb", str(src), str(tmp_path / "o2")])
+    assert res.exit_code == 1
+    assert f"{lst}:4: image" in res.output and "not found" in res.output
+    assert f"{lst}:5: label 9 outside 1-7" in res.output
+    assert f"{lst}:2: not a readable image" in res.output
+    ok = runner.invoke(main, ["data", "convert", "--format", "rafdb", str(src), str(tmp_path / "o3"), "--allow-skips"])
+    assert ok.exit_code == 0 and "skipped 3 items" in ok.output
+    missing = runner.invoke(main, ["data", "convert", "--format", "fer2013", str(tmp_path / "nothing"), str(tmp_path / "o4")])
+    assert missing.exit_code == 2 and "source not found" in missing.output
+
+
+def test_holdout_protocol_runs_on_a_converted_set(tmp_path):
+    src = _rafdb(tmp_path / "raf", 14)
+    convert("rafdb", src, tmp_path / "out")
+    res = CliRunner().invoke(main, ["run", "--data", str(tmp_path / "out"), "--recipe", "quick", "--epochs", "1",
+                                    "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "r"),
+                                    "--no-progress", "--no-save-models"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    assert result["protocol"]["split"] == "holdout" and result["protocol"]["folds"] == 1
+    assert result["folds"][0]["n_test_pairs"] == 2 and result["folds"][0]["n_train_pairs"] == 12
