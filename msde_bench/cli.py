@@ -466,8 +466,9 @@ def data_synth(out, variant, seed, subjects, image_size):
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Fixes each image's mask style, colour and fit.")
 @click.option("--mask-style", type=click.Choice(["random", "surgical", "cloth", "n95", "kn95"]), default="random")
-@click.option("--landmarks", type=click.Choice(["auto", "off"]), default="auto",
-              help="Mask placement from facial landmarks when available; template placement otherwise.")
+@click.option("--landmarks", type=click.Choice(["auto", "on", "off"]), default="auto",
+              help="Mask placement from dlib's 68 landmarks (the `landmarks` extra) when installed, template "
+                   "placement otherwise; on: require the landmarks; off: template only.")
 @click.option("--allow-skips", is_flag=True, help="Exit 0 even if some items were skipped.")
 def data_convert(fmt, src, out, seed, mask_style, landmarks, allow_skips):
     """Turn a public FER dataset into masked / non-masked pairs in the MSD-E layout.

@@ -69,7 +69,8 @@ def test_rafdb(tmp_path):
     assert first.non_masked.read_bytes() == (src / "Image" / "aligned" / "train_00000_aligned.jpg").read_bytes()
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["source_format"] == "rafdb" and meta["label_mapping"]["1"] == "Surprise"
-    assert meta["counts"]["masks"]["placement:template"] == 6
+    placements = {k: v for k, v in meta["counts"]["masks"].items() if k.startswith("placement:")}
+    assert sum(placements.values()) == 6 and set(placements) <= {"placement:template", "placement:landmarks"}
 
 
 def test_fer2013_labels_splits_and_bad_rows(tmp_path):
@@ -133,7 +134,8 @@ def test_imagefolder_synonyms_and_splits(tmp_path):
 
 
 def test_template_mask_covers_mouth_and_nose_and_leaves_the_eyes():
-    """On an aligned face (the synthetic faces share the canonical proportions closely enough)."""
+    """The fallback placement."""
+    # on an aligned face (the synthetic faces share the canonical proportions closely enough)
     masker = TemplateMasker(seed=0)
     for i in range(10):
         face = _face(i, 100)
@@ -198,3 +200,51 @@ def test_holdout_protocol_runs_on_a_converted_set(tmp_path):
     result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
     assert result["protocol"]["split"] == "holdout" and result["protocol"]["folds"] == 1
     assert result["folds"][0]["n_test_pairs"] == 2 and result["folds"][0]["n_train_pairs"] == 12
+
+
+def _astronaut_crop():
+    """A real photograph with a known face (scikit-image's astronaut, public domain), cropped like an
+    aligned dataset crop."""
+    dlib = pytest.importorskip("dlib")
+    from skimage import data
+
+    img = data.astronaut()
+    f = dlib.get_frontal_face_detector()(img, 1)[0]
+    return Image.fromarray(img).crop((f.left() - 15, f.top() - 25, f.right() + 15, f.bottom() + 20)).resize((100, 100))
+
+
+@pytest.mark.parametrize("tilt", [0, 15])
+def test_landmark_mask_on_a_real_face(tilt):
+    from msde_bench.data.masking import LandmarkMasker, make_masker
+
+    masker = make_masker(0, landmarks="on")
+    assert isinstance(masker, LandmarkMasker)
+    face = _astronaut_crop().rotate(tilt, resample=Image.BICUBIC)
+    pts = masker.landmarks(np.asarray(face))
+    assert pts is not None
+    masked, info = masker(face, "astronaut")
+    assert info["placement"] == "landmarks" and abs(info["roll"] + tilt) < 6
+    diff = np.abs(np.asarray(face, dtype=float) - np.asarray(masked, dtype=float)).sum(axis=2)
+
+    def changed(points):
+        return np.mean([diff[int(y), int(x)] > 20 for x, y in points])
+
+    assert changed(pts[48:68]) == 1.0  # mouth
+    assert changed(pts[31:36]) == 1.0  # nostrils and nose tip
+    assert changed(pts[36:48]) == 0.0  # eyes
+    x0, y0 = pts[17:27].min(axis=0).astype(int)  # brows
+    assert diff[: max(0, y0 - 1)].max() == 0  # nothing above the brows changes
+
+
+def test_landmarks_fall_back_to_the_template_when_implausible(monkeypatch, tmp_path):
+    from msde_bench.data import masking
+
+    masker = masking.make_masker(0, landmarks="on")
+    face = _face(0, 100)
+    monkeypatch.setattr(masking.LandmarkMasker, "landmarks", lambda self, arr: None)
+    masked, info = masker(face, "k")
+    assert info["placement"] == "template"
+    assert masking.make_masker(0, landmarks="off").name == "template"
+    src = _rafdb(tmp_path / "raf", 3)
+    report = convert("rafdb", src, tmp_path / "out", landmarks="on")
+    assert report.masks["placement:template"] == 3  # counted and reported
