@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from msde_bench.atomic import atomic_target
 from msde_bench.errors import MsdeError
 
 
@@ -28,14 +28,6 @@ def load_torch(path: str | os.PathLike, *, missing: str = "checkpoint not found"
 def save_torch_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """torch.save to a temporary file beside `path`, then rename: never a half-written checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -295,14 +295,10 @@ def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: 
         shown = "\n".join(diff[:20])
         return False, (f"{output} is out of date: {changed} lines differ; run `{COMMAND}` and commit the result\n"
                        f"{shown}")
-    import os
-    import tempfile
+    from msde_bench.atomic import atomic_target
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, output)
+    with atomic_target(output) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     msg = f"wrote {output} ({len(results)} results"
     msg += f", {len(problems)} skipped" if problems else ""
     return True, msg + ")"

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from msde_bench import CLASS_NAMES
+from msde_bench.atomic import atomic_target
 from msde_bench.data.msde import MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
 from msde_bench.errors import DataError, MsdeError
 
@@ -251,23 +250,14 @@ def _readable(path: Path) -> bool:
 
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    with atomic_target(path, suffix=path.suffix) as tmp:
         img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _copy_atomic(src: Path, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_style: str = "random",
