@@ -11,8 +11,8 @@ class MsdeError(Exception):
     exit_code = 2
 
 
-class DataError(MsdeError):
-    """A problem with one file of a dataset; the message names the file."""
+class FileError(MsdeError):
+    """A problem with one file; the message is `path: problem`."""
 
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path = str(path)
@@ -20,10 +20,9 @@ class DataError(MsdeError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class ResultError(MsdeError):
+class DataError(FileError):
+    """A problem with one file of a dataset."""
+
+
+class ResultError(FileError):
     """A malformed or foreign result file."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")

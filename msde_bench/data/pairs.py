@@ -54,12 +54,17 @@ class PairedDataset:
         return [splits.get(p.name, "train") for p in self.pairs]
 
     def fingerprint(self) -> str:
-        """A hash of the pair list and the files' sizes: changes when the data changes."""
+        """A hash of the pair list and the files' sizes: changes when the data changes. Computed
+        once per dataset object (it stats every file), however many callers ask."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
         h = hashlib.sha256()
         for p in self.pairs:
             h.update(f"{p.name}|{p.subject}|{p.label}|".encode())
             h.update(f"{os.path.getsize(p.non_masked)}|{os.path.getsize(p.masked)}\n".encode())
-        return h.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = h.hexdigest()[:16]
+        return self.__dict__["_fingerprint"]
 
     def describe(self) -> dict:
         return dict(name=self.name, root=str(self.root), fingerprint=self.fingerprint(), n_pairs=len(self.pairs),
