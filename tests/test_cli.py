@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -55,6 +56,9 @@ def test_run_without_data_uses_the_cached_synthetic_set(tmp_path, monkeypatch):
     assert "generating the synthetic dataset" in res.output
     cached = list((synth.cache_home() / "datasets").iterdir())
     assert len(cached) == 1 and (cached[0] / "meta.json").is_file()
+    # the result names the set portably, not by this machine's cache path
+    (result,) = (tmp_path / "r").glob("*.json")
+    assert json.loads(result.read_text())["dataset"]["root"] == "synth:tiny"
     calls = []
     monkeypatch.setattr(synth, "write_dataset", lambda *a, **k: calls.append(1))
     res = CliRunner().invoke(main, args)

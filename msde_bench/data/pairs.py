@@ -33,6 +33,9 @@ class PairedDataset:
     root: Path
     pairs: list[Pair]
     meta: dict = field(default_factory=dict)
+    # what result files record as the root: the folder, or for a generated set its portable name
+    # (`synth:small`), so that committed results do not carry one machine's cache path
+    source: str | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -67,7 +70,7 @@ class PairedDataset:
         return self.__dict__["_fingerprint"]
 
     def describe(self) -> dict:
-        return dict(name=self.name, root=str(self.root), fingerprint=self.fingerprint(), n_pairs=len(self.pairs),
+        return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(), n_pairs=len(self.pairs),
                     n_subjects=int(len(np.unique(self.subjects))))
 
 

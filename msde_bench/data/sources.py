@@ -13,7 +13,9 @@ def load_synth(data: str, *, seed: int = 0, progress=None) -> PairedDataset:
     variant = data.split(":", 1)[1] if ":" in data else "small"
     cfg = variant_config(variant, seed=seed)
     path = ensure_cached(cfg, progress=progress)
-    return read_msde(path, name=f"synth-{variant}")
+    ds = read_msde(path, name=f"synth-{variant}")
+    ds.source = f"synth:{variant}"
+    return ds
 
 
 def load_folder(data: str, **_) -> PairedDataset:
