@@ -101,7 +101,7 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
     engine.threads_default()
     dev = engine.resolve_device(device)
     recipe = recipe or engine.default_recipe(data, dev)
-    options = engine.check_options(model, paradigm, opts)
+    options = engine.check_options(model, paradigm, opts, recipe)
     spec = make_spec(
         model=model, paradigm=paradigm, recipe=recipe, paper_lr=engine.paradigm_class(paradigm).paper_lr,
         data=data, options=options, official=engine.official_recipe(model), folds=folds,
@@ -182,7 +182,7 @@ def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_siz
     engine.threads_default()
     dev = engine.resolve_device(device)
     recipe = recipe or engine.default_recipe(data, dev)
-    user_opts = C.check_user_options(model, opts)
+    user_opts = C.check_user_options(model, opts, recipe)
     kw = dict(data=data, folds=folds, run_folds=run_folds, epochs=epochs, image_size=image_size,
               batch_size=batch_size, seed=seed, device=str(dev))
     specs = C.build_specs(model, recipe, user_opts, split="clean", **kw)

@@ -32,9 +32,10 @@ def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
     return {**parse_options([], valid), **{k: v for k, v in user.items() if k in valid}, **base}
 
 
-def check_user_options(model: str, pairs) -> dict:
-    """Each --opt key must be valid for at least one row; values are parsed by that row's option."""
-    from msde_bench.engine import option_aliases, qualify, valid_options
+def check_user_options(model: str, pairs, recipe: str | None = None) -> dict:
+    """Each --opt key must be valid for at least one row; values are parsed by that row's option.
+    Under `recipe="official"` the method's official option values come first."""
+    from msde_bench.engine import official_options, option_aliases, qualify, valid_options
     from msde_bench.spec import parse_options
 
     merged = {}
@@ -43,7 +44,8 @@ def check_user_options(model: str, pairs) -> dict:
     pairs = qualify(pairs, option_aliases(model, merged))
     values = parse_options(pairs, merged)
     given = {p.split("=", 1)[0].strip() for p in pairs}
-    return {k: v for k, v in values.items() if k in given}
+    official = official_options(model) if recipe == "official" else {}
+    return {**official, **{k: v for k, v in values.items() if k in given}}
 
 
 def run_all(specs: list, dataset, out: str | Path, console, show_progress) -> list[dict]:

@@ -98,6 +98,20 @@ def official_recipe(model: str) -> dict:
     return dict(entry.extra.get("official_recipe") or getattr(entry.obj, "official_recipe", None) or {})
 
 
+def official_options(model: str) -> dict:
+    """The method's option values under `--recipe official` (e.g. SCAN's 0.01 trunk lr scale), keyed
+    `<model>.<option>` as specs store them; an explicit --opt still wins."""
+    entry = method_entry(model)
+    if entry is None:
+        return {}
+    raw = entry.extra.get("official_options") or getattr(entry.obj, "official_options", None) or {}
+    valid = method_options(model)
+    unknown = set(raw) - set(valid)
+    if unknown:
+        raise MsdeError(f"model {model!r}: official_options names unknown options {sorted(unknown)}")
+    return {f"{model}.{k}": v for k, v in raw.items()}
+
+
 def valid_options(model: str, paradigm: str) -> dict[str, Option]:
     """The --opt keys a run accepts, in their canonical (stored) form: the reference-code quirks
     and the paradigm's options by their names, the method's as `<model>.<name>` (so that a method's
@@ -126,10 +140,16 @@ def qualify(pairs, aliases: dict[str, str]) -> list[str]:
     return out
 
 
-def check_options(model: str, paradigm: str, pairs) -> dict:
-    """Every valid option with its value (defaults filled in): the canonical form a spec stores."""
+def check_options(model: str, paradigm: str, pairs, recipe: str | None = None) -> dict:
+    """Every valid option with its value (defaults filled in): the canonical form a spec stores.
+    Under `recipe="official"` the method's official option values replace the defaults."""
     valid = valid_options(model, paradigm)
-    return parse_options(qualify(pairs, option_aliases(model, valid)), valid)
+    pairs = qualify(pairs, option_aliases(model, valid))
+    values = parse_options(pairs, valid)
+    if recipe == "official":
+        given = {p.split("=", 1)[0].strip() for p in pairs}
+        values.update({k: v for k, v in official_options(model).items() if k not in given})
+    return values
 
 
 def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | None]:

@@ -167,6 +167,29 @@ def test_out_of_tree_example_end_to_end(install, tiny_root, tmp_path):
     assert "| smooth-ce " in res.output and "installed" in res.output and "0.1.0" in res.output
 
 
+def test_official_options_set_by_the_official_recipe_only():
+    """SCAN's official trunk lr scale comes with --recipe official; an explicit --opt still wins."""
+    from msde_bench.engine import build_method, check_options
+    from msde_bench.spec import make_spec
+
+    assert check_options("scan", "baseline", [])["scan.backbone_lr_scale"] == 1.0
+    assert check_options("scan", "baseline", [], "quick")["scan.backbone_lr_scale"] == 1.0
+    official = check_options("scan", "baseline", [], "official")
+    assert official["scan.backbone_lr_scale"] == 0.01
+    assert check_options("scan", "baseline", ["backbone_lr_scale=0.5"], "official")["scan.backbone_lr_scale"] == 0.5
+    assert check_options("resnet18", "baseline", [], "official") == check_options("resnet18", "baseline", [])
+    from msde_bench.compare import check_user_options
+
+    assert check_user_options("scan", [], "official") == {"scan.backbone_lr_scale": 0.01}
+    assert check_user_options("scan", ["backbone_lr_scale=2"], "official") == {"scan.backbone_lr_scale": 2.0}
+    assert check_user_options("scan", [], "quick") == {}
+    spec = make_spec(model="scan", paradigm="baseline", recipe="official", options=official,
+                     official={"lr": 0.01, "optimizer": "sgd"})
+    method, _ = build_method(spec)
+    groups = method.param_groups(spec.lr)
+    assert [g.get("lr_scale", 1.0) for g in groups] == [0.01, 1.0]
+
+
 def test_official_recipe():
     from msde_bench.engine import make_optimizer, make_scheduler, official_recipe
     from msde_bench.errors import MsdeError

@@ -28,11 +28,13 @@ class Method(nn.Module):
     - `after_step()` runs after every optimiser step (relabelling, centre updates);
     - `target_layer()` is the layer Grad-CAM looks at.
     Class attributes: `options` (the `--opt` values it accepts, as spec.Option), `official_recipe`
-    (RunSpec overrides used under `--recipe official`), `paper`, `description`.
+    (RunSpec overrides used under `--recipe official`), `official_options` (option values that
+    `--recipe official` sets unless given with --opt), `paper`, `description`.
     """
 
     options: dict = {}
     official_recipe: dict = {}
+    official_options: dict = {}
     paper: str = ""
     description: str = ""
 

@@ -69,6 +69,7 @@ class SCAN(BackboneMethod):
     }
     official_recipe = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-3, schedule="exponential",
                            gamma=0.95, epochs=60, batch_size=64, image_size=224, augment="paper")
+    official_options = dict(backbone_lr_scale=0.01)  # trunk 1e-4, branches 1e-2
     trunk_kwargs = dict(features_only=True, out_indices=(2, 3))
 
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
