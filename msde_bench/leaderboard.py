@@ -188,9 +188,22 @@ def frame(rows: list[Row]) -> pd.DataFrame:
         rec["seeds"] = seeds
         rec["params"] = int(row.runs[0]["folds"][0].get("n_params", 0))
         rec["train_seconds"] = float(np.mean([f["train_seconds"] for r in row.runs for f in r["folds"]]))
+        rec["device"] = "; ".join(sorted({_device(r) for r in row.runs}))
         rec["run_ids"] = ", ".join(r["run_id"] for r in row.runs)
         recs.append(rec)
     return pd.DataFrame.from_records(recs)
+
+
+def _device(run: dict) -> str:
+    """Where a run trained, as its result records it: `cpu, 2 threads`, a GPU's name, or `?`."""
+    env = run.get("env") or {}
+    dev = str(env.get("device") or "")
+    if dev == "cpu":
+        threads = env.get("threads")
+        return f"cpu, {threads} threads" if threads else "cpu"
+    if dev.startswith("cuda"):
+        return str(env.get("device_name") or dev)
+    return dev or "?"
 
 
 def _fmt_params(n: int) -> str:
@@ -225,7 +238,7 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
             if key == "acc_masked":
                 text += marks[i]
             cells.append(text)
-        cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]), f"{rec['train_seconds']:.1f} s"]
+        cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]), f"{rec['train_seconds']:.1f} s ({rec['device']})"]
         lines.append(cells)
     headers = ["#", "model", "paradigm", "backbone", "recipe", "init", *[t for _, t, _ in METRICS], "folds × seeds",
                "params", "train time / fold"]
@@ -254,7 +267,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         "",
         "Accuracies are fractions: mean ± sample standard deviation over every fold of every seed. Mask gap = "
         "non-masked − masked accuracy. Pair agreement = share of test pairs whose two views get the same "
-        "prediction.",
+        "prediction. Train time / fold = mean wall-clock seconds of training per fold on the device the result "
+        "records; it depends on the machine and on its load, so compare it between runs of one machine only.",
     ]
     if not tables:
         out += ["", "_No results yet._"]
