@@ -238,7 +238,8 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
             if key == "acc_masked":
                 text += marks[i]
             cells.append(text)
-        cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]), f"{rec['train_seconds']:.1f} s ({rec['device']})"]
+        cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]),
+                  f"{rec['train_seconds']:.1f} s ({rec['device']})"]
         lines.append(cells)
     headers = ["#", "model", "paradigm", "backbone", "recipe", "init", *[t for _, t, _ in METRICS], "folds × seeds",
                "params", "train time / fold"]

@@ -70,8 +70,8 @@ class PairedDataset:
         return self.__dict__["_fingerprint"]
 
     def describe(self) -> dict:
-        return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(), n_pairs=len(self.pairs),
-                    n_subjects=int(len(np.unique(self.subjects))))
+        return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(),
+                    n_pairs=len(self.pairs), n_subjects=int(len(np.unique(self.subjects))))
 
 
 def load_image(path: Path) -> Image.Image:
