@@ -24,3 +24,13 @@ def atomic_target(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes `text` (UTF-8) to a temporary file beside `path`, fsyncs it and renames it into place."""
+    path = Path(path)
+    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return path

@@ -18,6 +18,7 @@ from torch import nn
 from msde_bench import CLASS_NAMES, NUM_CLASSES
 from msde_bench import protocol as P
 from msde_bench import results as R
+from msde_bench.atomic import write_text_atomic
 from msde_bench.checkpoints import load_torch, save_torch_atomic
 from msde_bench.errors import MsdeError
 from msde_bench.spec import RunSpec
@@ -270,7 +271,7 @@ def figure_tsne(ex: Explained, path: Path, with_train: bool = False, lines: int 
     rows = [f"{int(p)},{v},{int(labels[i])},{xy[j, 0]:.6f},{xy[j, 1]:.6f}"
             for j, (i, p, v) in enumerate([(i, p, "non-masked") for i, p in enumerate(idx)] +
                                           [(i, p, "masked") for i, p in enumerate(idx)])]
-    path.with_suffix(".csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    write_text_atomic(path.with_suffix(".csv"), header + "\n" + "\n".join(rows) + "\n")
     return xy
 
 
@@ -373,7 +374,8 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
              ""]
     for fname, caption in figs:
         lines += [f"![{fname}]({fname})", "", caption, ""]
-    (out / "report.md").write_text("\n".join(lines))
-    (out / "explain.json").write_text(json.dumps(dict(result=str(result_path), fold=ex.fold, cam=cam, layer=layer,
-                                                      pairs=pairs.tolist(), figures=[f for f, _ in figs]), indent=1))
+    write_text_atomic(out / "report.md", "\n".join(lines))
+    write_text_atomic(out / "explain.json", json.dumps(dict(result=str(result_path), fold=ex.fold, cam=cam, layer=layer,
+                                                            pairs=pairs.tolist(), figures=[f for f, _ in figs]),
+                                                       indent=1))
     return out

@@ -310,10 +310,9 @@ def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: 
         shown = "\n".join(diff[:20])
         return False, (f"{output} is out of date: {changed} lines differ; run `{COMMAND}` and commit the result\n"
                        f"{shown}")
-    from msde_bench.atomic import atomic_target
+    from msde_bench.atomic import write_text_atomic
 
-    with atomic_target(output) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    write_text_atomic(output, text)
     msg = f"wrote {output} ({len(results)} results"
     msg += f", {len(problems)} skipped" if problems else ""
     return True, msg + ")"

@@ -29,15 +29,9 @@ _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_maske
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Writes JSON to a temporary file in the same folder, fsyncs it and renames it into place, so
     a reader never sees a half-written file and a crash never destroys the previous version."""
-    from msde_bench.atomic import atomic_target
+    from msde_bench.atomic import write_text_atomic
 
-    path = Path(path)
-    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return path
+    return write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
 def _type_ok(value: Any, kind: type) -> bool:
