@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,8 +27,9 @@ import numpy as np
 from PIL import Image
 
 from msde_bench import CLASS_NAMES
-from msde_bench.atomic import atomic_target
+from msde_bench.atomic import atomic_target, write_text_atomic
 from msde_bench.data.msde import MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
+from msde_bench.data.pairs import load_image
 from msde_bench.errors import DataError, MsdeError
 
 FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder")
@@ -62,20 +64,20 @@ class Item:
 class Report:
     written: int = 0
     kept: int = 0
-    dropped: dict = field(default_factory=dict)  # class name -> count
+    dropped: Counter = field(default_factory=Counter)  # class name -> count
     skipped: list = field(default_factory=list)  # "source: problem"
-    masks: dict = field(default_factory=dict)
+    masks: Counter = field(default_factory=Counter)  # mask kind, and "placement:<how>" -> count
 
 
 # ------------------------------------------------------------------------------------------
 # readers: each yields Items and reports what it skips or drops
 
 
-def _open_image(path: Path) -> Callable[[], Image.Image]:
+def _open_image(path: Path, box: tuple[int, int, int, int] | None = None) -> Callable[[], Image.Image]:
+    """A loader of the image (cropped to `box`, left-top-right-bottom, when given), run when needed."""
     def load() -> Image.Image:
-        from msde_bench.data.pairs import load_image
-
-        return load_image(path)
+        img = load_image(path)
+        return img.crop(box) if box is not None else img
 
     return load
 
@@ -165,7 +167,7 @@ def _ferplus_labels(path: Path, report: Report) -> dict[int, int]:
             if best in FERPLUS_COLUMNS and counts[best] > 0:
                 out[i] = FERPLUS_COLUMNS[best]
             else:
-                report.dropped[best] = report.dropped.get(best, 0) + 1
+                report.dropped[best] += 1
     return out
 
 
@@ -189,20 +191,14 @@ def read_affectnet(src: Path, report: Report) -> Iterator[Item]:
                     continue
                 if raw not in AFFECTNET:
                     name = {7: "contempt", 8: "none", 9: "uncertain", 10: "no-face"}.get(raw, f"label {raw}")
-                    report.dropped[name] = report.dropped.get(name, 0) + 1
+                    report.dropped[name] += 1
                     continue
                 image = next((p for p in (src / "Manually_Annotated_Images" / rel, src / rel) if p.is_file()), None)
                 if image is None:
                     report.skipped.append(f"{where}: image {rel} not found")
                     continue
                 x, y, w, h = box
-
-                def load(image=image, x=x, y=y, w=w, h=h) -> Image.Image:
-                    from msde_bench.data.pairs import load_image
-
-                    return load_image(image).crop((x, y, x + w, y + h))
-
-                yield Item(Path(rel).stem, AFFECTNET[raw], split, load, where)
+                yield Item(Path(rel).stem, AFFECTNET[raw], split, _open_image(image, (x, y, x + w, y + h)), where)
     if not found:
         raise DataError(src, "label file not found (AffectNet: training.csv and/or validation.csv)")
 
@@ -292,8 +288,8 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
                 _save_atomic(img.convert("RGB"), nm_path)
             _save_atomic(masked, m_path)
             report.written += 1
-            report.masks[info["mask"]] = report.masks.get(info["mask"], 0) + 1
-            report.masks[f"placement:{info['placement']}"] = report.masks.get(f"placement:{info['placement']}", 0) + 1
+            report.masks[info["mask"]] += 1
+            report.masks[f"placement:{info['placement']}"] += 1
         names.append(name)
         splits[name] = item.split
         subject += 1
@@ -301,19 +297,13 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
             progress(subject)
     if not names:
         raise DataError(src, "nothing to convert: no usable images found")
-    (out / PAIR_LIST).write_text("".join(n + "\n" for n in names))
+    write_text_atomic(out / PAIR_LIST, "".join(n + "\n" for n in names))
     meta = dict(kind="msde-bench converted", source_format=fmt, source=str(src.resolve()),
                 label_mapping={str(k): CLASS_NAMES[v] for k, v in MAPPINGS[fmt].items()},
                 splits=splits, masking=dict(masker=masker.name, seed=seed, style=mask_style),
                 counts=dict(pairs=len(names), written=report.written, kept=report.kept, skipped=len(report.skipped),
-                            dropped=report.dropped, masks=report.masks))
-    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    (out / "skipped.txt").write_text("".join(s + "\n" for s in report.skipped))
+                            dropped=dict(report.dropped), masks=dict(report.masks)))
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out / "skipped.txt", "".join(s + "\n" for s in report.skipped))
     return report
-
-
-def split_of(meta: dict) -> dict | None:
-    """The official split by file name, when a converted dataset's meta.json carries one."""
-    s = meta.get("splits")
-    return s if isinstance(s, dict) and s else None
 
