@@ -56,10 +56,16 @@ class TemplateMasker:
         jitter = rng.normal(0, 0.01, 3)
         geo = dict(face_w=ALIGNED["face_w"] * (1 + jitter[0]), face_h=ALIGNED["face_h"])
         face = _Face(2 * w, geo, cx=ALIGNED["cx"] + jitter[1], cy=ALIGNED["cy"] + jitter[2])
-        if h != w:  # non-square crops: scale the vertical axis to the height
-            face.cy, face.b = face.cy * h / w, face.b * h / w
-        kind = draw_mask(canvas, face, rng, None if self.style == "random" else self.style)
+        kind = self._draw(canvas, face, rng)
         return _shade_and_merge(img, big, canvas), dict(mask=kind, placement=TemplateMasker.name)
+
+    def _draw(self, canvas: Image.Image, face: _Face, rng: np.random.Generator) -> str:
+        """Draws the mask on the doubled-resolution canvas; returns its kind. `face` is laid out on
+        a square of the canvas's width; a non-square crop scales its vertical axis to the height."""
+        w, h = canvas.size
+        if h != w:
+            face.cy, face.b = face.cy * h / w, face.b * h / w
+        return draw_mask(canvas, face, rng, None if self.style == "random" else self.style)
 
 
 def _shade_and_merge(img: Image.Image, big: Image.Image, canvas: Image.Image) -> Image.Image:
@@ -136,10 +142,8 @@ class LandmarkMasker(TemplateMasker):
         b = (chin_y - bridge_y) / 1.03
         geo = dict(face_w=(np.linalg.norm(p[15] - p[1]) / 2) / w, face_h=b / h)
         face = _Face(2 * w, geo, cx=(p[1, 0] + p[15, 0]) / 2 / w, cy=(chin_y - b) / h)
-        if h != w:
-            face.cy, face.b = face.cy * h / w, face.b * h / w
         canvas = upright.copy()
-        kind = draw_mask(canvas, face, rng, None if self.style == "random" else self.style)
+        kind = self._draw(canvas, face, rng)
         back = canvas.rotate(-roll, resample=Image.BICUBIC, center=(w, h))
         ref = upright.rotate(-roll, resample=Image.BICUBIC, center=(w, h))
         return _shade_and_merge(img, ref, back), dict(mask=kind, placement=self.name, roll=round(roll, 2))
