@@ -36,6 +36,7 @@ class PairedDataset:
     # what result files record as the root: the folder, or for a generated set its portable name
     # (`synth:small`), so that committed results do not carry one machine's cache path
     source: str | None = None
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -59,15 +60,13 @@ class PairedDataset:
     def fingerprint(self) -> str:
         """A hash of the pair list and the files' sizes: changes when the data changes. Computed
         once per dataset object (it stats every file), however many callers ask."""
-        cached = self.__dict__.get("_fingerprint")
-        if cached is not None:
-            return cached
-        h = hashlib.sha256()
-        for p in self.pairs:
-            h.update(f"{p.name}|{p.subject}|{p.label}|".encode())
-            h.update(f"{os.path.getsize(p.non_masked)}|{os.path.getsize(p.masked)}\n".encode())
-        self.__dict__["_fingerprint"] = h.hexdigest()[:16]
-        return self.__dict__["_fingerprint"]
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for p in self.pairs:
+                h.update(f"{p.name}|{p.subject}|{p.label}|".encode())
+                h.update(f"{os.path.getsize(p.non_masked)}|{os.path.getsize(p.masked)}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def describe(self) -> dict:
         return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(),
