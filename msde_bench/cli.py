@@ -110,10 +110,9 @@ def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, ima
         init=str(Path(init).resolve()) if init else None, pretrained=pretrained,
     )
     dataset = sources.resolve(spec.data, progress=_synth_progress(console))
-    split = split or engine.default_protocol(dataset)
-    spec = spec.with_(split=split, folds=1 if split == "holdout" else spec.folds)
+    spec = engine.with_protocol(spec, dataset, split)
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{recipe}[/] · model {model} · paradigm "
-                  f"{paradigm} · data {spec.data} · protocol {split} ({spec.folds} folds) · device {dev} · "
+                  f"{paradigm} · data {spec.data} · protocol {spec.split} ({spec.folds} folds) · device {dev} · "
                   f"{spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · {spec.optimizer} lr "
                   f"{spec.lr:g} · seed {seed}")
     result, path = engine.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
@@ -183,16 +182,12 @@ def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_siz
     dev = engine.resolve_device(device)
     recipe = recipe or engine.default_recipe(data, dev)
     user_opts = C.check_user_options(model, opts, recipe)
-    kw = dict(data=data, folds=folds, run_folds=run_folds, epochs=epochs, image_size=image_size,
-              batch_size=batch_size, seed=seed, device=str(dev))
-    specs = C.build_specs(model, recipe, user_opts, split="clean", **kw)
+    specs = C.build_specs(model, recipe, user_opts, data=data, folds=folds, run_folds=run_folds, epochs=epochs,
+                          image_size=image_size, batch_size=batch_size, seed=seed, device=str(dev))
     dataset = sources.resolve(specs[0][1].data, progress=_synth_progress(console))
-    split = split or engine.default_protocol(dataset)
-    if split == "holdout":
-        kw["folds"] = 1
-    specs = C.build_specs(model, recipe, user_opts, split=split, **kw)
+    specs = [(title, engine.with_protocol(s, dataset, split)) for title, s in specs]
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
-                  f"{specs[0][1].data} · protocol {split} ({specs[0][1].folds} folds) · seed {seed} · device {dev}")
+                  f"{specs[0][1].data} · protocol {specs[0][1].split} ({specs[0][1].folds} folds) · seed {seed} · device {dev}")
     rows = C.run_all(specs, dataset, out, console, progress)
     click.echo(C.table(rows, fmt))
     for r in rows:

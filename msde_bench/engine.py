@@ -58,6 +58,12 @@ def default_protocol(dataset: PairedDataset) -> str:
     return "holdout" if dataset.official_splits() is not None else "clean"
 
 
+def with_protocol(spec: RunSpec, dataset: PairedDataset, split: str | None = None) -> RunSpec:
+    """The spec under protocol `split` (default: `default_protocol`); holdout has one fold."""
+    split = split or default_protocol(dataset)
+    return spec.with_(split=split, folds=1 if split == "holdout" else spec.folds)
+
+
 def default_recipe(data: str | None, device: torch.device) -> str:
     """`paper` with a GPU or with --data, `quick` otherwise (the CPU preset on the embedded set)."""
     return "paper" if (data is not None or device.type != "cpu") else "quick"

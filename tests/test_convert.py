@@ -200,6 +200,14 @@ def test_holdout_protocol_runs_on_a_converted_set(tmp_path):
     result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
     assert result["protocol"]["split"] == "holdout" and result["protocol"]["folds"] == 1
     assert result["folds"][0]["n_test_pairs"] == 2 and result["folds"][0]["n_train_pairs"] == 12
+    # compare defaults to the same protocol, and its baseline row is the run above (one shared result file)
+    res = CliRunner().invoke(main, ["compare", "--data", str(tmp_path / "out"), "--recipe", "quick", "--epochs", "1",
+                                    "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "r"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "protocol holdout (1 folds)" in " ".join(res.output.split())  # rich wraps the header line
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json")]
+    assert len(rows) == 5 and {r["protocol"]["split"] for r in rows} == {"holdout"}
 
 
 def _astronaut_crop():
