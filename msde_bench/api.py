@@ -1,12 +1,121 @@
-"""What a method plugin needs, in one import:
+"""The public Python API: everything a plugin needs, and the benchmark behind the CLI.
 
-    from msde_bench.api import BackboneMethod, Method, Option, Output, hookimpl
+A method plugin needs only this module (and msde_bench.testing for its tests):
+
+    from msde_bench.api import BackboneMethod, LossState, Option, Output, hookimpl
+
+Running from Python, as `msde-bench run` and `msde-bench compare` do:
+
+    from msde_bench.api import run_benchmark
+    result, path = run_benchmark("resnet18", "contrastive", data="synth:tiny", epochs=1)
 """
 
-from msde_bench import CLASS_NAMES, NUM_CLASSES
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from msde_bench import CLASS_NAMES, NUM_CLASSES, __version__, factory, runner
+from msde_bench import compare as _compare
+from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from msde_bench.errors import DataError, MsdeError
 from msde_bench.hookspecs import hookimpl
 from msde_bench.models.backbones import create_trunk
-from msde_bench.models.base import BackboneMethod, Method, Output
-from msde_bench.spec import Option
+from msde_bench.models.base import BackboneMethod, LossState, Method, Output, cross_entropy_terms
+from msde_bench.options import Option, positive
+from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
+from msde_bench.spec import RunSpec, make_spec
+from msde_bench.training import resolve_device
 
-__all__ = ["BackboneMethod", "CLASS_NAMES", "Method", "NUM_CLASSES", "Option", "Output", "create_trunk", "hookimpl"]
+__all__ = [
+    "BackboneMethod", "Batch", "CLASS_NAMES", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
+    "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm",
+    "RunSpec", "compare_benchmark", "create_trunk", "cross_entropy_terms", "hookimpl", "positive", "prepare_spec",
+    "run_benchmark", "run_spec",
+]
+
+
+def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
+                 recipe: str | None = None, protocol: str | None = None, options=(), device: str = "auto",
+                 init: str | None = None, **overrides: Any) -> tuple[RunSpec, PairedDataset]:
+    """The spec `msde-bench run` would build from these arguments, and its dataset.
+
+    `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `overrides` are the
+    RunSpec fields the CLI can set (epochs, folds, run_folds, image_size, batch_size, lr, seed,
+    pretrained); None means the recipe's value."""
+    if isinstance(options, dict):
+        options = [f"{k}={v}" for k, v in options.items()]
+    dev = resolve_device(device)
+    recipe = recipe or runner.default_recipe(data, dev)
+    opts = factory.check_options(model, paradigm, list(options), recipe)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.setdefault("seed", 0)
+    if "run_folds" in overrides:
+        overrides["run_folds"] = tuple(overrides["run_folds"])
+    spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
+                     data=data, options=opts, official=factory.official_recipe(model), device=str(dev),
+                     init=str(Path(init).resolve()) if init else None, **overrides)
+    dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
+    return runner.with_protocol(spec, dataset, protocol), dataset
+
+
+def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
+             resume: bool = False, console: Console | None = None, progress: bool | None = None,
+             save_models: bool | None = None) -> tuple[dict, Path]:
+    """Runs a ready spec (e.g. one read back from a result file); returns (result, path)."""
+    dataset = dataset or factory.load_dataset(spec.data)
+    return runner.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
+                      save_models=save_models)
+
+
+def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
+                  recipe: str | None = None, protocol: str | None = None, options=(), out: str | Path = "results",
+                  device: str = "auto", init: str | None = None, resume: bool = False, console: Console | None = None,
+                  progress: bool | None = False, save_models: bool | None = None,
+                  **overrides: Any) -> tuple[dict, Path]:
+    """One model with one paradigm under the MSD-E protocol, exactly as `msde-bench run`; returns
+    (result, path of the result file)."""
+    spec, dataset = prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=options,
+                                 device=device, init=init, **overrides)
+    return run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
+                    save_models=save_models)
+
+
+def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recipe: str | None = None,
+                      protocol: str | None = None, options=(), out: str | Path = "results", device: str = "auto",
+                      init: str | None = None, console: Console | None = None, progress: bool | None = False,
+                      **overrides: Any) -> list[dict]:
+    """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
+    reused); returns [{title, result, path}] in row order."""
+    if isinstance(options, dict):
+        options = [f"{k}={v}" for k, v in options.items()]
+    dev = resolve_device(device)
+    recipe = recipe or runner.default_recipe(data, dev)
+    user_opts = _compare.check_user_options(model, list(options), recipe)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.setdefault("seed", 0)
+    if "run_folds" in overrides:
+        overrides["run_folds"] = tuple(overrides["run_folds"])
+    specs = _compare.build_specs(model, recipe, user_opts, data=data, device=str(dev),
+                                 init=str(Path(init).resolve()) if init else None, **overrides)
+    dataset = factory.load_dataset(specs[0][1].data, progress=_synth_progress(console or Console(stderr=True)))
+    specs = [(title, runner.with_protocol(s, dataset, protocol)) for title, s in specs]
+    console = console or Console(stderr=True)
+    first = specs[0][1]
+    console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
+                  f"{first.data} · protocol {first.protocol} ({first.folds} folds) · seed {first.seed} · device {dev}")
+    return _compare.run_all(specs, dataset, out, console, progress)
+
+
+def _synth_progress(console: Console):
+    def cb(done: int, total: int) -> None:
+        if done == 1:
+            console.print(f"generating the synthetic dataset ({total} pairs) into the cache ...")
+
+    return cb
+
+
+__version__ = __version__

@@ -2,13 +2,20 @@
 
 Both loops train the same model on the same batch tensors with the same optimiser; the harness
 loop goes through Trainer.train_step (paradigm, the method's loss, autocast), the bare loop calls
-the model, cross-entropy, backward and step directly. The two are timed alternately, in rounds,
-and the median per-step time of each is compared, so that drifts of the machine hit both alike.
+the model, cross-entropy, backward and step directly, on the same images the paradigm puts through
+the network: one view (baseline), both views in two passes (contrastive, and any paradigm with
+images_per_item == 2), or a frozen teacher's pass on the non-masked view plus the student's pass
+(distill; the teacher is untrained, prepared in a temporary cache home). The two are timed
+alternately, in rounds, and the median per-step time of each is compared, so that drifts of the
+machine hit both alike.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -18,9 +25,25 @@ import torch.nn.functional as F
 from msde_bench import NUM_CLASSES
 from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
-from msde_bench.engine import Trainer, build_method, build_paradigm, channels_last
-from msde_bench.paradigms.base import Batch
+from msde_bench.factory import build_method, build_paradigm
+from msde_bench.paradigms.base import Batch, FoldContext
 from msde_bench.spec import RunSpec
+from msde_bench.training import Trainer, autocast, channels_last
+
+
+@contextlib.contextmanager
+def _temporary_home():
+    """A throw-away MSDE_BENCH_HOME, so that a bench never writes into the user's cache."""
+    old = os.environ.get("MSDE_BENCH_HOME")
+    with tempfile.TemporaryDirectory(prefix="msde-bench-bench-") as home:
+        os.environ["MSDE_BENCH_HOME"] = home
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("MSDE_BENCH_HOME", None)
+            else:
+                os.environ["MSDE_BENCH_HOME"] = old
 
 
 class _FakeCache(ImageCache):
@@ -49,9 +72,17 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
     nm, m = aug(cache.non_masked[:batch_size], cache.masked[:batch_size], gen, device)
     y = cache.labels[:batch_size].to(device)
 
+    paradigm = build_paradigm(spec)
+    with _temporary_home():
+        idx = np.arange(len(cache))
+        paradigm.prepare(FoldContext(spec=spec, cache=cache, train_idx=idx[: len(idx) // 2], test_idx=idx[len(idx) // 2:],
+                                     subjects=idx, device=device, seed=0, fold=0,
+                                     fit=lambda s, seed: (build_method(s)[0], dict(train_seconds=0.0)),
+                                     build=lambda s: build_method(s, load=False)[0]))
     method, _ = build_method(spec)
-    trainer = Trainer(spec, method, build_paradigm(spec), device)
+    trainer = Trainer(spec, method, paradigm, device)
     bare_model, _ = build_method(spec)
+    teacher = getattr(paradigm, "teacher", None) if paradigm.name == "distill" else None
     bare_model = bare_model.to(device)
     if channels_last(device):
         bare_model = bare_model.to(memory_format=torch.channels_last)
@@ -60,15 +91,19 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
     bare_opt = torch.optim.Adam(bare_model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     bare_model.train()
     trainer.method.train()
-    batch = Batch(nm, m, y, None)
+    batch = Batch(nm, m, y, None, torch.arange(batch_size, device=device))
+
+    two_views = paradigm.images_per_item == 2
 
     def bare_step():
         bare_opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = F.cross_entropy(bare_model(nm).logits, y)
-        else:
+        with autocast(device):
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher(nm)
             loss = F.cross_entropy(bare_model(nm).logits, y)
+            if two_views:
+                loss = loss + F.cross_entropy(bare_model(m).logits, y)
         loss.backward()
         bare_opt.step()
 
@@ -119,8 +154,11 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
     model_rate = batch_size / t_harness
     overhead = t_harness / t_bare
     data_ratio = pipe_rate / model_rate
+    paradigm_desc = ("teacher + student pass" if teacher is not None else
+                     "two passes" if two_views else "one pass") + " in both loops"
     lines = [
-        f"device {device} · model {model} · paradigm {paradigm} · batch {batch_size} · {image_size} px · "
+        f"device {device} · model {model} · paradigm {paradigm} ({paradigm_desc}) · batch {batch_size} · "
+        f"{image_size} px · "
         f"{rounds} rounds x {steps} steps",
         f"bare PyTorch step    {t_bare * 1000:8.2f} ms   (median; rounds {min(bare) * 1000:.1f}-{max(bare) * 1000:.1f})",
         f"harness step         {t_harness * 1000:8.2f} ms   (median; rounds {min(harness) * 1000:.1f}-{max(harness) * 1000:.1f})",

@@ -31,3 +31,29 @@ def save_torch_atomic(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_target(path) as tmp:
         torch.save(obj, tmp)
     return path
+
+
+# -- fold models: what `msde-bench run --save-models` writes and `msde-bench explain` reads
+
+MODEL_FORMAT = "msde-bench/model/1"
+
+
+def model_path(result_path: Path, run_id: str, fold: int) -> Path:
+    """Where a run's fold model lives: `<results folder>/<run_id>/fold<k>.pt`."""
+    return result_path.parent / run_id / f"fold{fold}.pt"
+
+
+def save_model(path: Path, method: torch.nn.Module, spec: dict, fold: int, test_subjects) -> None:
+    """The fold's final weights with the spec (as a dict) that rebuilds the model."""
+    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
+    save_torch_atomic(path, dict(format=MODEL_FORMAT, spec=spec, fold=fold, test_subjects=list(test_subjects),
+                                 state_dict=state))
+
+
+def read_model(path: Path) -> dict:
+    """A fold model file: {format, spec, fold, test_subjects, state_dict}."""
+    obj = load_torch(path, missing="model file not found; run again with --save-models to explain this run",
+                     unreadable="not a readable model file")
+    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
+        raise MsdeError(f"{path}: not an msde-bench model file")
+    return obj

@@ -39,94 +39,129 @@ def main():
 
 
 # ------------------------------------------------------------------------------------------
-# run
+# run and compare: one set of options
+
+
+def run_options(*, single: bool):
+    """The options `run` (single=True) and `compare` share; `--paradigm` only for run."""
+    from msde_bench.protocol import PROTOCOLS
+    from msde_bench.spec import RECIPE_NAMES
+
+    def decorate(f):
+        opts = [
+            click.option("--model", default="resnet18", help="A method plugin name or any timm model name."),
+            click.option("--data", default=None,
+                         help="An MSD-E-layout folder, or synth:full|small|tiny for the embedded synthetic set "
+                              "[default: the recipe's synthetic set, generated once into $MSDE_BENCH_HOME]."),
+            click.option("--out", default="results", type=click.Path(file_okay=False),
+                         help="Folder for the result files (and each fold's cell and model under <run_id>/)."),
+            click.option("--recipe", type=click.Choice(RECIPE_NAMES), default=None,
+                         help="paper: the reference code's setup; quick: CPU-sized; official: the method's own "
+                              "published recipe [default: paper with a GPU or --data, quick otherwise]."),
+            click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+                         help="clean: seeded subject-disjoint k-fold, last epoch; faithful: the reference code's "
+                              "15-ID windows with best epoch chosen on the test fold; holdout: the official "
+                              "train/test split of a converted public dataset [default: holdout when the dataset "
+                              "has an official split, clean otherwise]."),
+            click.option("--epochs", type=int, default=None,
+                         help="Override the recipe's epochs; its lr milestones scale with them (quick: 6 epochs, "
+                              "lr/10 after 5; --epochs 12 drops after 10)."),
+            click.option("--folds", type=int, default=None, help="Number of folds k [default: the recipe's]."),
+            click.option("--fold", "run_folds", type=int, multiple=True,
+                         help="Run only this fold (repeatable); runs of every fold merge into one result."),
+            click.option("--image-size", type=int, default=None, help="Override the recipe's input size (px)."),
+            click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size."),
+            click.option("--lr", type=float, default=None, help="Override the recipe's learning rate."),
+            click.option("--seed", type=int, default=0,
+                         help="Fixes splits, initialisation, data order and augmentation."),
+            click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."),
+            click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+                         help=("An option of the paradigm or method (repeatable), e.g. train_on=masked, alpha=2, "
+                               "scn.beta=0.5; `msde-bench paradigms` and `msde-bench methods NAME` list them."
+                               if single else "Applied to every row whose paradigm accepts the key (e.g. alpha=2, "
+                               "lambda=10, quirks).")),
+            click.option("--init", type=click.Path(dir_okay=False), default=None,
+                         help="Initialise the backbone from a local checkpoint (classifier head ignored)."),
+            click.option("--pretrained", is_flag=True, default=None,
+                         help="Ask timm for pretrained weights (needs network access)."),
+            click.option("--progress/--no-progress", default=None, help="Show progress bars [default: on a terminal]."),
+        ]
+        if single:
+            opts.insert(1, click.option("--paradigm", default="baseline",
+                                        help="Training paradigm (`msde-bench paradigms` lists them)."))
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def _header(console, what: str, spec, dev) -> None:
+    from msde_bench.plugins import registry
+
+    for warning in registry().warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+    console.print(f"[bold]msde-bench {__version__}[/] {what}recipe [bold]{spec.recipe}[/] · model {spec.model} · "
+                  f"paradigm {spec.paradigm} · data {spec.data} · protocol {spec.protocol} ({spec.folds} folds) · "
+                  f"device {dev} · {spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · "
+                  f"{spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
 
 
 @main.command(context_settings=dict(show_default=True))
-@click.option("--model", default="resnet18", help="A method plugin name or any timm model name.")
-@click.option("--paradigm", default="baseline", help="Training paradigm: baseline, contrastive or distill.")
-@click.option("--data", default=None,
-              help="An MSD-E-layout folder, or synth:full|small|tiny for the embedded synthetic set "
-                   "[default: the recipe's synthetic set, generated once into $MSDE_BENCH_HOME].")
-@click.option("--out", default="results", type=click.Path(file_okay=False), help="Folder for the result file.")
-@click.option("--recipe", type=click.Choice(["paper", "quick", "official"]), default=None,
-              help="paper: the reference code's setup; quick: CPU-sized; official: the method's own published "
-                   "recipe [default: paper with a GPU or --data, quick otherwise].")
-@click.option("--protocol", "split", type=click.Choice(["clean", "faithful", "holdout"]), default=None,
-              help="clean: seeded subject-disjoint k-fold, last epoch; faithful: the reference code's "
-                   "15-ID windows with best epoch chosen on the test fold; holdout: the official train/test "
-                   "split of a converted public dataset [default: holdout when the dataset has an official "
-                   "split, clean otherwise].")
-@click.option("--epochs", type=int, default=None,
-              help="Override the recipe's epochs; its lr milestones scale with them (quick: 6 epochs, lr/10 after 5; "
-                   "--epochs 12 drops after 10).")
-@click.option("--folds", type=int, default=None, help="Number of folds k [default: the recipe's].")
-@click.option("--fold", "run_folds", type=int, multiple=True, help="Run only this fold (repeatable).")
-@click.option("--image-size", type=int, default=None, help="Override the recipe's input size (px).")
-@click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
-@click.option("--lr", type=float, default=None, help="Override the recipe's learning rate.")
-@click.option("--seed", type=int, default=0, help="Fixes splits, initialisation, data order and augmentation.")
-@click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
-              help="An option of the paradigm or method (repeatable), e.g. train_on=masked, alpha=2, "
-                   "scn.beta=0.5; `msde-bench paradigms` lists the paradigms' options.")
-@click.option("--init", type=click.Path(dir_okay=False), default=None,
-              help="Initialise the backbone from a local checkpoint (classifier head ignored).")
-@click.option("--pretrained", is_flag=True, help="Ask timm for pretrained weights (needs network access).")
+@run_options(single=True)
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
+              help="Re-run the spec recorded in this result file (other options are then not allowed, except "
+                   "--out, --resume, --progress, --save-models and --device).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last finished fold.")
-@click.option("--progress/--no-progress", default=None, help="Show progress bars [default: on a terminal].")
 @click.option("--save-models/--no-save-models", default=None,
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
-def run(model, paradigm, data, out, recipe, split, epochs, folds, run_folds, image_size, batch_size, lr, seed,
-        device, opts, init, pretrained, resume, progress, save_models):
+def run(model, paradigm, data, out, recipe, protocol, epochs, folds, run_folds, image_size, batch_size, lr, seed,
+        device, opts, init, pretrained, progress, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
-    (mean ± std over folds).
+    (mean ± std over folds). The same run from Python: msde_bench.api.run_benchmark.
 
     \b
     Examples:
       msde-bench run --model resnet18 --paradigm baseline
       msde-bench run --model resnet18 --opt train_on=non-masked --fold 0 --fold 1
       msde-bench run --data /path/to/MSD-E-root --recipe paper --protocol faithful
+      msde-bench run --spec results/resnet18-baseline-synth-small-89b21afd7b.json
     """
     from rich.console import Console
 
-    from msde_bench import engine
-    from msde_bench.data import sources
-    from msde_bench.spec import make_spec
+    from msde_bench import api
+    from msde_bench import results as R
+    from msde_bench.spec import RunSpec
+    from msde_bench.training import resolve_device, threads_default
 
     console = Console(stderr=True)
-    engine.threads_default()
-    dev = engine.resolve_device(device)
-    recipe = recipe or engine.default_recipe(data, dev)
-    options = engine.check_options(model, paradigm, opts, recipe)
-    spec = make_spec(
-        model=model, paradigm=paradigm, recipe=recipe, paper_lr=engine.paradigm_class(paradigm).paper_lr,
-        data=data, options=options, official=engine.official_recipe(model), folds=folds,
-        run_folds=run_folds, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, seed=seed,
-        device=str(dev),
-        init=str(Path(init).resolve()) if init else None, pretrained=pretrained,
-    )
-    dataset = sources.resolve(spec.data, progress=_synth_progress(console))
-    spec = engine.with_protocol(spec, dataset, split)
-    console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{recipe}[/] · model {model} · paradigm "
-                  f"{paradigm} · data {spec.data} · protocol {spec.split} ({spec.folds} folds) · device {dev} · "
-                  f"{spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · {spec.optimizer} lr "
-                  f"{spec.lr:g} · seed {seed}")
-    result, path = engine.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
-                              save_models=save_models)
+    threads_default()
+    if spec_file:
+        ctx = click.get_current_context()
+        given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "run_folds",
+                                   "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained")
+                 if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise MsdeError(f"--spec {spec_file}: cannot be combined with --{given[0].replace('_', '-')}")
+        spec = RunSpec.from_dict(R.load(spec_file)["spec"])
+        if ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT:
+            spec = spec.with_(device=str(resolve_device(device)))
+        dev = resolve_device(spec.device)
+        dataset = None
+    else:
+        spec, dataset = api.prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=opts,
+                                         device=device, init=init, epochs=epochs, folds=folds, run_folds=run_folds,
+                                         image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                                         pretrained=pretrained)
+        dev = spec.device
+    _header(console, "", spec, dev)
+    result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
+                                save_models=save_models)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
-
-
-def _synth_progress(console):
-    def cb(done: int, total: int) -> None:
-        if done == 1:
-            console.print(f"generating the synthetic dataset ({total} pairs) into the cache ...")
-
-    return cb
 
 
 def summary_table(result: dict) -> str:
@@ -140,32 +175,17 @@ def summary_table(result: dict) -> str:
 
 
 @main.command(context_settings=dict(show_default=True))
-@click.option("--model", default="resnet18", help="A method plugin name or any timm model name.")
-@click.option("--data", default=None, help="As for run [default: the recipe's synthetic set].")
-@click.option("--out", default="results", type=click.Path(file_okay=False), help="Folder for the result files.")
-@click.option("--recipe", type=click.Choice(["paper", "quick", "official"]), default=None,
-              help="As for run [default: paper with a GPU or --data, quick otherwise].")
-@click.option("--protocol", "split", type=click.Choice(["clean", "faithful", "holdout"]), default=None,
-              help="As for run [default: holdout with an official split, clean otherwise].")
-@click.option("--epochs", type=int, default=None)
-@click.option("--folds", type=int, default=None)
-@click.option("--fold", "run_folds", type=int, multiple=True, help="Run only this fold (repeatable).")
-@click.option("--image-size", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--seed", type=int, default=0)
-@click.option("--device", default="auto")
-@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
-              help="Applied to every row whose paradigm accepts the key (e.g. alpha=2, lambda=10, quirks).")
-@click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github")
-@click.option("--progress/--no-progress", default=None)
-def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_size, batch_size, seed, device, opts,
-            fmt, progress):
+@run_options(single=False)
+@click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
+              help="Table format (tabulate).")
+def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_size, batch_size, lr, seed, device,
+            opts, init, pretrained, progress, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
     the same seed and folds; finished runs under --out are reused. Columns: non-masked, masked and
     overall accuracy (mean ± std over folds), mask gap, and the change of non-masked accuracy
-    relative to the non-masked-only baseline.
+    relative to the non-masked-only baseline. From Python: msde_bench.api.compare_benchmark.
 
     \b
     Example:
@@ -173,22 +193,16 @@ def compare(model, data, out, recipe, split, epochs, folds, run_folds, image_siz
     """
     from rich.console import Console
 
+    from msde_bench import api
     from msde_bench import compare as C
-    from msde_bench import engine
-    from msde_bench.data import sources
+    from msde_bench.training import threads_default
 
     console = Console(stderr=True)
-    engine.threads_default()
-    dev = engine.resolve_device(device)
-    recipe = recipe or engine.default_recipe(data, dev)
-    user_opts = C.check_user_options(model, opts, recipe)
-    specs = C.build_specs(model, recipe, user_opts, data=data, folds=folds, run_folds=run_folds, epochs=epochs,
-                          image_size=image_size, batch_size=batch_size, seed=seed, device=str(dev))
-    dataset = sources.resolve(specs[0][1].data, progress=_synth_progress(console))
-    specs = [(title, engine.with_protocol(s, dataset, split)) for title, s in specs]
-    console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
-                  f"{specs[0][1].data} · protocol {specs[0][1].split} ({specs[0][1].folds} folds) · seed {seed} · device {dev}")
-    rows = C.run_all(specs, dataset, out, console, progress)
+    threads_default()
+    rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
+                                 device=device, init=init, console=console, progress=progress, epochs=epochs,
+                                 folds=folds, run_folds=run_folds, image_size=image_size, batch_size=batch_size,
+                                 lr=lr, seed=seed, pretrained=pretrained)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")
@@ -206,8 +220,8 @@ def paradigms():
     """
     from tabulate import tabulate
 
+    from msde_bench.options import QUIRKS
     from msde_bench.plugins import registry
-    from msde_bench.spec import QUIRKS
 
     rows = []
     for name, entry in sorted(registry().paradigms.items()):
@@ -222,13 +236,15 @@ def paradigms():
 
 
 @main.command()
-def plugins():
-    """List plugins: name, version, source, what each registers, and load errors.
+@click.option("--traceback", "show_traceback", is_flag=True, help="Print the full traceback of each plugin that failed.")
+def plugins(show_traceback):
+    """List plugins: name, version, source, distribution, what each registers, and load errors.
 
-    Sources: built-in (inside msde_bench), in-tree (plugins/ shipped with msde-bench) and
-    installed (any package declaring the entry-point group msde_bench). A plugin that fails to
-    load is listed with its error and skipped; MSDE_BENCH_DISABLE_PLUGINS (comma list, or *)
-    turns plugins off.
+    Sources, in order of precedence: built-in (inside msde_bench), in-tree (plugins/ shipped with
+    msde-bench) and installed (any package declaring the entry-point group msde_bench); a name
+    taken by an earlier source is refused to a later one. A plugin that fails to load is listed
+    with its error and skipped; MSDE_BENCH_DISABLE_PLUGINS (comma list of plugin names, or * for
+    every plugin outside msde_bench) turns plugins off.
 
     \b
     Example:
@@ -238,28 +254,53 @@ def plugins():
 
     from msde_bench.plugins import registry
 
+    reg = registry()
     rows = []
-    for info in registry().plugins.values():
+    for info in reg.plugins.values():
         status = "disabled" if info.disabled else (f"error: {info.error}" if info.error else "ok")
-        rows.append([info.name, info.version, info.source, ", ".join(info.registers), status])
-    click.echo(tabulate(rows, headers=["plugin", "version", "source", "registers", "status"], tablefmt="github",
-                        disable_numparse=True))
+        rows.append([info.name, info.version, info.source, info.distribution, ", ".join(info.registers), status])
+    click.echo(tabulate(rows, headers=["plugin", "version", "source", "distribution", "registers", "status"],
+                        tablefmt="github", disable_numparse=True))
+    for warning in reg.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if show_traceback:
+        for info in reg.plugins.values():
+            if info.traceback:
+                click.echo(f"\n{info.name}:\n{info.traceback}", err=True)
 
 
 @main.command()
-def methods():
-    """List the FER methods that --model accepts, with their paper.
+@click.argument("name", required=False)
+def methods(name):
+    """List the FER methods that --model accepts, with their paper; with NAME, that method's options.
 
     Any timm model name is accepted too, as a plain backbone with a linear head.
 
     \b
-    Example:
+    Examples:
       msde-bench methods
+      msde-bench methods scn
     """
     from tabulate import tabulate
 
     from msde_bench.plugins import registry
 
+    if name is not None:
+        from msde_bench.factory import method_entry, method_options, method_provider, official_options, require_model
+
+        require_model(name)
+        entry = method_entry(name)
+        prov = method_provider(name)
+        click.echo(f"{name}: {entry.description if entry else 'plain timm backbone + linear head'}")
+        if entry is not None and entry.paper:
+            click.echo(f"paper: {entry.paper}")
+        click.echo(f"plugin: {prov['plugin']} {prov['version']} ({prov['source']}, {prov['distribution']})")
+        official = {k.split(".", 1)[1]: v for k, v in official_options(name).items()}
+        rows = [[key, repr(opt.default), repr(official[key]) if key in official else "", opt.help]
+                for key, opt in sorted(method_options(name).items())]
+        click.echo(tabulate(rows, headers=["option", "default", "official recipe", "meaning"], tablefmt="github",
+                            disable_numparse=True) if rows else "(no options)")
+        return
     rows = [[name, e.description, e.paper, e.plugin] for name, e in sorted(registry().methods.items())]
     rows.append(["<any timm model>", "plain backbone + global average pooling + linear head "
                  "(e.g. resnet18, resnet50, convnext_tiny)", "", "built-in"])
@@ -324,6 +365,33 @@ def results(ctx, results_dirs, fmt):
     _emit(rows, fmt)
     for path, problem in problems:
         click.echo(f"skipped {path}: {problem}", err=True)
+
+
+@results.command("merge")
+@click.argument("out", type=click.Path(file_okay=False), required=False)
+def results_merge(out):
+    """Write the complete result of every run whose folds all finished as separate cells.
+
+    OUT is a results folder [default: the --results folders]; each `<run_id>/fold<k>.json` cell
+    under it counts, whichever `msde-bench run --fold k` (or machine) wrote it. `msde-bench run
+    --fold` merges by itself once the last fold of a spec is done.
+
+    \b
+    Example:
+      msde-bench results merge results
+    """
+    from msde_bench.runner import merge_all
+
+    ctx = click.get_current_context()
+    dirs = [Path(out)] if out else ctx.obj["dirs"]
+    for d in dirs:
+        if not d.is_dir():
+            raise MsdeError(f"{d}: results folder not found")
+        written = merge_all(d)
+        for path in written:
+            click.echo(f"merged: {path}")
+        if not written:
+            click.echo(f"{d}: no run with every fold's cell present")
 
 
 @results.command("show")
@@ -552,7 +620,8 @@ def data_stats(root):
 
 @main.command(context_settings=dict(show_default=True))
 @click.option("--model", default="resnet18", help="Model to time.")
-@click.option("--paradigm", default="baseline", help="Paradigm whose training step is timed.")
+@click.option("--paradigm", default="baseline",
+              help="Paradigm whose training step is timed; the bare loop puts the same images through the model.")
 @click.option("--batch-size", type=int, default=32)
 @click.option("--image-size", type=int, default=48)
 @click.option("--steps", type=int, default=15, help="Timed steps per round (after 3 warm-up steps).")
@@ -569,11 +638,14 @@ def bench(model, paradigm, batch_size, image_size, steps, rounds, device):
     Example:
       msde-bench bench --model resnet18 --batch-size 32 --image-size 48
     """
-    from msde_bench import engine
     from msde_bench.bench import run_bench
+    from msde_bench.factory import paradigm_class, require_model
+    from msde_bench.training import resolve_device, threads_default
 
-    engine.threads_default()
-    report = run_bench(model, paradigm, batch_size, image_size, steps, engine.resolve_device(device), rounds)
+    threads_default()
+    require_model(model)
+    paradigm_class(paradigm)
+    report = run_bench(model, paradigm, batch_size, image_size, steps, resolve_device(device), rounds)
     for line in report["lines"]:
         click.echo(line)
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tabulate import tabulate
+
+from msde_bench import runner
 from msde_bench.errors import MsdeError
+from msde_bench.factory import official_options, official_recipe, option_aliases, paradigm_class, qualify, valid_options
+from msde_bench.options import parse_options
+from msde_bench.spec import make_spec
 
 ROWS = (
     ("baseline (non-masked)", "baseline", {"train_on": "non-masked"}),
@@ -25,9 +31,6 @@ def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
     """Every option of the row with its value: defaults, then the user's --opt values that this
     paradigm accepts, then the row's own (the same canonical form `run` gives, so that a row and
     the equivalent `msde-bench run` share one spec and one result file)."""
-    from msde_bench.engine import valid_options
-    from msde_bench.spec import parse_options
-
     valid = valid_options(model, paradigm)
     return {**parse_options([], valid), **{k: v for k, v in user.items() if k in valid}, **base}
 
@@ -35,9 +38,6 @@ def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
 def check_user_options(model: str, pairs, recipe: str | None = None) -> dict:
     """Each --opt key must be valid for at least one row; values are parsed by that row's option.
     Under `recipe="official"` the method's official option values come first."""
-    from msde_bench.engine import official_options, option_aliases, qualify, valid_options
-    from msde_bench.spec import parse_options
-
     merged = {}
     for _, paradigm, _ in ROWS:
         merged.update(valid_options(model, paradigm))
@@ -49,26 +49,22 @@ def check_user_options(model: str, pairs, recipe: str | None = None) -> dict:
 
 
 def run_all(specs: list, dataset, out: str | Path, console, show_progress) -> list[dict]:
-    from msde_bench import engine
-
     results = []
     for title, spec in specs:
         console.print(f"[bold]{title}[/]")
-        result, path = engine.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress)
+        result, path = runner.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress)
         results.append(dict(title=title, result=result, path=str(path)))
     return results
 
 
 def table(rows: list[dict], fmt: str = "github") -> str:
-    from tabulate import tabulate
-
     ref = next((r for r in rows if r["title"] == "baseline (non-masked)"), None)
     ref_nm = ref["result"]["summary"]["acc_non_masked"]["mean"] if ref else None
     out = []
     for r in rows:
         s = r["result"]["summary"]
 
-        def ms(key):
+        def ms(key, s=s):
             return f"{s[key]['mean']:.3f} ± {s[key]['std']:.3f}"
 
         delta = "" if ref_nm is None else f"{s['acc_non_masked']['mean'] - ref_nm:+.3f}"
@@ -79,14 +75,11 @@ def table(rows: list[dict], fmt: str = "github") -> str:
 
 
 def build_specs(model: str, recipe: str, user_opts: dict, **kw) -> list:
-    from msde_bench.engine import official_recipe, paradigm_class
-    from msde_bench.spec import make_spec
-
     specs = []
     for title, paradigm, base in ROWS:
         opts = row_options(paradigm, model, base, user_opts)
         specs.append((title, make_spec(model=model, paradigm=paradigm, recipe=recipe, official=official_recipe(model),
                                        paper_lr=paradigm_class(paradigm).paper_lr, options=opts, **kw)))
-    if len({(s.seed, s.split, s.folds, s.data) for _, s in specs}) != 1:  # same folds for every row
+    if len({(s.seed, s.protocol, s.folds, s.data) for _, s in specs}) != 1:  # same folds for every row
         raise MsdeError("internal: compare rows differ in seed, protocol or data")
     return specs

@@ -19,37 +19,24 @@ from msde_bench import CLASS_NAMES, NUM_CLASSES
 from msde_bench import protocol as P
 from msde_bench import results as R
 from msde_bench.atomic import write_text_atomic
-from msde_bench.checkpoints import load_torch, save_torch_atomic
+from msde_bench.checkpoints import model_path, read_model
+from msde_bench.data.pairs import ImageCache
 from msde_bench.errors import MsdeError
+from msde_bench.factory import build_method, load_dataset
 from msde_bench.spec import RunSpec
+from msde_bench.training import eval_augment
 
-MODEL_FORMAT = "msde-bench/model/1"
 CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
 
 
 # ------------------------------------------------------------------------------------------
-# saving and loading fold models
-
-
-def model_path(result_path: Path, run_id: str, fold: int) -> Path:
-    return result_path.parent / run_id / f"fold{fold}.pt"
-
-
-def save_model(path: Path, method: nn.Module, spec: RunSpec, fold: int, test_subjects) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
-    save_torch_atomic(path, dict(format=MODEL_FORMAT, spec=spec.to_dict(), fold=fold,
-                                 test_subjects=list(test_subjects), state_dict=state))
+# loading fold models
 
 
 def load_model(path: Path, spec: RunSpec) -> nn.Module:
-    from msde_bench.engine import build_method
-
-    obj = load_torch(path, missing="model file not found; run again with --save-models to explain this run",
-                     unreadable="not a readable model file")
-    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise MsdeError(f"{path}: not an msde-bench model file")
+    """A saved fold model, rebuilt from its spec, in eval mode."""
     method, _ = build_method(spec, load=False)
-    method.load_state_dict(obj["state_dict"])
+    method.load_state_dict(read_model(path)["state_dict"])
     return method.eval()
 
 
@@ -68,9 +55,6 @@ class Explained:
 
 
 def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
-    from msde_bench.data import sources
-    from msde_bench.data.pairs import ImageCache
-
     result_path = Path(result_path)
     result = R.load(result_path)
     spec = RunSpec.from_dict(result["spec"])
@@ -78,17 +62,18 @@ def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
     fold = done[0] if fold is None else fold
     if fold not in done:
         raise MsdeError(f"{result_path}: fold {fold} is not in this result (folds {done})")
-    path = model_path(result_path, result["run_id"], fold)
+    record = next(x for x in result["folds"] if x["fold"] == fold)
+    saved = record.get("model_file")
+    path = result_path.parent / saved if saved else model_path(result_path, result["run_id"], fold)
     method = load_model(path, spec)
-    dataset = sources.resolve(spec.data)
+    dataset = load_dataset(spec.data)
     if dataset.fingerprint() != result["dataset"]["fingerprint"]:
         raise MsdeError(f"{spec.data}: the dataset changed since {result_path} was written (fingerprint "
                         f"{dataset.fingerprint()} vs {result['dataset']['fingerprint']})")
-    folds = P.make_folds(spec.split, dataset.subjects, dataset.labels, spec.folds, spec.seed,
+    folds = P.make_folds(spec.protocol, dataset.subjects, dataset.labels, spec.folds, spec.seed,
                          dataset.official_splits())
     f = folds[fold]
-    recorded = next(x for x in result["folds"] if x["fold"] == fold)["test_subjects"]
-    if list(f.test_subjects) != list(recorded):
+    if list(f.test_subjects) != list(record["test_subjects"]):
         raise MsdeError(f"{result_path}: fold {fold}'s test subjects cannot be reproduced")
     return Explained(result, result_path, spec, fold, method, ImageCache(dataset, spec.image_size), f.test, f.train)
 
@@ -98,8 +83,6 @@ def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
 
 
 def _inputs(ex: Explained, idx: np.ndarray, view: str) -> torch.Tensor:
-    from msde_bench.engine import eval_augment
-
     src = ex.cache.non_masked if view == "non-masked" else ex.cache.masked
     return eval_augment(ex.spec).eval(src[torch.as_tensor(idx)], torch.device("cpu"))
 
@@ -196,7 +179,7 @@ def tsne(embeddings: np.ndarray, seed: int) -> np.ndarray:
 
 def row_normalised(cm: np.ndarray) -> np.ndarray:
     """Each row divided by its own sum (empty rows stay 0): the reference code's column-aligned
-    division (PAPER.md section 7) is not reproduced."""
+    division is not reproduced."""
     cm = np.asarray(cm, dtype=np.float64)
     sums = cm.sum(axis=1, keepdims=True)
     return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)

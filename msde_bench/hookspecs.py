@@ -1,7 +1,11 @@
 """The plugin contract (pluggy, registrar style).
 
-The core calls each hook with a `register` function; a plugin calls it once per thing it adds.
-The core validates names and duplicates in one place (msde_bench.plugins).
+The core calls each hook once per plugin with one keyword argument, `register`; the plugin calls
+`register(...)` once per thing it adds. Names must be letters, digits, `-` and `_`. Precedence,
+duplicates and load errors are handled in one place, msde_bench.plugins.
+
+A plugin module implements any of these hooks with `@hookimpl` (from msde_bench.api) and is
+declared as an entry point of the group `msde_bench` in its package metadata.
 """
 
 import pluggy
@@ -12,16 +16,43 @@ hookimpl = pluggy.HookimplMarker("msde_bench")
 
 @hookspec
 def msde_bench_register_methods(register):
-    """register(name, factory, *, paper="", description="", options=None)
+    """Register FER methods (what `--model NAME` trains).
 
-    `factory(backbone=..., num_classes=..., pretrained=..., options=...)` returns a Method."""
+    :param register: ``register(name: str, cls: type[Method], *, paper: str | None = None,
+        description: str | None = None) -> None``. ``paper`` and ``description`` default to the
+        class attributes of the same names. A name already taken by a built-in or in-tree
+        method, or a timm model name, is refused (the plugin is then skipped with that error).
+
+    The core builds the method of a run as ``cls(num_classes=7, pretrained=spec.pretrained,
+    options=dict)``, ``options`` holding the method's own ``--opt`` values by their bare names
+    with defaults filled in (``cls.options``: ``{name: Option}``), and wraps it in nothing else
+    (except ``DoubleSoftmax`` under ``quirk_double_softmax``). ``cls`` must subclass Method.
+    """
 
 
 @hookspec
 def msde_bench_register_paradigms(register):
-    """register(name, cls, *, paper="", description="") with cls a Paradigm subclass."""
+    """Register training paradigms (what `--paradigm NAME` trains with).
+
+    :param register: ``register(name: str, cls: type[Paradigm], *, paper: str | None = None,
+        description: str | None = None) -> None``; ``paper`` and ``description`` default to
+        the class attributes.
+
+    The core builds the paradigm of a fold as ``cls(options)``, ``options`` the paradigm's own
+    ``--opt`` values (``cls.options``) with defaults filled in, calls ``prepare(ctx: FoldContext)``
+    once per fold, then ``training_step(method, batch: Batch) -> dict`` once per optimiser step.
+    """
 
 
 @hookspec
 def msde_bench_register_datasets(register):
-    """register(name, loader, *, description="") with loader(spec_data: str) -> PairedDataset."""
+    """Register dataset loaders (what `--data NAME:ARG` reads).
+
+    :param register: ``register(name: str, loader: Callable[..., PairedDataset], *,
+        paper: str | None = None, description: str | None = None) -> None``.
+
+    For ``--data NAME`` or ``--data NAME:ARG`` (when no such path exists) the core calls
+    ``loader(data: str, progress=callback)`` with the whole ``--data`` string; ``callback(done:
+    int, total: int)`` may be called while the loader generates or converts files. It returns a
+    PairedDataset. Anything else given to ``--data`` is read as an MSD-E-layout folder.
+    """

@@ -3,7 +3,8 @@
 One table per dataset (name and fingerprint) and protocol (name, version, split). A row is one
 run spec without its seed: runs of the same spec with different seeds are aggregated (mean and
 sample standard deviation over every seed x fold value); of several runs with the same spec and
-seed the newest wins and the others are listed as superseded. Complete rows are ranked by masked
+seed (separate `--fold` runs included) a complete one wins over incomplete ones, then the newest,
+and the others are listed as superseded. Complete rows are ranked by masked
 accuracy; a row whose runs did not finish every fold of the protocol is shown apart, never
 ranked. In each column the best value is bold; rows whose masked accuracy is not significantly
 different from the best row's (paired t-test over the shared (seed, fold) pairs, p >= 0.05) carry
@@ -27,7 +28,6 @@ from msde_bench.errors import MsdeError, ResultError
 
 P_THRESHOLD = 0.05
 DEFAULT_RESULTS = Path("leaderboard/results")
-DEFAULT_OUTPUT = Path("leaderboard/README.md")
 COMMAND = "msde-bench leaderboard"
 
 #: (result key, column title, higher is better)
@@ -67,7 +67,9 @@ class Row:
 
 
 def _spec_key(spec: dict, with_seed: bool) -> str:
-    s = {k: v for k, v in spec.items() if with_seed or k != "seed"}
+    """A row's identity: the spec without the folds it selected (separate `--fold` runs of one spec
+    are one row) and, for a row, without the seed."""
+    s = {k: v for k, v in spec.items() if (with_seed or k != "seed") and k != "run_folds"}
     return json.dumps(s, sort_keys=True, separators=(",", ":"))
 
 
@@ -96,7 +98,11 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
     """Groups results into tables of rows; returns ({table key: [Row]}, superseded runs)."""
     newest: dict[str, dict] = {}
     superseded = []
-    for r in sorted(results, key=lambda r: (r.get("finished") or r["created"], r["run_id"], r["_path"])):
+    # a complete result wins over incomplete ones of the same spec and seed (the merge of its
+    # `--fold` runs), then the newest wins
+    order = sorted(results, key=lambda r: (bool(r["protocol"].get("complete", False)), r.get("finished") or r["created"],
+                                           r["run_id"], r["_path"]))
+    for r in order:
         k = _spec_key(r["spec"], with_seed=True)
         if k in newest:
             superseded.append(newest[k])

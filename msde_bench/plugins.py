@@ -1,23 +1,34 @@
-"""The plugin manager: built-ins, then every installed entry point of the group "msde_bench".
+"""The plugin manager: built-ins, then the in-tree plugins, then every other installed entry point
+of the group "msde_bench".
 
-A plugin that fails to import or to register is recorded with its error and skipped; everything
-else keeps working. `MSDE_BENCH_DISABLE_PLUGINS` (comma list, or `*` for every external plugin)
-turns plugins off.
+Precedence is that load order: a name already registered by a built-in or an in-tree plugin can
+never be taken over by an installed one (its registration is refused and recorded as that
+plugin's error), and no plugin may register a method under a timm model's name. A plugin that
+fails to import or to register is recorded with its error and traceback and skipped; everything
+else keeps working. `MSDE_BENCH_DISABLE_PLUGINS` (comma list of plugin names, or `*` for every
+plugin outside msde_bench) turns plugins off.
 """
 
 from __future__ import annotations
 
 import os
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
-from msde_bench import hookspecs
+from msde_bench import __version__, builtins, hookspecs
 from msde_bench.errors import MsdeError
+from msde_bench.models.backbones import is_timm_model
 
 GROUP = "msde_bench"
+DISABLE_ENV = "MSDE_BENCH_DISABLE_PLUGINS"
+BUILTIN = "msde_bench.builtins"
+#: load order, which is precedence: the first to register a name keeps it
+SOURCES = ("built-in", "in-tree", "installed")
 
 
 @dataclass
@@ -27,7 +38,6 @@ class Entry:
     plugin: str
     paper: str = ""
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -35,8 +45,10 @@ class PluginInfo:
     name: str
     version: str
     source: str  # built-in | in-tree (shipped in plugins/ with msde-bench) | installed
+    distribution: str = ""
     registers: list[str] = field(default_factory=list)
     error: str | None = None
+    traceback: str | None = None
     disabled: bool = False
 
 
@@ -46,14 +58,22 @@ class Registry:
         self.paradigms: dict[str, Entry] = {}
         self.datasets: dict[str, Entry] = {}
         self.plugins: dict[str, PluginInfo] = {}
+        self.warnings: list[str] = []
 
     def _registrar(self, table: dict[str, Entry], kind: str, plugin: str) -> Callable:
-        def register(name: str, obj: Any, *, paper: str = "", description: str = "", **extra) -> None:
+        def register(name: str, obj: Any, *, paper: str | None = None, description: str | None = None) -> None:
             if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
                 raise MsdeError(f"plugin {plugin!r}: invalid {kind} name {name!r}")
             if name in table:
-                raise MsdeError(f"{kind} {name!r} is registered twice: by {table[name].plugin!r} and by {plugin!r}")
-            table[name] = Entry(name, obj, plugin, paper, description, extra)
+                owner = self.plugins[table[name].plugin]
+                raise MsdeError(f"{kind} {name!r} is already registered by {owner.source} plugin {owner.name!r}; "
+                                f"plugin {plugin!r} may not replace it")
+            if kind == "method" and is_timm_model(name):
+                raise MsdeError(f"method name {name!r} of plugin {plugin!r} is a timm model name; "
+                                "choose another (--model {name} means the plain timm model)")
+            paper = getattr(obj, "paper", "") if paper is None else paper
+            description = getattr(obj, "description", "") if description is None else description
+            table[name] = Entry(name, obj, plugin, paper, description)
             self.plugins[plugin].registers.append(f"{kind}:{name}")
 
         return register
@@ -69,8 +89,7 @@ class Registry:
                 (pm.hook.msde_bench_register_paradigms, self.paradigms, "paradigm"),
                 (pm.hook.msde_bench_register_datasets, self.datasets, "dataset"),
             ):
-                impls = [i for i in hook.get_hookimpls() if i.plugin_name == name]
-                for impl in impls:
+                for impl in [i for i in hook.get_hookimpls() if i.plugin_name == name]:
                     impl.function(register=self._registrar(table, kind, name))
         except Exception:
             self.methods, self.paradigms, self.datasets = saved
@@ -80,9 +99,21 @@ class Registry:
 
 
 def _disabled() -> tuple[set[str], bool]:
-    raw = os.environ.get("MSDE_BENCH_DISABLE_PLUGINS", "")
+    raw = os.environ.get(DISABLE_ENV, "")
     names = {n.strip() for n in raw.split(",") if n.strip()}
     return names, "*" in names
+
+
+def _entry_points() -> list[tuple[str, Any, PluginInfo]]:
+    """(name, entry point, info) of every plugin, in load order: in-tree first, then installed,
+    each by name."""
+    found = []
+    for ep in metadata.entry_points(group=GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = (dist.metadata["Name"] or "") if dist is not None else ""
+        source = "in-tree" if dist_name.lower().replace("_", "-") == "msde-bench" else "installed"
+        found.append((ep.name, ep, PluginInfo(ep.name, dist.version if dist else "?", source, dist_name)))
+    return sorted(found, key=lambda t: (SOURCES.index(t[2].source), t[0], t[2].distribution))
 
 
 _REGISTRY: Registry | None = None
@@ -92,32 +123,32 @@ def registry(reload: bool = False) -> Registry:
     global _REGISTRY
     if _REGISTRY is not None and not reload:
         return _REGISTRY
-    from msde_bench import __version__, builtins
-
     reg = Registry()
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    reg.plugins["msde_bench.builtins"] = PluginInfo("msde_bench.builtins", __version__, "built-in")
-    reg.load_plugin(pm, "msde_bench.builtins", builtins)
+    reg.plugins[BUILTIN] = PluginInfo(BUILTIN, __version__, "built-in", "msde-bench")
+    reg.load_plugin(pm, BUILTIN, builtins)
     disabled, all_external = _disabled()
-    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-        dist = getattr(ep, "dist", None)
-        dist_name = (dist.metadata["Name"] or "") if dist is not None else ""
-        source = "in-tree" if dist_name.lower().replace("_", "-") == "msde-bench" else "installed"
-        info = PluginInfo(ep.name, dist.version if dist else "?", source)
-        if ep.name in reg.plugins:
-            info.error = f"entry point name {ep.name!r} is used twice (also by {reg.plugins[ep.name].source} plugin)"
-            reg.plugins[f"{ep.name} ({dist_name})"] = info
+    for name, ep, info in _entry_points():
+        if name in reg.plugins:
+            other = reg.plugins[name]
+            info.error = f"entry point name {name!r} is used twice (also by {other.source} plugin from {other.distribution!r})"
+            reg.plugins[f"{name} ({info.distribution})"] = info
             continue
-        reg.plugins[ep.name] = info
-        if all_external or ep.name in disabled:
+        reg.plugins[name] = info
+        if all_external or name in disabled:
             info.disabled = True
             continue
         try:
             module = ep.load()
             info.version = str(getattr(module, "__version__", info.version))
-            reg.load_plugin(pm, ep.name, module)
+            reg.load_plugin(pm, name, module)
         except Exception as e:  # noqa: BLE001 - a broken plugin never breaks the harness
             info.error = f"{type(e).__name__}: {e}".splitlines()[0]
+            info.traceback = traceback.format_exc()
+    unknown = sorted(disabled - set(reg.plugins) - {"*"})
+    if unknown:
+        reg.warnings.append(f"{DISABLE_ENV} names no plugin called {', '.join(map(repr, unknown))} "
+                            f"(plugins: {', '.join(n for n in reg.plugins if n != BUILTIN)})")
     _REGISTRY = reg
     return reg

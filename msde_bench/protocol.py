@@ -4,7 +4,7 @@
   once and classes are balanced across folds where the subjects allow it (scikit-learn's
   StratifiedGroupKFold). The model after the last epoch is the one evaluated.
 - `holdout`: one fold, the official train/test split of a converted public dataset.
-- `faithful`: the reference code's split (PAPER.md section 3): with w = (number of subject IDs) // k,
+- `faithful`: the reference code's split (the MSD-E authors' released code): with w = (number of subject IDs) // k,
   fold k tests the subject IDs w*k ... w*k + w inclusive (w + 1 IDs, overlapping the next fold by one;
   the tail IDs are never tested), trains on all other IDs, and selects the best epoch on the test
   fold. It exists to compare with the paper; its numbers are optimistic by construction.
@@ -21,7 +21,7 @@ import numpy as np
 from msde_bench.errors import MsdeError
 
 PROTOCOL_VERSION = 1
-SPLITS = ("clean", "faithful", "holdout")
+PROTOCOLS = ("clean", "faithful", "holdout")
 
 
 @dataclass(frozen=True)
@@ -83,22 +83,23 @@ def holdout_folds(subjects: np.ndarray, official: list[str] | None) -> list[Fold
     return [Fold(0, train, test, tuple(sorted(set(subjects[test].tolist()))))]
 
 
-def make_folds(split: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int,
+def make_folds(protocol: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int,
                official: list[str] | None = None) -> list[Fold]:
     """The folds of a protocol; `official` is each pair's official split ("train"/"test") for holdout."""
-    if split == "clean":
+    if protocol == "clean":
         folds = clean_folds(subjects, labels, k, seed)
-    elif split == "faithful":
+    elif protocol == "faithful":
         folds = faithful_folds(subjects, k)
-    elif split == "holdout":
+    elif protocol == "holdout":
         folds = holdout_folds(subjects, official)
     else:
-        raise MsdeError(f"unknown protocol {split!r}; choose one of {', '.join(SPLITS)}")
+        raise MsdeError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     for f in folds:
         check_disjoint(f, subjects)
     return folds
 
 
-def describe(split: str, k: int) -> dict:
-    return dict(name=f"msde-{split}", version=PROTOCOL_VERSION, folds=1 if split == "holdout" else k, split=split,
-                selection="best-on-test" if split == "faithful" else "last")
+def describe(protocol: str, k: int) -> dict:
+    """The result file's `protocol` block (its key `split` names the protocol, as in schema 1)."""
+    return dict(name=f"msde-{protocol}", version=PROTOCOL_VERSION, folds=1 if protocol == "holdout" else k,
+                split=protocol, selection="best-on-test" if protocol == "faithful" else "last")

@@ -1,4 +1,11 @@
-"""The result file: schema, atomic write, load and validation."""
+"""The result file: its schema (as TypedDicts), atomic write, load, upgrade and validation.
+
+Schema policy: `SCHEMA` names the result format. Adding an optional key keeps the schema; removing
+or renaming a key, or changing a key's meaning or type, bumps it (`msde-bench/result/N+1`) and
+adds an upgrade from the old schema in `upgrade`, so every committed result stays readable. The
+package `__version__` follows semantic versioning: a schema bump or a changed default that moves
+numbers is a minor version (0.x) bump, fixes that change no number a patch bump.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +13,75 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, get_type_hints
 
+from msde_bench.atomic import write_text_atomic
 from msde_bench.errors import ResultError
+from msde_bench.spec import RunSpec
 
-SCHEMA = "msde-bench/result/1"
+SCHEMA = "msde-bench/result/2"
+#: readable older schemas (upgraded on load)
+OLD_SCHEMAS = ("msde-bench/result/1",)
 
-_FOLD_FIELDS = {
-    "fold": int, "test_subjects": list, "n_test_pairs": int, "acc_non_masked": float, "acc_masked": float,
-    "acc_overall": float, "mask_gap": float, "macro_f1_non_masked": float, "macro_f1_masked": float, "pair_agreement": float,
-    "per_class": dict, "confusion_non_masked": list, "confusion_masked": list, "train_seconds": float,
-    "train_images_per_second": float,
-}
-_TOP_FIELDS = {
-    "schema": str, "run_id": str, "created": str, "msde_bench_version": str, "spec": dict, "dataset": dict,
-    "protocol": dict, "env": dict, "folds": list, "summary": dict,
-}
+
+class FoldResult(TypedDict, total=False):
+    """One fold of a run (the keys that every fold has; see OPTIONAL_FOLD_KEYS)."""
+
+    fold: int  # the fold index in the protocol
+    test_subjects: list  # subject ids tested in this fold
+    n_test_pairs: int  # pairs tested (each scored on both views)
+    acc_non_masked: float  # accuracy on the non-masked view, in [0, 1]
+    acc_masked: float  # accuracy on the masked view
+    acc_overall: float  # accuracy over both views' images
+    mask_gap: float  # acc_non_masked - acc_masked
+    macro_f1_non_masked: float  # macro-averaged F1 over the 7 classes, non-masked view
+    macro_f1_masked: float  # the same on the masked view
+    pair_agreement: float  # share of pairs whose two views get the same prediction
+    per_class: dict  # {class name: {non_masked, masked, n}} per-class accuracy
+    confusion_non_masked: list  # 7 x 7 counts, rows = true class
+    confusion_masked: list  # the same on the masked view
+    train_seconds: float  # wall time of training (teacher excluded)
+    train_images_per_second: float  # images through the network per second of training
+
+
+#: keys a fold may have: n_train_pairs, train_subjects (the fold's training side), selected_epoch
+#: (the evaluated epoch), n_params, train_history ([{epoch, loss, <every loss term>, train_acc,
+#: lr}], per epoch), history (faithful protocol: per-epoch test accuracies), paradigm (what the
+#: paradigm reports, e.g. the teacher's origin), init (--init report), model_file (saved model,
+#: relative to the result's folder)
+OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
+                      "paradigm", "init", "model_file")
+
+
+class RunResult(TypedDict, total=False):
+    """A result file (the keys that every result has; see OPTIONAL_KEYS)."""
+
+    schema: str  # SCHEMA
+    run_id: str  # <model>-<paradigm>-<dataset>-<spec digest>
+    created: str  # ISO time the first fold started
+    msde_bench_version: str  # msde_bench.__version__ that ran it
+    spec: dict  # RunSpec.to_dict(): everything the run needs to be repeated
+    dataset: dict  # name, root, fingerprint, n_pairs, n_subjects
+    protocol: dict  # name, version, folds, split (the protocol: clean/faithful/holdout), selection, run_folds, complete
+    env: dict  # python, torch, timm, numpy, sklearn, platform, device, device_name, threads
+    folds: list  # [FoldResult], in the order they were selected
+    summary: dict  # {metric: {mean, std, n}} over the folds
+
+
+#: keys a result may have: finished (ISO time), git_sha and git_dirty (the msde-bench checkout it ran
+#: from, and whether it had uncommitted changes), method_plugin ({plugin, version, source,
+#: distribution}: what provided --model)
+OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin")
+
 _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
               "pair_agreement")
+_DATASET_KEYS = ("name", "fingerprint", "n_pairs", "n_subjects")
+_PROTOCOL_KEYS = ("name", "version", "folds", "split", "selection")
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Writes JSON to a temporary file in the same folder, fsyncs it and renames it into place, so
     a reader never sees a half-written file and a crash never destroys the previous version."""
-    from msde_bench.atomic import write_text_atomic
-
     return write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
@@ -42,42 +93,52 @@ def _type_ok(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def _check_keys(obj: dict, schema: type, path, where: str = "") -> None:
+    for key, kind in get_type_hints(schema).items():
+        if key not in obj:
+            raise ResultError(path, f"{where}missing field {key!r}" if not where else f"{where} is missing {key!r}")
+        if not _type_ok(obj[key], kind):
+            raise ResultError(path, f"field {key!r} should be a {kind.__name__}" if not where
+                              else f"{where}.{key} should be a {kind.__name__}")
+
+
+def upgrade(obj: dict) -> dict:
+    """A result of an older schema in the current one (schema 1: the spec's `split` is now `protocol`)."""
+    if obj.get("schema") == "msde-bench/result/1":
+        spec = dict(obj.get("spec") or {})
+        if "split" in spec:
+            spec["protocol"] = spec.pop("split")
+        obj = dict(obj, schema=SCHEMA, spec=spec)
+    return obj
+
+
 def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
-    """Checks a loaded result against the schema; raises ResultError naming the file and field."""
+    """Checks a loaded result against the schema (upgrading an older one); raises ResultError
+    naming the file and field. Returns the (upgraded) result."""
     if not isinstance(obj, dict):
         raise ResultError(path, "not a JSON object")
+    if obj.get("schema") in OLD_SCHEMAS:
+        obj = upgrade(obj)
     if obj.get("schema") != SCHEMA:
         raise ResultError(path, f"schema is {obj.get('schema')!r}, expected {SCHEMA!r} (not an msde-bench result)")
-    for key, kind in _TOP_FIELDS.items():
-        if key not in obj:
-            raise ResultError(path, f"missing field {key!r}")
-        if not _type_ok(obj[key], kind):
-            raise ResultError(path, f"field {key!r} should be a {kind.__name__}")
+    _check_keys(obj, RunResult, path)
     if not obj["folds"]:
         raise ResultError(path, "no folds")
     for i, fold in enumerate(obj["folds"]):
         if not isinstance(fold, dict):
             raise ResultError(path, f"folds[{i}] is not an object")
-        for key, kind in _FOLD_FIELDS.items():
-            if key not in fold:
-                raise ResultError(path, f"folds[{i}] is missing {key!r}")
-            if not _type_ok(fold[key], kind):
-                raise ResultError(path, f"folds[{i}].{key} should be a {kind.__name__}")
+        _check_keys(fold, FoldResult, path, f"folds[{i}]")
         for key in _FRACTIONS:
             if not 0.0 <= fold[key] <= 1.0:
                 raise ResultError(path, f"folds[{i}].{key} = {fold[key]} is not a fraction in [0, 1]")
-    for key in ("name", "fingerprint", "n_pairs", "n_subjects"):
-        if key not in obj["dataset"]:
-            raise ResultError(path, f"dataset is missing {key!r}")
-    for key in ("name", "version", "folds", "split", "selection"):
-        if key not in obj["protocol"]:
-            raise ResultError(path, f"protocol is missing {key!r}")
+    for block, keys in (("dataset", _DATASET_KEYS), ("protocol", _PROTOCOL_KEYS)):
+        for key in keys:
+            if key not in obj[block]:
+                raise ResultError(path, f"{block} is missing {key!r}")
     for key, stat in obj["summary"].items():
         if not isinstance(stat, dict) or not {"mean", "std", "n"} <= set(stat):
             raise ResultError(path, f"summary.{key} should have mean, std and n")
     try:
-        from msde_bench.spec import RunSpec
-
         RunSpec.from_dict(obj["spec"])
     except (TypeError, ValueError) as e:
         raise ResultError(path, f"spec is not a valid run spec ({e})") from None

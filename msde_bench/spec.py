@@ -1,4 +1,4 @@
-"""RunSpec: everything a run needs, frozen and serialisable; recipes; option parsing."""
+"""RunSpec: everything a run needs, frozen and serialisable; the recipes; per-part seeds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from msde_bench.errors import MsdeError
+from msde_bench.protocol import PROTOCOLS
 
-#: The training setups. `paper` is the reference code's (PAPER.md section 4.1): Adam, weight decay
+#: The training setups. `paper` is the reference code's (the MSD-E paper's training setup): Adam, weight decay
 #: 1e-4, batch 96, 224 px, 25 epochs (the reference asks for 25 and runs 24: quirk_24_epochs),
 #: lr / 10 at the start of epochs 15 and 22 (after 14 and 21 finished epochs), 10 folds, the
 #: reference augmentation list; the learning rate is the paradigm's `paper_lr` (1e-3 for
@@ -26,60 +27,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class Option:
-    """One `--opt KEY=VALUE` option of a paradigm or method."""
-
-    default: Any
-    help: str
-    choices: tuple | None = None
-
-    def parse(self, key: str, text: str) -> Any:
-        kind = type(self.default)
-        try:
-            if kind is bool:
-                low = text.strip().lower()
-                if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError
-                value = low in ("true", "1", "yes", "on")
-            elif kind is int:
-                value = int(text)
-            elif kind is float:
-                value = float(text)
-            else:
-                value = text
-        except ValueError:
-            raise MsdeError(f"--opt {key}={text}: expected a {kind.__name__}") from None
-        if self.choices is not None and value not in self.choices:
-            raise MsdeError(f"--opt {key}={text}: choose one of {', '.join(map(str, self.choices))}")
-        return value
-
-
-#: The reference code's bugs that change numbers (PAPER.md section 8.3). The harness does the correct
-#: thing by default; each quirk can be switched on with --opt NAME=true to reproduce the reference.
-QUIRKS: dict[str, "Option"] = {}
-
-
-def parse_options(pairs: list[str] | tuple[str, ...], valid: dict[str, Option]) -> dict[str, Any]:
-    """Parses KEY=VALUE strings against the valid options; returns every option with its value."""
-    values = {k: o.default for k, o in valid.items()}
-    for item in pairs:
-        if "=" not in item:
-            raise MsdeError(f"--opt {item!r}: expected KEY=VALUE")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if key not in valid:
-            names = ", ".join(sorted(valid)) or "(none)"
-            raise MsdeError(f"--opt {key}: unknown option; valid options here: {names}")
-        values[key] = valid[key].parse(key, text)
-    return values
-
-
-@dataclass(frozen=True)
 class RunSpec:
     model: str = "resnet18"
     paradigm: str = "baseline"
     data: str = "synth:small"  # "synth:VARIANT" or a path to an MSD-E-layout folder
-    split: str = "clean"
+    protocol: str = "clean"  # clean | faithful | holdout (msde_bench.protocol)
     folds: int = 5
     run_folds: tuple[int, ...] = ()  # empty: every fold
     recipe: str = "quick"
@@ -109,7 +61,7 @@ class RunSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
+    def from_dict(cls, d: dict) -> RunSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -119,6 +71,10 @@ class RunSpec:
         d["milestones"] = tuple(d.get("milestones", ()))
         d["options"] = tuple(sorted(dict(d.get("options", {})).items()))
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
@@ -131,21 +87,22 @@ class RunSpec:
         safe = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{self.model}-{self.paradigm}-{dataset_name}")
         return f"{safe}-{self.digest()}"
 
-    def with_(self, **kw) -> "RunSpec":
+    def with_(self, **kw) -> RunSpec:
         return replace(self, **kw)
 
-
-QUIRKS.update({
-    "quirk_double_softmax": Option(False, "apply softmax before cross-entropy (the reference classifier ends in "
-                                          "softmax and its probabilities go into CrossEntropyLoss)"),
-    "quirk_eval_normalisation": Option(False, "evaluate with mean = std = 0.5 while training with ImageNet "
-                                              "mean/std, as the reference code does"),
-    "quirk_24_epochs": Option(False, "under --recipe paper, train 24 epochs: the reference loop is "
-                                     "range(1, 25) although it asks for 25"),
-})
+    def whole(self) -> RunSpec:
+        """The spec of the whole run: every fold (a `--fold k` run is one cell of it)."""
+        return replace(self, run_folds=())
 
 
-RECIPE_NAMES = ("paper", "quick", "official")
+def derive_seed(seed: int, *parts) -> int:
+    """A seed for one part of a run (a fold, a teacher), independent of the order parts run in."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+#: every --recipe name: the two presets and the method's own published recipe
+RECIPE_NAMES = (*RECIPES, "official")
 _RECIPE_KEYS = ("lr", "weight_decay", "batch_size", "image_size", "epochs", "milestones", "gamma", "folds", "augment",
                 "optimizer", "momentum", "schedule", "step_size")
 

@@ -2,15 +2,30 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from msde_bench import __version__
 from msde_bench.bench import run_bench
 from msde_bench.cli import main
+from msde_bench.home import cache_home
 
-COMMANDS = [["run"], ["compare"], ["paradigms"], ["plugins"], ["methods"], ["leaderboard"], ["results"],
-            ["results", "show"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"], ["bench"]]
+
+def _walk(group, path=()):
+    """Every command path of the click tree, groups included."""
+    for name, cmd in sorted(group.commands.items()):
+        yield [*path, name]
+        if isinstance(cmd, click.Group):
+            yield from _walk(cmd, (*path, name))
+
+
+COMMANDS = list(_walk(main))
+
+
+def test_the_command_tree_is_walked():
+    assert {"run", "compare", "explain", "bench"} <= {c[0] for c in COMMANDS}
+    assert ["data", "convert"] in COMMANDS and ["results", "merge"] in COMMANDS
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -54,7 +69,7 @@ def test_run_without_data_uses_the_cached_synthetic_set(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "generating the synthetic dataset" in res.output
-    cached = list((synth.cache_home() / "datasets").iterdir())
+    cached = list((cache_home() / "datasets").iterdir())
     assert len(cached) == 1 and (cached[0] / "meta.json").is_file()
     # the result names the set portably, not by this machine's cache path
     (result,) = (tmp_path / "r").glob("*.json")
@@ -66,10 +81,14 @@ def test_run_without_data_uses_the_cached_synthetic_set(tmp_path, monkeypatch):
     assert "generating" not in res.output
 
 
-def test_bench_reports_both_ratios():
-    report = run_bench("resnet18", "baseline", batch_size=8, image_size=32, steps=2,
+@pytest.mark.parametrize("paradigm", ["baseline", "contrastive", "distill"])
+def test_bench_reports_both_ratios_for_every_paradigm(paradigm):
+    report = run_bench("resnet18", paradigm, batch_size=8, image_size=32, steps=2,
                        device=__import__("torch").device("cpu"), rounds=1)
     assert report["overhead"] > 0 and report["data_ratio"] > 0
+    # the bare loop puts the same images through the model as the paradigm does
+    what = {"baseline": "one pass", "contrastive": "two passes", "distill": "teacher + student pass"}[paradigm]
+    assert f"{what} in both loops" in report["lines"][0]
     assert any("harness overhead" in ln for ln in report["lines"])
     assert any("pipeline / model" in ln for ln in report["lines"])
 

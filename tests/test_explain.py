@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from msde_bench.cli import main
-from msde_bench.engine import build_method
 from msde_bench.explain import row_normalised, target_layer, tsne
+from msde_bench.factory import build_method
 from msde_bench.plugins import registry
 from msde_bench.spec import RunSpec
 
@@ -43,7 +43,8 @@ def test_models_are_saved_with_the_spec(two_runs):
     (fold,) = result["folds"]
     model = two_runs[0].parent / fold["model_file"]
     obj = torch.load(model, map_location="cpu", weights_only=True)
-    assert obj["spec"] == result["spec"] and obj["fold"] == 1
+    # the model belongs to the cell: the whole spec (every fold) and this fold
+    assert obj["spec"] == RunSpec.from_dict(result["spec"]).whole().to_dict() and obj["fold"] == 1
     assert obj["test_subjects"] == fold["test_subjects"]
 
 

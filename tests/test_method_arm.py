@@ -1,9 +1,8 @@
 import pytest
 import torch
-
 from msde_arm.model import ARM
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():

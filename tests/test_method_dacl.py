@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from msde_dacl.model import DACL, center_gradient, sparse_center_loss
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 SMALL = {"attention_grid": 1}
 
@@ -56,7 +56,7 @@ def test_centres_move_after_the_step_and_not_through_the_optimiser():
     assert all(p is not m.centers for g in m.param_groups(0.1) for p in g["params"])
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     out = m(x)
-    t = m.loss(x, y, out)
+    t = m.loss(x, y, out, LossState())
     assert t["loss"].item() == pytest.approx((F.cross_entropy(out.logits, y) + 0.01 * t["sparse_center"]).item())
     before = m.centers.clone()
     expected = before - 0.5 * center_gradient(out.embedding.detach(), out.extras["attention"].detach(), y, before)

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from msde_dan.model import DAN, affinity_loss, partition_loss
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():
@@ -42,7 +42,7 @@ def test_loss_is_the_sum_of_its_terms():
     m = DAN().train()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     out = m(x)
-    t = m.loss(x, y, out)
+    t = m.loss(x, y, out, LossState())
     assert t["ce"].item() == pytest.approx(F.cross_entropy(out.logits, y).item(), rel=1e-6)
     assert t["loss"].item() == pytest.approx((t["ce"] + t["affinity"] + t["partition"]).item(), rel=1e-6)
     assert t["affinity"].item() == pytest.approx(affinity_loss(out.extras["g"], y, m.centers).item(), rel=1e-6)

@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from msde_eac.model import EAC, class_activation_maps, random_erase
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():
@@ -44,7 +44,7 @@ def test_loss_by_hand():
     out = m(x)
     erased = out.extras["input"]
     assert (erased == 0).any() and not torch.equal(erased, x)
-    terms = m.loss(x, y, out)
+    terms = m.loss(x, y, out, LossState())
     f, f_flip = m.features(erased), m.features(erased.flip(3))
     w = m.fc.weight
     cam = torch.einsum("kc,bchw->bkhw", w, f)
@@ -63,7 +63,7 @@ def test_flip_consistency_is_zero_for_a_symmetric_model_and_input():
     m.fc = torch.nn.Linear(3, 7)
     x = torch.randn(2, 3, 8, 4)
     x = torch.cat([x, x.flip(3)], dim=3)  # mirror symmetric
-    terms = m.loss(x, torch.tensor([1, 2]), m(x))
+    terms = m.loss(x, torch.tensor([1, 2]), m(x), LossState())
     assert terms["flip_consistency"].item() == pytest.approx(0.0, abs=1e-10)
 
 

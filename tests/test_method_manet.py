@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from msde_manet.model import CBAM, MANet, MulScaleBlock
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():
@@ -24,7 +24,7 @@ def test_fusion_and_loss_weights():
     out = m(x)
     a, b = out.extras["local"], out.extras["global"]
     assert torch.allclose(out.logits, 0.6 * a + 0.4 * b, atol=1e-6)
-    t = m.loss(x, y, out)
+    t = m.loss(x, y, out, LossState())
     assert t["loss"].item() == pytest.approx((0.6 * F.cross_entropy(a, y) + 0.4 * F.cross_entropy(b, y)).item(),
                                              rel=1e-6)
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from msde_ran.model import CROPS, RAN, crop_batch, region_biased_loss
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():
@@ -46,7 +46,7 @@ def test_attention_pooling_by_hand():
     nu = torch.softmax(torch.sigmoid(m.relation_attention(cat)).squeeze(2), 1)
     p = ((mu * nu)[..., None] * cat).sum(1) / (mu * nu).sum(1, keepdim=True)
     assert torch.allclose(out.logits, m.fc(p), atol=1e-5)
-    t = m.loss(x, torch.tensor([0, 1]), out)
+    t = m.loss(x, torch.tensor([0, 1]), out, LossState())
     assert t["loss"].item() == pytest.approx((F.cross_entropy(m.fc(p), torch.tensor([0, 1])) +
                                              region_biased_loss(mu, 0.03)).item(), rel=1e-5)
 

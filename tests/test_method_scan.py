@@ -1,11 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from msde_scan.model import SCAN, grid_bounds, halves
 from torch import nn
 
-from msde_scan.model import SCAN, grid_bounds, halves
-
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():
@@ -33,7 +33,7 @@ def test_prediction_is_the_mean_of_five_and_the_loss_weights():
     out = m(x)
     five = [out.extras["att"], *out.extras["regions"]]
     assert torch.allclose(out.logits, sum(five) / 5, atol=1e-6)
-    t = m.loss(x, y, out)
+    t = m.loss(x, y, out, LossState())
     expected = 0.2 * F.cross_entropy(five[0], y) + 0.8 * sum(F.cross_entropy(r, y) for r in five[1:])
     assert t["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 

@@ -1,10 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
-
 from msde_scn.model import SCN, rank_regularisation, relabel_decisions
 
-from .method_checks import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.api import LossState
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
 
 
 def test_registered():
@@ -40,7 +42,7 @@ def test_loss_terms_by_hand():
     m = SCN(options={"beta": 0.5, "margin_1": 0.9}).train()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     out = m(x)
-    terms = m.loss(x, y, out, {"epoch": 0, "index": torch.arange(4), "view": "non-masked"})
+    terms = m.loss(x, y, out, LossState(0, torch.arange(4), "non-masked"))
     assert terms["wce"].item() == pytest.approx(F.cross_entropy(out.logits, y).item(), rel=1e-6)
     a = torch.sort(out.extras["alpha"].flatten(), descending=True).values
     assert terms["rank"].item() == pytest.approx(max(0.0, 0.9 - (a[:2].mean() - a[2:].mean()).item()), abs=1e-6)
@@ -60,16 +62,16 @@ def test_relabelling_changes_state_after_the_step():
     torch.manual_seed(0)
     m = SCN(options={"relabel_epoch": 1, "margin_2": -1.0, "quirk_relabel_any": True}).train()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    state = {"epoch": 0, "index": torch.arange(4), "view": "masked"}
+    state = LossState(0, torch.arange(4), "masked")
     m.loss(x, y, m(x), state)
     m.after_step()
     assert m.relabelled == {}  # before relabel_epoch
-    m.loss(x, y, m(x), {**state, "epoch": 1})
+    m.loss(x, y, m(x), dataclasses.replace(state, epoch=1))
     m.after_step()
     assert set(m.relabelled) == {1, 3, 5, 7}  # pair index * 2 + 1 (masked view)
     out = m(x)
     relabelled = torch.tensor([m.relabelled[k] for k in (1, 3, 5, 7)])
-    terms = m.loss(x, y, out, {**state, "epoch": 2})
+    terms = m.loss(x, y, out, dataclasses.replace(state, epoch=2))
     assert terms["wce"].item() == pytest.approx(F.cross_entropy(out.logits, relabelled).item(), rel=1e-6)
 
 

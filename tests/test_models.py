@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from msde_bench.engine import build_method
 from msde_bench.errors import MsdeError
+from msde_bench.factory import build_method
 from msde_bench.models.backbones import load_init
 from msde_bench.models.plain import PlainClassifier
 from msde_bench.spec import RunSpec

@@ -1,5 +1,6 @@
 """The paper's paradigms: loss terms against hand-computed values, gradients, the teacher, quirks."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,17 +9,21 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from msde_bench import engine
 from msde_bench.cli import main
 from msde_bench.data.msde import read_msde
 from msde_bench.data.pairs import ImageCache
+from msde_bench.data.transforms import PairedAugment
 from msde_bench.errors import MsdeError
-from msde_bench.models.base import DoubleSoftmax, Method, Output
-from msde_bench.paradigms.base import Batch
+from msde_bench.factory import build_method
+from msde_bench.models.base import DoubleSoftmax, LossState, Method, Output, cross_entropy_terms
+from msde_bench.options import QUIRKS, parse_options
+from msde_bench.paradigms.base import Batch, FoldContext
 from msde_bench.paradigms.contrastive import Contrastive, align_cosine, align_mse, supcon
 from msde_bench.paradigms.distill import Distill, kd_loss
 from msde_bench.protocol import make_folds
-from msde_bench.spec import QUIRKS, RunSpec, make_spec, parse_options
+from msde_bench.runner import fit_model
+from msde_bench.spec import RunSpec, make_spec
+from msde_bench.training import eval_augment
 
 
 class Tiny(Method):
@@ -36,6 +41,9 @@ class Tiny(Method):
         f = self.conv(x)
         e = f.mean(dim=(2, 3))
         return Output(self.fc(e), e, f)
+
+    def loss(self, x, y, out, state):
+        return cross_entropy_terms(out, y)
 
 
 def _opts(cls, **kw):
@@ -138,8 +146,11 @@ def tiny_ctx(tiny_root):
 
 def _ctx(t, fold=0, spec=None):
     f = t["folds"][fold]
-    return dict(spec=spec or t["spec"], cache=t["cache"], train_idx=f.train, test_idx=f.test, subjects=t["subjects"],
-                device=torch.device("cpu"), seed=1, fold=fold, console=None)
+    dev = torch.device("cpu")
+    return FoldContext(spec=spec or t["spec"], cache=t["cache"], train_idx=f.train, test_idx=f.test,
+                       subjects=t["subjects"], device=dev, seed=1, fold=fold,
+                       fit=lambda s, seed: fit_model(s, t["cache"], f.train, dev, seed),
+                       build=lambda s: build_method(s, load=False)[0])
 
 
 def test_teacher_is_frozen_sees_only_training_subjects_and_is_cached(tiny_ctx, monkeypatch):
@@ -150,16 +161,16 @@ def test_teacher_is_frozen_sees_only_training_subjects_and_is_cached(tiny_ctx, m
     assert seen == sorted(set(tiny_ctx["subjects"][f.train].tolist()))
     assert not set(seen) & set(f.test_subjects)
     assert not par.teacher.training
-    student = engine.build_method(tiny_ctx["spec"])[0]
-    batch = Batch(*(engine.PairedAugment("none").eval(x[:8], torch.device("cpu"))
+    student = build_method(tiny_ctx["spec"])[0]
+    batch = Batch(*(PairedAugment("none").eval(x[:8], torch.device("cpu"))
                     for x in (tiny_ctx["cache"].non_masked, tiny_ctx["cache"].masked)), tiny_ctx["cache"].labels[:8])
     par.training_step(student, batch)["loss"].backward()
     assert all(p.grad is None and not p.requires_grad for p in par.teacher.parameters())
     assert any(p.grad is not None for p in student.parameters())
     # the same spec again: the cached teacher is loaded, not trained
-    monkeypatch.setattr(Distill, "_train", lambda *a, **k: pytest.fail("teacher trained again"))
     again = Distill(_opts(Distill))
-    again.prepare(_ctx(tiny_ctx))
+    ctx = _ctx(tiny_ctx)
+    again.prepare(dataclasses.replace(ctx, fit=lambda *a: pytest.fail("teacher trained again")))
     assert again.report()["teacher"].startswith("cache ")
     for a, b in zip(par.teacher.state_dict().values(), again.teacher.state_dict().values()):
         assert torch.equal(a, b)
@@ -229,17 +240,17 @@ def test_quirk_double_softmax_feeds_probabilities_to_cross_entropy():
     assert torch.allclose(out.logits.sum(1), torch.ones(4))
     logits = inner.fc(inner.conv(x).mean((2, 3)))
     assert torch.equal(out.logits.argmax(1), logits.argmax(1))
-    loss = wrapped.loss(x, y, out)["loss"]
+    loss = wrapped.loss(x, y, out, LossState())["loss"]
     assert loss.item() == pytest.approx(F.cross_entropy(torch.softmax(logits, 1), y).item(), rel=1e-5)
     assert loss.item() != pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-3)
-    method, _ = engine.build_method(RunSpec(options=(("quirk_double_softmax", True),)))
+    method, _ = build_method(RunSpec(options=(("quirk_double_softmax", True),)))
     assert isinstance(method, DoubleSoftmax)
 
 
 def test_quirk_eval_normalisation():
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
-    plain = engine.eval_augment(RunSpec()).eval(x, torch.device("cpu"))
-    quirk = engine.eval_augment(RunSpec(options=(("quirk_eval_normalisation", True),))).eval(x, torch.device("cpu"))
+    plain = eval_augment(RunSpec()).eval(x, torch.device("cpu"))
+    quirk = eval_augment(RunSpec(options=(("quirk_eval_normalisation", True),))).eval(x, torch.device("cpu"))
     assert torch.allclose(quirk, torch.ones_like(quirk))  # (1 - 0.5) / 0.5
     assert torch.allclose(plain[0, 0], torch.full((2, 2), (1 - 0.485) / 0.229))
 
@@ -259,7 +270,7 @@ def test_quirk_24_epochs_and_paper_learning_rates():
 def test_quirk_student_random_init(tiny_root, tmp_path):
     torch.manual_seed(3)
     ckpt = tmp_path / "init.pth"
-    torch.save(engine.build_method(RunSpec())[0].trunk.state_dict(), ckpt)
+    torch.save(build_method(RunSpec())[0].trunk.state_dict(), ckpt)
     common = ["run", "--data", str(tiny_root), "--paradigm", "distill", "--recipe", "quick", "--epochs", "1",
               "--folds", "2", "--fold", "0", "--image-size", "32", "--device", "cpu", "--init", str(ckpt),
               "--no-progress"]
@@ -322,7 +333,7 @@ def test_compare_rejects_an_option_no_row_accepts(tiny_root):
 def test_compare_rows_and_run_share_specs():
     """A compare row and the equivalent `msde-bench run` give the same spec, hence the same result file."""
     from msde_bench.compare import build_specs
-    from msde_bench.engine import check_options
+    from msde_bench.factory import check_options
 
     specs = dict(build_specs("resnet18", "quick", {}, seed=0, device="cpu"))
     for title, paradigm, opts in (("distill", "distill", []), ("baseline (masked)", "baseline", ["train_on=masked"])):
@@ -341,7 +352,7 @@ def test_epochs_override_scales_the_schedule():
 
 
 def test_teacher_spec_keeps_method_options_and_quirks():
-    from msde_bench.engine import check_options
+    from msde_bench.factory import check_options
 
     opts = check_options("scn", "distill", ["scn.beta=0.5", "quirk_double_softmax=true", "lambda=3"])
     spec = make_spec(model="scn", paradigm="distill", recipe="quick", options=opts)

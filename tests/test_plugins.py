@@ -50,7 +50,7 @@ def install(tmp_path):
 
 
 GOOD = """
-    from msde_bench.api import BackboneMethod, Output, hookimpl
+    from msde_bench.api import BackboneMethod, Output, cross_entropy_terms, hookimpl
     from torch import nn
 
     class Good(BackboneMethod):
@@ -62,10 +62,12 @@ GOOD = """
         def forward(self, x):
             f = self.features(x)
             return Output(self.fc(f.mean((2, 3))), f.mean((2, 3)), f)
+        def loss(self, x, y, out, state):
+            return cross_entropy_terms(out, y)
 
     @hookimpl
     def msde_bench_register_methods(register):
-        register("good", Good, paper=Good.paper, description=Good.description)
+        register("good", Good)
 """
 
 
@@ -112,7 +114,8 @@ def test_misspelled_hook_is_caught(install):
     assert "unknown hook" in reg.plugins["typo"].error
 
 
-def test_duplicate_method_name_names_both_plugins(install):
+@pytest.mark.parametrize("ep_name", ["aa-dup", "zz-dup"])  # alphabetical order no longer decides
+def test_an_installed_plugin_cannot_shadow_an_in_tree_method(install, ep_name, tiny_root, tmp_path):
     src = """
         from msde_bench.api import hookimpl
         from msde_scn import SCN
@@ -120,9 +123,30 @@ def test_duplicate_method_name_names_both_plugins(install):
         def msde_bench_register_methods(register):
             register("scn", SCN)
     """
-    reg = install("dup-pkg", {"zz-dup": "msde_dup_plugin"}, {"msde_dup_plugin": src})
-    assert reg.plugins["zz-dup"].error == "MsdeError: method 'scn' is registered twice: by 'scn' and by 'zz-dup'"
+    reg = install("dup-pkg", {ep_name: "msde_dup_plugin"}, {"msde_dup_plugin": src})
+    assert reg.plugins[ep_name].error == (f"MsdeError: method 'scn' is already registered by in-tree plugin 'scn'; "
+                                          f"plugin '{ep_name}' may not replace it")
     assert reg.methods["scn"].plugin == "scn"
+
+
+def test_a_method_may_not_take_a_timm_model_name(install):
+    src = GOOD.replace('register("good", Good)', 'register("resnet18", Good)')
+    reg = install("shadow-pkg", {"shadow": "msde_shadow_plugin"}, {"msde_shadow_plugin": src})
+    assert "'resnet18' of plugin 'shadow' is a timm model name" in reg.plugins["shadow"].error
+    assert "resnet18" not in reg.methods
+
+
+def test_a_failed_or_disabled_plugin_is_named_when_its_model_is_asked_for(install, monkeypatch):
+    install("broken-pkg", {"broken": "msde_broken_plugin"}, {"msde_broken_plugin": "raise RuntimeError('boom')\n"})
+    res = CliRunner().invoke(main, ["run", "--model", "broken", "--device", "cpu"])
+    assert res.exit_code == 2 and "plugin 'broken' failed to load: RuntimeError: boom" in res.output
+    tb = CliRunner().invoke(main, ["plugins", "--traceback"])
+    assert "Traceback" in tb.output and "boom" in tb.output
+    monkeypatch.setenv("MSDE_BENCH_DISABLE_PLUGINS", "broken,nosuch")
+    reg = registry(reload=True)
+    assert any("'nosuch'" in w for w in reg.warnings)
+    res = CliRunner().invoke(main, ["run", "--model", "broken", "--device", "cpu"])
+    assert res.exit_code == 2 and "disabled by MSDE_BENCH_DISABLE_PLUGINS" in res.output
 
 
 def test_disable_variable(install, monkeypatch):
@@ -139,7 +163,7 @@ def test_disable_variable(install, monkeypatch):
 
 def test_method_options_are_namespaced(install):
     install("good-pkg", {"good": "msde_good_plugin"}, {"msde_good_plugin": GOOD})
-    from msde_bench.engine import check_options
+    from msde_bench.factory import check_options
 
     opts = check_options("scn", "contrastive", ["beta=2", "scn.beta=0.5", "margin_1=0.1"])
     assert opts["beta"] == 2.0 and opts["scn.beta"] == 0.5 and opts["scn.margin_1"] == 0.1
@@ -169,7 +193,7 @@ def test_out_of_tree_example_end_to_end(install, tiny_root, tmp_path):
 
 def test_official_options_set_by_the_official_recipe_only():
     """SCAN's official trunk lr scale comes with --recipe official; an explicit --opt still wins."""
-    from msde_bench.engine import build_method, check_options
+    from msde_bench.factory import build_method, check_options
     from msde_bench.spec import make_spec
 
     assert check_options("scan", "baseline", [])["scan.backbone_lr_scale"] == 1.0
@@ -191,9 +215,10 @@ def test_official_options_set_by_the_official_recipe_only():
 
 
 def test_official_recipe():
-    from msde_bench.engine import make_optimizer, make_scheduler, official_recipe
     from msde_bench.errors import MsdeError
+    from msde_bench.factory import official_recipe
     from msde_bench.spec import make_spec
+    from msde_bench.training import make_optimizer, make_scheduler
 
     spec = make_spec(model="dan", paradigm="baseline", recipe="official", official=official_recipe("dan"))
     assert (spec.optimizer, spec.lr, spec.momentum, spec.schedule, spec.step_size, spec.epochs, spec.batch_size) == \

@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from msde_bench import engine
 from msde_bench import results as R
+from msde_bench import runner
 from msde_bench.cli import main
 from msde_bench.data.msde import read_msde
 from msde_bench.errors import MsdeError, ResultError
@@ -55,53 +55,56 @@ def test_cli_run_end_to_end(cli_run, tiny_root):
     assert result["dataset"]["n_pairs"] == 56
     assert result["spec"]["recipe"] == "quick"
     assert "| non-masked |" in res.output and f"result: {files[0]}" in res.output
-    assert not list(out.glob("*.partial.json"))
+    assert sorted(p.name for p in (out / result["run_id"]).iterdir()) == ["fold0.json", "fold0.pt", "fold1.json",
+                                                                         "fold1.pt"]
 
 
 def test_same_seed_same_metrics(tiny_root, tmp_path):
     ds = read_msde(tiny_root)
     spec = _spec(tiny_root, run_folds=(0,))
-    a, _ = engine.run(spec, ds, tmp_path / "a", show_progress=False)
-    b, _ = engine.run(spec, ds, tmp_path / "b", show_progress=False)
+    a, _ = runner.run(spec, ds, tmp_path / "a", show_progress=False)
+    b, _ = runner.run(spec, ds, tmp_path / "b", show_progress=False)
     assert _scores(a) == _scores(b)
 
 
 def _kill_in_fold(monkeypatch, index):
     """Makes run_fold raise KeyboardInterrupt (as a killed run would stop) when it reaches fold `index`."""
-    real = engine.run_fold
+    real = runner.run_fold
 
     def run_fold(spec, cache, fold, *a, **kw):
         if fold.index == index:
             raise KeyboardInterrupt
         return real(spec, cache, fold, *a, **kw)
 
-    monkeypatch.setattr(engine, "run_fold", run_fold)
+    monkeypatch.setattr(runner, "run_fold", run_fold)
     return real
 
 
 def test_resume_gives_the_same_numbers(tiny_root, tmp_path, monkeypatch):
     ds = read_msde(tiny_root)
     spec = _spec(tiny_root)
-    full, _ = engine.run(spec, ds, tmp_path / "full", show_progress=False)
+    full, _ = runner.run(spec, ds, tmp_path / "full", show_progress=False)
 
     real = _kill_in_fold(monkeypatch, 1)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        engine.run(spec, ds, out, show_progress=False)
-    files = sorted(p.name for p in out.iterdir() if p.is_file())
-    assert len(files) == 1 and files[0].endswith(".partial.json")  # no result file yet
-    assert [f["fold"] for f in json.loads((out / files[0]).read_text())["folds"]] == [0]
+        runner.run(spec, ds, out, show_progress=False)
+    assert [p for p in out.iterdir() if p.is_file()] == []  # no result file yet
+    (cells,) = [p for p in out.iterdir() if p.is_dir()]  # fold 0's cell, written on its own
+    assert sorted(p.name for p in cells.iterdir()) == ["fold0.json", "fold0.pt"]
+    assert json.loads((cells / "fold0.json").read_text())["record"]["fold"] == 0
 
     ran = []
-    monkeypatch.setattr(engine, "run_fold", lambda spec, cache, fold, *a, **kw: ran.append(fold.index) or
+    monkeypatch.setattr(runner, "run_fold", lambda spec, cache, fold, *a, **kw: ran.append(fold.index) or
                         real(spec, cache, fold, *a, **kw))
-    resumed, path = engine.run(spec, ds, out, resume=True, show_progress=False)
+    resumed, path = runner.run(spec, ds, out, resume=True, show_progress=False)
     assert ran == [1]  # only the unfinished fold ran again
     assert _scores(resumed) == _scores(full)
     assert [p.name for p in out.iterdir() if p.is_file()] == [path.name]
-    assert sorted(p.name for p in (out / resumed["run_id"]).iterdir()) == ["fold0.pt", "fold1.pt"]
+    assert sorted(p.name for p in (out / resumed["run_id"]).iterdir()) == ["fold0.json", "fold0.pt", "fold1.json",
+                                                                          "fold1.pt"]
     # resuming a finished run just returns it
-    again, _ = engine.run(spec, ds, out, resume=True, show_progress=False)
+    again, _ = runner.run(spec, ds, out, resume=True, show_progress=False)
     assert again == resumed
 
 
@@ -110,17 +113,17 @@ def test_resume_refuses_a_changed_dataset(tiny_copy, tmp_path, monkeypatch):
     spec = _spec(tiny_copy)
     _kill_in_fold(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        engine.run(spec, ds, tmp_path, show_progress=False)
+        runner.run(spec, ds, tmp_path, show_progress=False)
     img = tiny_copy / "MSD-E" / ds.pairs[0].name
     img.write_bytes(img.read_bytes() + b"\0")
     with pytest.raises(MsdeError, match="dataset changed"):
-        engine.run(spec, read_msde(tiny_copy), tmp_path, resume=True, show_progress=False)
+        runner.run(spec, read_msde(tiny_copy), tmp_path, resume=True, show_progress=False)
 
 
 def test_faithful_protocol_selects_best_epoch(tiny_root, tmp_path):
     ds = read_msde(tiny_root)
-    spec = _spec(tiny_root, split="faithful", epochs=2, run_folds=(0,))
-    result, _ = engine.run(spec, ds, tmp_path, show_progress=False)
+    spec = _spec(tiny_root, protocol="faithful", epochs=2, run_folds=(0,))
+    result, _ = runner.run(spec, ds, tmp_path, show_progress=False)
     fold = result["folds"][0]
     assert result["protocol"]["selection"] == "best-on-test"
     assert fold["test_subjects"] == [0, 1, 2, 3, 4]  # w = 8 // 2 = 4: IDs 0..4
@@ -135,7 +138,7 @@ def test_faithful_protocol_selects_best_epoch(tiny_root, tmp_path):
 def test_train_on_options(tiny_root, tmp_path, train_on):
     ds = read_msde(tiny_root)
     spec = _spec(tiny_root, run_folds=(1,), options=(("train_on", train_on),))
-    result, _ = engine.run(spec, ds, tmp_path, show_progress=False)
+    result, _ = runner.run(spec, ds, tmp_path, show_progress=False)
     # one view per pair: 28 train pairs, batches of 16 -> 28 images per epoch
     assert result["folds"][0]["train_images_per_second"] > 0
     assert result["spec"]["options"] == {"train_on": train_on}

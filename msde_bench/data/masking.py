@@ -24,10 +24,10 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from msde_bench.data.synth import MASK_KINDS, _Face, draw_mask
+from msde_bench.data.face_masks import MASK_KINDS, FaceFrame, draw_mask
 from msde_bench.errors import MsdeError
 
-#: canonical aligned-face geometry, in the synthetic faces' coordinates (see synth._Face)
+#: canonical aligned-face geometry, in the synthetic faces' coordinates (see face_masks.FaceFrame)
 ALIGNED = dict(face_w=0.40, face_h=0.49, cx=0.5, cy=0.48)
 STYLES = ("random", *MASK_KINDS)
 
@@ -55,11 +55,11 @@ class TemplateMasker:
         canvas = big.copy()
         jitter = rng.normal(0, 0.01, 3)
         geo = dict(face_w=ALIGNED["face_w"] * (1 + jitter[0]), face_h=ALIGNED["face_h"])
-        face = _Face(2 * w, geo, cx=ALIGNED["cx"] + jitter[1], cy=ALIGNED["cy"] + jitter[2])
+        face = FaceFrame(2 * w, geo, cx=ALIGNED["cx"] + jitter[1], cy=ALIGNED["cy"] + jitter[2])
         kind = self._draw(canvas, face, rng)
         return _shade_and_merge(img, big, canvas), dict(mask=kind, placement=TemplateMasker.name)
 
-    def _draw(self, canvas: Image.Image, face: _Face, rng: np.random.Generator) -> str:
+    def _draw(self, canvas: Image.Image, face: FaceFrame, rng: np.random.Generator) -> str:
         """Draws the mask on the doubled-resolution canvas; returns its kind. `face` is laid out on
         a square of the canvas's width; a non-square crop scales its vertical axis to the height."""
         w, h = canvas.size
@@ -141,7 +141,7 @@ class LandmarkMasker(TemplateMasker):
         chin_y, bridge_y = p[8, 1], p[29, 1]
         b = (chin_y - bridge_y) / 1.03
         geo = dict(face_w=(np.linalg.norm(p[15] - p[1]) / 2) / w, face_h=b / h)
-        face = _Face(2 * w, geo, cx=(p[1, 0] + p[15, 0]) / 2 / w, cy=(chin_y - b) / h)
+        face = FaceFrame(2 * w, geo, cx=(p[1, 0] + p[15, 0]) / 2 / w, cy=(chin_y - b) / h)
         canvas = upright.copy()
         kind = self._draw(canvas, face, rng)
         back = canvas.rotate(-roll, resample=Image.BICUBIC, center=(w, h))

@@ -81,10 +81,6 @@ def read_pair_list(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def is_msde_root(root: Path) -> bool:
-    return (root / NON_MASKED_DIR).is_dir() and (root / MASKED_DIR).is_dir()
-
-
 def read_msde(root: str | Path, *, check_images: bool = False, name: str | None = None) -> PairedDataset:
     """Reads (and validates) an MSD-E-layout folder into a PairedDataset.
 

@@ -1,4 +1,6 @@
-"""Resolving `--data` to a PairedDataset: `synth:VARIANT` or a folder in the MSD-E layout."""
+"""The built-in dataset loaders: `synth:VARIANT` (the embedded set) and a folder in the MSD-E layout.
+
+A loader is called as `loader(data, progress=callback)`; `msde_bench.factory.load_dataset` picks it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from msde_bench.data.synth import ensure_cached, variant_config
 
 
 def load_synth(data: str, *, seed: int = 0, progress=None) -> PairedDataset:
+    """`synth:VARIANT` (full, small, tiny), generated once into the cache."""
     variant = data.split(":", 1)[1] if ":" in data else "small"
     cfg = variant_config(variant, seed=seed)
     path = ensure_cached(cfg, progress=progress)
@@ -19,16 +22,5 @@ def load_synth(data: str, *, seed: int = 0, progress=None) -> PairedDataset:
 
 
 def load_folder(data: str, **_) -> PairedDataset:
+    """A folder in the MSD-E layout (MSD-E/, MSD-ME/, Paired_files.txt)."""
     return read_msde(Path(data))
-
-
-def resolve(data: str, *, progress=None) -> PairedDataset:
-    """`NAME[:ARG]` for a registered dataset (`synth:small` is the embedded set, generated once into
-    the cache); an existing path, or anything else, is read as an MSD-E-layout folder."""
-    from msde_bench.plugins import registry
-
-    datasets = registry().datasets
-    prefix = data.split(":", 1)[0]
-    if prefix in datasets and prefix != "msde" and not Path(data).exists():
-        return datasets[prefix].obj(data, progress=progress)
-    return load_folder(data)

@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from msde_bench import CLASS_NAMES
+from msde_bench.data.face_masks import FaceFrame, draw_mask, rgb
+from msde_bench.home import cache_home
 
 SYNTH_VERSION = 1
 SUPERSAMPLE = 2
@@ -78,10 +80,6 @@ HAIR_COLOURS = np.array(
     [[20, 15, 12], [55, 35, 20], [95, 60, 30], [150, 110, 60], [200, 170, 110], [120, 40, 20], [80, 80, 80]],
     dtype=np.float64,
 )
-
-
-def _rgb(c) -> tuple[int, int, int]:
-    return tuple(int(round(min(255, max(0, v)))) for v in c)
 
 
 def subject_params(seed: int, subject: int) -> dict:
@@ -142,26 +140,7 @@ def expression_cues(label: int, t: float) -> dict:
 # drawing
 
 
-class _Face:
-    """Maps face coordinates (u, v in about [-1, 1]: eyes at v = -0.18, mouth near 0.52, chin at 1)
-    to canvas pixels."""
-
-    def __init__(self, size: int, sp: dict, cx: float = 0.5, cy: float = 0.53):
-        self.n = size
-        self.cx = cx * size
-        self.cy = cy * size
-        self.a = sp["face_w"] * size
-        self.b = sp["face_h"] * size
-
-    def p(self, u: float, v: float) -> tuple[float, float]:
-        return (self.cx + u * self.a, self.cy + v * self.b)
-
-    def box(self, u: float, v: float, ru: float, rv: float) -> list[float]:
-        x, y = self.p(u, v)
-        return [x - ru * self.a, y - rv * self.b, x + ru * self.a, y + rv * self.b]
-
-
-def _curve(f: _Face, u0: float, u1: float, v: float, bend: float, n: int = 12) -> list[tuple[float, float]]:
+def _curve(f: FaceFrame, u0: float, u1: float, v: float, bend: float, n: int = 12) -> list[tuple[float, float]]:
     """A parabola from u0 to u1 at height v whose middle is displaced by `bend` (positive = down)."""
     pts = []
     for i in range(n + 1):
@@ -171,24 +150,24 @@ def _curve(f: _Face, u0: float, u1: float, v: float, bend: float, n: int = 12) -
     return pts
 
 
-def _draw_face(d: ImageDraw.ImageDraw, f: _Face, sp: dict, cues: dict, rng: np.random.Generator) -> None:
+def _draw_face(d: ImageDraw.ImageDraw, f: FaceFrame, sp: dict, cues: dict, rng: np.random.Generator) -> None:
     w = max(1, round(f.n / 45))  # line width: about 1 px of the final image
     skin = sp["skin"]
-    hair = _rgb(sp["hair"])
-    dark = _rgb(skin * 0.35)
+    hair = rgb(sp["hair"])
+    dark = rgb(skin * 0.35)
     # hair behind the head
     if sp["hair_style"] == 1:  # long
         d.ellipse(f.box(0, 0.05, 1.25, 1.15), fill=hair)
     d.ellipse(f.box(0, -0.2, 1.1, 0.95), fill=hair)
     # ears
     for s in (-1, 1):
-        d.ellipse(f.box(s * 1.0, -0.05, 0.14, 0.2), fill=_rgb(skin * 0.92))
+        d.ellipse(f.box(s * 1.0, -0.05, 0.14, 0.2), fill=rgb(skin * 0.92))
     # face: cheeks ellipse + jaw polygon
-    d.ellipse(f.box(0, -0.1, 1.0, 0.9), fill=_rgb(skin))
+    d.ellipse(f.box(0, -0.1, 1.0, 0.9), fill=rgb(skin))
     jaw = sp["jaw"]
     d.polygon([f.p(-1.0, -0.1), f.p(1.0, -0.1), f.p(jaw, 0.55), f.p(0.35, 0.97), f.p(-0.35, 0.97),
-               f.p(-jaw, 0.55)], fill=_rgb(skin))
-    d.ellipse(f.box(0, 0.72, 0.5, 0.28), fill=_rgb(skin))
+               f.p(-jaw, 0.55)], fill=rgb(skin))
+    d.ellipse(f.box(0, 0.72, 0.5, 0.28), fill=rgb(skin))
     # fringe
     if sp["hair_style"] != 2:
         d.chord(f.box(0, -0.62, 0.95, 0.35), 180, 360, fill=hair)
@@ -196,7 +175,7 @@ def _draw_face(d: ImageDraw.ImageDraw, f: _Face, sp: dict, cues: dict, rng: np.r
     if cues["cheek"] > 0:
         ch = cues["cheek"]
         for s in (-1, 1):
-            d.ellipse(f.box(s * 0.55, 0.18 - 0.08 * ch, 0.2, 0.12), fill=_rgb(skin * (1 - 0.08 * ch) +
+            d.ellipse(f.box(s * 0.55, 0.18 - 0.08 * ch, 0.2, 0.12), fill=rgb(skin * (1 - 0.08 * ch) +
                                                                              np.array([30, 0, 0]) * ch))
     # eyes
     es, sz = sp["eye_sep"], sp["eye_size"]
@@ -206,23 +185,23 @@ def _draw_face(d: ImageDraw.ImageDraw, f: _Face, sp: dict, cues: dict, rng: np.r
         ex = s * es
         d.ellipse(f.box(ex, ev, 0.19 * sz, max(open_, 0.012)), fill=(245, 245, 240), outline=dark, width=w)
         iris_r = min(0.07 * sz, max(open_, 0.012))
-        d.ellipse(f.box(ex, ev, 0.07 * sz * 0.9, iris_r), fill=_rgb(sp["iris"]))
+        d.ellipse(f.box(ex, ev, 0.07 * sz * 0.9, iris_r), fill=rgb(sp["iris"]))
         d.ellipse(f.box(ex, ev, 0.03 * sz, min(0.035 * sz, max(open_, 0.01))), fill=(10, 10, 10))
         # upper lid lowered (anger, sadness): skin over the top of the eye
         if cues["lid_up"] > 0:
             lid = open_ * (1.0 - 1.6 * cues["lid_up"])
             x0, y0, x1, y1 = f.box(ex, ev, 0.21 * sz, open_ + 0.01)
-            d.rectangle([x0, y0, x1, f.p(0, ev - max(lid, -open_))[1]], fill=_rgb(skin))
+            d.rectangle([x0, y0, x1, f.p(0, ev - max(lid, -open_))[1]], fill=rgb(skin))
             d.line([(x0, f.p(0, ev - lid)[1]), (x1, f.p(0, ev - lid)[1])], fill=dark, width=w)
         # lower lid raised (happiness, disgust): skin over the bottom, plus crow's feet
         if cues["lid_low"] > 0:
             lid = open_ * (1.0 - 1.4 * cues["lid_low"])
             x0, y0, x1, y1 = f.box(ex, ev, 0.21 * sz, open_ + 0.01)
-            d.chord([x0, f.p(0, ev + lid)[1], x1, y1 + (y1 - y0)], 180, 360, fill=_rgb(skin), outline=dark, width=w)
+            d.chord([x0, f.p(0, ev + lid)[1], x1, y1 + (y1 - y0)], 180, 360, fill=rgb(skin), outline=dark, width=w)
             if cues["lid_low"] > 0.2:
                 ox = s * (es + 0.2 * sz)
                 for k in (-1, 0, 1):
-                    d.line([f.p(ox, ev + 0.02 * k), f.p(ox + s * 0.08, ev + 0.05 * k)], fill=_rgb(skin * 0.7), width=w)
+                    d.line([f.p(ox, ev + 0.02 * k), f.p(ox + s * 0.08, ev + 0.05 * k)], fill=rgb(skin * 0.7), width=w)
     # brows
     bw = sp["brow_w"]
     for s in (-1, 1):
@@ -235,19 +214,19 @@ def _draw_face(d: ImageDraw.ImageDraw, f: _Face, sp: dict, cues: dict, rng: np.r
     # vertical frown lines between the brows (anger, disgust)
     if cues["brow_in"] > 0.04:
         for s in (-1, 1):
-            d.line([f.p(s * 0.05, -0.33), f.p(s * 0.06, -0.22)], fill=_rgb(skin * 0.7), width=w)
+            d.line([f.p(s * 0.05, -0.33), f.p(s * 0.06, -0.22)], fill=rgb(skin * 0.7), width=w)
     # nose
-    d.line([f.p(0.0, -0.12), f.p(0.04, 0.2)], fill=_rgb(skin * 0.75), width=w)
+    d.line([f.p(0.0, -0.12), f.p(0.04, 0.2)], fill=rgb(skin * 0.75), width=w)
     for s in (-1, 1):
-        d.ellipse(f.box(s * 0.07, 0.24, 0.05, 0.025), fill=_rgb(skin * 0.6))
+        d.ellipse(f.box(s * 0.07, 0.24, 0.05, 0.025), fill=rgb(skin * 0.6))
     if cues["wrinkle"] > 0:
         for k in range(3):
             v = -0.06 + 0.04 * k
-            d.line([f.p(-0.12, v), f.p(0.12, v - 0.01)], fill=_rgb(skin * (1 - 0.35 * cues["wrinkle"])), width=w)
+            d.line([f.p(-0.12, v), f.p(0.12, v - 0.01)], fill=rgb(skin * (1 - 0.35 * cues["wrinkle"])), width=w)
     # mouth
     mv = sp["mouth_y"]
     mw = 0.36 * cues["mouth_w"]
-    lip = _rgb(sp["lip"])
+    lip = rgb(sp["lip"])
     kind = cues["mouth"]
     if kind == "open":
         h = cues["mouth_open"]
@@ -265,7 +244,7 @@ def _draw_face(d: ImageDraw.ImageDraw, f: _Face, sp: dict, cues: dict, rng: np.r
             teeth = _curve(f, -mw * 0.8, mw * 0.8, mv - 0.01, bend * 0.55) + \
                 _curve(f, mw * 0.8, -mw * 0.8, mv + 0.0, bend * 0.8)
             d.polygon(teeth, fill=(250, 250, 245))
-        d.line(_curve(f, -mw, mw, mv - 0.02, bend * 0.6), fill=_rgb(sp["lip"] * 0.6), width=w)
+        d.line(_curve(f, -mw, mw, mv - 0.02, bend * 0.6), fill=rgb(sp["lip"] * 0.6), width=w)
     elif kind == "frown":
         d.line(_curve(f, -mw, mw, mv + 0.03, cues["mouth_curve"]), fill=lip, width=round(w * 1.5))
     elif kind == "snarl":
@@ -273,77 +252,11 @@ def _draw_face(d: ImageDraw.ImageDraw, f: _Face, sp: dict, cues: dict, rng: np.r
         d.line(up + [f.p(mw, mv + 0.02)], fill=lip, width=round(w * 1.5))
         d.line(_curve(f, -mw, mw, mv + 0.03, cues["mouth_curve"]), fill=lip, width=round(w * 1.3))
     elif kind == "tight":
-        d.line([f.p(-mw, mv + 0.01), f.p(mw, mv + 0.01)], fill=_rgb(sp["lip"] * 0.7), width=max(1, w))
+        d.line([f.p(-mw, mv + 0.01), f.p(mw, mv + 0.01)], fill=rgb(sp["lip"] * 0.7), width=max(1, w))
         for s in (-1, 1):
-            d.line([f.p(s * mw, mv + 0.01), f.p(s * (mw + 0.03), mv + 0.04)], fill=_rgb(skin * 0.65), width=w)
+            d.line([f.p(s * mw, mv + 0.01), f.p(s * (mw + 0.03), mv + 0.04)], fill=rgb(skin * 0.65), width=w)
     else:  # neutral line
         d.line(_curve(f, -mw, mw, mv, 0.005), fill=lip, width=round(w * 1.3))
-
-
-MASK_KINDS = ("surgical", "cloth", "n95", "kn95")
-SURGICAL_COLOURS = [(173, 216, 230), (235, 240, 245), (160, 210, 190), (240, 190, 200), (35, 35, 40)]
-
-
-def draw_mask(img: Image.Image, f: _Face, rng: np.random.Generator, kind: str | None = None) -> str:
-    """Draws a face mask over nose, mouth and cheeks of the face `f`; returns its kind. `kind`
-    forces the style (the random draw is made either way, so the stream stays the same)."""
-    d = ImageDraw.Draw(img)
-    w = max(1, round(f.n / 60))
-    drawn = MASK_KINDS[int(rng.integers(len(MASK_KINDS)))]
-    kind = kind or drawn
-    top = rng.uniform(-0.07, 0.05)  # fit: how high the mask sits on the nose bridge
-    shift = rng.uniform(-0.05, 0.05)
-    wide = rng.uniform(1.0, 1.08)
-    low = rng.uniform(0.98, 1.08)
-    if kind == "surgical":
-        colour = np.array(SURGICAL_COLOURS[int(rng.integers(len(SURGICAL_COLOURS)))], dtype=float)
-    elif kind == "cloth":
-        colour = rng.uniform(20, 235, 3)
-    else:
-        colour = np.array([240.0, 240, 236]) * rng.uniform(0.85, 1.0)
-    pts = [(-1.0, top + 0.08), (-0.35, top + 0.01), (0.0, top - 0.05), (0.35, top + 0.01), (1.0, top + 0.08),
-           (1.02, 0.45), (0.7, 0.85), (0.0, low), (-0.7, 0.85), (-1.02, 0.45)]
-    if kind in ("n95", "kn95"):
-        pts = [(-0.95, top + 0.1), (-0.4, top), (0.0, top - 0.06), (0.4, top), (0.95, top + 0.1),
-               (1.0, 0.5), (0.55, 0.92), (0.0, low + 0.02), (-0.55, 0.92), (-1.0, 0.5)]
-    poly = [f.p(u * wide + shift, v) for u, v in pts]
-    # ear loops
-    loop = _rgb(colour * 0.85)
-    for s, (i0, i1) in ((-1, (0, 9)), (1, (4, 5))):
-        ear = f.p(s * 1.0, -0.05)
-        d.line([poly[i0], ear], fill=loop, width=w)
-        d.line([poly[i1], ear], fill=loop, width=w)
-    d.polygon(poly, fill=_rgb(colour), outline=_rgb(colour * 0.7))
-    if kind == "surgical":  # pleats
-        for k in range(3):
-            v = top + 0.25 + 0.2 * k
-            d.line([f.p(-0.95 * wide + shift, v), f.p(0.95 * wide + shift, v + 0.02)], fill=_rgb(colour * 0.8),
-                   width=w)
-        d.line([poly[1], poly[2], poly[3]], fill=(200, 200, 200), width=w)  # nose wire
-    elif kind == "cloth":  # a pattern: stripes, dots or checks
-        pattern = int(rng.integers(3))
-        accent = _rgb(rng.uniform(0, 255, 3))
-        mask_img = Image.new("L", img.size, 0)
-        ImageDraw.Draw(mask_img).polygon(poly, fill=255)
-        tex = Image.new("RGB", img.size, _rgb(colour))
-        td = ImageDraw.Draw(tex)
-        step = max(3, int(f.n * rng.uniform(0.05, 0.09)))
-        for k in range(-f.n, 2 * f.n, step):
-            if pattern == 0:
-                td.line([(k, 0), (k + f.n, f.n)], fill=accent, width=max(1, step // 3))
-            elif pattern == 1:
-                for j in range(0, f.n, step):
-                    td.ellipse([k, j, k + step // 3, j + step // 3], fill=accent)
-            else:
-                td.line([(k, 0), (k, f.n)], fill=accent, width=max(1, step // 4))
-                td.line([(0, k), (f.n, k)], fill=accent, width=max(1, step // 4))
-        img.paste(tex, (0, 0), mask_img)
-    else:  # respirators: centre seam (n95) or horizontal fold (kn95)
-        if kind == "n95":
-            d.line([f.p(shift, top - 0.05), f.p(shift, low)], fill=_rgb(colour * 0.8), width=w)
-        else:
-            d.line([f.p(-0.9 * wide + shift, 0.45), f.p(0.9 * wide + shift, 0.45)], fill=_rgb(colour * 0.8), width=w)
-    return kind
 
 
 def draw_pair(seed: int, subject: int, label: int, size: int) -> tuple[Image.Image, Image.Image, dict]:
@@ -357,13 +270,13 @@ def draw_pair(seed: int, subject: int, label: int, size: int) -> tuple[Image.Ima
         cues[k] += rng.normal(0, 0.012)
     cues["eye"] *= rng.uniform(0.92, 1.08)
     n = size * SUPERSAMPLE
-    canvas = Image.new("RGB", (n, n), _rgb(sp["bg1"]))
+    canvas = Image.new("RGB", (n, n), rgb(sp["bg1"]))
     bd = ImageDraw.Draw(canvas)
     # background: two-tone with a soft blob
     bx = rng.uniform(0, n)
-    bd.ellipse([bx - n * 0.6, -n * 0.2, bx + n * 0.6, n * 1.2], fill=_rgb(sp["bg2"]))
+    bd.ellipse([bx - n * 0.6, -n * 0.2, bx + n * 0.6, n * 1.2], fill=rgb(sp["bg2"]))
     canvas = canvas.filter(ImageFilter.GaussianBlur(n * 0.06))
-    f = _Face(n, sp)
+    f = FaceFrame(n, sp)
     _draw_face(ImageDraw.Draw(canvas), f, sp, cues, rng)
     masked = canvas.copy()
     mask_kind = draw_mask(masked, f, rng)
@@ -381,7 +294,7 @@ def draw_pair(seed: int, subject: int, label: int, size: int) -> tuple[Image.Ima
     out = []
     for img in (canvas, masked):
         img = img.transform(img.size, Image.AFFINE, _affine(n, angle, dx, dy, scale), resample=Image.BICUBIC,
-                            fillcolor=_rgb(sp["bg1"]))
+                            fillcolor=rgb(sp["bg1"]))
         img = img.resize((size, size), Image.LANCZOS)
         arr = np.asarray(img, dtype=np.float64) * light + noise
         out.append(Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB"))
@@ -454,14 +367,6 @@ def write_dataset(cfg: SynthConfig, out: str | os.PathLike, progress=None) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def cache_home() -> Path:
-    env = os.environ.get("MSDE_BENCH_HOME")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "msde-bench"
 
 
 def ensure_cached(cfg: SynthConfig, progress=None) -> Path:

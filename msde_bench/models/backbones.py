@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from msde_bench.checkpoints import load_torch
 from msde_bench.errors import MsdeError
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models()) | frozenset(timm.list_models(pretrained=True))
+
+
+def is_timm_model(name: str) -> bool:
+    """True for a name timm.create_model accepts (without or with a pretrained tag)."""
+    return name in _timm_names()
 
 
 def create_trunk(name: str, *, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -19,7 +33,7 @@ def create_trunk(name: str, *, pretrained: bool = False, **kwargs) -> nn.Module:
     """
     import timm
 
-    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+    if not is_timm_model(name):
         close = timm.list_models(f"*{name}*")[:8]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise MsdeError(f"unknown model {name!r} (neither a method plugin nor a timm model){hint}")
@@ -52,8 +66,6 @@ def load_init(module: nn.Module, path: str | Path, *, head_prefixes=("fc.", "cla
     The classifier head of the checkpoint is ignored. Returns the missing and unexpected keys so
     the caller can report them; a checkpoint that matches nothing is an error.
     """
-    from msde_bench.checkpoints import load_torch
-
     path = Path(path)
     try:
         state = _state_dict_of(load_torch(path))

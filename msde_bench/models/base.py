@@ -1,53 +1,110 @@
-"""The Method contract every model of the harness follows (DESIGN.md, "Contracts")."""
+"""The Method contract every model of the harness follows: Method (abstract), its Output, the
+LossState its loss receives, and BackboneMethod (a method built on a timm trunk)."""
 
 from __future__ import annotations
 
+import hashlib
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msde_bench.models.backbones import create_trunk
+from msde_bench.options import Option, parse_options
+
 
 class Output(NamedTuple):
-    logits: torch.Tensor  # B x C, before softmax
-    embedding: torch.Tensor  # B x D, the pooled feature used by the classifier
-    feature_map: torch.Tensor  # B x D x h x w, the last feature map (what the paradigms align)
-    extras: dict | None = None  # whatever the method's loss needs (attention weights, branch logits, ...)
+    """What `Method.forward` returns."""
+
+    #: B x C, before softmax: what evaluation scores (argmax) and what logit distillation matches
+    logits: torch.Tensor
+    #: B x D, the pooled feature used by the classifier (t-SNE, supcon alignment)
+    embedding: torch.Tensor
+    #: B x D x h x w, the last feature map (what contrastive aligns and distill matches)
+    feature_map: torch.Tensor
+    #: whatever the method's loss needs (attention weights, branch logits, ...)
+    extras: dict | None = None
 
 
-class Method(nn.Module):
+@dataclass(frozen=True)
+class LossState:
+    """What `Method.loss` receives besides the batch.
+
+    - `epoch`: the 0-based training epoch;
+    - `index`: the pairs' dataset indices (B,), for methods with per-sample state (SCN);
+    - `view`: "non-masked", "masked", or "mixed" (then `views` is 1 where the image is masked);
+    - `step`: the 0-based optimiser step of this fold's training; `seed` the fold's seed.
+    `generator()` returns a torch.Generator seeded from (seed, step): every call in one step
+    returns the same stream, so a method can draw one random pairing shared by both views of a
+    contrastive step without touching any other random stream."""
+
+    epoch: int = 0
+    index: torch.Tensor | None = None
+    view: str = "non-masked"
+    views: torch.Tensor | None = None
+    step: int = 0
+    seed: int = 0
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        text = f"{self.seed}:step:{self.step}"
+        return torch.Generator(device).manual_seed(int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))
+
+
+def cross_entropy_terms(out: Output, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The plain supervised objective: {"loss": ce, "ce": ce}."""
+    ce = F.cross_entropy(out.logits, y)
+    return {"loss": ce, "ce": ce}
+
+
+class Method(nn.Module, metaclass=ABCMeta):
     """A FER method: `forward(x) -> Output` and its own supervised objective `loss`.
 
-    The contract (CONTRIBUTING.md, "The Method contract"):
-    - `forward(x)` returns Output(logits, embedding, feature_map) for any input size;
+    The harness builds it as `cls(num_classes=7, pretrained=bool, options=dict)` (options: the
+    method's `--opt` values by their bare names, defaults filled in), moves it to the device, to
+    channels_last on CUDA and CPU, and trains it under bf16 autocast on CUDA. Inputs are float
+    B x 3 x H x W images normalised with ImageNet mean/std (IMAGENET_MEAN/STD; mean = std = 0.5
+    under quirk_eval_normalisation at evaluation), H = W = the recipe's image size.
+
+    - `forward(x)` returns Output for any input size (use adaptive pooling, never a fixed 7 x 7);
     - `loss(x, y, out, state)` returns the method's loss terms, `"loss"` being what is minimised;
-      the paradigms call it for every view they train on. `state` holds `epoch`, `index` (the
-      pairs' dataset indices), `view` ("non-masked", "masked" or "mixed") and `views`;
+      the paradigms call it for every view they train on, in training mode only;
     - `param_groups(lr)` gives the optimiser's parameter groups (a group may carry `lr_scale`);
+    - `pair_transform(non_masked, masked, generator)` a training-only transform of a batch of
+      pairs, drawn once per pair (both views get the same draw); default: none;
     - `after_step()` runs after every optimiser step (relabelling, centre updates);
-    - `target_layer()` is the layer Grad-CAM looks at.
-    Class attributes: `options` (the `--opt` values it accepts, as spec.Option), `official_recipe`
-    (RunSpec overrides used under `--recipe official`), `official_options` (option values that
+    - `on_epoch_start(epoch)` at the start of every training epoch, after `train()`;
+    - `target_layer()` is the layer Grad-CAM looks at; `cam_reshape_transform()` optional.
+    Class attributes: `options` (the `--opt` values it accepts), `official_recipe` (RunSpec
+    overrides used under `--recipe official`), `official_options` (option values that
     `--recipe official` sets unless given with --opt), `paper`, `description`.
     """
 
-    options: dict = {}
+    options: dict[str, Option] = {}
     official_recipe: dict = {}
     official_options: dict = {}
     paper: str = ""
     description: str = ""
 
-    def forward(self, x: torch.Tensor) -> Output:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> Output:
+        """Logits, pooled embedding and last feature map of a batch of images."""
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, out: Output, state: dict | None = None) -> dict:
-        """The method's supervised loss terms; 'loss' is their sum."""
-        ce = F.cross_entropy(out.logits, y)
-        return {"loss": ce, "ce": ce}
+    @abstractmethod
+    def loss(self, x: torch.Tensor, y: torch.Tensor, out: Output, state: LossState) -> dict[str, torch.Tensor]:
+        """The method's supervised loss terms for one view; 'loss' is what is minimised, every
+        other scalar is logged per epoch in the result's train_history."""
 
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def pair_transform(self, non_masked: torch.Tensor, masked: torch.Tensor,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training-only transform of normalised B x 3 x H x W batches of both views; draw one
+        value per pair from `generator` (a CPU generator) and apply it to both views."""
+        return non_masked, masked
 
     def after_step(self) -> None:
         """Called after every optimiser step."""
@@ -77,11 +134,14 @@ class DoubleSoftmax(Method):
         out = self.inner(x)
         return out._replace(logits=torch.softmax(out.logits.float(), dim=1))
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         return self.inner.loss(x, y, out, state)
 
     def param_groups(self, lr: float) -> list[dict]:
         return self.inner.param_groups(lr)
+
+    def pair_transform(self, non_masked, masked, generator):
+        return self.inner.pair_transform(non_masked, masked, generator)
 
     def after_step(self) -> None:
         self.inner.after_step()
@@ -98,17 +158,15 @@ class DoubleSoftmax(Method):
 
 class BackboneMethod(Method):
     """A method built on a timm trunk (`backbone` option, default resnet18): `self.trunk` gives the
-    feature map through `forward_features`, `self.dim` its channels. `--init` loads into the trunk."""
+    feature map through `features`, `self.dim` its channels, `self.opts` the option values.
+    `--init` loads into the trunk. Subclasses implement `forward` and `loss`."""
 
-    options: dict = {}  # filled below, once spec.Option is importable without a cycle
+    options: dict[str, Option] = {"backbone": Option("resnet18", "the timm trunk the method is built on")}
     #: extra arguments for timm.create_model (e.g. features_only=True, out_indices=(2, 3))
     trunk_kwargs: dict = {}
 
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__()
-        from msde_bench.models.backbones import create_trunk
-        from msde_bench.spec import parse_options
-
         self.opts = {**parse_options([], type(self).options), **(options or {})}
         self.num_classes = num_classes
         self.trunk = create_trunk(self.opts["backbone"], pretrained=pretrained, **self.trunk_kwargs)
@@ -130,12 +188,3 @@ class BackboneMethod(Method):
             if layer is not None:
                 return layer[-1] if isinstance(layer, nn.Sequential) else layer
         return self.trunk
-
-
-def _backbone_option():
-    from msde_bench.spec import Option
-
-    return {"backbone": Option("resnet18", "the timm trunk the method is built on")}
-
-
-BackboneMethod.options = _backbone_option()

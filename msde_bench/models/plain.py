@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from msde_bench import NUM_CLASSES
-from msde_bench.models.base import BackboneMethod, Output
+from msde_bench.models.base import BackboneMethod, Output, cross_entropy_terms
 
 
 class PlainClassifier(BackboneMethod):
-    """`resnet18` (or any timm model): backbone -> last feature map -> mean pool -> linear."""
+    """`resnet18` (or any timm model): backbone -> last feature map -> mean pool -> linear, trained
+    with cross-entropy."""
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = NUM_CLASSES, pretrained: bool = False):
         super().__init__(num_classes, pretrained, {"backbone": backbone})
@@ -21,3 +22,6 @@ class PlainClassifier(BackboneMethod):
         fmap = self.features(x)
         emb = fmap.mean(dim=(2, 3))
         return Output(self.fc(emb), emb, fmap)
+
+    def loss(self, x, y, out, state):
+        return cross_entropy_terms(out, y)

@@ -1,14 +1,23 @@
-"""The Paradigm contract and the batch it receives."""
+"""The Paradigm contract, the batch it receives and the fold context it is prepared with."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from msde_bench.models.base import Method
-from msde_bench.spec import Option
+from msde_bench.models.base import LossState, Method
+from msde_bench.options import Option
+
+if TYPE_CHECKING:  # annotations only
+    from rich.console import Console
+
+    from msde_bench.data.pairs import ImageCache
+    from msde_bench.spec import RunSpec
 
 
 @dataclass
@@ -23,14 +32,49 @@ class Batch:
     #: the pairs' indices in the dataset (methods that keep per-sample state, e.g. SCN's relabelling)
     index: torch.Tensor | None = None
     epoch: int = 0
+    #: the 0-based optimiser step of the fold and the fold's seed (LossState.generator)
+    step: int = 0
+    seed: int = 0
 
-    def state(self, view: str, views: torch.Tensor | None = None) -> dict:
-        """What Method.loss receives as `state`: epoch, pair indices, which view the images are
-        ("non-masked", "masked", or "mixed" with `views` giving 1 where the image is masked)."""
-        return {"epoch": self.epoch, "index": self.index, "view": view, "views": views}
+    def state(self, view: str, views: torch.Tensor | None = None) -> LossState:
+        """What Method.loss receives: epoch, pair indices, which view the images are ("non-masked",
+        "masked", or "mixed" with `views` giving 1 where the image is masked), step and seed."""
+        return LossState(self.epoch, self.index, view, views, self.step, self.seed)
 
 
-class Paradigm:
+@dataclass(frozen=True)
+class FoldContext:
+    """What `Paradigm.prepare` receives: one fold of one run."""
+
+    spec: RunSpec
+    #: the decoded images of the whole dataset (uint8), indexed by pair
+    cache: ImageCache
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    #: every pair's subject id
+    subjects: np.ndarray
+    device: torch.device
+    #: the fold's seed (derived from the run's seed and the fold index)
+    seed: int
+    fold: int
+    #: `fit(spec, seed) -> (method, timing)`: trains a model of `spec` on this fold's training
+    #: pairs with the harness's Trainer (distill's teacher); timing has train_seconds
+    fit: Callable[[RunSpec, int], tuple[Method, dict]]
+    #: `build(spec) -> method`: an untrained model of `spec`, --init not loaded (to load a checkpoint into)
+    build: Callable[[RunSpec], Method]
+    console: Console | None = None
+
+    def say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+
+class Paradigm(ABC):
+    """A training paradigm: which views the method sees and which cross-view terms are added.
+
+    The harness builds it as `cls(options)` (its own `--opt` values, defaults filled in), calls
+    `prepare(ctx)` once per fold, then `training_step(method, batch)` once per optimiser step."""
+
     name = "base"
     description = ""
     paper = ""
@@ -45,10 +89,8 @@ class Paradigm:
     def __init__(self, options: dict[str, Any]):
         self.opts = {k: options[k] for k in self.options}
 
-    def prepare(self, ctx: dict) -> None:
-        """Called once per fold before training (distill trains or loads its teacher here).
-
-        ctx: spec, cache, train_idx, test_idx, subjects, device, seed, fold, console."""
+    def prepare(self, ctx: FoldContext) -> None:
+        """Called once per fold before training (distill trains or loads its teacher here)."""
 
     def skip_init(self) -> bool:
         """True when the student must not load --init (distill's quirk_student_random_init)."""
@@ -58,7 +100,8 @@ class Paradigm:
         """What the result should record about this fold's paradigm (e.g. where the teacher came from)."""
         return {}
 
+    @abstractmethod
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
-        """Returns the loss terms ('loss' is what is minimised) and 'logits'/'targets' for the
-        running training accuracy."""
-        raise NotImplementedError
+        """Returns the loss terms ('loss' is what is minimised; every other scalar is averaged per
+        epoch into the result's train_history) and 'logits'/'targets' for the running training
+        accuracy."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from msde_bench.models.base import Method
+from msde_bench.options import Option
 from msde_bench.paradigms.base import Batch, Paradigm
-from msde_bench.spec import Option
 
 TRAIN_ON = ("mixed", "non-masked", "masked")
 

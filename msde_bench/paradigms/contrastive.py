@@ -1,4 +1,4 @@
-"""`contrastive`: the paper's paired feature alignment (PAPER.md section 4.3).
+"""`contrastive`: the paper's paired feature alignment (MSD-E, section "contrastive learning").
 
 Both views of every pair go through the one shared network in the same step (two forward passes,
 as in the reference code, so each view is batch-normalised on its own). The loss is
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from msde_bench.models.base import Method
+from msde_bench.options import Option, positive
 from msde_bench.paradigms.base import Batch, Paradigm
-from msde_bench.spec import Option
 
 ALIGN = ("mse", "cosine", "supcon")
 
@@ -63,7 +63,7 @@ class Contrastive(Paradigm):
         "alpha": Option(1.0, "weight of the alignment term (the figure's lambda; reference code alpha = 1)"),
         "beta": Option(1.0, "weight of the two supervised terms (the figure's sigma; reference code beta = 1)"),
         "align": Option("mse", "alignment loss: mse (the paper), cosine, or supcon", ALIGN),
-        "temperature": Option(0.1, "temperature of the supcon alignment"),
+        "temperature": Option(0.1, "temperature of the supcon alignment", check=positive),
         "normalise": Option(True, "L2-normalise the feature maps over channels before mse/cosine alignment, "
                                   "as the reference ResNet does"),
     }
@@ -85,5 +85,7 @@ class Contrastive(Paradigm):
         t_m = method.loss(batch.masked, batch.y, out_m, batch.state("masked"))
         align = self.align(out_nm, out_m, batch.y)
         loss = self.opts["beta"] * (t_nm["loss"] + t_m["loss"]) + self.opts["alpha"] * align
-        return {"loss": loss, "loss_non_masked": t_nm["loss"], "loss_masked": t_m["loss"], "align": align,
+        terms = {f"non_masked.{k}": v for k, v in t_nm.items() if k != "loss"}
+        terms.update({f"masked.{k}": v for k, v in t_m.items() if k != "loss"})
+        return {**terms, "loss": loss, "loss_non_masked": t_nm["loss"], "loss_masked": t_m["loss"], "align": align,
                 "logits": torch.cat([out_nm.logits, out_m.logits]), "targets": torch.cat([batch.y, batch.y])}

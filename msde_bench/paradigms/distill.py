@@ -1,4 +1,4 @@
-"""`distill`: knowledge distillation from a non-masked teacher (PAPER.md section 4.4).
+"""`distill`: knowledge distillation from a non-masked teacher (MSD-E, section "knowledge distillation").
 
 A teacher of the same model is trained first on the non-masked images of the fold's training
 pairs (the baseline paradigm with train_on=non-masked, the recipe's baseline learning rate,
@@ -26,9 +26,11 @@ import torch.nn.functional as F
 
 from msde_bench.checkpoints import load_torch, save_torch_atomic
 from msde_bench.errors import MsdeError
+from msde_bench.home import cache_home
 from msde_bench.models.base import Method
-from msde_bench.paradigms.base import Batch, Paradigm
-from msde_bench.spec import QUIRKS, RECIPES, Option, RunSpec
+from msde_bench.options import QUIRKS, Option, is_method_key, positive
+from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
+from msde_bench.spec import RECIPES, RunSpec, derive_seed
 
 TEACHER_FORMAT = "msde-bench/teacher/1"
 
@@ -40,22 +42,20 @@ class Distill(Paradigm):
     paper_lr = 1e-2
     options = {
         "lambda": Option(100.0, "weight of the feature-map MSE to the teacher (reference code: 100)"),
-        "p": Option(0.5, "probability that the student sees the masked view of a pair"),
+        "p": Option(0.5, "probability that the student sees the masked view of a pair", min=0.0, max=1.0),
         "teacher": Option("", "a teacher checkpoint to load instead of training one (a file written by "
                               "msde-bench, or a state dict of the same model)"),
-        "teacher_epochs": Option(0, "epochs of teacher training (0: the run's epochs)"),
+        "teacher_epochs": Option(0, "epochs of teacher training (0: the run's epochs)", min=0),
         "normalise": Option(True, "L2-normalise both feature maps over channels before the MSE, as the "
                                   "reference ResNet does"),
         "kd_weight": Option(0.0, "weight of logit distillation (KL divergence); 0 turns it off"),
-        "kd_temperature": Option(4.0, "temperature of logit distillation"),
+        "kd_temperature": Option(4.0, "temperature of logit distillation", check=positive),
         "quirk_student_random_init": Option(False, "ignore --init for the student, as the reference code "
                                                    "silently does (it loads after wrapping in DataParallel)"),
     }
 
     def __init__(self, options):
         super().__init__(options)
-        if not 0.0 <= self.opts["p"] <= 1.0:
-            raise MsdeError(f"--opt p={self.opts['p']}: a probability must be in [0, 1]")
         self.teacher: Method | None = None
         self.info: dict = {}
         self.gen = torch.Generator()
@@ -68,32 +68,33 @@ class Distill(Paradigm):
     def teacher_spec(self, spec: RunSpec) -> RunSpec:
         """The teacher is the baseline non-masked model of the same model (with the same method
         options and quirks) and recipe."""
-        quirks = {k: v for k, v in spec.options if k in QUIRKS or k.startswith(f"{spec.model}.")}
+        quirks = {k: v for k, v in spec.options if k in QUIRKS or is_method_key(spec.model, k)}
         lr = RECIPES[spec.recipe]["lr"] if spec.recipe in RECIPES else spec.lr
         return spec.with_(paradigm="baseline", options=tuple(sorted({**quirks, "train_on": "non-masked"}.items())),
                           epochs=self.opts["teacher_epochs"] or spec.epochs, lr=lr, run_folds=())
 
-    def prepare(self, ctx: dict) -> None:
-        from msde_bench.data.synth import cache_home
-        from msde_bench.engine import derive_seed
-
-        spec, subjects, device = ctx["spec"], ctx["subjects"], ctx["device"]
-        train_subjects = sorted(set(subjects[ctx["train_idx"]].tolist()))
-        test_subjects = sorted(set(subjects[ctx["test_idx"]].tolist()))
+    def prepare(self, ctx: FoldContext) -> None:
+        spec, subjects = ctx.spec, ctx.subjects
+        train_subjects = sorted(set(subjects[ctx.train_idx].tolist()))
+        test_subjects = sorted(set(subjects[ctx.test_idx].tolist()))
         assert not set(train_subjects) & set(test_subjects), "teacher training pairs include test subjects"
         if self.opts["teacher"]:
-            teacher, meta = self._load(Path(self.opts["teacher"]), spec)
+            teacher, meta = self._load(Path(self.opts["teacher"]), ctx)
             source = str(self.opts["teacher"])
         else:
             tspec = self.teacher_spec(spec)
-            key = hashlib.sha256(json.dumps(dict(spec=tspec.to_dict(), fold=ctx["fold"], data=ctx["cache"].fingerprint,
+            key = hashlib.sha256(json.dumps(dict(spec=tspec.to_dict(), fold=ctx.fold, data=ctx.cache.fingerprint,
                                                  train_subjects=train_subjects), sort_keys=True).encode()).hexdigest()[:16]
             path = cache_home() / "teachers" / f"{key}.pt"
             if path.is_file():
-                teacher, meta = self._load(path, spec)
+                teacher, meta = self._load(path, ctx)
                 source = f"cache {path}"
             else:
-                teacher, meta = self._train(tspec, ctx, derive_seed(spec.seed, "teacher", ctx["fold"]), train_subjects)
+                ctx.say(f"fold {ctx.fold}: training the non-masked teacher ({tspec.epochs} epochs)")
+                teacher, timing = ctx.fit(tspec, derive_seed(spec.seed, "teacher", ctx.fold))
+                teacher = teacher.cpu()
+                meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx.fold, train_subjects=train_subjects,
+                            train_seconds=timing["train_seconds"])
                 save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=teacher.state_dict()))
                 source = f"trained ({path})"
         seen = meta.get("train_subjects")
@@ -101,34 +102,19 @@ class Distill(Paradigm):
             leaked = sorted(set(seen) & set(test_subjects))
             if leaked:
                 raise MsdeError(f"{source}: the teacher was trained on subjects {leaked[:10]} that fold "
-                                f"{ctx['fold']} tests; a teacher must see only the fold's training subjects")
-        elif ctx.get("console") is not None:
-            ctx["console"].print(f"[yellow]warning[/]: {source} records no training subjects; cannot check that it "
-                                 "never saw this fold's test subjects")
-        teacher = teacher.to(device).eval()
+                                f"{ctx.fold} tests; a teacher must see only the fold's training subjects")
+        else:
+            ctx.say(f"[yellow]warning[/]: {source} records no training subjects; cannot check that it "
+                    "never saw this fold's test subjects")
+        teacher = teacher.to(ctx.device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
             p.grad = None  # a freshly trained teacher still holds its last step's gradients
         self.teacher = teacher
         self.info = dict(teacher=source, teacher_train_subjects=seen, teacher_train_seconds=meta.get("train_seconds"))
-        self.gen = torch.Generator().manual_seed(derive_seed(spec.seed, "distill-views", ctx["fold"]))
+        self.gen = torch.Generator().manual_seed(derive_seed(spec.seed, "distill-views", ctx.fold))
 
-    def _train(self, tspec: RunSpec, ctx: dict, seed: int, train_subjects: list[int]) -> tuple[Method, dict]:
-        from msde_bench.engine import Trainer, build_method, build_paradigm
-
-        if ctx.get("console") is not None:
-            ctx["console"].print(f"fold {ctx['fold']}: training the non-masked teacher ({tspec.epochs} epochs)")
-        torch.manual_seed(seed)
-        model, _ = build_method(tspec)
-        trainer = Trainer(tspec, model, build_paradigm(tspec), ctx["device"])
-        timing = trainer.fit(ctx["cache"], ctx["train_idx"], torch.Generator().manual_seed(seed))
-        meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx["fold"], train_subjects=train_subjects,
-                    train_seconds=timing["train_seconds"])
-        return trainer.method.cpu(), meta
-
-    def _load(self, path: Path, spec: RunSpec) -> tuple[Method, dict]:
-        from msde_bench.engine import build_method
-
+    def _load(self, path: Path, ctx: FoldContext) -> tuple[Method, dict]:
         obj = load_torch(path, missing="teacher checkpoint not found")
         meta = {}
         if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
@@ -138,11 +124,11 @@ class Distill(Paradigm):
         else:
             state = obj
         state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        model, _ = build_method(self.teacher_spec(spec), load=False)
+        model = ctx.build(self.teacher_spec(ctx.spec))
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise MsdeError(f"{path}: does not fit model {spec.model!r} ({str(e).splitlines()[0]})") from None
+            raise MsdeError(f"{path}: does not fit model {ctx.spec.model!r} ({str(e).splitlines()[0]})") from None
         return model, meta
 
     def report(self) -> dict:
@@ -167,7 +153,8 @@ class Distill(Paradigm):
             f_t, f_s = F.normalize(f_t, dim=1), F.normalize(f_s, dim=1)
         feat = F.mse_loss(f_s, f_t)
         loss = terms["loss"] + self.opts["lambda"] * feat
-        out = {"loss": loss, "loss_method": terms["loss"], "feature_mse": feat, "logits": s_out.logits,
+        out = {**{f"method.{k}": v for k, v in terms.items() if k != "loss"},
+               "loss": loss, "loss_method": terms["loss"], "feature_mse": feat, "logits": s_out.logits,
                "targets": batch.y, "masked_share": masked.float().mean()}
         if self.opts["kd_weight"] > 0:
             kd = kd_loss(s_out.logits.float(), t_out.logits.float(), self.opts["kd_temperature"])

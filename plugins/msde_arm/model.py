@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msde_bench.api import BackboneMethod, Option, Output
+from msde_bench.api import BackboneMethod, MsdeError, Option, Output, cross_entropy_terms
 
 PLANE = 112  # the official plane side (7 x 16)
 
@@ -34,8 +34,6 @@ class ARM(BackboneMethod):
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__(num_classes, pretrained, options)
         if self.dim % 256:
-            from msde_bench.errors import MsdeError
-
             raise MsdeError(f"arm: the trunk's {self.dim} channels are not a multiple of 256 (PixelShuffle(16))")
         self.planes = self.dim // 256
         self.arrangement = nn.PixelShuffle(16)
@@ -68,3 +66,6 @@ class ARM(BackboneMethod):
         fmap = self.features(x)
         emb = self.amend(fmap).flatten(1)
         return Output(self.fc(emb), emb, fmap, {"alpha": self.alpha})
+
+    def loss(self, x, y, out, state):
+        return cross_entropy_terms(out, y)

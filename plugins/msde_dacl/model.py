@@ -73,7 +73,7 @@ class DACL(BackboneMethod):
         a = torch.softmax(self.attention_heads(e).view(-1, self.dim, 2), dim=2)[..., 1]
         return Output(self.fc(f), f, fmap, {"attention": a})
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         ce = F.cross_entropy(out.logits, y)
         a = out.extras["attention"].float()
         f = out.embedding.float()

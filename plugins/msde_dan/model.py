@@ -98,7 +98,7 @@ class DAN(BackboneMethod):
         emb = heads.sum(dim=1)
         return Output(self.bn(self.fc(emb)), emb, fmap, {"heads": heads, "g": fmap.mean(dim=(2, 3))})
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         ce = F.cross_entropy(out.logits, y)
         af = affinity_loss(out.extras["g"].float(), y, self.centers.float())
         pt = partition_loss(out.extras["heads"].float())

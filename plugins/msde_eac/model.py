@@ -73,7 +73,7 @@ class EAC(BackboneMethod):
             x = self._erase(x)  # erasing is part of the method's training input, as in the official code
         return self._head(self.features(x), {"input": x} if self.training else None)
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         ce = F.cross_entropy(out.logits, y)
         if out.extras is None or "input" not in out.extras:
             return {"loss": ce, "ce": ce}

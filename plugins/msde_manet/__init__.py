@@ -9,4 +9,4 @@ __version__ = "1.0.0"
 
 @hookimpl
 def msde_bench_register_methods(register):
-    register("manet", MANet, paper=MANet.paper, description=MANet.description)
+    register("manet", MANet)

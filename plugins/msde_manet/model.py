@@ -147,7 +147,7 @@ class MANet(BackboneMethod):
         beta = self.opts["beta"]
         return Output(beta * out_1 + (1 - beta) * out_2, emb, local, {"local": out_1, "global": out_2})
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         ce_1 = F.cross_entropy(out.extras["local"], y)
         ce_2 = F.cross_entropy(out.extras["global"], y)
         beta = self.opts["beta"]

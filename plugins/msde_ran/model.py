@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msde_bench.api import BackboneMethod, Option, Output
+from msde_bench.api import BackboneMethod, MsdeError, Option, Output
 
 #: (x0, y0, x1, y1) as fractions of width and height, from the official on-the-fly AffectNet script
 CROPS = (
@@ -69,8 +69,6 @@ class RAN(BackboneMethod):
         super().__init__(num_classes, pretrained, options)
         k = self.opts["crops"]
         if not 0 <= k <= len(CROPS):
-            from msde_bench.errors import MsdeError
-
             raise MsdeError(f"--opt crops={k}: choose 0-{len(CROPS)}")
         self.boxes = CROPS[:k]
         d = self.dim
@@ -101,7 +99,7 @@ class RAN(BackboneMethod):
         n = len(self.boxes) + 1  # the trunk sees every crop; Grad-CAM looks at the whole image's map
         return lambda t: t.reshape(-1, n, *t.shape[1:])[:, -1]
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         ce = F.cross_entropy(out.logits, y)
         if len(self.boxes) == 0:
             return {"loss": ce, "ce": ce}

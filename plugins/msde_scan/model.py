@@ -90,9 +90,9 @@ class SCAN(BackboneMethod):
             for c0, c1 in grid_bounds(w):
                 p = f2[:, :, r0:r1, c0:c1]
                 local.append((p * self.local_mask(p)).mean(dim=(2, 3)))
-        l = torch.stack(local, dim=1).max(dim=1).values
+        loc = torch.stack(local, dim=1).max(dim=1).values
         g = (f2 * self.global_mask(f2)).mean(dim=(2, 3))
-        emb = F.normalize(torch.cat([l, g], dim=1), dim=1)
+        emb = F.normalize(torch.cat([loc, g], dim=1), dim=1)
         y_att = self.att_fc(emb)
         e = self.eca(f3)
         h3, w3 = e.shape[2:]
@@ -101,7 +101,7 @@ class SCAN(BackboneMethod):
         logits = torch.stack([y_att, *regions], dim=0).mean(dim=0)
         return Output(logits, emb, f3, {"att": y_att, "regions": regions})
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         att = F.cross_entropy(out.extras["att"], y)
         reg = sum(F.cross_entropy(r, y) for r in out.extras["regions"])
         wt = self.opts["att_weight"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msde_bench.api import BackboneMethod, Option, Output
+from msde_bench.api import BackboneMethod, LossState, Option, Output
 
 
 def rank_regularisation(alpha: torch.Tensor, beta: float, margin: float) -> torch.Tensor:
@@ -61,15 +61,15 @@ class SCN(BackboneMethod):
         return Output(alpha * self.fc(f), emb, fmap, {"alpha": alpha})
 
     @staticmethod
-    def _keys(state: dict | None, n: int) -> list[int] | None:
-        if not state or state.get("index") is None:
+    def _keys(state: LossState, n: int) -> list[int] | None:
+        if state.index is None:
             return None
-        views = state.get("views")
+        views = state.views
         if views is None:
-            views = torch.full((n,), 1 if state.get("view") == "masked" else 0)
-        return (state["index"].cpu() * 2 + views.cpu().long()).tolist()
+            views = torch.full((n,), 1 if state.view == "masked" else 0)
+        return (state.index.cpu() * 2 + views.cpu().long()).tolist()
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):
         alpha = out.extras["alpha"]
         keys = self._keys(state, y.shape[0])
         if keys is not None and self.relabelled:
@@ -77,7 +77,7 @@ class SCN(BackboneMethod):
         wce = F.cross_entropy(out.logits, y)
         rr = rank_regularisation(alpha, self.opts["beta"], self.opts["margin_1"])
         if (self.training and keys is not None and self.opts["relabel"]
-                and state.get("epoch", 0) >= self.opts["relabel_epoch"]):
+                and state.epoch >= self.opts["relabel_epoch"]):
             self._pending.append((keys, out.logits.detach(), y.detach(), alpha.detach().flatten()))
         return {"loss": wce + rr, "wce": wce, "rank": rr}
 

@@ -21,7 +21,7 @@ class SmoothCE(BackboneMethod):
     paper = "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016"
     description = "linear head trained with label-smoothed cross-entropy"
     # Everything --opt may set for this method, with defaults; `backbone` comes from BackboneMethod.
-    options = {**BackboneMethod.options, "smoothing": Option(0.1, "label smoothing factor")}
+    options = {**BackboneMethod.options, "smoothing": Option(0.1, "label smoothing factor", min=0.0, max=1.0)}
     # Used under --recipe official (overrides of the paper recipe).
     official_recipe = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
                            step_size=30, gamma=0.1, epochs=90, batch_size=256)
@@ -35,11 +35,11 @@ class SmoothCE(BackboneMethod):
         emb = fmap.mean(dim=(2, 3))  # B x D
         return Output(self.fc(emb), emb, fmap)
 
-    def loss(self, x, y, out, state=None):
+    def loss(self, x, y, out, state):  # state: LossState (epoch, index, view, views, step, seed)
         ce = F.cross_entropy(out.logits, y, label_smoothing=self.opts["smoothing"])
         return {"loss": ce, "smoothed_ce": ce}
 
 
 @hookimpl
 def msde_bench_register_methods(register):
-    register("smooth-ce", SmoothCE, paper=SmoothCE.paper, description=SmoothCE.description)
+    register("smooth-ce", SmoothCE)  # paper and description come from the class

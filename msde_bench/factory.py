@@ -1,0 +1,163 @@
+"""From names to objects: a run's model, paradigm and dataset looked up in the plugin registry,
+and `--opt` values resolved against the options they accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msde_bench import NUM_CLASSES
+from msde_bench.data.pairs import PairedDataset
+from msde_bench.data.sources import load_folder
+from msde_bench.errors import MsdeError
+from msde_bench.models.backbones import is_timm_model, load_init
+from msde_bench.models.base import DoubleSoftmax, Method
+from msde_bench.models.plain import PlainClassifier
+from msde_bench.options import QUIRKS, Option, method_key, method_values, parse_options
+from msde_bench.paradigms.base import Paradigm
+from msde_bench.plugins import Entry, registry
+from msde_bench.spec import RunSpec
+
+# ------------------------------------------------------------------------------------------
+# lookups
+
+
+def paradigm_class(name: str) -> type[Paradigm]:
+    table = registry().paradigms
+    if name not in table:
+        raise MsdeError(f"unknown paradigm {name!r}; available: {', '.join(sorted(table))}{_plugin_hint(name)}")
+    return table[name].obj
+
+
+def method_entry(model: str) -> Entry | None:
+    """The registered method of that name, or None for a plain timm model."""
+    return registry().methods.get(model)
+
+
+def require_model(model: str) -> None:
+    """A registered method or a timm model; otherwise one line that says why it is not there."""
+    if method_entry(model) is not None or is_timm_model(model):
+        return
+    raise MsdeError(f"unknown model {model!r} (neither a method plugin nor a timm model){_plugin_hint(model)}")
+
+
+def _plugin_hint(name: str) -> str:
+    """Why a name may be missing: a plugin of that name failed to load or is disabled."""
+    info = registry().plugins.get(name)
+    if info is None:
+        return ""
+    if info.disabled:
+        return f"; plugin {name!r} is disabled by MSDE_BENCH_DISABLE_PLUGINS"
+    if info.error:
+        return f"; plugin {name!r} failed to load: {info.error} (`msde-bench plugins --traceback` shows more)"
+    return ""
+
+
+def method_provider(model: str) -> dict:
+    """The plugin that provides `model`: name, version, source (built-in / in-tree / installed),
+    distribution; a plain timm model is provided by the harness's built-in PlainClassifier."""
+    reg = registry()
+    entry = method_entry(model)
+    info = reg.plugins[entry.plugin if entry is not None else "msde_bench.builtins"]
+    return dict(plugin=info.name, version=info.version, source=info.source, distribution=info.distribution)
+
+
+def method_options(model: str) -> dict[str, Option]:
+    entry = method_entry(model)
+    return dict(getattr(entry.obj, "options", None) or {}) if entry is not None else {}
+
+
+def official_recipe(model: str) -> dict:
+    entry = method_entry(model)
+    return dict(getattr(entry.obj, "official_recipe", None) or {}) if entry is not None else {}
+
+
+def official_options(model: str) -> dict:
+    """The method's option values under `--recipe official` (e.g. SCAN's 0.01 trunk lr scale), keyed
+    as specs store them; an explicit --opt still wins."""
+    entry = method_entry(model)
+    raw = (getattr(entry.obj, "official_options", None) or {}) if entry is not None else {}
+    unknown = set(raw) - set(method_options(model))
+    if unknown:
+        raise MsdeError(f"model {model!r}: official_options names unknown options {sorted(unknown)}")
+    return {method_key(model, k): v for k, v in raw.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# options
+
+
+def valid_options(model: str, paradigm: str) -> dict[str, Option]:
+    """The --opt keys a run accepts, in their canonical (stored) form: the reference-code quirks
+    and the paradigm's options by their names, the method's by `method_key`."""
+    opts = dict(QUIRKS)
+    for k, o in paradigm_class(paradigm).options.items():
+        if k in opts:
+            raise MsdeError(f"option {k!r} of paradigm {paradigm!r} clashes with a quirk option")
+        opts[k] = o
+    for k, o in method_options(model).items():
+        opts[method_key(model, k)] = o
+    return opts
+
+
+def option_aliases(model: str, valid: dict[str, Option]) -> dict[str, str]:
+    """Bare method option names that are unambiguous: `--opt margin_1=...` for `scn.margin_1`."""
+    return {bare: method_key(model, bare) for bare in method_values(model, valid) if bare not in valid}
+
+
+def qualify(pairs, aliases: dict[str, str]) -> list[str]:
+    out = []
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        out.append(f"{aliases.get(key.strip(), key.strip())}{sep}{value}")
+    return out
+
+
+def check_options(model: str, paradigm: str, pairs, recipe: str | None = None) -> dict:
+    """Every valid option with its value (defaults filled in): the canonical form a spec stores.
+    Under `recipe="official"` the method's official option values replace the defaults."""
+    require_model(model)
+    valid = valid_options(model, paradigm)
+    pairs = qualify(pairs, option_aliases(model, valid))
+    values = parse_options(pairs, valid)
+    if recipe == "official":
+        given = {p.split("=", 1)[0].strip() for p in pairs}
+        values.update({k: v for k, v in official_options(model).items() if k not in given})
+    return values
+
+
+# ------------------------------------------------------------------------------------------
+# building
+
+
+def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | None]:
+    """The model of a spec (a registered method, or a plain timm backbone + linear head), with
+    `--init` loaded unless `load` is False; returns it and the init report."""
+    opts = dict(spec.options)
+    entry = method_entry(spec.model)
+    if entry is not None:
+        method = entry.obj(num_classes=NUM_CLASSES, pretrained=spec.pretrained, options=method_values(spec.model, opts))
+    else:
+        method = PlainClassifier(spec.model, NUM_CLASSES, pretrained=spec.pretrained)
+    report = None
+    if spec.init and load:
+        report = load_init(method.trunk if hasattr(method, "trunk") else method, spec.init)
+    if opts.get("quirk_double_softmax"):
+        method = DoubleSoftmax(method)
+    return method, report
+
+
+def build_paradigm(spec: RunSpec) -> Paradigm:
+    cls = paradigm_class(spec.paradigm)
+    opts = parse_options([], dict(cls.options))
+    opts.update({k: v for k, v in spec.options if k in cls.options})
+    return cls(opts)
+
+
+def load_dataset(data: str, *, progress=None) -> PairedDataset:
+    """`NAME[:ARG]` for a registered dataset (`synth:small` is the embedded set, generated once into
+    the cache); an existing path, or anything else, is read as an MSD-E-layout folder."""
+    datasets = registry().datasets
+    prefix = data.split(":", 1)[0]
+    if prefix in datasets and not Path(data).exists():
+        return datasets[prefix].obj(data, progress=progress)
+    return load_folder(data)

@@ -1,0 +1,54 @@
+"""The progress display of a run: rich bars for fold, epoch and batch, with the running loss,
+training accuracy and, at the end of each epoch, every loss term."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def epoch_line(record: dict) -> str:
+    """`loss 1.234 acc 0.567 · ce 1.2 align 0.03`: an epoch's train_history record in one line."""
+    terms = [f"{k} {v:.3g}" for k, v in record.items() if k not in ("epoch", "loss", "train_acc", "lr")]
+    head = f"loss {record['loss']:.3f} acc {record['train_acc']:.3f}"
+    return head + (" · " + " ".join(terms) if terms else "")
+
+
+class RunProgress:
+    """rich progress bars for fold, epoch and batch, with running loss and accuracy."""
+
+    def __init__(self, console: Console, n_folds: int, epochs: int, enabled: bool):
+        self.console = console
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+            disable=not enabled,
+        )
+        self.folds = self.progress.add_task("folds", total=n_folds, info="")
+        self.epochs = self.progress.add_task("epochs", total=epochs, info="")
+        self.steps = self.progress.add_task("batches", total=1, info="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start_fold(self, fold: int) -> None:
+        self.progress.update(self.folds, description=f"fold {fold}")
+        self.progress.reset(self.epochs)
+
+    def end_fold(self) -> None:
+        self.progress.advance(self.folds)
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        self.progress.reset(self.steps, total=steps)
+        self.progress.update(self.epochs, description=f"epoch {epoch + 1}")
+
+    def batch(self, done: int, loss: float, acc: float) -> None:
+        self.progress.update(self.steps, completed=done, info=f"loss {loss:.3f} acc {acc:.3f}")
+
+    def end_epoch(self, epoch: int, record: dict) -> None:
+        self.progress.update(self.epochs, advance=1, info=epoch_line(record))

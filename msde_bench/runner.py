@@ -1,0 +1,345 @@
+"""Running a spec: its folds as cells, each written on its own; the result file as their merge.
+
+A cell is (whole spec, fold): the spec with every fold (`RunSpec.whole()`), and one fold index.
+Training a cell writes `<out>/<run_id>/fold<k>.json` (the fold record, the spec, the dataset
+it ran on and the environment) and, with `save_models`, `fold<k>.pt` beside it, each
+atomically. A cell's numbers depend only on (whole spec, fold), never on which cells ran before
+or where, so:
+
+- `run(spec)` trains the selected folds (reusing finished cells with `resume`) and writes the
+  result file `<out>/<run_id>.json`, the merge of its cells;
+- separate `--fold k` runs of one spec each write their own (incomplete) result, and once every
+  fold's cell is there, the complete result of the whole spec too (`merge`), equal fold for fold
+  to one run of every fold; `merge_all(out)` does the same for every cell folder under `out`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from msde_bench import __version__
+from msde_bench import metrics as M
+from msde_bench import protocol as P
+from msde_bench import results as R
+from msde_bench.checkpoints import save_model
+from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.errors import MsdeError
+from msde_bench.factory import build_method, build_paradigm, method_provider
+from msde_bench.models.base import Method
+from msde_bench.paradigms.base import FoldContext
+from msde_bench.progress import RunProgress
+from msde_bench.spec import RunSpec, derive_seed
+from msde_bench.training import Trainer, evaluate
+
+CELL_FORMAT = "msde-bench/cell/1"
+
+# ------------------------------------------------------------------------------------------
+# choosing protocol and recipe
+
+
+def default_protocol(dataset: PairedDataset) -> str:
+    """`holdout` for a dataset with an official train/test split, `clean` otherwise."""
+    return "holdout" if dataset.official_splits() is not None else "clean"
+
+
+def with_protocol(spec: RunSpec, dataset: PairedDataset, protocol: str | None = None) -> RunSpec:
+    """The spec under `protocol` (default: `default_protocol`); holdout has one fold."""
+    protocol = protocol or default_protocol(dataset)
+    return spec.with_(protocol=protocol, folds=1 if protocol == "holdout" else spec.folds)
+
+
+def default_recipe(data: str | None, device: torch.device) -> str:
+    """`paper` with a GPU or with --data, `quick` otherwise (the CPU preset on the embedded set)."""
+    return "paper" if (data is not None or device.type != "cpu") else "quick"
+
+
+# ------------------------------------------------------------------------------------------
+# environment
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, whether the working tree had uncommitted changes) of the msde-bench source, when
+    it runs from a git checkout; (None, None) otherwise."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    sha = (git("rev-parse", "HEAD") or "").strip() or None
+    if sha is None:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return sha, (bool(status.strip()) if status is not None else None)
+
+
+def environment(device: torch.device) -> dict:
+    import sklearn
+    import timm
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return dict(python=platform.python_version(), torch=torch.__version__, timm=timm.__version__,
+                numpy=np.__version__, sklearn=sklearn.__version__, platform=platform.platform(),
+                device=str(device), device_name=name, threads=torch.get_num_threads())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ------------------------------------------------------------------------------------------
+# one fold
+
+
+def fit_model(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, device: torch.device, seed: int,
+              progress: RunProgress | None = None) -> tuple[Method, dict]:
+    """A model of `spec` trained on `train_idx` from `seed` (what FoldContext.fit does)."""
+    torch.manual_seed(seed)
+    model, _ = build_method(spec)
+    trainer = Trainer(spec, model, build_paradigm(spec), device)
+    timing = trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed), progress=progress)
+    return trainer.method, timing
+
+
+def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
+    return dict(fold=fold.index, test_subjects=list(fold.test_subjects), n_train_pairs=int(len(fold.train)),
+                train_subjects=sorted(set(subjects[fold.train].tolist())))
+
+
+def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
+             progress: RunProgress | None = None, console: Console | None = None,
+             save_to: Path | None = None) -> dict:
+    """Trains and evaluates one fold of the whole spec; its result depends only on (spec, fold),
+    never on which folds ran before. With `save_to`, the final model is written there (with the
+    spec, to rebuild it)."""
+    seed = derive_seed(spec.seed, "fold", fold.index)
+    paradigm = build_paradigm(spec)
+    paradigm.prepare(FoldContext(
+        spec=spec, cache=cache, train_idx=fold.train, test_idx=fold.test, subjects=subjects, device=device,
+        seed=seed, fold=fold.index, console=console,
+        fit=lambda s, sd: fit_model(s, cache, fold.train, device, sd),
+        build=lambda s: build_method(s, load=False)[0]))
+    torch.manual_seed(seed)
+    method, init_report = build_method(spec, load=not paradigm.skip_init())
+    gen = torch.Generator().manual_seed(seed)
+    trainer = Trainer(spec, method, paradigm, device)
+    history: list[dict] = []
+    best: dict = {}
+
+    def on_epoch(epoch: int) -> None:  # faithful protocol: pick the best epoch on the test fold
+        m = evaluate(trainer.method, cache, fold.test, device, spec)
+        history.append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"], acc_masked=m["acc_masked"],
+                            acc_overall=m["acc_overall"]))
+        if not best or m["acc_overall"] > best["metrics"]["acc_overall"]:
+            best.update(metrics=m, epoch=epoch + 1)
+
+    selection = P.describe(spec.protocol, spec.folds)["selection"]
+    timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress)
+    if selection == "best-on-test":
+        metrics, selected = best["metrics"], best["epoch"]
+    else:
+        metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec), spec.epochs
+    rec = dict(**metrics, **timing, selected_epoch=selected,
+               n_params=sum(p.numel() for p in trainer.method.parameters()))
+    if history:
+        rec["history"] = history
+    if paradigm.report():
+        rec["paradigm"] = paradigm.report()
+    if init_report:
+        rec["init"] = dict(loaded=init_report["loaded"], missing=len(init_report["missing"]),
+                           unexpected=len(init_report["unexpected"]))
+    if save_to is not None:
+        save_model(save_to, trainer.method, spec.to_dict(), fold.index, fold.test_subjects)
+        rec["model_file"] = f"{save_to.parent.name}/{save_to.name}"
+    return rec
+
+
+# ------------------------------------------------------------------------------------------
+# cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fold of one whole spec: the unit of work."""
+
+    spec: RunSpec  # run_folds == ()
+    fold: int
+    dataset: dict  # PairedDataset.describe() of the data it runs on
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id(self.dataset["name"])
+
+    def path(self, out: str | Path) -> Path:
+        return Path(out) / self.run_id / f"fold{self.fold}.json"
+
+    def model_path(self, out: str | Path) -> Path:
+        return Path(out) / self.run_id / f"fold{self.fold}.pt"
+
+
+def cells_of(spec: RunSpec, dataset: PairedDataset) -> tuple[list[Cell], list[P.Fold]]:
+    """The cells `spec` selects (every fold unless run_folds) and every fold of its protocol."""
+    whole = spec.whole()
+    folds = P.make_folds(spec.protocol, dataset.subjects, dataset.labels, spec.folds, spec.seed,
+                         dataset.official_splits())
+    selected = list(spec.run_folds) or list(range(len(folds)))
+    for f in selected:
+        if not 0 <= f < len(folds):
+            raise MsdeError(f"--fold {f}: out of range; this protocol has folds 0-{len(folds) - 1}")
+    info = dataset.describe()
+    return [Cell(whole, f, info) for f in selected], folds
+
+
+def read_cell(cell: Cell, out: str | Path) -> dict | None:
+    """The finished cell's file, or None when it is not there. A cell of another spec or dataset
+    under the same name is an error naming the file."""
+    path = cell.path(out)
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise MsdeError(f"{path}: not a readable cell file ({e}); delete it to run the fold again") from None
+    if not isinstance(obj, dict) or obj.get("format") != CELL_FORMAT:
+        raise MsdeError(f"{path}: not an msde-bench cell file; delete it to run the fold again")
+    if obj.get("spec") != cell.spec.to_dict():
+        raise MsdeError(f"{path}: was written by a different run spec; delete it to run the fold again")
+    if obj.get("dataset", {}).get("fingerprint") != cell.dataset["fingerprint"]:
+        raise MsdeError(f"{path}: the dataset changed since this fold ran; delete it to run the fold again")
+    return obj
+
+
+def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache, out: str | Path, *,
+             save_model: bool = True, progress: RunProgress | None = None,
+             console: Console | None = None) -> dict:
+    """Trains one cell and writes its file (atomically); returns the cell object."""
+    created = _now()
+    device = torch.device(cell.spec.device)
+    rec = {**fold_record(fold, dataset.subjects),
+           **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
+                      cell.model_path(out) if save_model else None)}
+    sha, dirty = git_state()
+    obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
+               created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
+               method_plugin=method_provider(cell.spec.model), env=environment(device), record=rec)
+    R.write_json_atomic(cell.path(out), obj)
+    return obj
+
+
+def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
+    """The result file of `spec` from the cell files of its selected folds (in their order)."""
+    fold_list = [c["record"] for c in cells]
+    selected = [f["fold"] for f in fold_list]
+    first = cells[0]
+    result = dict(
+        schema=R.SCHEMA, run_id=spec.run_id(first["dataset"]["name"]),
+        created=min(c["created"] for c in cells), finished=max(c["finished"] for c in cells),
+        msde_bench_version=first["msde_bench_version"], git_sha=first["git_sha"], git_dirty=first["git_dirty"],
+        method_plugin=first["method_plugin"], spec=spec.to_dict(), dataset=first["dataset"],
+        protocol={**P.describe(spec.protocol, spec.folds), "run_folds": selected, "complete": len(selected) == n_folds},
+        env=first["env"], folds=fold_list, summary=M.summarise(fold_list),
+    )
+    return result
+
+
+def _write_result(result: dict, out: Path) -> Path:
+    path = out / f"{result['run_id']}.json"
+    R.validate(result, path)
+    R.write_json_atomic(path, result)
+    return path
+
+
+def merge(spec: RunSpec, dataset_info: dict, n_folds: int, out: str | Path) -> tuple[dict, Path] | None:
+    """Writes the complete result of the whole spec when every fold's cell is under `out`;
+    returns it, or None while a cell is missing."""
+    whole = spec.whole()
+    cells = [Cell(whole, f, dataset_info) for f in range(n_folds)]
+    found = [read_cell(c, out) for c in cells]
+    if any(c is None for c in found):
+        return None
+    result = assemble(whole, found, n_folds)
+    return result, _write_result(result, Path(out))
+
+
+def merge_all(out: str | Path) -> list[Path]:
+    """Every complete result that the cell folders under `out` make, written; returns their paths."""
+    out = Path(out)
+    written = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        cell_files = sorted(folder.glob("fold*.json"))
+        if not cell_files:
+            continue
+        try:
+            first = json.loads(cell_files[0].read_text(encoding="utf-8"))
+            spec = RunSpec.from_dict(first["spec"])
+        except (ValueError, OSError, KeyError, TypeError) as e:
+            raise MsdeError(f"{cell_files[0]}: not a readable cell file ({e})") from None
+        n_folds = 1 if spec.protocol == "holdout" else spec.folds
+        merged = merge(spec, first["dataset"], n_folds, out)
+        if merged is not None:
+            written.append(merged[1])
+    return written
+
+
+# ------------------------------------------------------------------------------------------
+# one run
+
+
+def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
+        console: Console | None = None, show_progress: bool | None = None,
+        save_models: bool | None = None) -> tuple[dict, Path]:
+    """Runs every selected fold of a spec as cells and writes the result file; returns (result, path).
+
+    With `resume`, finished cells are reused (a killed run continues from its last finished
+    fold) and a finished result is returned as it is. `save_models` (default: when at most 10
+    folds run) writes each fold's final model to `<out>/<run_id>/fold<k>.pt` for
+    `msde-bench explain`. A `--fold` subset also writes the whole spec's complete result once
+    every fold's cell is there."""
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    cells, folds = cells_of(spec, dataset)
+    final = out_dir / f"{spec.run_id(dataset.name)}.json"
+    if resume and final.exists():
+        result = R.load(final)
+        console.print(f"run {result['run_id']} is already complete: {final}")
+        return result, final
+    done = {c.fold: read_cell(c, out_dir) for c in cells} if resume else {}
+    done = {f: obj for f, obj in done.items() if obj is not None}
+    if done:
+        console.print(f"resuming {spec.run_id(dataset.name)}: folds {sorted(done)} already done")
+    if save_models is None:
+        save_models = len(cells) <= 10
+    cache = ImageCache(dataset, spec.image_size)
+    show = console.is_terminal if show_progress is None else show_progress
+    with RunProgress(console, len(cells), spec.epochs, show) as progress:
+        for cell in cells:
+            if cell.fold in done:
+                progress.end_fold()
+                continue
+            progress.start_fold(cell.fold)
+            obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, save_model=save_models,
+                           progress=progress, console=console)
+            done[cell.fold] = obj
+            progress.end_fold()
+            rec = obj["record"]
+            console.print(f"fold {cell.fold}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}  "
+                          f"overall {rec['acc_overall']:.3f}  ({rec['train_seconds']:.1f} s)")
+    result = assemble(spec, [done[c.fold] for c in cells], len(folds))
+    path = _write_result(result, out_dir)
+    if spec.run_folds and not result["protocol"]["complete"]:
+        merged = merge(spec, result["dataset"], len(folds), out_dir)
+        if merged is not None:
+            console.print(f"every fold of {merged[0]['run_id']} is done: merged into {merged[1]}")
+    return result, path

@@ -1,0 +1,122 @@
+"""Test helpers for method plugins, in-tree or out-of-tree, and a pytest plugin with fixtures.
+
+Use it from a plugin's tests with pytest alone:
+
+    # conftest.py
+    pytest_plugins = ["msde_bench.testing"]
+
+    # test_my_method.py
+    from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+
+The fixtures: `tiny_root` (a tiny synthetic set, 8 subjects x 7 expressions at 32 px, written once
+per session), `tiny_copy` (a private copy a test may break), and, for every test, an isolated
+cache home (`MSDE_BENCH_HOME` in a temporary folder), no model hub (`HF_HUB_OFFLINE=1`) and no
+`MSDE_BENCH_DISABLE_PLUGINS` from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from msde_bench.cli import main
+from msde_bench.data.synth import SynthConfig, write_dataset
+from msde_bench.models.base import LossState, Method, Output
+from msde_bench.plugins import registry
+
+# ------------------------------------------------------------------------------------------
+# checks
+
+
+def check_registered(name: str, paper_fragment: str) -> None:
+    """The method is registered with a paper and a description, and `msde-bench methods` lists it."""
+    entry = registry().methods[name]
+    assert paper_fragment in entry.paper and entry.description
+    res = CliRunner().invoke(main, ["methods"])
+    assert res.exit_code == 0 and f"| {name} " in res.output
+
+
+def check_shapes(method: Method, size: int, batch: int = 2) -> Output:
+    """forward() on a random batch of `size` px gives Output of the contract's shapes, finite logits."""
+    torch.manual_seed(0)
+    method.eval()
+    out = method(torch.randn(batch, 3, size, size))
+    assert out.logits.shape == (batch, 7)
+    assert out.embedding.ndim == 2 and out.embedding.shape[0] == batch
+    assert out.feature_map.ndim == 4 and out.feature_map.shape[0] == batch
+    assert torch.isfinite(out.logits).all()
+    return out
+
+
+def check_one_step_reduces_loss(method: Method, size: int = 32, steps: int = 5) -> tuple[float, float]:
+    """A few optimiser steps (in training mode) on one fixed batch lower the method's own loss,
+    measured before and after in the same (eval) mode, so batch-norm noise cannot decide it.
+    Returns (before, after)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, size, size), torch.arange(8) % 7
+    state = LossState(epoch=0, index=torch.arange(8), view="non-masked")
+    opt = torch.optim.Adam([g for grp in method.param_groups(1e-3) for g in grp["params"]], lr=1e-3)
+
+    def loss():
+        return method.loss(x, y, method(x), state)["loss"]
+
+    method.eval()
+    with torch.no_grad():
+        before = loss().item()
+    method.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+        method.after_step()
+    method.eval()
+    with torch.no_grad():
+        after = loss().item()
+    assert after < before, (before, after)
+    return before, after
+
+
+def check_end_to_end(name: str, paradigm: str, root, out, extra=()) -> dict:
+    """`msde-bench run` of the method under `paradigm` on the dataset at `root` (32 px, one epoch,
+    fold 0 of 2) exits 0 and writes a result of that model and paradigm; returns it."""
+    res = CliRunner().invoke(main, ["run", "--model", name, "--paradigm", paradigm, "--data", str(root), "--recipe",
+                                    "quick", "--epochs", "1", "--folds", "2", "--fold", "0", "--image-size", "32",
+                                    "--batch-size", "8", "--device", "cpu", "--out", str(out), "--no-progress",
+                                    *extra])
+    assert res.exit_code == 0, res.output
+    result = json.loads(next(Path(out).glob("*.json")).read_text())
+    assert result["spec"]["model"] == name and result["spec"]["paradigm"] == paradigm
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# fixtures (pytest_plugins = ["msde_bench.testing"])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache home and no model hub."""
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MSDE_BENCH_DISABLE_PLUGINS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A tiny synthetic set (8 subjects x 7 expressions, 32 px), written once per session."""
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_dataset(SynthConfig(subjects=8, image_size=32, seed=0, variant="tiny"), out)
+    return out
+
+
+@pytest.fixture
+def tiny_copy(tiny_root, tmp_path) -> Path:
+    """A private copy of the tiny set that a test may break."""
+    dst = tmp_path / "ds"
+    shutil.copytree(tiny_root, dst)
+    return dst

@@ -1,0 +1,217 @@
+"""Training and evaluating one model on one fold: device, optimiser and schedule, the Trainer
+(paired batches, train step, per-epoch loss terms), predict/evaluate."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from msde_bench import metrics as M
+from msde_bench.data.pairs import ImageCache
+from msde_bench.data.transforms import PairedAugment
+from msde_bench.errors import MsdeError
+from msde_bench.models.base import Method
+from msde_bench.paradigms.base import Batch, Paradigm
+from msde_bench.spec import RunSpec
+
+if TYPE_CHECKING:
+    from msde_bench.progress import RunProgress
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("multistep", "exponential", "step")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise MsdeError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MsdeError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MsdeError(f"--device {name}: MPS is not available on this machine")
+    return dev
+
+
+def threads_default() -> None:
+    """Use every core for intra-op parallelism unless the user set OMP/torch threads."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def channels_last(device: torch.device) -> bool:
+    """channels_last is faster for convolutions on CUDA and on CPU (oneDNN); not used on MPS."""
+    return device.type in ("cuda", "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(spec: RunSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    """Adam or SGD over the method's parameter groups; a group's `lr_scale` multiplies the lr."""
+    groups = [dict(g) for g in groups]
+    for g in groups:
+        g["lr"] = spec.lr * g.pop("lr_scale", 1.0)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    raise MsdeError(f"unknown optimizer {spec.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
+
+
+def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
+    """Stepped once per epoch."""
+    sched = torch.optim.lr_scheduler
+    if spec.schedule == "multistep":
+        return sched.MultiStepLR(optimizer, list(spec.milestones), spec.gamma)
+    if spec.schedule == "exponential":
+        return sched.ExponentialLR(optimizer, spec.gamma)
+    if spec.schedule == "step":
+        return sched.StepLR(optimizer, max(1, spec.step_size), spec.gamma)
+    raise MsdeError(f"unknown schedule {spec.schedule!r}; use {', '.join(SCHEDULES)}")
+
+
+def _is_scalar(v) -> bool:
+    return (isinstance(v, torch.Tensor) and v.ndim == 0) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+class Trainer:
+    """Trains one method with one paradigm on one fold's training pairs."""
+
+    def __init__(self, spec: RunSpec, method: Method, paradigm: Paradigm, device: torch.device):
+        self.spec = spec
+        self.method = method.to(device)
+        if channels_last(device):
+            self.method = self.method.to(memory_format=torch.channels_last)
+        self.paradigm = paradigm
+        self.device = device
+        self.augment = PairedAugment(spec.augment)
+        self.optimizer = make_optimizer(spec, self.method.param_groups(spec.lr))
+        self.scheduler = make_scheduler(spec, self.optimizer)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device):
+            out = self.paradigm.training_step(self.method, batch)
+        out["loss"].backward()
+        self.optimizer.step()
+        self.method.after_step()
+        return out
+
+    def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator, epoch: int = 0,
+                first_step: int = 0):
+        """One epoch of batches: a seeded shuffle of the items (pairs, or pair views for
+        paradigms that visit each view separately), each augmented with one draw per pair, then
+        the method's pair_transform. The last batch of an epoch is kept unless it has a single
+        item (batch norm cannot train on one sample)."""
+        vpp = self.paradigm.views_per_pair
+        idx = torch.as_tensor(train_idx)
+        n_items = len(idx) * vpp
+        perm = torch.randperm(n_items, generator=gen)
+        bs = self.spec.batch_size
+        seed = gen.initial_seed()
+        for step, start in enumerate(range(0, n_items, bs)):
+            items = perm[start:start + bs]
+            if len(items) < 2:  # batch norm cannot train on one sample
+                continue
+            pairs = idx[items // vpp]
+            nm, m = self.augment(cache.non_masked[pairs], cache.masked[pairs], gen, self.device)
+            nm, m = self.method.pair_transform(nm, m, gen)
+            if channels_last(self.device):
+                nm, m = nm.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+            view = (items % vpp).to(self.device) if vpp > 1 else None
+            yield Batch(nm, m, cache.labels[pairs].to(self.device), view, pairs.to(self.device), epoch,
+                        first_step + step, seed)
+
+    def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
+            on_epoch: Callable[[int], None] | None = None, progress: RunProgress | None = None) -> dict:
+        """Trains `spec.epochs` epochs; returns train_seconds, train_images_per_second and
+        train_history: per epoch the mean of every scalar the paradigm's training_step returned
+        (weighted by batch items), train_acc and the epoch's learning rate."""
+        self.method.train()
+        n_images = 0
+        t0 = time.perf_counter()
+        vpp = self.paradigm.views_per_pair
+        steps = -(-len(train_idx) * vpp // self.spec.batch_size)
+        history = []
+        step = 0
+        for epoch in range(self.spec.epochs):
+            self.method.on_epoch_start(epoch)
+            if progress:
+                progress.start_epoch(epoch, steps)
+            lr = self.optimizer.param_groups[0]["lr"]
+            sums: dict[str, torch.Tensor] = {}
+            correct = torch.zeros((), device=self.device)
+            seen = 0
+            for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
+                out = self.train_step(batch)
+                n = out["targets"].shape[0]
+                seen += n
+                for k, v in out.items():
+                    if k not in ("logits", "targets") and _is_scalar(v):
+                        v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                        sums[k] = sums.get(k, 0) + v.to(self.device) * n
+                correct += (out["logits"].detach().argmax(1) == out["targets"]).sum()
+                n_images += batch.y.shape[0] * self.paradigm.images_per_item
+                if progress and (i % 5 == 4 or i == steps - 1):
+                    progress.batch(i + 1, float(sums["loss"]) / max(seen, 1), float(correct) / max(seen, 1))
+            step += steps
+            self.scheduler.step()
+            record = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+            record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr)
+            history.append(record)
+            if progress:
+                progress.end_epoch(epoch, record)
+            if on_epoch is not None:
+                on_epoch(epoch)
+                self.method.train()
+        seconds = time.perf_counter() - t0
+        return dict(train_seconds=seconds, train_images_per_second=n_images / seconds if seconds else 0.0,
+                    train_history=history)
+
+
+@torch.no_grad()
+def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device,
+            batch_size: int = 128, augment: PairedAugment | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked)."""
+    augment = augment or PairedAugment("none")
+    method.eval()
+    preds_nm, preds_m = [], []
+    idx_t = torch.as_tensor(idx)
+    for start in range(0, len(idx_t), batch_size):
+        sel = idx_t[start:start + batch_size]
+        for src, dst in ((cache.non_masked, preds_nm), (cache.masked, preds_m)):
+            x = augment.eval(src[sel], device)
+            if channels_last(device):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                dst.append(method(x).logits.argmax(1).cpu())
+    return (cache.labels[idx_t].numpy(), torch.cat(preds_nm).numpy(), torch.cat(preds_m).numpy())
+
+
+def eval_augment(spec: RunSpec) -> PairedAugment:
+    """Evaluation preprocessing: ImageNet mean/std as in training, or the reference's 0.5/0.5."""
+    if spec.option("quirk_eval_normalisation", False):
+        return PairedAugment("none", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return PairedAugment("none")
+
+
+def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec) -> dict:
+    bs = max(2 * spec.batch_size, 64)
+    return M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec)))

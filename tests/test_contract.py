@@ -1,0 +1,164 @@
+"""The written contract is the code: ABCs, the constructor call, register defaults, what plugins
+import, the Baseline paradigm's views, and that an epoch visits every (pair, view) once."""
+
+import ast
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from msde_bench.api import Batch, LossState, Method, Output, Paradigm, cross_entropy_terms
+from msde_bench.cli import main
+from msde_bench.data.pairs import ImageCache
+from msde_bench.errors import MsdeError
+from msde_bench.factory import build_method, check_options
+from msde_bench.options import parse_options
+from msde_bench.paradigms.baseline import Baseline
+from msde_bench.plugins import registry
+from msde_bench.spec import RunSpec
+from msde_bench.training import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Recorder(Method):
+    """Records the images it sees; a single 1x1 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 7, 1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        f = self.conv(x)
+        return Output(f.mean((2, 3)), f.mean((2, 3)), f)
+
+    def loss(self, x, y, out, state):
+        return cross_entropy_terms(out, y)
+
+
+def test_method_and_paradigm_are_abstract():
+    class NoLoss(Method):
+        def forward(self, x):
+            return x
+
+    class NoStep(Paradigm):
+        pass
+
+    with pytest.raises(TypeError, match="loss"):
+        NoLoss()
+    with pytest.raises(TypeError, match="training_step"):
+        NoStep({})
+
+
+def test_the_core_builds_a_method_as_the_hookspec_says(monkeypatch):
+    calls = []
+    entry = registry().methods["scn"]
+    real = entry.obj
+    spec = RunSpec(model="scn", options=tuple(sorted(check_options("scn", "baseline", ["beta=0.5"]).items())))
+    monkeypatch.setattr(entry, "obj", lambda **kw: calls.append(kw) or real(**kw))
+    build_method(spec)
+    (kw,) = calls
+    assert set(kw) == {"num_classes", "pretrained", "options"} and kw["num_classes"] == 7
+    assert kw["options"]["beta"] == 0.5 and "scn.beta" not in kw["options"]  # bare names, defaults filled
+    assert set(kw["options"]) == set(real.options)
+
+
+def test_register_takes_paper_and_description_from_the_class():
+    entry = registry().methods["dacl"]
+    assert entry.paper == entry.obj.paper and entry.description == entry.obj.description and entry.paper
+
+
+def _core_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("msde_bench"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("msde_bench"))
+    return names
+
+
+def test_plugins_import_only_the_api():
+    files = list((ROOT / "plugins").glob("msde_*/*.py")) + list((ROOT / "examples").rglob("msde_example_method/*.py"))
+    assert len(files) >= 17
+    for path in files:
+        assert _core_imports(path) <= {"msde_bench.api"}, path
+    example_tests = list((ROOT / "examples").rglob("tests/*.py"))
+    assert example_tests and all(_core_imports(p) <= {"msde_bench.api", "msde_bench.testing"} for p in example_tests)
+
+
+def _batch(n=4):
+    g = torch.Generator().manual_seed(0)
+    nm, m = torch.randn(n, 3, 4, 4, generator=g), torch.randn(n, 3, 4, 4, generator=g)
+    return Batch(nm, m, torch.arange(n) % 7, view=torch.tensor([0, 1, 1, 0]), index=torch.arange(n), step=3, seed=9)
+
+
+@pytest.mark.parametrize("train_on", ["non-masked", "masked", "mixed"])
+def test_baseline_feeds_the_chosen_view(train_on):
+    method, batch = Recorder(), _batch()
+    out = Baseline(parse_options([f"train_on={train_on}"], Baseline.options)).training_step(method, batch)
+    (x,) = method.seen
+    if train_on == "non-masked":
+        assert torch.equal(x, batch.non_masked)
+    elif train_on == "masked":
+        assert torch.equal(x, batch.masked)
+    else:  # per sample: view 1 = masked
+        for i, v in enumerate(batch.view.tolist()):
+            assert torch.equal(x[i], (batch.masked if v else batch.non_masked)[i])
+    assert torch.equal(out["targets"], batch.y) and out["loss"].ndim == 0
+
+
+def test_loss_state_generator_is_shared_within_a_step():
+    batch = _batch()
+    a, b = batch.state("non-masked"), batch.state("masked")
+    assert isinstance(a, LossState) and a.step == 3 and a.seed == 9
+    assert torch.equal(torch.rand(5, generator=a.generator()), torch.rand(5, generator=b.generator()))
+    other = Batch(batch.non_masked, batch.masked, batch.y, step=4, seed=9).state("masked")
+    assert not torch.equal(torch.rand(5, generator=a.generator()), torch.rand(5, generator=other.generator()))
+
+
+class _Cache(ImageCache):
+    def __init__(self, n):  # noqa: D401 - random pixels, no files
+        g = torch.Generator().manual_seed(0)
+        self.non_masked = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+        self.masked = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+        self.labels = torch.arange(n) % 7
+
+
+@pytest.mark.parametrize("train_on,vpp", [("mixed", 2), ("masked", 1)])
+def test_an_epoch_visits_every_pair_view_once(train_on, vpp):
+    spec = RunSpec(batch_size=4, image_size=8, augment="none", options=(("train_on", train_on),))
+    paradigm = Baseline(parse_options([f"train_on={train_on}"], Baseline.options))
+    trainer = Trainer(spec, Recorder(), paradigm, torch.device("cpu"))
+    train_idx = np.array([0, 2, 3, 5, 6, 9, 10])  # 7 pairs: 14 items with mixed, 2 left for the last batch
+    seen = Counter()
+    steps = []
+    for b in trainer.batches(_Cache(12), train_idx, torch.Generator().manual_seed(1), first_step=10):
+        views = b.view.tolist() if b.view is not None else [0] * len(b.y)
+        seen.update(zip(b.index.tolist(), views))
+        steps.append(b.step)
+    assert seen == Counter({(int(i), v): 1 for i in train_idx for v in range(vpp)})
+    assert steps == list(range(10, 10 + len(steps)))
+
+
+def test_option_bounds_fail_at_parsing():
+    with pytest.raises(MsdeError, match=r"--opt p=2: must be <= 1"):
+        check_options("resnet18", "distill", ["p=2"])
+    with pytest.raises(MsdeError, match="expected an integer"):
+        check_options("resnet18", "distill", ["teacher_epochs=1.5"])
+    with pytest.raises(MsdeError, match="must be > 0"):
+        check_options("resnet18", "contrastive", ["temperature=0"])
+
+
+def test_methods_name_lists_options():
+    res = CliRunner().invoke(main, ["methods", "scan"])
+    assert res.exit_code == 0, res.output
+    assert "backbone_lr_scale" in res.output and "0.01" in res.output and "in-tree" in res.output
+    bad = CliRunner().invoke(main, ["methods", "nope"])
+    assert bad.exit_code == 2 and "unknown model 'nope'" in bad.output
