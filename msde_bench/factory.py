@@ -12,7 +12,7 @@ from msde_bench.errors import MsdeError
 from msde_bench.models.backbones import is_timm_model, load_init
 from msde_bench.models.base import DoubleSoftmax, Method
 from msde_bench.models.plain import PlainClassifier
-from msde_bench.options import QUIRKS, Option, method_key, method_values, parse_options
+from msde_bench.options import QUIRKS, Option, alias_keys, method_key, method_values, parse_options
 from msde_bench.paradigms.base import Paradigm
 from msde_bench.plugins import Entry, registry
 from msde_bench.spec import RunSpec
@@ -100,8 +100,12 @@ def valid_options(model: str, paradigm: str) -> dict[str, Option]:
 
 
 def option_aliases(model: str, valid: dict[str, Option]) -> dict[str, str]:
-    """Bare method option names that are unambiguous: `--opt margin_1=...` for `scn.margin_1`."""
-    return {bare: method_key(model, bare) for bare in method_values(model, valid) if bare not in valid}
+    """Bare method option names (and their aliases) that are unambiguous: `--opt margin_1=...` for
+    `scn.margin_1`, `--opt lam=...` for `eac.flip_consistency_weight`."""
+    bare = {name: method_key(model, name) for name in method_values(model, valid)}
+    bare.update({alias: method_key(model, name) for name, o in method_values(model, valid).items() for alias in o.aliases})
+    taken = set(valid) | set(alias_keys(valid))
+    return {k: v for k, v in bare.items() if k not in taken}
 
 
 def qualify(pairs, aliases: dict[str, str]) -> list[str]:

@@ -18,7 +18,9 @@ class Option:
 
     `default` fixes the type (bool, int, float or str); `choices` lists the allowed values;
     `min`/`max` bound a number (inclusive); `check(value)` returns an error text, or None when
-    the value is fine. A bad value fails when `--opt` is parsed, before anything runs."""
+    the value is fine. A bad value fails when `--opt` is parsed, before anything runs.
+    `aliases` are other names `--opt` accepts (e.g. the official code's spelling); specs store
+    the option under its own name."""
 
     default: Any
     help: str
@@ -26,6 +28,7 @@ class Option:
     min: float | None = None
     max: float | None = None
     check: Callable[[Any], str | None] | None = None
+    aliases: tuple[str, ...] = ()
 
     def parse(self, key: str, text: str) -> Any:
         kind = type(self.default)
@@ -76,14 +79,25 @@ QUIRKS: dict[str, Option] = {
 }
 
 
+def alias_keys(valid: dict[str, Option]) -> dict[str, str]:
+    """{alias key: option key} for every alias; a method option's alias keeps its `<model>.` prefix."""
+    out = {}
+    for key, opt in valid.items():
+        prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        out.update({prefix + alias: key for alias in opt.aliases})
+    return out
+
+
 def parse_options(pairs: list[str] | tuple[str, ...], valid: dict[str, Option]) -> dict[str, Any]:
-    """Parses KEY=VALUE strings against the valid options; returns every option with its value."""
+    """Parses KEY=VALUE strings against the valid options (or their aliases); returns every option
+    with its value."""
     values = {k: o.default for k, o in valid.items()}
+    aliases = alias_keys(valid)
     for item in pairs:
         if "=" not in item:
             raise MsdeError(f"--opt {item!r}: expected KEY=VALUE")
         key, text = item.split("=", 1)
-        key = key.strip()
+        key = aliases.get(key.strip(), key.strip())
         if key not in valid:
             names = ", ".join(sorted(valid)) or "(none)"
             raise MsdeError(f"--opt {key}: unknown option; valid options here: {names}")

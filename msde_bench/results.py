@@ -102,12 +102,19 @@ def _check_keys(obj: dict, schema: type, path, where: str = "") -> None:
                               else f"{where}.{key} should be a {kind.__name__}")
 
 
+#: option keys renamed with schema 2: one spelling, `<term>_weight`, for a loss weight
+RENAMED_OPTIONS_2 = {"dacl.lamb": "dacl.sparse_center_weight", "eac.lam": "eac.flip_consistency_weight"}
+
+
 def upgrade(obj: dict) -> dict:
-    """A result of an older schema in the current one (schema 1: the spec's `split` is now `protocol`)."""
+    """A result of an older schema in the current one (schema 1: the spec's `split` is now
+    `protocol`, and two loss weights have their new names)."""
     if obj.get("schema") == "msde-bench/result/1":
         spec = dict(obj.get("spec") or {})
         if "split" in spec:
             spec["protocol"] = spec.pop("split")
+        if isinstance(spec.get("options"), dict):
+            spec["options"] = {RENAMED_OPTIONS_2.get(k, k): v for k, v in spec["options"].items()}
         obj = dict(obj, schema=SCHEMA, spec=spec)
     return obj
 

@@ -2,6 +2,7 @@
 import, the Baseline paradigm's views, and that an epoch visits every (pair, view) once."""
 
 import ast
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -162,3 +163,22 @@ def test_methods_name_lists_options():
     assert "backbone_lr_scale" in res.output and "0.01" in res.output and "in-tree" in res.output
     bad = CliRunner().invoke(main, ["methods", "nope"])
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.output
+
+
+def test_schema_1_results_are_read_as_schema_2():
+    from msde_bench import results as R
+
+    (path,) = (ROOT / "leaderboard" / "results").glob("eac-baseline-*.json")
+    raw = json.loads(path.read_text())
+    assert raw["schema"] == "msde-bench/result/1" and "split" in raw["spec"] and "eac.lam" in raw["spec"]["options"]
+    res = R.load(path)
+    assert res["schema"] == R.SCHEMA and res["spec"]["protocol"] == raw["spec"]["split"]
+    assert res["spec"]["options"]["eac.flip_consistency_weight"] == raw["spec"]["options"]["eac.lam"]
+    assert RunSpec.from_dict(res["spec"]).protocol == "clean"
+
+
+def test_loss_weight_aliases_keep_the_official_spelling():
+    assert check_options("eac", "baseline", ["lam=2"])["eac.flip_consistency_weight"] == 2.0
+    assert check_options("dacl", "baseline", ["dacl.lamb=0.5"])["dacl.sparse_center_weight"] == 0.5
+    with pytest.raises(MsdeError, match="must be >= 0"):
+        check_options("dacl", "baseline", ["lamb=-1"])

@@ -39,7 +39,7 @@ def test_random_erase():
 
 def test_loss_by_hand():
     torch.manual_seed(0)
-    m = EAC(options={"erase_p": 1.0, "lam": 3.0}).train()
+    m = EAC(options={"erase_p": 1.0, "flip_consistency_weight": 3.0}).train()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     out = m(x)
     erased = out.extras["input"]

@@ -63,7 +63,7 @@ def test_too_few_subjects_is_a_clear_error():
 
 def test_faithful_reproduces_the_reference_windows():
     """142 subject IDs, 10 folds: fold k tests IDs 14k..14k+14; IDs 14, 28, ... are tested twice
-    and ID 141 never (PAPER.md section 3)."""
+    and ID 141 never (the reference code's split)."""
     subjects = np.repeat(np.arange(142), 7)
     labels = np.tile(np.arange(7), 142)
     folds = make_folds("faithful", subjects, labels, 10, seed=0)

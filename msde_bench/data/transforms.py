@@ -33,7 +33,7 @@ def _p(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
 
 
 def draw_params(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """The reference augmentation list (PAPER.md section 4.1), drawn once per pair:
+    """The reference augmentation list (the MSD-E training code's), drawn once per pair:
     HorizontalFlip, HueSaturationValue, RandomContrast (p 0.5 each, albumentations' default limits),
     ShiftScaleRotate(shift 0.0625, scale 0.1, rotate 3, p 0.5), Affine(scale 1.0-1.25, p 0.5)."""
     flip = _p(gen, n, 0.5)

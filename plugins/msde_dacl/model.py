@@ -38,7 +38,8 @@ class DACL(BackboneMethod):
     description = "centre loss whose feature dimensions are weighted by a per-sample attention network"
     options = {
         **BackboneMethod.options,
-        "lamb": Option(0.01, "weight of the sparse centre loss"),
+        "sparse_center_weight": Option(0.01, "weight of the sparse centre loss (the official code's lamb)", min=0.0,
+                                       aliases=("lamb",)),
         "center_lr": Option(0.5, "learning rate of the centres' plain SGD step"),
         "attention_grid": Option(7, "the feature map is average-pooled to grid x grid before the attention "
                                     "network (7 = the official 7 x 7 at 224 px; the first Linear has C*grid^2 "
@@ -80,7 +81,7 @@ class DACL(BackboneMethod):
         sc = sparse_center_loss(f, a, y, self.centers)
         if self.training:
             self._pending.append((f.detach(), a.detach(), y.detach()))
-        return {"loss": ce + self.opts["lamb"] * sc, "ce": ce, "sparse_center": sc}
+        return {"loss": ce + self.opts["sparse_center_weight"] * sc, "ce": ce, "sparse_center": sc}
 
     def after_step(self) -> None:
         with torch.no_grad():

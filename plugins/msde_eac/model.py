@@ -48,7 +48,8 @@ class EAC(BackboneMethod):
     description = "random erasing + consistency of class activation maps under horizontal flip"
     options = {
         **BackboneMethod.options,
-        "lam": Option(5.0, "weight of the flip-consistency MSE of the CAMs"),
+        "flip_consistency_weight": Option(5.0, "weight of the flip-consistency MSE of the CAMs (the official "
+                                               "code's lam)", min=0.0, aliases=("lam",)),
         "erase_p": Option(0.5, "probability of random erasing per training image"),
         "erase_scale_max": Option(0.25, "largest erased area (fraction of the image; smallest 0.02)"),
         "independent_flip": Option(False, "erase the flipped image independently (the official noisy-label "
@@ -83,4 +84,4 @@ class EAC(BackboneMethod):
         cams = class_activation_maps(out.feature_map, self.fc.weight)
         cams_f = class_activation_maps(fmap_f, self.fc.weight).flip(3)
         consistency = F.mse_loss(cams, cams_f)
-        return {"loss": ce + self.opts["lam"] * consistency, "ce": ce, "flip_consistency": consistency}
+        return {"loss": ce + self.opts["flip_consistency_weight"] * consistency, "ce": ce, "flip_consistency": consistency}
