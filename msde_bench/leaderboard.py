@@ -195,6 +195,7 @@ def frame(rows: list[Row]) -> pd.DataFrame:
         rec["params"] = int(row.runs[0]["folds"][0].get("n_params", 0))
         rec["train_seconds"] = float(np.mean([f["train_seconds"] for r in row.runs for f in r["folds"]]))
         rec["device"] = "; ".join(sorted({_device(r) for r in row.runs}))
+        rec["provider"] = "; ".join(sorted({_provider(r) for r in row.runs}))
         rec["run_ids"] = ", ".join(r["run_id"] for r in row.runs)
         recs.append(rec)
     return pd.DataFrame.from_records(recs)
@@ -210,6 +211,18 @@ def _device(run: dict) -> str:
     if dev.startswith("cuda"):
         return str(env.get("device_name") or dev)
     return dev or "?"
+
+
+def _provider(run: dict) -> str:
+    """The plugin that provided the run's method, as its result records it: `scn 1.0.0 (in-tree)`,
+    `msde-bench 0.1.0 (built-in)` for a plain timm model, `?` for a result that does not say."""
+    mp = run.get("method_plugin")
+    if not isinstance(mp, dict):
+        return "?"
+    name = "msde-bench" if mp.get("plugin") == "msde_bench.builtins" else mp.get("plugin", "?")
+    dist = mp.get("distribution") or ""
+    origin = mp.get("source", "?") + (f", {dist}" if mp.get("source") == "installed" and dist else "")
+    return f"{name} {mp.get('version', '?')} ({origin})"
 
 
 def _fmt_params(n: int) -> str:
@@ -245,10 +258,10 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
                 text += marks[i]
             cells.append(text)
         cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]),
-                  f"{rec['train_seconds']:.1f} s ({rec['device']})"]
+                  f"{rec['train_seconds']:.1f} s ({rec['device']})", rec["provider"]]
         lines.append(cells)
     headers = ["#", "model", "paradigm", "backbone", "recipe", "init", *[t for _, t, _ in METRICS], "folds × seeds",
-               "params", "train time / fold"]
+               "params", "train time / fold", "method from"]
     md = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
     if ranked and len(rows) > 1:
         notes.append(f"**bold**: best value of the column. †: masked accuracy not significantly different from the "
@@ -275,7 +288,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         "Accuracies are fractions: mean ± sample standard deviation over every fold of every seed. Mask gap = "
         "non-masked − masked accuracy. Pair agreement = share of test pairs whose two views get the same "
         "prediction. Train time / fold = mean wall-clock seconds of training per fold on the device the result "
-        "records; it depends on the machine and on its load, so compare it between runs of one machine only.",
+        "records; it depends on the machine and on its load, so compare it between runs of one machine only. "
+        "Method from = the plugin that provided the method (name, version, source), as the result records it.",
     ]
     if not tables:
         out += ["", "_No results yet._"]

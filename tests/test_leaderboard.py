@@ -1,6 +1,7 @@
 """The leaderboard: aggregation, significance marks, incomplete and superseded runs, --check."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,15 @@ def test_results_list_and_show(tmp_path):
     assert md.output.splitlines()[0].startswith("| fold") and "| 0.5 " in md.output
     missing = runner.invoke(main, ["results", "--results", str(res), "show", "nope"])
     assert missing.exit_code == 2 and "0 matching result files" in missing.output
+
+
+def test_every_row_names_the_plugin_that_provided_its_method():
+    from msde_bench.leaderboard import DEFAULT_RESULTS, load_all
+
+    root = Path(__file__).resolve().parents[1]
+    found, problems = load_all([root / DEFAULT_RESULTS])
+    assert not problems and all(r["method_plugin"]["distribution"] == "msde-bench" for r in found)
+    text = render(found, [], ["leaderboard/results"])
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert rows and all(ln.rstrip(" |").endswith(("(in-tree)", "(built-in)")) for ln in rows)
+    assert "| scn 1.0.0 (in-tree) " in text and "| msde-bench 0.1.0 (built-in) " in text
