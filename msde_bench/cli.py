@@ -12,7 +12,16 @@ from pathlib import Path
 import click
 
 from msde_bench import __version__
+from msde_bench.data.masking import LANDMARK_MODES, STYLES
+from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
+from msde_bench.protocol import PROTOCOLS
+from msde_bench.spec import RECIPE_NAMES
+
+#: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
+#: them against explain.CAM_METHODS and convert.FORMATS
+CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
+FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder")
 
 
 class _Group(click.Group):
@@ -44,9 +53,6 @@ def main():
 
 def run_options(*, single: bool):
     """The options `run` (single=True) and `compare` share; `--paradigm` only for run."""
-    from msde_bench.protocol import PROTOCOLS
-    from msde_bench.spec import RECIPE_NAMES
-
     def decorate(f):
         opts = [
             click.option("--model", default="resnet18", help="A method plugin name or any timm model name."),
@@ -453,8 +459,7 @@ def _emit(rows: list[dict], fmt: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the figures [default: <run_id>-explain/fold<K> next to the result].")
 @click.option("--n", "n_pairs", type=int, default=14, help="Test pairs in the Grad-CAM grid (balanced over classes).")
-@click.option("--cam", type=click.Choice(["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
-                                          "scorecam"]), default="gradcam", help="CAM method (pytorch-grad-cam).")
+@click.option("--cam", type=click.Choice(CAM_CHOICES), default="gradcam", help="CAM method (pytorch-grad-cam).")
 @click.option("--layer", default=None,
               help="Grad-CAM on this module (e.g. trunk.layer3) instead of the method's declared layer; finer "
                    "maps at small input sizes (ResNet's layer4 is 2 x 2 at 48 px).")
@@ -495,7 +500,7 @@ def data():
 
 @data.command("synth", context_settings=dict(show_default=True))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--variant", type=click.Choice(["full", "small", "tiny"]), default="full",
+@click.option("--variant", type=click.Choice(tuple(VARIANTS)), default="full",
               help="full mirrors MSD-E (142 subjects, 980 pairs, 112 px); small is the quick recipe's "
                    "(120 subjects, 840 pairs, 64 px); tiny is for tests (8 subjects, 32 px).")
 @click.option("--seed", type=int, default=0, help="The same seed gives byte-identical files.")
@@ -521,15 +526,15 @@ def data_synth(out, variant, seed, subjects, image_size):
 
 
 @data.command("convert", context_settings=dict(show_default=True))
-@click.option("--format", "fmt", type=click.Choice(["rafdb", "fer2013", "affectnet", "imagefolder"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), required=True,
               help="rafdb: EmoLabel/list_patition_label.txt + Image/aligned; fer2013: fer2013.csv (+ FER+ votes in "
                    "fer2013new.csv beside it); affectnet: training.csv/validation.csv + images, cropped to the face "
                    "box; imagefolder: one folder per class (optionally under train/ and test/).")
 @click.argument("src", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Fixes each image's mask style, colour and fit.")
-@click.option("--mask-style", type=click.Choice(["random", "surgical", "cloth", "n95", "kn95"]), default="random")
-@click.option("--landmarks", type=click.Choice(["auto", "on", "off"]), default="auto",
+@click.option("--mask-style", type=click.Choice(STYLES), default="random")
+@click.option("--landmarks", type=click.Choice(LANDMARK_MODES), default="auto",
               help="Mask placement from dlib's 68 landmarks (the `landmarks` extra) when installed, template "
                    "placement otherwise; on: require the landmarks; off: template only.")
 @click.option("--allow-skips", is_flag=True, help="Exit 0 even if some items were skipped.")

@@ -30,6 +30,8 @@ from msde_bench.errors import MsdeError
 #: canonical aligned-face geometry, in the synthetic faces' coordinates (see face_masks.FaceFrame)
 ALIGNED = dict(face_w=0.40, face_h=0.49, cx=0.5, cy=0.48)
 STYLES = ("random", *MASK_KINDS)
+#: --landmarks: dlib placement when the landmarks extra is installed (auto), required (on), or never (off)
+LANDMARK_MODES = ("auto", "on", "off")
 
 
 class TemplateMasker:
@@ -152,7 +154,7 @@ class LandmarkMasker(TemplateMasker):
 def make_masker(seed: int = 0, style: str = "random", landmarks: str = "auto"):
     """`auto`: landmark placement when the extra is installed, template otherwise; `on`: landmarks or
     a clear error; `off`: template."""
-    if landmarks not in ("auto", "on", "off"):
+    if landmarks not in LANDMARK_MODES:
         raise MsdeError(f"--landmarks {landmarks}: choose auto, on or off")
     path = predictor_path() if landmarks != "off" else None
     if path is None:
