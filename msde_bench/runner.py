@@ -202,12 +202,21 @@ def cells_of(spec: RunSpec, dataset: PairedDataset) -> tuple[list[Cell], list[P.
     return [Cell(whole, f, info) for f in selected], folds
 
 
-def read_cell(cell: Cell, out: str | Path) -> dict | None:
+def read_cell(cell: Cell, out: str | Path, *, strict: bool = True) -> dict | None:
     """The finished cell's file, or None when it is not there. A cell of another spec or dataset
-    under the same name is an error naming the file."""
+    under the same name is an error naming the file (`strict`), or counts as not there."""
     path = cell.path(out)
     if not path.is_file():
         return None
+    try:
+        return _checked_cell(path, cell)
+    except MsdeError:
+        if strict:
+            raise
+        return None
+
+
+def _checked_cell(path: Path, cell: Cell) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
@@ -266,7 +275,7 @@ def merge(spec: RunSpec, dataset_info: dict, n_folds: int, out: str | Path) -> t
     returns it, or None while a cell is missing."""
     whole = spec.whole()
     cells = [Cell(whole, f, dataset_info) for f in range(n_folds)]
-    found = [read_cell(c, out) for c in cells]
+    found = [read_cell(c, out, strict=False) for c in cells]  # a stale or foreign cell: not merged
     if any(c is None for c in found):
         return None
     result = assemble(whole, found, n_folds)

@@ -60,8 +60,9 @@ class Contrastive(Paradigm):
     images_per_item = 2
     paper_lr = 1e-3
     options = {
-        "alpha": Option(1.0, "weight of the alignment term (the figure's lambda; reference code alpha = 1)"),
-        "beta": Option(1.0, "weight of the two supervised terms (the figure's sigma; reference code beta = 1)"),
+        "alpha": Option(1.0, "weight of the alignment term (the figure's lambda; reference code alpha = 1)", min=0.0),
+        "beta": Option(1.0, "weight of the two supervised terms (the figure's sigma; reference code beta = 1)",
+                       min=0.0),
         "align": Option("mse", "alignment loss: mse (the paper), cosine, or supcon", ALIGN),
         "temperature": Option(0.1, "temperature of the supcon alignment", check=positive),
         "normalise": Option(True, "L2-normalise the feature maps over channels before mse/cosine alignment, "

@@ -41,14 +41,14 @@ class Distill(Paradigm):
     paper = "Sola & Gera, MSD-E (ICVGIP 2022), section 'knowledge distillation'"
     paper_lr = 1e-2
     options = {
-        "lambda": Option(100.0, "weight of the feature-map MSE to the teacher (reference code: 100)"),
+        "lambda": Option(100.0, "weight of the feature-map MSE to the teacher (reference code: 100)", min=0.0),
         "p": Option(0.5, "probability that the student sees the masked view of a pair", min=0.0, max=1.0),
         "teacher": Option("", "a teacher checkpoint to load instead of training one (a file written by "
                               "msde-bench, or a state dict of the same model)"),
         "teacher_epochs": Option(0, "epochs of teacher training (0: the run's epochs)", min=0),
         "normalise": Option(True, "L2-normalise both feature maps over channels before the MSE, as the "
                                   "reference ResNet does"),
-        "kd_weight": Option(0.0, "weight of logit distillation (KL divergence); 0 turns it off"),
+        "kd_weight": Option(0.0, "weight of logit distillation (KL divergence); 0 turns it off", min=0.0),
         "kd_temperature": Option(4.0, "temperature of logit distillation", check=positive),
         "quirk_student_random_init": Option(False, "ignore --init for the student, as the reference code "
                                                    "silently does (it loads after wrapping in DataParallel)"),
