@@ -70,8 +70,8 @@ class RunResult(TypedDict, total=False):
 
 #: keys a result may have: finished (ISO time), git_sha and git_dirty (the msde-bench checkout it ran
 #: from, and whether it had uncommitted changes), method_plugin ({plugin, version, source,
-#: distribution}: what provided --model)
-OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin")
+#: distribution}: what provided --model), upgraded_from ({schema, run_id} of the file `upgrade_file` rewrote)
+OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from")
 
 _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
               "pair_agreement")
@@ -150,6 +150,26 @@ def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
     except (TypeError, ValueError) as e:
         raise ResultError(path, f"spec is not a valid run spec ({e})") from None
     return obj
+
+
+def upgrade_file(path: str | os.PathLike) -> Path | None:
+    """Rewrites a result file of an older schema in the current one, under the run id its spec has
+    now (the spec's digest changes with a renamed field); returns the new path, or None when the
+    file is current. The numbers are untouched; `upgraded_from` records the old schema and name.
+    Saved fold models stay where they are (the fold records point to them)."""
+    path = Path(path)
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or raw.get("schema") not in OLD_SCHEMAS:
+        return None
+    obj = validate(raw, path)
+    obj["upgraded_from"] = dict(schema=raw["schema"], run_id=raw["run_id"])
+    obj["run_id"] = RunSpec.from_dict(obj["spec"]).run_id(obj["dataset"]["name"])
+    new = path.with_name(f"{obj['run_id']}.json")
+    validate(obj, new)
+    write_json_atomic(new, obj)
+    if new != path:
+        path.unlink()
+    return new
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -165,16 +165,29 @@ def test_methods_name_lists_options():
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.output
 
 
-def test_schema_1_results_are_read_as_schema_2():
+def test_schema_1_results_are_read_and_upgraded(tmp_path):
     from msde_bench import results as R
 
     (path,) = (ROOT / "leaderboard" / "results").glob("eac-baseline-*.json")
-    raw = json.loads(path.read_text())
-    assert raw["schema"] == "msde-bench/result/1" and "split" in raw["spec"] and "eac.lam" in raw["spec"]["options"]
-    res = R.load(path)
-    assert res["schema"] == R.SCHEMA and res["spec"]["protocol"] == raw["spec"]["split"]
-    assert res["spec"]["options"]["eac.flip_consistency_weight"] == raw["spec"]["options"]["eac.lam"]
-    assert RunSpec.from_dict(res["spec"]).protocol == "clean"
+    current = json.loads(path.read_text())
+    assert current["schema"] == R.SCHEMA
+    old = {k: v for k, v in current.items() if k != "upgraded_from"}  # as schema 1 wrote it
+    spec = dict(old["spec"], split=old["spec"]["protocol"])
+    del spec["protocol"]
+    spec["options"] = {("eac.lam" if k == "eac.flip_consistency_weight" else k): v for k, v in spec["options"].items()}
+    old.update(schema="msde-bench/result/1", spec=spec, run_id=current["upgraded_from"]["run_id"])
+    old_path = tmp_path / f"{old['run_id']}.json"
+    R.write_json_atomic(old_path, old)
+
+    res = R.load(old_path)  # read as it is
+    assert res["schema"] == R.SCHEMA and res["spec"] == current["spec"]
+    assert res["spec"]["options"]["eac.flip_consistency_weight"] == spec["options"]["eac.lam"]
+
+    out = CliRunner().invoke(main, ["results", "upgrade", str(tmp_path)])  # rewritten under today's run id
+    assert out.exit_code == 0 and "1 result files upgraded" in out.output
+    (new,) = tmp_path.glob("*.json")
+    assert new.name == path.name and R.load(new)["folds"] == current["folds"]
+    assert json.loads(new.read_text())["upgraded_from"] == current["upgraded_from"]
 
 
 def test_loss_weight_aliases_keep_the_official_spelling():
