@@ -293,6 +293,7 @@ def methods(name):
 
     if name is not None:
         from msde_bench.factory import method_entry, method_options, method_provider, official_options, require_model
+        from msde_bench.options import method_values
 
         require_model(name)
         entry = method_entry(name)
@@ -301,7 +302,7 @@ def methods(name):
         if entry is not None and entry.paper:
             click.echo(f"paper: {entry.paper}")
         click.echo(f"plugin: {prov['plugin']} {prov['version']} ({prov['source']}, {prov['distribution']})")
-        official = {k.split(".", 1)[1]: v for k, v in official_options(name).items()}
+        official = method_values(name, official_options(name))
         rows = [[key, repr(opt.default), repr(official[key]) if key in official else "", opt.help]
                 for key, opt in sorted(method_options(name).items())]
         click.echo(tabulate(rows, headers=["option", "default", "official recipe", "meaning"], tablefmt="github",

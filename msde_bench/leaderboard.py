@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 from msde_bench import results as R
 from msde_bench.errors import MsdeError, ResultError
+from msde_bench.options import method_values
 
 P_THRESHOLD = 0.05
 DEFAULT_RESULTS = Path("leaderboard/results")
@@ -141,7 +142,7 @@ def paired_p(a: dict, b: dict) -> float | None:
 def _describe(row: Row) -> dict:
     s = row.spec
     opts = s.get("options", {})
-    backbone = opts.get(f"{s['model']}.backbone", s["model"])
+    backbone = method_values(s["model"], opts).get("backbone", s["model"])
     init = "pretrained (timm)" if s.get("pretrained") else (Path(s["init"]).name if s.get("init") else "random")
     return dict(model=s["model"], paradigm=_paradigm_label(s), backbone=backbone, recipe=s["recipe"], init=init)
 
