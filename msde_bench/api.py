@@ -8,6 +8,11 @@ Running from Python, as `msde-bench run` and `msde-bench compare` do:
 
     from msde_bench.api import run_benchmark
     result, path = run_benchmark("resnet18", "contrastive", data="synth:tiny", epochs=1)
+
+The unit of work, for executors that fan a grid out: a Cell is (whole spec, fold);
+`cells_of(spec, dataset)` lists a spec's cells and folds, `run_cell` trains one and writes its file,
+`read_cell` reads a finished one back, `merge(spec, ...)` / `merge_all(out)` write the complete
+result once every cell of a spec is there.
 """
 
 from __future__ import annotations
@@ -27,14 +32,15 @@ from msde_bench.models.backbones import create_trunk
 from msde_bench.models.base import BackboneMethod, LossState, Method, Output, cross_entropy_terms
 from msde_bench.options import Option, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
+from msde_bench.runner import Cell, cells_of, merge, merge_all, read_cell, run_cell
 from msde_bench.spec import RunSpec, make_spec
 from msde_bench.training import resolve_device
 
 __all__ = [
-    "BackboneMethod", "Batch", "CLASS_NAMES", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
     "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm",
-    "RunSpec", "compare_benchmark", "create_trunk", "cross_entropy_terms", "hookimpl", "positive", "prepare_spec",
-    "run_benchmark", "run_spec",
+    "RunSpec", "cells_of", "compare_benchmark", "create_trunk", "cross_entropy_terms", "hookimpl", "merge", "merge_all",
+    "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec",
 ]
 
 
@@ -116,6 +122,3 @@ def _synth_progress(console: Console):
             console.print(f"generating the synthetic dataset ({total} pairs) into the cache ...")
 
     return cb
-
-
-__version__ = __version__
