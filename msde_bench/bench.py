@@ -3,9 +3,11 @@
 Both loops train the same model on the same batch tensors with the same optimiser; the harness
 loop goes through Trainer.train_step (paradigm, the method's loss, autocast), the bare loop calls
 the model, cross-entropy, backward and step directly, on the same images the paradigm puts through
-the network: one view (baseline), both views in two passes (contrastive, and any paradigm with
-images_per_item == 2), or a frozen teacher's pass on the non-masked view plus the student's pass
-(distill; the teacher is untrained, prepared in a temporary cache home). The two are timed
+the network with the paper's loss: one view and cross-entropy (baseline), both views in two passes
+with cross-entropy on each and the normalised feature-map MSE (contrastive, and any paradigm with
+images_per_item == 2), or a frozen teacher's pass on the non-masked view, the student's pass,
+cross-entropy and 100 x the normalised feature-map MSE (distill; the teacher is untrained, prepared
+in a temporary cache home). The two are timed
 alternately, in rounds, and the median per-step time of each is compared, so that drifts of the
 machine hit both alike.
 """
@@ -72,17 +74,17 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
     nm, m = aug(cache.non_masked[:batch_size], cache.masked[:batch_size], gen, device)
     y = cache.labels[:batch_size].to(device)
 
-    paradigm = build_paradigm(spec)
+    par = build_paradigm(spec)
     with _temporary_home():
         idx = np.arange(len(cache))
-        paradigm.prepare(FoldContext(spec=spec, cache=cache, train_idx=idx[: len(idx) // 2], test_idx=idx[len(idx) // 2:],
+        par.prepare(FoldContext(spec=spec, cache=cache, train_idx=idx[: len(idx) // 2], test_idx=idx[len(idx) // 2:],
                                      subjects=idx, device=device, seed=0, fold=0,
                                      fit=lambda s, seed: (build_method(s)[0], dict(train_seconds=0.0)),
                                      build=lambda s: build_method(s, load=False)[0]))
     method, _ = build_method(spec)
-    trainer = Trainer(spec, method, paradigm, device)
+    trainer = Trainer(spec, method, par, device)
     bare_model, _ = build_method(spec)
-    teacher = getattr(paradigm, "teacher", None) if paradigm.name == "distill" else None
+    teacher = getattr(par, "teacher", None) if par.name == "distill" else None
     bare_model = bare_model.to(device)
     if channels_last(device):
         bare_model = bare_model.to(memory_format=torch.channels_last)
@@ -93,17 +95,23 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
     trainer.method.train()
     batch = Batch(nm, m, y, None, torch.arange(batch_size, device=device))
 
-    two_views = paradigm.images_per_item == 2
+    two_views = par.images_per_item == 2
+
+    def feature_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # the paradigms' feature-map term
+        return F.mse_loss(F.normalize(a.float(), dim=1), F.normalize(b.float(), dim=1))
 
     def bare_step():
         bare_opt.zero_grad(set_to_none=True)
         with autocast(device):
+            out = bare_model(nm)
+            loss = F.cross_entropy(out.logits, y)
             if teacher is not None:
                 with torch.no_grad():
-                    teacher(nm)
-            loss = F.cross_entropy(bare_model(nm).logits, y)
-            if two_views:
-                loss = loss + F.cross_entropy(bare_model(m).logits, y)
+                    f_t = teacher(nm).feature_map
+                loss = loss + 100.0 * feature_mse(out.feature_map, f_t)
+            elif two_views:
+                out_m = bare_model(m)
+                loss = loss + F.cross_entropy(out_m.logits, y) + feature_mse(out.feature_map, out_m.feature_map)
         loss.backward()
         bare_opt.step()
 
