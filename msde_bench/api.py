@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from msde_bench import CLASS_NAMES, NUM_CLASSES, __version__, factory, runner
@@ -52,20 +53,28 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `overrides` are the
     RunSpec fields the CLI can set (epochs, folds, run_folds, image_size, batch_size, lr, seed,
     pretrained); None means the recipe's value."""
+    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides)
+    opts = factory.check_options(model, paradigm, options, recipe)
+    spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
+                     data=data, options=opts, official=factory.official_recipe(model), **overrides)
+    dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
+    return runner.with_protocol(spec, dataset, protocol), dataset
+
+
+def _settings(options, device: str, data: str | None, recipe: str | None, init: str | None,
+              overrides: dict) -> tuple[list[str], torch.device, str, dict]:
+    """What run and compare resolve alike: `--opt` strings, the device, the recipe (its default
+    depends on both), and the RunSpec overrides (None dropped, seed 0, device, absolute --init)."""
     if isinstance(options, dict):
         options = [f"{k}={v}" for k, v in options.items()]
     dev = resolve_device(device)
     recipe = recipe or runner.default_recipe(data, dev)
-    opts = factory.check_options(model, paradigm, list(options), recipe)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.setdefault("seed", 0)
     if "run_folds" in overrides:
         overrides["run_folds"] = tuple(overrides["run_folds"])
-    spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
-                     data=data, options=opts, official=factory.official_recipe(model), device=str(dev),
-                     init=str(Path(init).resolve()) if init else None, **overrides)
-    dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
-    return runner.with_protocol(spec, dataset, protocol), dataset
+    overrides.update(device=str(dev), init=str(Path(init).resolve()) if init else None)
+    return list(options), dev, recipe, overrides
 
 
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
@@ -96,20 +105,12 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
                       **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
     reused); returns [{title, result, path}] in row order."""
-    if isinstance(options, dict):
-        options = [f"{k}={v}" for k, v in options.items()]
-    dev = resolve_device(device)
-    recipe = recipe or runner.default_recipe(data, dev)
-    user_opts = _compare.check_user_options(model, list(options), recipe)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.setdefault("seed", 0)
-    if "run_folds" in overrides:
-        overrides["run_folds"] = tuple(overrides["run_folds"])
-    specs = _compare.build_specs(model, recipe, user_opts, data=data, device=str(dev),
-                                 init=str(Path(init).resolve()) if init else None, **overrides)
-    dataset = factory.load_dataset(specs[0][1].data, progress=_synth_progress(console or Console(stderr=True)))
-    specs = [(title, runner.with_protocol(s, dataset, protocol)) for title, s in specs]
+    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides)
+    user_opts = _compare.check_user_options(model, options, recipe)
+    specs = _compare.build_specs(model, recipe, user_opts, data=data, **overrides)
     console = console or Console(stderr=True)
+    dataset = factory.load_dataset(specs[0][1].data, progress=_synth_progress(console))
+    specs = [(title, runner.with_protocol(s, dataset, protocol)) for title, s in specs]
     first = specs[0][1]
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{first.data} · protocol {first.protocol} ({first.folds} folds) · seed {first.seed} · device {dev}")

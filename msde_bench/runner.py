@@ -231,14 +231,14 @@ def _checked_cell(path: Path, cell: Cell) -> dict:
 
 
 def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache, out: str | Path, *,
-             save_model: bool = True, progress: RunProgress | None = None,
+             keep_model: bool = True, progress: RunProgress | None = None,
              console: Console | None = None) -> dict:
     """Trains one cell and writes its file (atomically); returns the cell object."""
     created = _now()
     device = torch.device(cell.spec.device)
     rec = {**fold_record(fold, dataset.subjects),
            **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
-                      cell.model_path(out) if save_model else None)}
+                      cell.model_path(out) if keep_model else None)}
     sha, dirty = git_state()
     obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
                created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
@@ -295,7 +295,7 @@ def merge_all(out: str | Path) -> list[Path]:
             spec = RunSpec.from_dict(first["spec"])
         except (ValueError, OSError, KeyError, TypeError) as e:
             raise MsdeError(f"{cell_files[0]}: not a readable cell file ({e})") from None
-        n_folds = 1 if spec.protocol == "holdout" else spec.folds
+        n_folds = P.describe(spec.protocol, spec.folds)["folds"]
         merged = merge(spec, first["dataset"], n_folds, out)
         if merged is not None:
             written.append(merged[1])
@@ -338,7 +338,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                 progress.end_fold()
                 continue
             progress.start_fold(cell.fold)
-            obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, save_model=save_models,
+            obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, keep_model=save_models,
                            progress=progress, console=console)
             done[cell.fold] = obj
             progress.end_fold()
