@@ -40,8 +40,8 @@ from msde_bench.training import resolve_device
 __all__ = [
     "BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
     "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm",
-    "RunSpec", "cells_of", "compare_benchmark", "create_trunk", "cross_entropy_terms", "hookimpl", "merge", "merge_all",
-    "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec",
+    "RunSpec", "build_spec", "cells_of", "compare_benchmark", "create_trunk", "cross_entropy_terms", "hookimpl", "merge",
+    "merge_all", "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec",
 ]
 
 
@@ -53,12 +53,21 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `overrides` are the
     RunSpec fields the CLI can set (epochs, folds, run_folds, image_size, batch_size, lr, seed,
     pretrained); None means the recipe's value."""
-    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides)
-    opts = factory.check_options(model, paradigm, options, recipe)
-    spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
-                     data=data, options=opts, official=factory.official_recipe(model), **overrides)
+    spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
+                      **overrides)
     dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
     return runner.with_protocol(spec, dataset, protocol), dataset
+
+
+def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
+               recipe: str | None = None, options=(), device: str = "auto", init: str | None = None,
+               **overrides: Any) -> RunSpec:
+    """The spec of these arguments before its protocol is chosen (that needs the dataset: see
+    prepare_spec); checks the model, paradigm and options."""
+    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides)
+    opts = factory.check_options(model, paradigm, options, recipe)
+    return make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
+                     data=data, options=opts, official=factory.official_recipe(model), **overrides)
 
 
 def _settings(options, device: str, data: str | None, recipe: str | None, init: str | None,

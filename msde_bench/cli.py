@@ -19,9 +19,10 @@ from msde_bench.protocol import PROTOCOLS
 from msde_bench.spec import RECIPE_NAMES
 
 #: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
-#: them against explain.CAM_METHODS and convert.FORMATS
+#: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
 CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
 FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder")
+SWEEP_EXECUTORS = ("local",)
 
 
 class _Group(click.Group):
@@ -212,6 +213,90 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")
+
+
+@main.command(context_settings=dict(show_default=True))
+@click.argument("grid", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Results folder [default: the grid's `out`, else ./results].")
+@click.option("--executor", type=click.Choice(SWEEP_EXECUTORS), default="local",
+              help="local: worker processes on this machine.")
+@click.option("--workers", type=int, default=None,
+              help="local: worker processes [default: one per GPU (times --per-gpu), or 1 on CPU]; on CPU the "
+                   "cores are divided between them.")
+@click.option("--per-gpu", type=int, default=1, help="local: cells that share one GPU.")
+@click.option("--dry-run", is_flag=True, help="Print the cells, which are done and which would run; run nothing.")
+@click.option("--retry-failed", is_flag=True, help="Run only the cells that failed before.")
+@click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
+@click.option("--leaderboard", "update_leaderboard", is_flag=True,
+              help="Regenerate leaderboard/README.md from the results folder at the end.")
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar over cells [default: on a terminal].")
+def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_models, update_leaderboard, progress):
+    """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
+
+    GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
+    protocol, epochs, folds, image_size, batch_size, lr, device, opt = {KEY = VALUE}, ...): a scalar
+    is fixed, a list is an axis, axes are expanded as a product; [[exclude]] tables drop matching
+    runs, [[include]] tables add runs. Each (run, fold) is a cell; finished cells are skipped, a
+    failed cell never stops the others and is reported with its log; a run's result file is
+    written when all its cells are done, with the same numbers as one `msde-bench run`.
+
+    \b
+    Examples:
+      msde-bench sweep grid.toml --dry-run
+      msde-bench sweep grid.toml --workers 2
+      msde-bench sweep leaderboard/grid.toml --leaderboard
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+    from tabulate import tabulate
+
+    from msde_bench import sweep as S
+    from msde_bench.training import threads_default
+
+    console = Console(stderr=True)
+    threads_default()
+    if workers is not None and workers < 1:
+        raise MsdeError(f"--workers {workers}: must be at least 1")
+    if per_gpu < 1:
+        raise MsdeError(f"--per-gpu {per_gpu}: must be at least 1")
+    planned, out = S.plan(grid, out, keep_models=save_models)
+    cells = [(p, t) for p in planned for t in p.tasks]
+    counts = {k: sum(1 for p, t in cells if p.state[t.fold] == k) for k in ("done", "todo", "failed")}
+    console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(planned)} runs, {len(cells)} cells "
+                  f"({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> {out}")
+    if dry_run:
+        rows = [[p.run.label(), p.run_id, t.fold, {"todo": "would run", "done": "done", "failed": "failed before"}
+                 [p.state[t.fold]]] for p, t in cells]
+        click.echo(tabulate(rows, headers=["run", "run id", "fold", "state"], tablefmt="github", disable_numparse=True))
+        return
+    S.check_writable(out)
+    to_run = counts["failed"] if retry_failed else counts["todo"]
+    show = console.is_terminal if progress is None else progress
+    with Progress(console=console, transient=True, disable=not show) as bar:
+        task_id = bar.add_task("cells", total=to_run)
+        rows = S.execute(planned, executor=executor, workers=workers, per_gpu=per_gpu, retry_failed=retry_failed,
+                         on_done=lambda task, report: bar.advance(task_id))
+    merged = S.merge_results(planned, out)
+    summary = {}
+    for r in rows:
+        summary[r["status"]] = summary.get(r["status"], 0) + 1
+    click.echo(tabulate(sorted(summary.items()), headers=["cells", "count"], tablefmt="github"))
+    failed = [r for r in rows if r["status"] in ("failed", "failed earlier")]
+    if failed:
+        click.echo(tabulate([[r["run"], r["fold"], r["status"], r["error"], r["log"]] for r in failed],
+                            headers=["run", "fold", "status", "error", "log"], tablefmt="github", disable_numparse=True))
+        if not retry_failed:
+            click.echo("rerun them with --retry-failed", err=True)
+    for path in merged:
+        click.echo(f"result: {path}")
+    if update_leaderboard:
+        from msde_bench.leaderboard import write_or_check
+
+        ok, message = write_or_check([out], Path("leaderboard/README.md"), False, False)
+        click.echo(message, err=not ok)
+    if failed:
+        sys.exit(1)
 
 
 @main.command()

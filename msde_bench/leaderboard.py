@@ -280,7 +280,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         f"`{COMMAND} --check` (run by CI) fails when this file is out of date.",
         "",
         "The committed results are **smoke numbers on the embedded synthetic dataset** (drawn faces, quick "
-        "recipe), produced by `benchmarks/leaderboard_runs.sh`. They show that every method and paradigm runs "
+        "recipe), defined by `leaderboard/grid.toml` and produced by `msde-bench sweep leaderboard/grid.toml`. "
+        "They show that every method and paradigm runs "
         "end to end under the MSD-E protocol; they are not MSD-E numbers and say little about how the methods "
         "compare on real faces. To add real-data results, run `msde-bench run --data /path/to/MSD-E ...` (or "
         "`msde-bench compare`) and copy the result JSON files into `leaderboard/results/`; they appear in a table "

@@ -362,3 +362,30 @@ def test_teacher_spec_keeps_method_options_and_quirks():
     assert topts["scn.beta"] == 0.5 and topts["quirk_double_softmax"] is True
     assert "lambda" not in topts and "p" not in topts
     assert set(topts) == set(check_options("scn", "baseline", []))  # a valid, canonical baseline spec
+
+
+def test_two_workers_that_need_one_teacher_train_it_once(tiny_ctx):
+    """The teacher's file lock: the second prepare waits for the first and loads its teacher."""
+    import threading
+    import time
+
+    calls = []
+    base = _ctx(tiny_ctx)
+
+    def slow_fit(spec, seed):
+        calls.append(seed)
+        time.sleep(0.5)  # long enough for the other thread to reach the lock
+        return base.fit(spec, seed)
+
+    spec = tiny_ctx["spec"].with_(seed=7)  # a teacher no other test has cached
+    pars = [Distill(_opts(Distill)) for _ in range(2)]
+    threads = [threading.Thread(target=p.prepare, args=(dataclasses.replace(base, spec=spec, fit=slow_fit),))
+               for p in pars]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(p.report()["teacher"].split(" ")[0] for p in pars) == ["cache", "trained"]
+    for a, b in zip(pars[0].teacher.state_dict().values(), pars[1].teacher.state_dict().values()):
+        assert torch.equal(a, b)

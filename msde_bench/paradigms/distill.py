@@ -11,8 +11,9 @@ non-masked view otherwise. The loss is
 
 with F the last feature map, L2-normalised over channels as the reference ResNet does. Each
 fold's teacher is cached under $MSDE_BENCH_HOME/teachers and reused when the same spec runs
-again; a teacher never sees the fold's test subjects (checked before training, and for a cached
-or loaded teacher from the subjects stored with it).
+again (a file lock lets one process train it while others that need it wait and load it); a
+teacher never sees the fold's test subjects (checked before training, and for a cached or loaded
+teacher from the subjects stored with it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 
 from msde_bench.checkpoints import load_torch, save_torch_atomic
 from msde_bench.errors import MsdeError
@@ -86,17 +88,20 @@ class Distill(Paradigm):
             key = hashlib.sha256(json.dumps(dict(spec=tspec.to_dict(), fold=ctx.fold, data=ctx.cache.fingerprint,
                                                  train_subjects=train_subjects), sort_keys=True).encode()).hexdigest()[:16]
             path = cache_home() / "teachers" / f"{key}.pt"
-            if path.is_file():
-                teacher, meta = self._load(path, ctx)
-                source = f"cache {path}"
-            else:
-                ctx.say(f"fold {ctx.fold}: training the non-masked teacher ({tspec.epochs} epochs)")
-                teacher, timing = ctx.fit(tspec, derive_seed(spec.seed, "teacher", ctx.fold))
-                teacher = teacher.cpu()
-                meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx.fold, train_subjects=train_subjects,
-                            train_seconds=timing["train_seconds"])
-                save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=teacher.state_dict()))
-                source = f"trained ({path})"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # one process trains a teacher at a time; another that needs it waits, then loads it
+            with FileLock(str(path) + ".lock"):
+                if path.is_file():
+                    teacher, meta = self._load(path, ctx)
+                    source = f"cache {path}"
+                else:
+                    ctx.say(f"fold {ctx.fold}: training the non-masked teacher ({tspec.epochs} epochs)")
+                    teacher, timing = ctx.fit(tspec, derive_seed(spec.seed, "teacher", ctx.fold))
+                    teacher = teacher.cpu()
+                    meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx.fold,
+                                train_subjects=train_subjects, train_seconds=timing["train_seconds"])
+                    save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=teacher.state_dict()))
+                    source = f"trained ({path})"
         seen = meta.get("train_subjects")
         if seen is not None:
             leaked = sorted(set(seen) & set(test_subjects))

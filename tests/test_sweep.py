@@ -1,0 +1,145 @@
+"""msde-bench sweep: grid files, cells on local workers, skip, failures, merge equal to serial runs."""
+
+import json
+import os
+import textwrap
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from msde_bench import results as R
+from msde_bench.cli import main
+from msde_bench.grid import GridError, load_grid
+from msde_bench.sweep import plan
+
+GRID = """
+    data = "{root}"
+    recipe = "quick"
+    epochs = 1
+    folds = 2
+    image_size = 32
+    batch_size = 16
+    device = "cpu"
+    model = ["resnet18", "scn"]
+    paradigm = ["baseline", "distill"]
+"""
+
+
+def _grid(tmp_path, text, **fmt):
+    path = tmp_path / "grid.toml"
+    path.write_text(textwrap.dedent(text).format(**fmt))
+    return path
+
+
+def _per_fold(result):
+    return [{k: f[k] for k in ("fold", "acc_non_masked", "acc_masked", "confusion_masked")} for f in result["folds"]]
+
+
+def test_grid_expansion_include_exclude(tmp_path):
+    path = _grid(tmp_path, """
+        data = "synth:tiny"
+        epochs = 1
+        model = ["resnet18", "scn"]
+        paradigm = ["baseline", "contrastive"]
+        seed = [0, 1, 2]
+        [[exclude]]
+        model = "scn"
+        paradigm = "contrastive"
+        seed = [1, 2]
+        [[include]]
+        model = "resnet18"
+        opt = {{ train_on = ["non-masked", "masked"] }}
+    """)
+    runs, settings = load_grid(path)
+    assert len(runs) == 12 - 2 + 2 and settings == {}
+    assert sum(1 for r in runs if r.args["model"] == "scn" and r.args["paradigm"] == "contrastive") == 1
+    inc = [r.args for r in runs if r.origin == "include[0]"]
+    assert [a["options"]["train_on"] for a in inc] == ["non-masked", "masked"]
+    assert all(a["data"] == "synth:tiny" and a["epochs"] == 1 and "seed" not in a for a in inc)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("model = [\"resnet18\"\nepochs = 1\n", "not valid TOML"),
+    ("modle = \"resnet18\"\n", "unknown key 'modle'"),
+    ("opt = \"alpha=2\"\n", "opt must be a table"),
+])
+def test_bad_grid_files(tmp_path, text, message):
+    with pytest.raises(GridError, match=message):
+        load_grid(_grid(tmp_path, text))
+
+
+def test_a_bad_entry_is_named_before_anything_runs(tiny_root, tmp_path):
+    path = _grid(tmp_path, GRID + "\n[[include]]\nmodel = \"nosuch\"\n", root=tiny_root)
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "include[0] (nosuch baseline seed=0): unknown model 'nosuch'" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_workers_equal_serial_runs_skip_and_failures(tiny_root, tmp_path, monkeypatch):
+    path = _grid(tmp_path, GRID + "\n[[include]]\nmodel = \"ran\"\nopt = {{ crops = 99 }}\n", root=tiny_root)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--workers", "2", "--no-progress"])
+    # the bad cell fails in its worker, the others finish
+    assert res.exit_code == 1, res.output
+    assert "| done    |       8 |" in res.output and "| failed  |       2 |" in res.output
+    assert "--opt crops=99: choose 0-7" in res.output and "fold0.log" in res.output
+    results = {p.name: R.load(p) for p in out.glob("*.json")}
+    assert len(results) == 4 and all(r["protocol"]["complete"] for r in results.values())
+
+    # each equals a serial `msde-bench run` of the same spec with the same torch threads (2 workers on
+    # this 2-core test budget get 1 thread each), fold for fold; distill trains its teacher in the cell
+    threads = torch.get_num_threads()
+    (worker_threads,) = {r["env"]["threads"] for r in results.values()}
+    torch.set_num_threads(worker_threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(worker_threads))  # `run` keeps the threads it is given
+    for name, swept in results.items():
+        s = swept["spec"]
+        serial = CliRunner().invoke(main, ["run", "--model", s["model"], "--paradigm", s["paradigm"], "--data",
+                                           str(tiny_root), "--recipe", "quick", "--epochs", "1", "--folds", "2",
+                                           "--image-size", "32", "--batch-size", "16", "--device", "cpu", "--out",
+                                           str(tmp_path / "serial"), "--no-progress"])
+        assert serial.exit_code == 0, serial.output
+        assert _per_fold(R.load(tmp_path / "serial" / name)) == _per_fold(swept)
+    torch.set_num_threads(threads)
+
+    # a rerun skips every finished cell and leaves the failed ones alone; --retry-failed runs only those
+    planned, _ = plan(path, out)
+    assert sorted(p.state[f] for p in planned for f in p.state) == ["done"] * 8 + ["failed"] * 2
+    again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--no-progress"])
+    assert "| skipped        |       8 |" in again.output and "failed earlier" in again.output
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    retry = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--retry-failed", "--no-progress"])
+    assert "| failed  |       2 |" in retry.output and "| skipped |       8 |" in retry.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == before
+
+
+def test_a_killed_sweep_resumes_from_its_cells(tiny_root, tmp_path):
+    path = _grid(tmp_path, GRID, root=tiny_root)
+    out = tmp_path / "out"
+    first = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    full = {p.name: R.load(p) for p in out.glob("*.json")}
+    # as if killed: two results and one cell never written
+    victims = sorted(full)[:2]
+    for name in victims:
+        (out / name).unlink()
+    run_id = victims[0][:-5]
+    (out / run_id / "fold1.json").unlink()
+    dry = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--dry-run"])
+    assert dry.output.count("would run") == 1
+    again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--no-progress"])
+    assert again.exit_code == 0 and "| done    |       1 |" in again.output and "| skipped |       7 |" in again.output
+    for name in victims:
+        assert _per_fold(R.load(out / name)) == _per_fold(full[name])
+    log = (out / run_id / "fold1.log").read_text()
+    assert "fold 1: non-masked" in log and json.loads((out / run_id / "fold1.json").read_text())["record"]["fold"] == 1
+
+
+def test_the_committed_grid_is_the_committed_leaderboard():
+    """leaderboard/grid.toml plans exactly the committed results, every cell done."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    planned, out = plan(os.path.join(root, "leaderboard", "grid.toml"), os.path.join(root, "leaderboard", "results"))
+    names = sorted(f"{p.run_id}.json" for p in planned)
+    assert names == sorted(p for p in os.listdir(os.path.join(root, "leaderboard", "results")) if p.endswith(".json"))
+    assert all(s == "done" for p in planned for s in p.state.values())
