@@ -22,7 +22,7 @@ from msde_bench.spec import RECIPE_NAMES
 #: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
 CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
 FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder")
-SWEEP_EXECUTORS = ("local",)
+SWEEP_EXECUTORS = ("local", "slurm")
 
 
 class _Group(click.Group):
@@ -220,7 +220,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: the grid's `out`, else ./results].")
 @click.option("--executor", type=click.Choice(SWEEP_EXECUTORS), default="local",
-              help="local: worker processes on this machine.")
+              help="local: worker processes on this machine; slurm: one submitit job array, a task per cell "
+                   "(pip install 'msde-bench[slurm]').")
 @click.option("--workers", type=int, default=None,
               help="local: worker processes [default: one per GPU (times --per-gpu), or 1 on CPU]; on CPU the "
                    "cores are divided between them.")
@@ -231,7 +232,17 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
               help="Regenerate leaderboard/README.md from the results folder at the end.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar over cells [default: on a terminal].")
-def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_models, update_leaderboard, progress):
+@click.option("--slurm-partition", default=None, help="slurm: the partition.")
+@click.option("--slurm-gpus-per-task", type=int, default=None, help="slurm: GPUs per cell.")
+@click.option("--slurm-cpus-per-task", type=int, default=None, help="slurm: CPU cores per cell.")
+@click.option("--slurm-mem", default=None, help="slurm: memory per cell, e.g. 16G.")
+@click.option("--slurm-time", type=int, default=None, help="slurm: time limit per cell in minutes (requeued on timeout).")
+@click.option("--slurm-array-parallelism", type=int, default=None, help="slurm: cells running at once.")
+@click.option("--slurm-opt", "slurm_opts", multiple=True, metavar="KEY=VALUE",
+              help="slurm: any other sbatch option (repeatable), e.g. account=myproj, qos=high.")
+def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_models, update_leaderboard, progress,
+          slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time, slurm_array_parallelism,
+          slurm_opts):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
@@ -271,12 +282,21 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_mod
         click.echo(tabulate(rows, headers=["run", "run id", "fold", "state"], tablefmt="github", disable_numparse=True))
         return
     S.check_writable(out)
+    options = {}
+    if executor == "slurm":
+        from msde_bench.executors.slurm import parameters
+
+        bad = [o for o in slurm_opts if "=" not in o]
+        if bad:
+            raise MsdeError(f"--slurm-opt {bad[0]!r}: expected KEY=VALUE")
+        options["slurm"] = parameters(slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time,
+                                      slurm_array_parallelism, dict(o.split("=", 1) for o in slurm_opts))
     to_run = counts["failed"] if retry_failed else counts["todo"]
     show = console.is_terminal if progress is None else progress
     with Progress(console=console, transient=True, disable=not show) as bar:
         task_id = bar.add_task("cells", total=to_run)
         rows = S.execute(planned, executor=executor, workers=workers, per_gpu=per_gpu, retry_failed=retry_failed,
-                         on_done=lambda task, report: bar.advance(task_id))
+                         on_done=lambda task, report: bar.advance(task_id), **options)
     merged = S.merge_results(planned, out)
     summary = {}
     for r in rows:

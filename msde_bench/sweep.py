@@ -26,7 +26,7 @@ from msde_bench.protocol import describe
 from msde_bench.runner import cells_of, merge, read_cell, with_protocol
 from msde_bench.spec import RunSpec
 
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "slurm")
 
 
 @dataclass
@@ -99,18 +99,28 @@ def check_writable(out: Path) -> None:
         raise MsdeError(f"{out}: output folder is not writable")
 
 
+def executor_module(name: str):
+    """The executor module, imported only now; its `check()` (extra installed, commands on PATH)
+    runs before anything is submitted."""
+    if name not in EXECUTORS:
+        raise MsdeError(f"--executor {name}: choose one of {', '.join(EXECUTORS)}")
+    module = importlib.import_module(f"msde_bench.executors.{name}")
+    if hasattr(module, "check"):
+        module.check()
+    return module
+
+
 def execute(planned: list[Planned], *, executor: str = "local", workers: int | None = None, per_gpu: int = 1,
-            retry_failed: bool = False, on_done=None) -> list[dict]:
-    """Runs the cells to run; returns one report row per cell: run, fold, status, error, log."""
-    if executor not in EXECUTORS:
-        raise MsdeError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+            retry_failed: bool = False, on_done=None, **options) -> list[dict]:
+    """Runs the cells to run; returns one report row per cell: run, fold, status, error, log.
+    `options` go to the executor (slurm: `slurm`, submitit's parameters)."""
+    module = executor_module(executor)
     want = "failed" if retry_failed else "todo"
     tasks = [t for p in planned for t in p.tasks if p.state[t.fold] == want]
     reports: dict[tuple, dict] = {}
     if tasks:
-        module = importlib.import_module(f"msde_bench.executors.{executor}")
         n = workers or module.default_workers(per_gpu)
-        for task, report in module.run(tasks, workers=n, per_gpu=per_gpu, on_done=on_done):
+        for task, report in module.run(tasks, workers=n, per_gpu=per_gpu, on_done=on_done, **options):
             reports[(task.cell.run_id, task.fold)] = report
     out_rows = []
     for p in planned:

@@ -143,3 +143,45 @@ def test_the_committed_grid_is_the_committed_leaderboard():
     names = sorted(f"{p.run_id}.json" for p in planned)
     assert names == sorted(p for p in os.listdir(os.path.join(root, "leaderboard", "results")) if p.endswith(".json"))
     assert all(s == "done" for p in planned for s in p.state.values())
+
+
+FAKE_SLURM = os.path.join(os.path.dirname(__file__), "fake_slurm")
+
+
+def test_slurm_executor_against_fake_slurm_commands(tiny_root, tmp_path, monkeypatch):
+    """As submitit's own tests do: fake sbatch/srun/sacct/scancel on PATH record the generated
+    script and run its array tasks locally; the merged results equal serial runs."""
+    monkeypatch.setenv("PATH", f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "slurm"))
+    path = _grid(tmp_path, GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"'), root=tiny_root)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--executor", "slurm", "--slurm-partition",
+                                    "debugq", "--slurm-gpus-per-task", "1", "--slurm-time", "30",
+                                    "--slurm-array-parallelism", "2", "--slurm-opt", "account=fer", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "| done    |       4 |" in res.output
+    (script,) = (tmp_path / "slurm").glob("sbatch_*.sh")
+    text = script.read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=debugq", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --time=30", "#SBATCH --account=fer"):
+        assert line in text, text
+    results = {p.name: R.load(p) for p in out.glob("*.json")}
+    assert len(results) == 2
+    for name, swept in results.items():
+        monkeypatch.setenv("OMP_NUM_THREADS", str(swept["env"]["threads"]))
+        torch.set_num_threads(swept["env"]["threads"])
+        s = swept["spec"]
+        serial = CliRunner().invoke(main, ["run", "--paradigm", s["paradigm"], "--data", str(tiny_root), "--recipe",
+                                           "quick", "--epochs", "1", "--folds", "2", "--image-size", "32",
+                                           "--batch-size", "16", "--device", "cpu", "--out", str(tmp_path / "serial"),
+                                           "--no-progress"])
+        assert serial.exit_code == 0, serial.output
+        assert _per_fold(R.load(tmp_path / "serial" / name)) == _per_fold(swept)
+
+
+def test_slurm_without_its_commands_submits_nothing(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", os.path.dirname(os.__file__))  # no sbatch there
+    path = _grid(tmp_path, GRID, root=tiny_root)
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "slurm"])
+    assert res.exit_code == 2 and "sbatch, sacct, scancel, srun not found on PATH" in res.output
+    assert not list((tmp_path / "out").glob("**/*.json"))

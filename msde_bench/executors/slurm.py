@@ -1,0 +1,90 @@
+"""The `slurm` executor: one submitit job array per sweep, one array task per cell.
+
+Needs the `slurm` extra (`pip install 'msde-bench[slurm]'`) and the SLURM commands (`sbatch`,
+`sacct`, `scancel`, `srun`) on PATH; both are checked before anything is submitted. A cell that
+hits its time limit or is preempted is requeued by submitit (the task is Checkpointable) and runs
+again from its start: a cell's numbers depend only on (spec, fold), so the requeued cell gives the
+same numbers. Each task writes its cell file like any other executor; submitit's own logs and
+pickles go to `<out>/.submitit/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from msde_bench.errors import MsdeError
+from msde_bench.executors.task import Task, execute
+
+COMMANDS = ("sbatch", "sacct", "scancel", "srun")
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise MsdeError("--executor slurm needs submitit: pip install 'msde-bench[slurm]'") from None
+    return submitit
+
+
+def check() -> None:
+    """The extra and the SLURM commands are there; one line naming what is missing otherwise."""
+    _submitit()
+    missing = [c for c in COMMANDS if shutil.which(c) is None]
+    if missing:
+        raise MsdeError(f"--executor slurm: {', '.join(missing)} not found on PATH (is this a SLURM login node?)")
+
+
+def default_workers(per_gpu: int = 1) -> int:
+    return 0  # every cell is its own array task; --slurm-array-parallelism bounds how many run at once
+
+
+class CellJob:
+    """A Checkpointable callable: on timeout or preemption submitit resubmits it with the same task."""
+
+    def __call__(self, task: Task) -> dict:
+        return execute(task)
+
+    def checkpoint(self, task: Task):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(CellJob(), task)
+
+
+def parameters(partition: str | None = None, gpus_per_task: int | None = None, cpus_per_task: int | None = None,
+               mem: str | None = None, time: int | None = None, array_parallelism: int | None = None,
+               opts: dict | None = None) -> dict:
+    """submitit's SlurmExecutor parameters from the sweep's --slurm-* options (None: submitit's default)."""
+    params = dict(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem=mem, time=time,
+                  array_parallelism=array_parallelism)
+    params = {k: v for k, v in params.items() if v is not None}
+    if opts:
+        params["additional_parameters"] = dict(opts)
+    return params
+
+
+def run(tasks: Iterable[Task], *, workers: int = 0, per_gpu: int = 1,
+        on_done: Callable[[Task, dict], None] | None = None, slurm: dict | None = None,
+        folder: str | Path | None = None) -> list[tuple[Task, dict]]:
+    """Submits one job array of the tasks and waits for them; returns (task, report) per task."""
+    submitit = _submitit()
+    check()
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    folder = Path(folder or Path(tasks[0].out) / ".submitit")
+    executor = submitit.SlurmExecutor(folder=folder / "%j")
+    executor.update_parameters(job_name="msde-bench", **(slurm or {}))
+    jobs = executor.map_array(CellJob(), tasks)
+    done = []
+    for job, task in zip(jobs, tasks):
+        try:
+            report = job.result()
+        except Exception as e:  # noqa: BLE001 - a job that failed outside the cell (node failure, cancelled)
+            report = dict(status="failed", error=f"slurm job {job.job_id}: {type(e).__name__}: {e}".splitlines()[0],
+                          log=str(task.log), seconds=0.0)
+        done.append((task, report))
+        if on_done is not None:
+            on_done(task, report)
+    return done
