@@ -22,7 +22,7 @@ from msde_bench.spec import RECIPE_NAMES
 #: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
 CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
 FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder")
-SWEEP_EXECUTORS = ("local", "slurm")
+SWEEP_EXECUTORS = ("local", "slurm", "ray")
 
 
 class _Group(click.Group):
@@ -221,7 +221,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
               help="Results folder [default: the grid's `out`, else ./results].")
 @click.option("--executor", type=click.Choice(SWEEP_EXECUTORS), default="local",
               help="local: worker processes on this machine; slurm: one submitit job array, a task per cell "
-                   "(pip install 'msde-bench[slurm]').")
+                   "(pip install 'msde-bench[slurm]'); ray: a Ray task per cell (pip install 'msde-bench[ray]').")
 @click.option("--workers", type=int, default=None,
               help="local: worker processes [default: one per GPU (times --per-gpu), or 1 on CPU]; on CPU the "
                    "cores are divided between them.")
@@ -240,9 +240,13 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
 @click.option("--slurm-array-parallelism", type=int, default=None, help="slurm: cells running at once.")
 @click.option("--slurm-opt", "slurm_opts", multiple=True, metavar="KEY=VALUE",
               help="slurm: any other sbatch option (repeatable), e.g. account=myproj, qos=high.")
+@click.option("--ray-address", default=None,
+              help="ray: the address of a running Ray cluster [default: start Ray on this machine].")
+@click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
+@click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
 def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_models, update_leaderboard, progress,
           slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time, slurm_array_parallelism,
-          slurm_opts):
+          slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
@@ -291,6 +295,8 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_mod
             raise MsdeError(f"--slurm-opt {bad[0]!r}: expected KEY=VALUE")
         options["slurm"] = parameters(slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time,
                                       slurm_array_parallelism, dict(o.split("=", 1) for o in slurm_opts))
+    elif executor == "ray":
+        options.update(address=ray_address, cpus=ray_cpus_per_cell, gpus=ray_gpus_per_cell)
     to_run = counts["failed"] if retry_failed else counts["todo"]
     show = console.is_terminal if progress is None else progress
     with Progress(console=console, transient=True, disable=not show) as bar:

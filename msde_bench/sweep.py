@@ -26,7 +26,7 @@ from msde_bench.protocol import describe
 from msde_bench.runner import cells_of, merge, read_cell, with_protocol
 from msde_bench.spec import RunSpec
 
-EXECUTORS = ("local", "slurm")
+EXECUTORS = ("local", "slurm", "ray")
 
 
 @dataclass

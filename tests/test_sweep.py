@@ -185,3 +185,19 @@ def test_slurm_without_its_commands_submits_nothing(tiny_root, tmp_path, monkeyp
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "slurm"])
     assert res.exit_code == 2 and "sbatch, sacct, scancel, srun not found on PATH" in res.output
     assert not list((tmp_path / "out").glob("**/*.json"))
+
+
+def test_ray_executor_runs_cells_on_a_local_ray(tiny_root, tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="the ray extra is part of the test extra; installed by .ci/run")
+    path = _grid(tmp_path, GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"')
+                 .replace('paradigm = ["baseline", "distill"]', 'paradigm = "baseline"'), root=tiny_root)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--executor", "ray", "--workers", "2",
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "| done    |       2 |" in res.output
+    (result,) = [R.load(p) for p in out.glob("*.json")]
+    assert result["protocol"]["complete"] and result["env"]["threads"] == 1
+    bad = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "o2"), "--executor", "ray",
+                                    "--ray-address", "127.0.0.1:1"])
+    assert bad.exit_code == 2 and "--ray-address 127.0.0.1:1: cannot connect" in bad.output

@@ -1,0 +1,96 @@
+"""The `ray` executor: one Ray task per cell, on a local Ray instance or an existing cluster.
+
+Needs the `ray` extra (`pip install 'msde-bench[ray]'`). Without `--ray-address` Ray starts on this
+machine with `--workers` CPUs (one cell per CPU, or per GPU with --ray-gpus-per-cell); with an
+address the cells go to that cluster. Each task asks for `cpus` CPUs and `gpus` GPUs and runs torch
+with that many threads. An address that does not answer is one error line before anything is
+submitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from msde_bench.errors import MsdeError
+from msde_bench.executors.task import Task, execute
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise MsdeError("--executor ray needs Ray: pip install 'msde-bench[ray]'") from None
+    return ray
+
+
+def check() -> None:
+    _ray()
+
+
+def _answers(address: str, timeout: float = 5.0) -> str | None:
+    """None when host:port of a Ray address accepts a TCP connection, else why not (Ray itself
+    retries a silent address for minutes); `auto` and addresses without a port are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def default_workers(per_gpu: int = 1) -> int:
+    import os
+
+    return max(1, os.cpu_count() or 1)
+
+
+def _cell(task: Task, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return execute(task)
+
+
+def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1, on_done: Callable[[Task, dict], None] | None = None,
+        address: str | None = None, cpus: int = 1, gpus: float = 0) -> list[tuple[Task, dict]]:
+    """Runs every task as a Ray task; returns (task, report) in the order they finished."""
+    ray = _ray()
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    if address and (why := _answers(address)):
+        raise MsdeError(f"--ray-address {address}: cannot connect ({why})")
+    started = not ray.is_initialized()
+    try:
+        if started:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(workers, cpus), log_to_driver=False, include_dashboard=False)
+    except Exception as e:  # noqa: BLE001 - any connection failure is one line
+        raise MsdeError(f"--ray-address {address}: cannot connect ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
+    try:
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_cell)
+        pending = {remote.remote(t, cpus): t for t in tasks}
+        done = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            task = pending.pop(ready[0])
+            try:
+                report = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - a worker that died fails its cell only
+                report = dict(status="failed", error=f"ray task: {type(e).__name__}: {e}".splitlines()[0],
+                              log=str(task.log), seconds=0.0)
+            done.append((task, report))
+            if on_done is not None:
+                on_done(task, report)
+        return done
+    finally:
+        if started:
+            ray.shutdown()
