@@ -227,6 +227,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
                    "cores are divided between them.")
 @click.option("--per-gpu", type=int, default=1, help="local: cells that share one GPU.")
 @click.option("--dry-run", is_flag=True, help="Print the cells, which are done and which would run; run nothing.")
+@click.option("--status", is_flag=True,
+              help="As --dry-run, with the SLURM state (sacct) of each cell a slurm sweep submitted to --out.")
 @click.option("--retry-failed", is_flag=True, help="Run only the cells that failed before.")
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
@@ -244,7 +246,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
               help="ray: the address of a running Ray cluster [default: start Ray on this machine].")
 @click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
 @click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
-def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_models, update_leaderboard, progress,
+def sweep(grid, out, executor, workers, per_gpu, dry_run, status, retry_failed, save_models, update_leaderboard, progress,
           slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time, slurm_array_parallelism,
           slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
@@ -260,6 +262,8 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_mod
     Examples:
       msde-bench sweep grid.toml --dry-run
       msde-bench sweep grid.toml --workers 2
+      msde-bench sweep grid.toml --executor slurm --slurm-partition gpu --slurm-gpus-per-task 1
+      msde-bench sweep grid.toml --status
       msde-bench sweep leaderboard/grid.toml --leaderboard
     """
     from rich.console import Console
@@ -280,10 +284,17 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, retry_failed, save_mod
     counts = {k: sum(1 for p, t in cells if p.state[t.fold] == k) for k in ("done", "todo", "failed")}
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(planned)} runs, {len(cells)} cells "
                   f"({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> {out}")
-    if dry_run:
+    if dry_run or status:
         rows = [[p.run.label(), p.run_id, t.fold, {"todo": "would run", "done": "done", "failed": "failed before"}
                  [p.state[t.fold]]] for p, t in cells]
-        click.echo(tabulate(rows, headers=["run", "run id", "fold", "state"], tablefmt="github", disable_numparse=True))
+        headers = ["run", "run id", "fold", "state"]
+        if status:
+            from msde_bench.executors.slurm import states
+
+            known = states(out)
+            rows = [[*r, known.get(f"{r[1]}/fold{r[2]}", "")] for r in rows]
+            headers.append("slurm")
+        click.echo(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         return
     S.check_writable(out)
     options = {}

@@ -165,6 +165,11 @@ def test_slurm_executor_against_fake_slurm_commands(tiny_root, tmp_path, monkeyp
     for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=debugq", "#SBATCH --gpus-per-task=1",
                  "#SBATCH --time=30", "#SBATCH --account=fer"):
         assert line in text, text
+    # --status: each cell with the state sacct reports for its array task
+    job = script.name[len("sbatch_"):-len(".sh")]
+    (tmp_path / "slurm" / "sacct.txt").write_text("".join(f"{job}_{i}|COMPLETED|node1\n" for i in range(4)))
+    status = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--status"])
+    assert status.exit_code == 0 and status.output.count("| COMPLETED |") == 4, status.output
     results = {p.name: R.load(p) for p in out.glob("*.json")}
     assert len(results) == 2
     for name, swept in results.items():

@@ -52,6 +52,34 @@ class CellJob:
         return DelayedSubmission(CellJob(), task)
 
 
+def _arrays_file(folder: Path) -> Path:
+    return Path(folder) / "arrays.json"
+
+
+def record_array(folder: Path, cells: list[tuple[str, int, str]]) -> None:
+    """Remembers which SLURM job runs which cell (for `sweep --status`), newest last."""
+    import json
+
+    from msde_bench.atomic import write_text_atomic
+
+    path = _arrays_file(folder)
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    known.update({f"{run_id}/fold{fold}": job_id for run_id, fold, job_id in cells})
+    write_text_atomic(path, json.dumps(known, indent=1, sort_keys=True) + "\n")
+
+
+def states(out: str | Path) -> dict[str, str]:
+    """{"<run_id>/fold<k>": SLURM state} of the cells a sweep submitted to `out` (sacct)."""
+    import json
+
+    path = _arrays_file(Path(out) / ".submitit")
+    if not path.is_file():
+        return {}
+    submitit = _submitit()
+    known = json.loads(path.read_text())
+    return {cell: submitit.SlurmJob(Path(out) / ".submitit" / "%j", job_id).state for cell, job_id in known.items()}
+
+
 def parameters(partition: str | None = None, gpus_per_task: int | None = None, cpus_per_task: int | None = None,
                mem: str | None = None, time: int | None = None, array_parallelism: int | None = None,
                opts: dict | None = None) -> dict:
@@ -77,6 +105,7 @@ def run(tasks: Iterable[Task], *, workers: int = 0, per_gpu: int = 1,
     executor = submitit.SlurmExecutor(folder=folder / "%j")
     executor.update_parameters(job_name="msde-bench", **(slurm or {}))
     jobs = executor.map_array(CellJob(), tasks)
+    record_array(folder, [(t.cell.run_id, t.fold, j.job_id) for t, j in zip(tasks, jobs)])
     done = []
     for job, task in zip(jobs, tasks):
         try:
