@@ -94,7 +94,11 @@ def _complete_result(out: Path, p: Planned) -> bool:
 
 
 def check_writable(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """The results folder exists (made if needed) and is writable, before anything runs."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MsdeError(f"{out}: cannot create the output folder ({e.strerror or type(e).__name__})") from None
     if not os.access(out, os.W_OK):
         raise MsdeError(f"{out}: output folder is not writable")
 

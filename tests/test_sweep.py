@@ -206,3 +206,21 @@ def test_ray_executor_runs_cells_on_a_local_ray(tiny_root, tmp_path, monkeypatch
     bad = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "o2"), "--executor", "ray",
                                     "--ray-address", "127.0.0.1:1"])
     assert bad.exit_code == 2 and "--ray-address 127.0.0.1:1: cannot connect" in bad.output
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_anything_runs(tiny_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = _grid(tmp_path, GRID, root=tiny_root)
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(blocker / "out")])
+    assert res.exit_code == 2 and "cannot create the output folder" in res.output
+
+
+def test_a_requeued_slurm_cell_is_the_same_task():
+    """On timeout or preemption submitit calls checkpoint(): the resubmission runs the same cell again."""
+    from msde_bench.executors.slurm import CellJob
+    from msde_bench.executors.task import Task
+
+    task = Task(spec={"model": "resnet18"}, fold=3, dataset={"name": "d", "fingerprint": "f"}, out="o")
+    again = CellJob().checkpoint(task)
+    assert isinstance(again.function, CellJob) and again.args == (task,) and again.kwargs == {}
