@@ -224,3 +224,13 @@ def test_a_requeued_slurm_cell_is_the_same_task():
     task = Task(spec={"model": "resnet18"}, fold=3, dataset={"name": "d", "fingerprint": "f"}, out="o")
     again = CellJob().checkpoint(task)
     assert isinstance(again.function, CellJob) and again.args == (task,) and again.kwargs == {}
+
+
+@pytest.mark.parametrize("executor,module", [("ray", "ray"), ("slurm", "submitit")])
+def test_a_missing_extra_names_the_pip_command(tiny_root, tmp_path, monkeypatch, executor, module):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    path = _grid(tmp_path, GRID, root=tiny_root)
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", executor])
+    assert res.exit_code == 2 and f"pip install 'msde-bench[{executor}]'" in res.output, res.output

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from msde_bench.executors.task import Task, execute
+from msde_bench.executors.task import Task, collect, execute
 
 
 def default_workers(per_gpu: int = 1) -> int:
@@ -50,14 +50,6 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1,
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
                              initargs=(counter, n, per_gpu, gpus)) as pool:
         futures = {pool.submit(execute, t): t for t in tasks}
-        for fut in as_completed(futures):
-            task = futures[fut]
-            try:
-                report = fut.result()
-            except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory) fails its cell only
-                report = dict(status="failed", error=f"worker died: {type(e).__name__}: {e}".splitlines()[0],
-                              log=str(task.log), seconds=0.0)
-            done.append((task, report))
-            if on_done is not None:
-                on_done(task, report)
+        for fut in as_completed(futures):  # a worker killed or out of memory fails its cell only
+            collect(futures[fut], fut.result, "worker died", done, on_done)
     return done

@@ -12,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from msde_bench.errors import MsdeError
-from msde_bench.executors.task import Task, execute
+from msde_bench.executors.task import Task, collect, execute, import_extra
 
 
 def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise MsdeError("--executor ray needs Ray: pip install 'msde-bench[ray]'") from None
-    return ray
+    return import_extra("ray", "ray", "ray")
 
 
 def check() -> None:
@@ -80,16 +76,8 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1, on_done: Calla
         pending = {remote.remote(t, cpus): t for t in tasks}
         done = []
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            task = pending.pop(ready[0])
-            try:
-                report = ray.get(ready[0])
-            except Exception as e:  # noqa: BLE001 - a worker that died fails its cell only
-                report = dict(status="failed", error=f"ray task: {type(e).__name__}: {e}".splitlines()[0],
-                              log=str(task.log), seconds=0.0)
-            done.append((task, report))
-            if on_done is not None:
-                on_done(task, report)
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            collect(pending.pop(ref), lambda ref=ref: ray.get(ref), "ray task", done, on_done)
         return done
     finally:
         if started:

@@ -15,17 +15,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from msde_bench.errors import MsdeError
-from msde_bench.executors.task import Task, execute
+from msde_bench.executors.task import Task, collect, execute, import_extra
 
 COMMANDS = ("sbatch", "sacct", "scancel", "srun")
 
 
 def _submitit():
-    try:
-        import submitit
-    except ImportError:
-        raise MsdeError("--executor slurm needs submitit: pip install 'msde-bench[slurm]'") from None
-    return submitit
+    return import_extra("submitit", "slurm", "slurm")
 
 
 def check() -> None:
@@ -107,13 +103,6 @@ def run(tasks: Iterable[Task], *, workers: int = 0, per_gpu: int = 1,
     jobs = executor.map_array(CellJob(), tasks)
     record_array(folder, [(t.cell.run_id, t.fold, j.job_id) for t, j in zip(tasks, jobs)])
     done = []
-    for job, task in zip(jobs, tasks):
-        try:
-            report = job.result()
-        except Exception as e:  # noqa: BLE001 - a job that failed outside the cell (node failure, cancelled)
-            report = dict(status="failed", error=f"slurm job {job.job_id}: {type(e).__name__}: {e}".splitlines()[0],
-                          log=str(task.log), seconds=0.0)
-        done.append((task, report))
-        if on_done is not None:
-            on_done(task, report)
+    for job, task in zip(jobs, tasks):  # a job that failed outside the cell (node failure, cancelled) fails it only
+        collect(task, job.result, f"slurm job {job.job_id}", done, on_done)
     return done

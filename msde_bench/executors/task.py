@@ -47,6 +47,31 @@ class Task:
         return Path(self.out) / self.cell.run_id / f"fold{self.fold}.failed.json"
 
 
+def import_extra(module: str, executor: str, extra: str):
+    """The module an executor needs, or one error line naming the pip command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MsdeError(f"--executor {executor} needs {module}: pip install 'msde-bench[{extra}]'") from None
+
+
+def collect(task: Task, get, failed_as: str, done: list, on_done=None) -> dict:
+    """The report of a task from `get()` (a future's or a job's result); an exception there (the
+    worker, job or node died outside the cell) fails that cell only. Appends (task, report) to
+    `done` and tells `on_done`."""
+    try:
+        report = get()
+    except Exception as e:  # noqa: BLE001 - one lost worker never stops the sweep
+        report = dict(status="failed", error=f"{failed_as}: {type(e).__name__}: {e}".splitlines()[0],
+                      log=str(task.log), seconds=0.0)
+    done.append((task, report))
+    if on_done is not None:
+        on_done(task, report)
+    return report
+
+
 def execute(task: Task) -> dict:
     """Runs the cell; returns {status: done|failed, error, log, seconds}."""
     t0 = time.perf_counter()
