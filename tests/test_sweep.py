@@ -234,3 +234,15 @@ def test_a_missing_extra_names_the_pip_command(tiny_root, tmp_path, monkeypatch,
     path = _grid(tmp_path, GRID, root=tiny_root)
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", executor])
     assert res.exit_code == 2 and f"pip install 'msde-bench[{executor}]'" in res.output, res.output
+
+
+def test_the_slurm_jobs_through_submitits_local_executor(tiny_root, tmp_path):
+    from msde_bench.executors import slurm
+
+    path = _grid(tmp_path, GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"')
+                 .replace('paradigm = ["baseline", "distill"]', 'paradigm = "baseline"'), root=tiny_root)
+    planned, out = plan(path, tmp_path / "out")
+    tasks = [t for p in planned for t in p.tasks]
+    reports = slurm.run(tasks, cluster="local")
+    assert sorted(t.fold for t, _ in reports) == [0, 1] and all(r["status"] == "done" for _, r in reports)
+    assert all(t.cell.path(out).is_file() for t in tasks)

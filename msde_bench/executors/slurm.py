@@ -90,16 +90,20 @@ def parameters(partition: str | None = None, gpus_per_task: int | None = None, c
 
 def run(tasks: Iterable[Task], *, workers: int = 0, per_gpu: int = 1,
         on_done: Callable[[Task, dict], None] | None = None, slurm: dict | None = None,
-        folder: str | Path | None = None) -> list[tuple[Task, dict]]:
-    """Submits one job array of the tasks and waits for them; returns (task, report) per task."""
+        folder: str | Path | None = None, cluster: str = "slurm") -> list[tuple[Task, dict]]:
+    """Submits one job array of the tasks and waits for them; returns (task, report) per task.
+    `cluster="local"` runs the same jobs through submitit's LocalExecutor (no SLURM needed)."""
     submitit = _submitit()
-    check()
     tasks = list(tasks)
     if not tasks:
         return []
     folder = Path(folder or Path(tasks[0].out) / ".submitit")
-    executor = submitit.SlurmExecutor(folder=folder / "%j")
-    executor.update_parameters(job_name="msde-bench", **(slurm or {}))
+    if cluster == "local":
+        executor = submitit.LocalExecutor(folder=folder / "%j")
+    else:
+        check()
+        executor = submitit.SlurmExecutor(folder=folder / "%j")
+        executor.update_parameters(job_name="msde-bench", **(slurm or {}))
     jobs = executor.map_array(CellJob(), tasks)
     record_array(folder, [(t.cell.run_id, t.fold, j.job_id) for t, j in zip(tasks, jobs)])
     done = []
