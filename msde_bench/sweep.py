@@ -68,8 +68,9 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
         if (whole, tuple(c.fold for c in cells)) in seen:
             continue  # the same run twice in the grid
         seen.add((whole, tuple(c.fold for c in cells)))
-        p = Planned(run, whole, dataset.describe(), [Task(whole.to_dict(), c.fold, c.dataset, str(out), keep_models)
-                                                     for c in cells])
+        # absolute: a worker of Ray or SLURM may start in another folder
+        p = Planned(run, whole, dataset.describe(), [Task(whole.to_dict(), c.fold, c.dataset, str(out.resolve()),
+                                                          keep_models) for c in cells])
         complete = _complete_result(Path(out), p)
         for task in p.tasks:
             if complete or read_cell(task.cell, out, strict=False) is not None:
