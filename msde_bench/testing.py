@@ -17,6 +17,7 @@ cache home (`MSDE_BENCH_HOME` in a temporary folder), no model hub (`HF_HUB_OFFL
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from msde_bench.cli import main
 from msde_bench.data.synth import SynthConfig, write_dataset
 from msde_bench.models.base import LossState, Method, Output
 from msde_bench.plugins import registry
+
+# huggingface_hub reads this when it is first imported (timm imports it, e.g. when a test module
+# loads the plugin registry at collection), before any fixture runs: set it as the plugin loads
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # ------------------------------------------------------------------------------------------
 # checks
