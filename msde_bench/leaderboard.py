@@ -6,9 +6,10 @@ sample standard deviation over every seed x fold value); of several runs with th
 seed (separate `--fold` runs included) a complete one wins over incomplete ones, then the newest,
 and the others are listed as superseded. Complete rows are ranked by masked
 accuracy; a row whose runs did not finish every fold of the protocol is shown apart, never
-ranked. In each column the best value is bold; rows whose masked accuracy is not significantly
-different from the best row's (paired t-test over the shared (seed, fold) pairs, p >= 0.05) carry
-a dagger.
+ranked. In each column the best value is bold and every mean has its 95 % confidence interval;
+rows whose masked accuracy is not significantly different from the best row's (corrected
+resampled t-test over the shared (seed, fold) pairs, p >= 0.05; msde_bench.stats) carry a dagger,
+and an accuracy whose interval reaches chance (1/7) is marked.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from tabulate import tabulate
 from msde_bench import results as R
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.options import method_values
+from msde_bench.stats import CHANCE, corrected_ci, corrected_ttest
 
 P_THRESHOLD = 0.05
+#: the accuracy columns checked against chance
+CHANCE_METRICS = ("acc_non_masked", "acc_masked", "acc_overall")
 DEFAULT_RESULTS = Path("leaderboard/results")
 COMMAND = "msde-bench leaderboard"
 
@@ -58,6 +62,19 @@ class Row:
     def values(self, metric: str) -> dict[tuple[int, int], float]:
         """{(seed, fold): value} over every run of the row."""
         return {(r["spec"]["seed"], f["fold"]): float(f[metric]) for r in self.runs for f in r["folds"]}
+
+    def test_train_ratio(self) -> float:
+        """Mean n_test / n_train of the row's folds (1 / (k - 1) for k-fold when not recorded)."""
+        ratios = [f["n_test_pairs"] / f["n_train_pairs"] for r in self.runs for f in r["folds"]
+                  if f.get("n_train_pairs")]
+        if ratios:
+            return float(np.mean(ratios))
+        k = self.runs[0]["protocol"]["folds"]
+        return 1 / (k - 1) if k > 1 else 1.0
+
+    def ci(self, metric: str) -> tuple[float, float] | None:
+        """95 % confidence interval of the mean over seeds x folds, corrected resampled variance."""
+        return corrected_ci(list(self.values(metric).values()), self.test_train_ratio())
 
     def stat(self, metric: str) -> tuple[float, float, int]:
         vals = list(self.values(metric).values())
@@ -121,22 +138,11 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
     return {k: list(v.values()) for k, v in sorted(tables.items())}, sorted(superseded, key=lambda r: r["run_id"])
 
 
-def paired_p(a: dict, b: dict) -> float | None:
-    """Two-sided paired t-test over the shared (seed, fold) keys; None when fewer than 2 pairs.
-    Identical values everywhere give p = 1."""
-    from scipy.stats import ttest_rel
-
+def paired_p(a: dict, b: dict, test_train_ratio: float) -> float | None:
+    """Two-sided corrected resampled t-test (stats.corrected_ttest) over the shared (seed, fold)
+    keys; None when fewer than 2 pairs."""
     keys = sorted(set(a) & set(b))
-    if len(keys) < 2:
-        return None
-    x = np.array([a[k] for k in keys])
-    y = np.array([b[k] for k in keys])
-    if np.allclose(x - y, 0):
-        return 1.0
-    d = x - y
-    if np.allclose(d, d[0]):  # a constant non-zero difference: as certain as it gets
-        return 0.0
-    return float(ttest_rel(x, y).pvalue)
+    return corrected_ttest([a[k] - b[k] for k in keys], test_train_ratio)
 
 
 def _describe(row: Row) -> dict:
@@ -190,6 +196,7 @@ def frame(rows: list[Row]) -> pd.DataFrame:
         for key, _, _ in METRICS:
             mean, std, n = row.stat(key)
             rec[f"{key}_mean"], rec[f"{key}_std"] = mean, std
+            rec[f"{key}_ci"] = row.ci(key)
         seeds = len({r["spec"]["seed"] for r in row.runs})
         rec["folds"] = len({f["fold"] for r in row.runs for f in r["folds"]})
         rec["seeds"] = seeds
@@ -244,10 +251,12 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
     if ranked and len(rows) > 1:
         top = rows[0].values("acc_masked")
         for i, row in enumerate(rows[1:], 1):
-            p = paired_p(top, row.values("acc_masked"))
+            ratio = (rows[0].test_train_ratio() + row.test_train_ratio()) / 2
+            p = paired_p(top, row.values("acc_masked"), ratio)
             if p is not None and p >= P_THRESHOLD:
                 marks[i] = " †"
     lines = []
+    chance = False
     for i, (_, rec) in enumerate(df.iterrows()):
         paradigm = rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else "")
         cells = [str(i + 1) if ranked else "–", rec["model"], paradigm, rec["backbone"], rec["recipe"], rec["init"]]
@@ -255,6 +264,12 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
             text = f"{rec[f'{key}_mean']:.3f} ± {rec[f'{key}_std']:.3f}"
             if ranked and math.isclose(rec[f"{key}_mean"], best[key], rel_tol=0, abs_tol=1e-12):
                 text = f"**{text}**"
+            ci = rec[f"{key}_ci"]
+            if ci is not None:
+                text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+                if key in CHANCE_METRICS and ci[0] <= CHANCE:
+                    text += " ◦"
+                    chance = True
             if key == "acc_masked":
                 text += marks[i]
             cells.append(text)
@@ -266,7 +281,14 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
     md = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
     if ranked and len(rows) > 1:
         notes.append(f"**bold**: best value of the column. †: masked accuracy not significantly different from the "
-                     f"best row's (two-sided paired t-test over the same (seed, fold) pairs, p ≥ {P_THRESHOLD}).")
+                     f"best row's: two-sided corrected resampled t-test over the same (seed, fold) pairs (Nadeau & "
+                     f"Bengio 2003; Bouckaert & Frank 2004: the variance of the differences inflated by n_test / "
+                     f"n_train, because folds share training data), p ≥ {P_THRESHOLD}.")
+    if any(rec[f"{key}_ci"] is not None for _, rec in df.iterrows() for key, _, _ in METRICS):
+        notes.append("[a, b]: 95 % confidence interval of the mean over seeds × folds (t distribution with the same "
+                     "corrected variance).")
+    if chance:
+        notes.append("◦: cannot be told from chance (1/7): the accuracy's confidence interval reaches it.")
     return md, notes
 
 

@@ -34,8 +34,10 @@ def fold_metrics(y: np.ndarray, pred_nm: np.ndarray, pred_m: np.ndarray) -> dict
         acc_masked=float(ok_m.mean()),
         acc_overall=float((ok_nm.sum() + ok_m.sum()) / (2 * len(y))),
         mask_gap=float(ok_nm.mean() - ok_m.mean()),  # non-masked minus masked accuracy
-        macro_f1_non_masked=float(f1_score(y, pred_nm, labels=labels, average="macro", zero_division=0)),
-        macro_f1_masked=float(f1_score(y, pred_m, labels=labels, average="macro", zero_division=0)),
+        # over the classes present (in the labels or the predictions), scikit-learn's default: a class
+        # absent from the fold's test set is not scored as 0
+        macro_f1_non_masked=float(f1_score(y, pred_nm, average="macro", zero_division=0)),
+        macro_f1_masked=float(f1_score(y, pred_m, average="macro", zero_division=0)),
         pair_agreement=float((pred_nm == pred_m).mean()),
         per_class=per_class,
         confusion_non_masked=confusion_matrix(y, pred_nm, labels=labels).tolist(),

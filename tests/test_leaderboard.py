@@ -1,6 +1,7 @@
 """The leaderboard: aggregation, significance marks, incomplete and superseded runs, --check."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,14 +78,31 @@ def test_newest_run_of_a_spec_and_seed_wins():
     assert "## Superseded runs" in text and "2026-01-01T00:00:00+00:00" in text
 
 
-def test_paired_p():
-    assert paired_p({(0, 0): 0.5, (0, 1): 0.6}, {(0, 0): 0.5, (0, 1): 0.6}) == 1.0
-    assert paired_p({(0, 0): 0.5}, {(0, 0): 0.4}) is None
+def test_corrected_resampled_t_test_and_interval_by_hand():
+    from scipy.stats import t as student
+
+    from msde_bench.stats import corrected_ci, corrected_ttest
+
+    assert paired_p({(0, 0): 0.5, (0, 1): 0.6}, {(0, 0): 0.5, (0, 1): 0.6}, 0.25) == 1.0
+    assert paired_p({(0, 0): 0.5}, {(0, 0): 0.4}, 0.25) is None
     a = {(0, i): v for i, v in enumerate([0.6, 0.7, 0.65, 0.8, 0.75])}
     b = {(0, i): v for i, v in enumerate([0.5, 0.72, 0.6, 0.7, 0.74])}
+    d = [0.1, -0.02, 0.05, 0.1, 0.01]  # a - b
+    n, mean = 5, sum(d) / 5
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    ratio = 1 / 4  # 5-fold: test / train = 1 / 4
+    t = mean / ((1 / n + ratio) * var) ** 0.5
+    assert paired_p(a, b, ratio) == pytest.approx(2 * student.sf(abs(t), n - 1))
+    assert corrected_ttest(d, ratio) > corrected_ttest(d, 0.0)  # the correction widens; ratio 0 = plain t-test
     from scipy.stats import ttest_rel
 
-    assert paired_p(a, b) == pytest.approx(ttest_rel(list(a.values()), list(b.values())).pvalue)
+    assert corrected_ttest(d, 0.0) == pytest.approx(ttest_rel(list(a.values()), list(b.values())).pvalue)
+    vals = [0.6, 0.7, 0.65, 0.8, 0.75]
+    m = sum(vals) / 5
+    s2 = sum((x - m) ** 2 for x in vals) / 4
+    half = student.ppf(0.975, 4) * ((1 / 5 + ratio) * s2) ** 0.5
+    assert corrected_ci(vals, ratio) == pytest.approx((m - half, m + half))
+    assert corrected_ci([0.5], ratio) is None
 
 
 def test_significance_marks_and_best_values_on_a_constructed_case():
@@ -95,10 +113,11 @@ def test_significance_marks_and_best_values_on_a_constructed_case():
     lines = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
     assert [ln.split("|")[2].strip() for ln in lines] == ["best", "close", "far"]  # ranked by masked accuracy
     assert "**0.803 ± 0.017**" in lines[0]  # best masked
-    assert "0.798 ± 0.010 †" in lines[1]  # not significantly different
+    assert re.search(r"0\.798 ± 0\.010 \[[0-9., ]+\] †", lines[1])  # not significantly different
     assert "†" not in lines[2]
     assert "**0.950 ± 0.000**" in lines[2]  # best non-masked is the far row's
-    assert "paired t-test" in text and "p ≥ 0.05" in text
+    assert "corrected resampled t-test" in text and "p ≥ 0.05" in text
+    assert "95 % confidence interval" in text
 
 
 def test_incomplete_runs_are_shown_apart_and_not_ranked():
@@ -170,3 +189,24 @@ def test_every_row_names_the_plugin_that_provided_its_method():
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
     assert rows and all(ln.rstrip(" |").endswith(("(in-tree)", "(built-in)")) for ln in rows)
     assert "| scn 1.0.0 (in-tree) " in text and "| msde-bench 0.1.0 (built-in) " in text
+
+
+def test_a_row_that_cannot_be_told_from_chance_is_marked():
+    near = make_result(model="near", nm=(0.16, 0.12, 0.15, 0.14), m=(0.13, 0.15, 0.14, 0.16))
+    good = make_result(model="good", nm=(0.9, 0.88, 0.91, 0.9), m=(0.8, 0.82, 0.78, 0.81))
+    text = render([dict(r, _path=r["run_id"]) for r in (near, good)], [], ["x"])
+    rows = {ln.split("|")[2].strip(): ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()}
+    assert rows["near"].count("◦") == 3 and "◦" not in rows["good"]
+    assert "◦: cannot be told from chance (1/7)" in text
+
+
+def test_macro_f1_scores_only_the_classes_present():
+    import numpy as np
+
+    from msde_bench.metrics import fold_metrics
+
+    y = np.array([0, 1, 2, 3, 0, 1])  # classes 4-6 absent from this fold
+    m = fold_metrics(y, y, y)
+    assert m["macro_f1_non_masked"] == 1.0 and m["macro_f1_masked"] == 1.0
+    wrong = fold_metrics(y, y, np.array([0, 1, 2, 3, 0, 6]))  # a prediction of an absent class counts
+    assert wrong["macro_f1_masked"] < 1.0
