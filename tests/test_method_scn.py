@@ -60,13 +60,13 @@ def test_relabel_decisions():
 
 def test_relabelling_changes_state_after_the_step():
     torch.manual_seed(0)
-    m = SCN(options={"relabel_epoch": 1, "margin_2": -1.0, "quirk_relabel_any": True}).train()
+    m = SCN(options={"relabel_epoch": 2, "margin_2": -1.0, "quirk_relabel_any": True}).train()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     state = LossState(0, torch.arange(4), "masked")
     m.loss(x, y, m(x), state)
     m.after_step()
-    assert m.relabelled == {}  # before relabel_epoch
-    m.loss(x, y, m(x), dataclasses.replace(state, epoch=1))
+    assert m.relabelled == {}  # the 1st epoch (state.epoch 0): before relabel_epoch 2
+    m.loss(x, y, m(x), dataclasses.replace(state, epoch=1))  # the 2nd epoch: relabels
     m.after_step()
     assert set(m.relabelled) == {1, 3, 5, 7}  # pair index * 2 + 1 (masked view)
     out = m(x)
@@ -82,3 +82,24 @@ def test_one_step_reduces_loss():
 @pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
 def test_end_to_end(tiny_root, tmp_path, paradigm):
     check_end_to_end("scn", paradigm, tiny_root, tmp_path)
+
+
+def test_relabelling_starts_in_the_tenth_epoch_as_the_official_loop():
+    """relabel_epoch is 1-based: with the default 10, the 10th epoch (state.epoch 9) relabels, the 9th does not."""
+    torch.manual_seed(0)
+    m = SCN(options={"margin_2": -1.0, "quirk_relabel_any": True}).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    m.loss(x, y, m(x), LossState(8, torch.arange(4), "non-masked"))
+    m.after_step()
+    assert m.relabelled == {}
+    m.loss(x, y, m(x), LossState(9, torch.arange(4), "non-masked"))
+    m.after_step()
+    assert m.relabelled
+
+
+def test_official_recipe_uses_the_official_relabelling_rule():
+    from msde_bench.factory import check_options
+
+    assert check_options("scn", "baseline", [], "official")["scn.quirk_relabel_any"] is True
+    assert check_options("scn", "baseline", ["quirk_relabel_any=false"], "official")["scn.quirk_relabel_any"] is False
+    assert check_options("scn", "baseline", [], "quick")["scn.quirk_relabel_any"] is False

@@ -3,7 +3,7 @@
 Official code: github.com/kaiwang960112/Self-Cure-Network (src/train.py, Res18Feature), read at
 commit 9f4c3ad8. Logits are alpha_i * (W f_i + b) with alpha_i = sigmoid(Linear(f_i)); the loss is
 CE(alpha-weighted logits) + max(0, margin_1 - (mean alpha of the top beta of the batch - mean alpha of
-the rest)); from `relabel_epoch` on, a sample whose maximum predicted probability exceeds that of
+the rest)); from the 1-based epoch `relabel_epoch` on, a sample whose maximum predicted probability exceeds that of
 its label by margin_2 gets the predicted label from then on.
 """
 
@@ -35,7 +35,8 @@ class SCN(BackboneMethod):
         "margin_1": Option(0.07, "rank-regularisation margin (the official README's value for batch 64; 0.15 "
                                  "was for batch 1024)"),
         "margin_2": Option(0.2, "relabel when max probability - probability of the label exceeds this"),
-        "relabel_epoch": Option(10, "first epoch (0-based) at which relabelling may happen"),
+        "relabel_epoch": Option(10, "first epoch (1-based, as the official loop counts) at which relabelling may "
+                                    "happen", min=1),
         "relabel": Option(True, "relabel at all (MSD-E's labels are clean; false turns it off)"),
         "drop_rate": Option(0.0, "dropout on the pooled feature"),
         "quirk_relabel_any": Option(False, "relabel any sample of the batch that meets the margin, as the "
@@ -44,6 +45,8 @@ class SCN(BackboneMethod):
     }
     official_recipe = dict(optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="exponential", gamma=0.9,
                            epochs=70, batch_size=64, image_size=224, augment="flip")
+    #: the official code relabels any sample; its recipe comes with its rule (an explicit --opt wins)
+    official_options = dict(quirk_relabel_any=True)
 
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__(num_classes, pretrained, options)
@@ -77,7 +80,7 @@ class SCN(BackboneMethod):
         wce = F.cross_entropy(out.logits, y)
         rr = rank_regularisation(alpha, self.opts["beta"], self.opts["margin_1"])
         if (self.training and keys is not None and self.opts["relabel"]
-                and state.epoch >= self.opts["relabel_epoch"]):
+                and state.epoch + 1 >= self.opts["relabel_epoch"]):  # state.epoch is 0-based
             self._pending.append((keys, out.logits.detach(), y.detach(), alpha.detach().flatten()))
         return {"loss": wce + rr, "wce": wce, "rank": rr}
 
