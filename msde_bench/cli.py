@@ -1,4 +1,5 @@
-"""The command line: run, compare, paradigms, plugins, methods, leaderboard, results, data, bench.
+"""The command line: run, compare, sweep, paradigms, plugins, methods, leaderboard, results, explain,
+data, bench.
 
 Each command is thin and calls the modules that do the work. A user-facing error (bad data, bad
 option) is printed as one line on stderr with exit code 2, never a traceback.
