@@ -527,27 +527,29 @@ def results_merge(out):
 @results.command("upgrade")
 @click.argument("out", type=click.Path(file_okay=False), required=False)
 def results_upgrade(out):
-    """Rewrite result files of an older schema in the current one (numbers untouched).
+    """Rewrite result files in the current schema and spec form (numbers untouched).
 
-    Older files are read as they are anyway; rewriting them gives each the run id its spec has
-    now, so that `run --resume` and `compare` find and reuse them. OUT is a results folder
-    [default: the --results folders].
+    Older files are read as they are anyway; rewriting them (older schema upgraded, options added
+    since the run filled in at their defaults, which keep the old behaviour) gives each the run id
+    its spec has now, so that `run --resume`, `compare` and `sweep` find and reuse them. OUT is a
+    results folder [default: the --results folders].
 
     \b
     Example:
       msde-bench results upgrade leaderboard/results
     """
     from msde_bench import results as R
+    from msde_bench.factory import complete_options
 
     ctx = click.get_current_context()
     for d in [Path(out)] if out else ctx.obj["dirs"]:
         if not d.is_dir():
             raise MsdeError(f"{d}: results folder not found")
-        changed = [(p, R.upgrade_file(p)) for p in sorted(d.glob("*.json"))]
+        changed = [(p, R.upgrade_file(p, complete_options)) for p in sorted(d.glob("*.json"))]
         changed = [(p, new) for p, new in changed if new is not None]
         for old, new in changed:
             click.echo(f"{old.name} -> {new.name}")
-        click.echo(f"{d}: {len(changed)} result files upgraded to {R.SCHEMA}")
+        click.echo(f"{d}: {len(changed)} result files upgraded to {R.SCHEMA} and today's options")
 
 
 @results.command("show")

@@ -129,6 +129,13 @@ def check_options(model: str, paradigm: str, pairs, recipe: str | None = None) -
     return values
 
 
+def complete_options(spec: dict) -> dict:
+    """A recorded spec's options with every option its model and paradigm accept today, the ones it
+    does not name (introduced after it ran) at their defaults."""
+    valid = valid_options(spec["model"], spec["paradigm"])
+    return {**parse_options([], valid), **dict(spec.get("options") or {})}
+
+
 # ------------------------------------------------------------------------------------------
 # building
 

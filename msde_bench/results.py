@@ -152,19 +152,29 @@ def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
     return obj
 
 
-def upgrade_file(path: str | os.PathLike) -> Path | None:
-    """Rewrites a result file of an older schema in the current one, under the run id its spec has
-    now (the spec's digest changes with a renamed field); returns the new path, or None when the
-    file is current. The numbers are untouched; `upgraded_from` records the old schema and name.
-    Saved fold models stay where they are (the fold records point to them)."""
+def upgrade_file(path: str | os.PathLike, complete_options=None) -> Path | None:
+    """Rewrites a result file in the current schema and spec form, under the run id its spec has
+    now; returns the new path, or None when the file is current. An older schema is upgraded
+    (`upgrade`); `complete_options(spec) -> options` (factory.complete_options) adds options that
+    were introduced after the run with their default, which by the rule below is the behaviour the
+    run had. The numbers are untouched; `upgraded_from` records the schema and run id the file first had. Saved
+    fold models stay where they are (the fold records point to them).
+
+    The rule that makes this sound: a new option's default keeps the behaviour of the code before it."""
     path = Path(path)
     raw = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict) or raw.get("schema") not in OLD_SCHEMAS:
+    if not isinstance(raw, dict):
         return None
     obj = validate(raw, path)
-    obj["upgraded_from"] = dict(schema=raw["schema"], run_id=raw["run_id"])
-    obj["run_id"] = RunSpec.from_dict(obj["spec"]).run_id(obj["dataset"]["name"])
-    new = path.with_name(f"{obj['run_id']}.json")
+    if complete_options is not None:
+        obj["spec"] = dict(obj["spec"], options=complete_options(obj["spec"]))
+    run_id = RunSpec.from_dict(obj["spec"]).run_id(obj["dataset"]["name"])
+    if raw.get("schema") == SCHEMA and run_id == raw["run_id"] and obj["spec"] == raw["spec"]:
+        return None
+    # the first name a file had is the one worth keeping
+    obj["upgraded_from"] = raw.get("upgraded_from") or dict(schema=raw["schema"], run_id=raw["run_id"])
+    obj["run_id"] = run_id
+    new = path.with_name(f"{run_id}.json")
     validate(obj, new)
     write_json_atomic(new, obj)
     if new != path:

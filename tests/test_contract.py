@@ -195,3 +195,22 @@ def test_loss_weight_aliases_keep_the_official_spelling():
     assert check_options("dacl", "baseline", ["dacl.lamb=0.5"])["dacl.sparse_center_weight"] == 0.5
     with pytest.raises(MsdeError, match="must be >= 0"):
         check_options("dacl", "baseline", ["lamb=-1"])
+
+
+def test_results_upgrade_fills_options_added_since_the_run(tmp_path):
+    """A result from before an option existed gets it at its default (the old behaviour) and the
+    run id the spec has today, so sweeps and --resume recognise it."""
+    from msde_bench import results as R
+
+    (path,) = (ROOT / "leaderboard" / "results").glob("scan-baseline-*.json")
+    current = json.loads(path.read_text())
+    older = dict(current, spec=dict(current["spec"], options={k: v for k, v in current["spec"]["options"].items()
+                                                              if k != "scan.quirk_row_patches"}))
+    older["run_id"] = RunSpec.from_dict(older["spec"]).run_id(older["dataset"]["name"])
+    assert older["run_id"] != current["run_id"]
+    R.write_json_atomic(tmp_path / f"{older['run_id']}.json", older)
+    res = CliRunner().invoke(main, ["results", "upgrade", str(tmp_path)])
+    assert res.exit_code == 0 and "1 result files upgraded" in res.output
+    (new,) = tmp_path.glob("*.json")
+    assert new.name == path.name and R.load(new)["spec"] == current["spec"]
+    assert CliRunner().invoke(main, ["results", "upgrade", str(tmp_path)]).output.count("0 result files") == 1

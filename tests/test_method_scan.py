@@ -62,3 +62,32 @@ def test_one_step_reduces_loss():
 @pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
 def test_end_to_end(tiny_root, tmp_path, paradigm):
     check_end_to_end("scan", paradigm, tiny_root, tmp_path)
+
+
+def test_local_patches_paper_blocks_and_the_official_row_quirk():
+    from msde_scan.model import local_patches
+
+    f2 = torch.randn(2, 3, 28, 28)
+    paper = local_patches(f2)
+    assert len(paper) == 25 and sorted(tuple(p.shape[2:]) for p in paper).count((4, 6)) == 4
+    assert torch.equal(paper[20], f2[:, :, 24:28, 0:6])  # a true 4 x 6 block of the bottom strip
+    quirk = local_patches(f2, official_rows=True)
+    assert len(quirk) == 25
+    # the official construction, written independently: the bottom strip's first 24 columns unfolded
+    # into 6-wide windows, one patch per pixel row
+    official = f2[:, :, 24:, :24].unfold(3, 6, 6).permute(0, 2, 1, 3, 4)  # B x 4 (rows) x C x 4 x 6
+    rows = [p for p in quirk if tuple(p.shape[2:]) == (4, 6)]
+    assert len(rows) == 4 and all(torch.equal(rows[j], official[:, j]) for j in range(4))
+    kept = [p for p in quirk if tuple(p.shape[2:]) != (4, 6)]
+    assert all(any(torch.equal(k, p) for p in paper) for k in kept)  # every other patch is the paper's
+
+
+def test_row_patch_quirk_changes_the_output_only_when_on():
+    torch.manual_seed(0)
+    m = SCAN(options={"quirk_row_patches": False}).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a = m(x).logits
+        m.opts["quirk_row_patches"] = True
+        b = m(x).logits
+    assert not torch.allclose(a, b)

@@ -31,6 +31,29 @@ def grid_bounds(n: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
+def local_patches(f2: torch.Tensor, official_rows: bool = False) -> list[torch.Tensor]:
+    """The 5 x 5 grid of patches of the layer-2 map (25 at 28 x 28: 16 of 6 x 6, 4 of 6 x 4, 4 of
+    4 x 6, 1 of 4 x 4), as the paper describes. With `official_rows`, the bottom row's patches are
+    what the official code's unfold produces instead: one patch per pixel row of the bottom strip
+    (rows 24-27 at 28 x 28), that row's first 24 columns cut into the 4 column windows and stacked
+    as a 4 x 6 map: the strip a face mask covers, seen row by row."""
+    h, w = f2.shape[2:]
+    rows, cols = grid_bounds(h), grid_bounds(w)
+    rearranged = official_rows and len(rows) > 1 and len(cols) > 1
+    out = []
+    for ri, (r0, r1) in enumerate(rows):
+        for ci, (c0, c1) in enumerate(cols):
+            if rearranged and ri == len(rows) - 1 and ci < len(cols) - 1:
+                continue
+            out.append(f2[:, :, r0:r1, c0:c1])
+    if rearranged:
+        windows = cols[:-1]
+        width = min(c1 - c0 for c0, c1 in windows)  # 6 at 28 x 28, where every window is 6 wide
+        for r in range(*rows[-1]):
+            out.append(torch.stack([f2[:, :, r, c0:c0 + width] for c0, _ in windows], dim=2))
+    return out
+
+
 def halves(n: int) -> list[tuple[int, int]]:
     if n < 2:
         return [(0, n), (0, n)]
@@ -66,6 +89,9 @@ class SCAN(BackboneMethod):
         "backbone_lr_scale": Option(1.0, "trunk lr = lr x this (official: 1e-4 trunk, 1e-2 branches = 0.01)"),
         "quirk_frozen_bn": Option(False, "from the second epoch on, train with batch-norm statistics frozen, as the "
                                          "official loop does (train() is never called after the first validate())"),
+        "quirk_row_patches": Option(False, "the bottom row of local patches as the official code's unfold cuts it: "
+                                           "one patch per pixel row of the bottom strip (rows 24-27 at 28 x 28) "
+                                           "reshaped to 4 x 6, instead of the paper's 4 x 6 blocks"),
     }
     official_recipe = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-3, schedule="exponential",
                            gamma=0.95, epochs=60, batch_size=64, image_size=224, augment="paper")
@@ -84,12 +110,8 @@ class SCAN(BackboneMethod):
 
     def forward(self, x: torch.Tensor) -> Output:
         f2, f3 = self.trunk(x)
-        h, w = f2.shape[2:]
-        local = []
-        for r0, r1 in grid_bounds(h):
-            for c0, c1 in grid_bounds(w):
-                p = f2[:, :, r0:r1, c0:c1]
-                local.append((p * self.local_mask(p)).mean(dim=(2, 3)))
+        local = [(p * self.local_mask(p)).mean(dim=(2, 3))
+                 for p in local_patches(f2, self.opts["quirk_row_patches"])]
         loc = torch.stack(local, dim=1).max(dim=1).values
         g = (f2 * self.global_mask(f2)).mean(dim=(2, 3))
         emb = F.normalize(torch.cat([loc, g], dim=1), dim=1)
