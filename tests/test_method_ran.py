@@ -67,3 +67,23 @@ def test_one_step_reduces_loss():
 @pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
 def test_end_to_end(tiny_root, tmp_path, paradigm):
     check_end_to_end("ran", paradigm, tiny_root, tmp_path, ["--opt", "crops=1"])
+
+
+def test_quirk_per_crop_bn_normalises_each_crop_slot_on_its_own():
+    torch.manual_seed(0)
+    joint = RAN(options={"crops": 2})
+    per_slot = RAN(options={"crops": 2, "quirk_per_crop_bn": True})
+    per_slot.load_state_dict(joint.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    joint.eval(), per_slot.eval()
+    with torch.no_grad():  # running statistics: the same model
+        assert torch.allclose(joint(x).logits, per_slot(x).logits, atol=1e-5)
+    joint.train(), per_slot.train()
+    with torch.no_grad():
+        a, b = joint(x), per_slot(x)
+        assert not torch.allclose(a.logits, b.logits, atol=1e-4)
+        # per slot: the whole image's map is what the trunk gives the whole images alone, in train mode
+        fresh = RAN(options={"crops": 2})
+        fresh.load_state_dict(joint.state_dict())
+        fresh.train()
+        assert torch.allclose(b.feature_map, fresh.features(x), atol=1e-5)

@@ -58,6 +58,9 @@ class RAN(BackboneMethod):
         "margin": Option(0.03, "region-biased loss margin (0.03 in the 8-input AffectNet script, 0.1 in the "
                                "6-input FERPlus one)"),
         "rb_weight": Option(1.0, "weight of the region-biased loss"),
+        "quirk_per_crop_bn": Option(False, "in training, run the trunk once per crop slot, so that batch norm "
+                                           "normalises each crop position on its own, as the official code does "
+                                           "(default: every crop of the batch in one trunk pass)"),
         "quirk_unnormalised_input": Option(False, "feed the trunk [0, 1] pixels without mean/std normalisation, "
                                                   "as the official scripts do (ToTensor only)"),
     }
@@ -84,7 +87,10 @@ class RAN(BackboneMethod):
             x = x * std + mean
         views = torch.cat([crop_batch(x, self.boxes), x.unsqueeze(1)], dim=1)  # B x N x 3 x H x W, original last
         n = views.shape[1]
-        fmaps = self.features(views.flatten(0, 1))
+        if self.training and self.opts["quirk_per_crop_bn"]:
+            fmaps = torch.stack([self.features(views[:, i]) for i in range(n)], dim=1).flatten(0, 1)
+        else:
+            fmaps = self.features(views.flatten(0, 1))
         f = fmaps.mean(dim=(2, 3)).view(b, n, -1)
         mu = torch.softmax(torch.sigmoid(self.self_attention(f)).squeeze(2), dim=1)
         fm = (mu.unsqueeze(2) * f).sum(1) / mu.sum(1, keepdim=True)
