@@ -168,7 +168,9 @@ def upgrade_file(path: str | os.PathLike, complete_options=None) -> Path | None:
     obj = validate(raw, path)
     if complete_options is not None:
         obj["spec"] = dict(obj["spec"], options=complete_options(obj["spec"]))
-    run_id = RunSpec.from_dict(obj["spec"]).run_id(obj["dataset"]["name"])
+    spec = RunSpec.from_dict(obj["spec"])
+    obj["spec"] = spec.to_dict()  # fields added to RunSpec since the run get their defaults
+    run_id = spec.run_id(obj["dataset"]["name"])
     if raw.get("schema") == SCHEMA and run_id == raw["run_id"] and obj["spec"] == raw["spec"]:
         return None
     # the first name a file had is the one worth keeping
