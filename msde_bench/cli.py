@@ -104,12 +104,12 @@ def run_options(*, single: bool):
     return decorate
 
 
-def _header(console, what: str, spec, dev) -> None:
+def _header(console, spec, dev) -> None:
     from msde_bench.plugins import registry
 
     for warning in registry().warnings:
         console.print(f"[yellow]warning[/]: {warning}")
-    console.print(f"[bold]msde-bench {__version__}[/] {what}recipe [bold]{spec.recipe}[/] · model {spec.model} · "
+    console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{spec.recipe}[/] · model {spec.model} · "
                   f"paradigm {spec.paradigm} · data {spec.data} · protocol {spec.protocol} ({spec.folds} folds) · "
                   f"device {dev} · {spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · "
                   f"{spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
@@ -165,7 +165,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, run_folds, 
                                          image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
                                          pretrained=pretrained)
         dev = spec.device
-    _header(console, "", spec, dev)
+    _header(console, spec, dev)
     result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
                                 save_models=save_models)
     click.echo(summary_table(result))
@@ -497,6 +497,15 @@ def results(ctx, results_dirs, fmt):
         click.echo(f"skipped {path}: {problem}", err=True)
 
 
+def _result_dirs(out: str | None) -> list[Path]:
+    """OUT, or the --results folders of the `results` group; each must exist."""
+    dirs = [Path(out)] if out else click.get_current_context().obj["dirs"]
+    for d in dirs:
+        if not d.is_dir():
+            raise MsdeError(f"{d}: results folder not found")
+    return dirs
+
+
 @results.command("merge")
 @click.argument("out", type=click.Path(file_okay=False), required=False)
 def results_merge(out):
@@ -512,11 +521,7 @@ def results_merge(out):
     """
     from msde_bench.runner import merge_all
 
-    ctx = click.get_current_context()
-    dirs = [Path(out)] if out else ctx.obj["dirs"]
-    for d in dirs:
-        if not d.is_dir():
-            raise MsdeError(f"{d}: results folder not found")
+    for d in _result_dirs(out):
         written = merge_all(d)
         for path in written:
             click.echo(f"merged: {path}")
@@ -541,10 +546,7 @@ def results_upgrade(out):
     from msde_bench import results as R
     from msde_bench.factory import complete_options
 
-    ctx = click.get_current_context()
-    for d in [Path(out)] if out else ctx.obj["dirs"]:
-        if not d.is_dir():
-            raise MsdeError(f"{d}: results folder not found")
+    for d in _result_dirs(out):
         changed = [(p, R.upgrade_file(p, complete_options)) for p in sorted(d.glob("*.json"))]
         changed = [(p, new) for p, new in changed if new is not None]
         for old, new in changed:

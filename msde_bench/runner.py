@@ -270,10 +270,11 @@ def _write_result(result: dict, out: Path) -> Path:
     return path
 
 
-def merge(spec: RunSpec, dataset_info: dict, n_folds: int, out: str | Path) -> tuple[dict, Path] | None:
-    """Writes the complete result of the whole spec when every fold's cell is under `out`;
-    returns it, or None while a cell is missing."""
+def merge(spec: RunSpec, dataset_info: dict, out: str | Path) -> tuple[dict, Path] | None:
+    """Writes the complete result of the whole spec when every fold of its protocol has its cell
+    under `out`; returns it, or None while a cell is missing."""
     whole = spec.whole()
+    n_folds = P.describe(spec.protocol, spec.folds)["folds"]
     cells = [Cell(whole, f, dataset_info) for f in range(n_folds)]
     found = [read_cell(c, out, strict=False) for c in cells]  # a stale or foreign cell: not merged
     if any(c is None for c in found):
@@ -295,8 +296,7 @@ def merge_all(out: str | Path) -> list[Path]:
             spec = RunSpec.from_dict(first["spec"])
         except (ValueError, OSError, KeyError, TypeError) as e:
             raise MsdeError(f"{cell_files[0]}: not a readable cell file ({e})") from None
-        n_folds = P.describe(spec.protocol, spec.folds)["folds"]
-        merged = merge(spec, first["dataset"], n_folds, out)
+        merged = merge(spec, first["dataset"], out)
         if merged is not None:
             written.append(merged[1])
     return written
@@ -348,7 +348,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     result = assemble(spec, [done[c.fold] for c in cells], len(folds))
     path = _write_result(result, out_dir)
     if spec.run_folds and not result["protocol"]["complete"]:
-        merged = merge(spec, result["dataset"], len(folds), out_dir)
+        merged = merge(spec, result["dataset"], out_dir)
         if merged is not None:
             console.print(f"every fold of {merged[0]['run_id']} is done: merged into {merged[1]}")
     return result, path

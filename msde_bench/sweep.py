@@ -22,7 +22,6 @@ from msde_bench.errors import MsdeError, ResultError
 from msde_bench.executors.task import Task
 from msde_bench.factory import load_dataset
 from msde_bench.grid import GridError, Run, load_grid
-from msde_bench.protocol import describe
 from msde_bench.runner import cells_of, merge, read_cell, with_protocol
 from msde_bench.spec import RunSpec
 
@@ -160,7 +159,7 @@ def merge_results(planned: list[Planned], out: Path) -> list[Path]:
     written = []
     for p in planned:
         if all(s == "done" for s in p.state.values()) and not _complete_result(out, p):
-            merged = merge(p.spec, p.dataset, describe(p.spec.protocol, p.spec.folds)["folds"], out)
+            merged = merge(p.spec, p.dataset, out)
             if merged is not None:
                 written.append(merged[1])
     return written
