@@ -51,7 +51,7 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     """The spec `msde-bench run` would build from these arguments, and its dataset.
 
     `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `overrides` are the
-    RunSpec fields the CLI can set (epochs, folds, run_folds, image_size, batch_size, lr, seed,
+    RunSpec fields the CLI can set (epochs, folds, budget, run_folds, image_size, batch_size, lr, seed,
     pretrained); None means the recipe's value."""
     spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
                       **overrides)

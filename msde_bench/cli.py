@@ -17,7 +17,7 @@ from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
 from msde_bench.protocol import PROTOCOLS
-from msde_bench.spec import RECIPE_NAMES
+from msde_bench.spec import BUDGETS, RECIPE_NAMES
 
 #: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
 #: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
@@ -75,6 +75,12 @@ def run_options(*, single: bool):
                          help="Override the recipe's epochs; its lr milestones scale with them (quick: 6 epochs, "
                               "lr/10 after 5; --epochs 12 drops after 10)."),
             click.option("--folds", type=int, default=None, help="Number of folds k [default: the recipe's]."),
+            click.option("--budget", type=click.Choice(BUDGETS), default=None,
+                         help="How paradigms are made comparable. steps: every paradigm takes the mixed baseline's "
+                              "optimiser steps with --batch-size images per step (contrastive batches hold half as "
+                              "many pairs; single-view paradigms pass over the pairs twice an epoch); epochs: the "
+                              "reference code's equal epochs of --batch-size items [default: the recipe's; quick: "
+                              "steps, paper and official: epochs]."),
             click.option("--fold", "run_folds", type=int, multiple=True,
                          help="Run only this fold (repeatable); runs of every fold merge into one result."),
             click.option("--image-size", type=int, default=None, help="Override the recipe's input size (px)."),
@@ -111,7 +117,7 @@ def _header(console, spec, dev) -> None:
         console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{spec.recipe}[/] · model {spec.model} · "
                   f"paradigm {spec.paradigm} · data {spec.data} · protocol {spec.protocol} ({spec.folds} folds) · "
-                  f"device {dev} · {spec.epochs} epochs · {spec.image_size} px · batch {spec.batch_size} · "
+                  f"device {dev} · {spec.epochs} epochs ({spec.budget} budget) · {spec.image_size} px · batch {spec.batch_size} · "
                   f"{spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
 
 
@@ -124,8 +130,8 @@ def _header(console, spec, dev) -> None:
 @click.option("--save-models/--no-save-models", default=None,
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
-def run(model, paradigm, data, out, recipe, protocol, epochs, folds, run_folds, image_size, batch_size, lr, seed,
-        device, opts, init, pretrained, progress, spec_file, resume, save_models):
+def run(model, paradigm, data, out, recipe, protocol, epochs, folds, budget, run_folds, image_size, batch_size, lr,
+        seed, device, opts, init, pretrained, progress, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -149,7 +155,8 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, run_folds, 
     threads_default()
     if spec_file:
         ctx = click.get_current_context()
-        given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "run_folds",
+        given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
+                                   "run_folds",
                                    "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained")
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
@@ -161,9 +168,9 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, run_folds, 
         dataset = None
     else:
         spec, dataset = api.prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=opts,
-                                         device=device, init=init, epochs=epochs, folds=folds, run_folds=run_folds,
-                                         image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                                         pretrained=pretrained)
+                                         device=device, init=init, epochs=epochs, folds=folds, budget=budget,
+                                         run_folds=run_folds, image_size=image_size, batch_size=batch_size, lr=lr,
+                                         seed=seed, pretrained=pretrained)
         dev = spec.device
     _header(console, spec, dev)
     result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
@@ -186,8 +193,8 @@ def summary_table(result: dict) -> str:
 @run_options(single=False)
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
-def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_size, batch_size, lr, seed, device,
-            opts, init, pretrained, progress, fmt):
+def compare(model, data, out, recipe, protocol, epochs, folds, budget, run_folds, image_size, batch_size, lr, seed,
+            device, opts, init, pretrained, progress, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -209,7 +216,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, run_folds, image_
     threads_default()
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
                                  device=device, init=init, console=console, progress=progress, epochs=epochs,
-                                 folds=folds, run_folds=run_folds, image_size=image_size, batch_size=batch_size,
+                                 folds=folds, budget=budget, run_folds=run_folds, image_size=image_size, batch_size=batch_size,
                                  lr=lr, seed=seed, pretrained=pretrained)
     click.echo(C.table(rows, fmt))
     for r in rows:
@@ -253,7 +260,7 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, status, retry_failed, 
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
-    protocol, epochs, folds, image_size, batch_size, lr, device, opt = {KEY = VALUE}, ...): a scalar
+    protocol, epochs, folds, budget, image_size, batch_size, lr, device, opt = {KEY = VALUE}, ...): a scalar
     is fixed, a list is an axis, axes are expanded as a product; [[exclude]] tables drop matching
     runs, [[include]] tables add runs. Each (run, fold) is a cell; finished cells are skipped, a
     failed cell never stops the others and is reported with its log; a run's result file is
@@ -544,10 +551,10 @@ def results_upgrade(out):
       msde-bench results upgrade leaderboard/results
     """
     from msde_bench import results as R
-    from msde_bench.factory import complete_options
+    from msde_bench.factory import complete_spec
 
     for d in _result_dirs(out):
-        changed = [(p, R.upgrade_file(p, complete_options)) for p in sorted(d.glob("*.json"))]
+        changed = [(p, R.upgrade_file(p, complete_spec)) for p in sorted(d.glob("*.json"))]
         changed = [(p, new) for p, new in changed if new is not None]
         for old, new in changed:
             click.echo(f"{old.name} -> {new.name}")

@@ -16,6 +16,7 @@ from msde_bench.options import QUIRKS, Option, alias_keys, method_key, method_va
 from msde_bench.paradigms.base import Paradigm
 from msde_bench.plugins import Entry, registry
 from msde_bench.spec import RunSpec
+from msde_bench.training import budget_plan
 
 # ------------------------------------------------------------------------------------------
 # lookups
@@ -134,6 +135,23 @@ def complete_options(spec: dict) -> dict:
     does not name (introduced after it ran) at their defaults."""
     valid = valid_options(spec["model"], spec["paradigm"])
     return {**parse_options([], valid), **dict(spec.get("options") or {})}
+
+
+def complete_spec(spec: dict) -> dict:
+    """A recorded spec in today's form: options completed (complete_options), and a spec from before
+    the budget rule (spec.BUDGETS) given the rule it ran under: `epochs`, or `steps` where the two
+    rules train identically (a paradigm that shows each image once per pass, one per batch item:
+    the mixed baseline)."""
+    spec = dict(spec, options=complete_options(spec))
+    if "budget" not in spec:
+        old = RunSpec.from_dict(dict(spec, budget="epochs"))
+        paradigm = build_paradigm(old)
+        try:
+            same = budget_plan(old, paradigm) == budget_plan(old.with_(budget="steps"), paradigm)
+        except MsdeError:
+            same = False
+        spec["budget"] = "steps" if same else "epochs"
+    return spec
 
 
 # ------------------------------------------------------------------------------------------

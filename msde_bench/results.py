@@ -152,12 +152,12 @@ def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
     return obj
 
 
-def upgrade_file(path: str | os.PathLike, complete_options=None) -> Path | None:
+def upgrade_file(path: str | os.PathLike, complete_spec=None) -> Path | None:
     """Rewrites a result file in the current schema and spec form, under the run id its spec has
     now; returns the new path, or None when the file is current. An older schema is upgraded
-    (`upgrade`); `complete_options(spec) -> options` (factory.complete_options) adds options that
+    (`upgrade`); `complete_spec(spec) -> spec` (factory.complete_spec) adds options that
     were introduced after the run with their default, which by the rule below is the behaviour the
-    run had. The numbers are untouched; `upgraded_from` records the schema and run id the file first had. Saved
+    run had, and the fields that have a rule of their own (the budget). The numbers are untouched; `upgraded_from` records the schema and run id the file first had. Saved
     fold models stay where they are (the fold records point to them).
 
     The rule that makes this sound: a new option's default keeps the behaviour of the code before it."""
@@ -166,8 +166,8 @@ def upgrade_file(path: str | os.PathLike, complete_options=None) -> Path | None:
     if not isinstance(raw, dict):
         return None
     obj = validate(raw, path)
-    if complete_options is not None:
-        obj["spec"] = dict(obj["spec"], options=complete_options(obj["spec"]))
+    if complete_spec is not None:
+        obj["spec"] = complete_spec(obj["spec"])
     spec = RunSpec.from_dict(obj["spec"])
     obj["spec"] = spec.to_dict()  # fields added to RunSpec since the run get their defaults
     run_id = spec.run_id(obj["dataset"]["name"])

@@ -18,12 +18,28 @@ from msde_bench.protocol import PROTOCOLS
 #: the small synthetic set at 48 px, 5 folds, 6 epochs, horizontal flips only (the reference
 #: augmentation slows convergence in so short a schedule); the default `msde-bench run` finishes
 #: in under 3 minutes there (README, "Speed").
+#:
+#: `budget` says how paradigms are made comparable (BUDGETS): `paper` keeps the reference's equal
+#: epochs, `quick` gives every paradigm equal optimiser steps and equal images per step.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(lr=1e-3, weight_decay=1e-4, batch_size=96, image_size=224, epochs=25, milestones=(14, 21),
-                  gamma=0.1, folds=10, augment="paper", data="synth:full", optimizer="adam", schedule="multistep"),
+                  gamma=0.1, folds=10, augment="paper", data="synth:full", optimizer="adam", schedule="multistep",
+                  budget="epochs"),
     "quick": dict(lr=2e-3, weight_decay=1e-4, batch_size=32, image_size=48, epochs=6, milestones=(5,),
-                  gamma=0.1, folds=5, augment="flip", data="synth:small", optimizer="adam", schedule="multistep"),
+                  gamma=0.1, folds=5, augment="flip", data="synth:small", optimizer="adam", schedule="multistep",
+                  budget="steps"),
 }
+
+#: How a run's length is counted, so that paradigms can be compared (training.budget_plan):
+#: - `epochs`: `epochs` passes over the paradigm's items (pairs, or pair views for the mixed
+#:   baseline) in batches of `batch_size` items: the reference code's rule. A contrastive batch of
+#:   32 pairs is 64 images, so contrastive takes half the optimiser steps of the mixed baseline,
+#:   and distill's student sees half its images.
+#: - `steps`: every paradigm takes the mixed baseline's optimiser steps with `batch_size` images
+#:   per step: an "epoch" is as many training images as the fold has (both views of every pair).
+#:   Contrastive batches hold batch_size / 2 pairs; single-view paradigms (baseline on one view,
+#:   distill) pass over their pairs twice per epoch.
+BUDGETS = ("steps", "epochs")
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,8 @@ class RunSpec:
     options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     init: str | None = None
     pretrained: bool = False
+    #: BUDGETS; a spec that names none (results written before the rule existed) ran under `epochs`
+    budget: str = "epochs"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,6 +93,8 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}; choose one of {', '.join(BUDGETS)}")
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
@@ -104,7 +124,7 @@ def derive_seed(seed: int, *parts) -> int:
 #: every --recipe name: the two presets and the method's own published recipe
 RECIPE_NAMES = (*RECIPES, "official")
 _RECIPE_KEYS = ("lr", "weight_decay", "batch_size", "image_size", "epochs", "milestones", "gamma", "folds", "augment",
-                "optimizer", "momentum", "schedule", "step_size")
+                "optimizer", "momentum", "schedule", "step_size", "budget")
 
 
 def make_spec(*, model: str, paradigm: str, recipe: str, paper_lr: float | None = None, data: str | None = None,

@@ -87,6 +87,24 @@ def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
     raise MsdeError(f"unknown schedule {spec.schedule!r}; use {', '.join(SCHEDULES)}")
 
 
+def budget_plan(spec: RunSpec, paradigm: Paradigm) -> tuple[int, int]:
+    """(items per batch, passes over the items per epoch) under the spec's budget rule
+    (spec.BUDGETS). Under `steps` every paradigm takes the mixed baseline's optimiser steps,
+    ceil(2 x pairs / batch_size) per epoch, with batch_size images per step."""
+    if spec.budget == "epochs":
+        return spec.batch_size, 1
+    per_item = paradigm.images_per_item
+    images_per_pass = paradigm.views_per_pair * per_item  # images a pass over the items shows, per pair
+    if images_per_pass not in (1, 2):
+        raise MsdeError(f"paradigm {paradigm.name!r} shows {images_per_pass} images per pair in a pass; "
+                        "--budget steps needs 1 or 2 (use --budget epochs)")
+    items = spec.batch_size // per_item
+    if items < 2:
+        raise MsdeError(f"--batch-size {spec.batch_size}: paradigm {paradigm.name!r} puts {per_item} images "
+                        f"in a batch item, so a batch would hold {items} item(s); batch norm needs 2")
+    return items, 2 // images_per_pass
+
+
 def _is_scalar(v) -> bool:
     return (isinstance(v, torch.Tensor) and v.ndim == 0) or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
@@ -104,6 +122,12 @@ class Trainer:
         self.augment = PairedAugment(spec.augment)
         self.optimizer = make_optimizer(spec, self.method.param_groups(spec.lr))
         self.scheduler = make_scheduler(spec, self.optimizer)
+        self.items_per_batch, self.passes = budget_plan(spec, paradigm)
+
+    def steps_per_epoch(self, n_pairs: int) -> int:
+        """Optimiser steps of an epoch over n_pairs training pairs (batches() drops a last batch of one item)."""
+        full, rest = divmod(n_pairs * self.paradigm.views_per_pair * self.passes, self.items_per_batch)
+        return full + (rest >= 2)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -117,16 +141,17 @@ class Trainer:
     def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator, epoch: int = 0,
                 first_step: int = 0):
         """One epoch of batches: a seeded shuffle of the items (pairs, or pair views for
-        paradigms that visit each view separately), each augmented with one draw per pair, then
+        paradigms that visit each view separately; under the steps budget, single-view paradigms
+        visit them twice, one shuffle per pass), each augmented with one draw per pair, then
         the method's pair_transform. The last batch of an epoch is kept unless it has a single
         item (batch norm cannot train on one sample)."""
         vpp = self.paradigm.views_per_pair
         idx = torch.as_tensor(train_idx)
         n_items = len(idx) * vpp
-        perm = torch.randperm(n_items, generator=gen)
-        bs = self.spec.batch_size
+        perm = torch.cat([torch.randperm(n_items, generator=gen) for _ in range(self.passes)])
+        bs = self.items_per_batch
         seed = gen.initial_seed()
-        for step, start in enumerate(range(0, n_items, bs)):
+        for step, start in enumerate(range(0, len(perm), bs)):
             items = perm[start:start + bs]
             if len(items) < 2:  # batch norm cannot train on one sample
                 continue
@@ -147,8 +172,9 @@ class Trainer:
         self.method.train()
         n_images = 0
         t0 = time.perf_counter()
-        vpp = self.paradigm.views_per_pair
-        steps = -(-len(train_idx) * vpp // self.spec.batch_size)
+        steps = self.steps_per_epoch(len(train_idx))
+        # Batch.step numbers batch slots (a dropped one-item last batch keeps its number)
+        slots = -(-len(train_idx) * self.paradigm.views_per_pair * self.passes // self.items_per_batch)
         history = []
         step = 0
         for epoch in range(self.spec.epochs):
@@ -171,7 +197,7 @@ class Trainer:
                 n_images += batch.y.shape[0] * self.paradigm.images_per_item
                 if progress and (i % 5 == 4 or i == steps - 1):
                     progress.batch(i + 1, float(sums["loss"]) / max(seen, 1), float(correct) / max(seen, 1))
-            step += steps
+            step += slots
             self.scheduler.step()
             record = {k: float(v) / max(seen, 1) for k, v in sums.items()}
             record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr)

@@ -1,0 +1,93 @@
+"""The budget rule: under `steps` every paradigm takes the mixed baseline's optimiser steps with
+batch_size images per step; under `epochs` (the reference's) every paradigm passes over its items
+`epochs` times in batches of batch_size items."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from msde_bench.api import build_spec
+from msde_bench.errors import MsdeError
+from msde_bench.factory import build_paradigm, complete_spec
+from msde_bench.spec import RunSpec, make_spec
+from msde_bench.training import Trainer, budget_plan
+from tests.test_contract import Recorder, _Cache
+
+# (paradigm, options): the paradigms as the leaderboard and `compare` run them
+PARADIGMS = [("baseline", {"train_on": "mixed"}), ("baseline", {"train_on": "non-masked"}),
+             ("baseline", {"train_on": "masked"}), ("contrastive", {}), ("distill", {})]
+
+
+def _spec(paradigm, options, budget, batch_size=4):
+    return RunSpec(paradigm=paradigm, budget=budget, batch_size=batch_size, image_size=8, augment="none",
+                   options=tuple(sorted(options.items())))
+
+
+def _epoch(spec):
+    """One epoch of batches over 7 training pairs: (images per step, pair views seen)."""
+    trainer = Trainer(spec, Recorder(), build_paradigm(spec), torch.device("cpu"))
+    train_idx = np.array([0, 2, 3, 5, 6, 9, 10])
+    sizes, seen = [], Counter()
+    per_item = trainer.paradigm.images_per_item
+    for b in trainer.batches(_Cache(12), train_idx, torch.Generator().manual_seed(1)):
+        sizes.append(len(b.y) * per_item)
+        views = b.view.tolist() if b.view is not None else [None] * len(b.y)
+        seen.update(zip(b.index.tolist(), views))
+    assert len(sizes) == trainer.steps_per_epoch(len(train_idx))
+    return sizes, seen
+
+
+@pytest.mark.parametrize("paradigm,options", PARADIGMS)
+def test_steps_budget_gives_every_paradigm_the_mixed_baselines_steps_and_batch(paradigm, options):
+    sizes, seen = _epoch(_spec(paradigm, options, "steps", batch_size=8))
+    mixed, _ = _epoch(_spec("baseline", {"train_on": "mixed"}, "steps", batch_size=8))
+    # 7 pairs = 14 images: 2 steps of 8 and 6 images, for every paradigm
+    assert sizes == mixed == [8, 6]
+    # single-view paradigms see every pair twice, one shuffle per pass; the others once per view
+    if paradigm == "baseline" and options["train_on"] == "mixed":
+        assert set(seen.values()) == {1} and len(seen) == 14
+    else:
+        assert set(seen.values()) == {2 if paradigm != "contrastive" else 1} and len(seen) == 7
+
+
+@pytest.mark.parametrize("paradigm,options,expected", [
+    (*PARADIGMS[0], [4, 4, 4, 2]),  # 14 pair views in batches of 4
+    (*PARADIGMS[1], [4, 4]),  # 7 pairs in batches of 4 (the last holds 3)
+    (*PARADIGMS[3], [8, 8]),  # 7 pairs of 2 images in batches of 4 pairs
+    (*PARADIGMS[4], [4, 4]),
+])
+def test_epochs_budget_is_the_reference_rule(paradigm, options, expected):
+    sizes, seen = _epoch(_spec(paradigm, options, "epochs"))
+    assert sizes[:-1] == expected[:-1] and len(sizes) == len(expected)
+    assert set(seen.values()) == {1}
+
+
+def test_budget_plan_values_and_refusals():
+    assert budget_plan(_spec("contrastive", {}, "steps", 32), build_paradigm(_spec("contrastive", {}, "steps"))) == (16, 1)
+    assert budget_plan(_spec("distill", {}, "steps", 32), build_paradigm(_spec("distill", {}, "steps"))) == (32, 2)
+    assert budget_plan(_spec("contrastive", {}, "epochs", 32), build_paradigm(_spec("contrastive", {}, "epochs"))) == (32, 1)
+    spec = _spec("contrastive", {}, "steps", batch_size=3)
+    with pytest.raises(MsdeError, match="--batch-size 3: paradigm 'contrastive' puts 2 images in a batch item"):
+        budget_plan(spec, build_paradigm(spec))
+    with pytest.raises(ValueError, match="unknown budget"):
+        RunSpec(budget="images")
+
+
+def test_recipes_state_their_budget():
+    assert make_spec(model="resnet18", paradigm="contrastive", recipe="quick").budget == "steps"
+    assert make_spec(model="resnet18", paradigm="contrastive", recipe="paper").budget == "epochs"
+    assert make_spec(model="scn", paradigm="baseline", recipe="official", official={"epochs": 3}).budget == "epochs"
+    assert build_spec("resnet18", "contrastive", recipe="quick", device="cpu", budget="epochs").budget == "epochs"
+
+
+def test_upgrade_gives_old_results_the_rule_they_ran_under():
+    """Results from before the rule ran under `epochs`; where both rules train identically (the
+    mixed baseline) the upgrade records `steps`, so the run is found again under today's quick recipe."""
+    old = {k: v for k, v in make_spec(model="resnet18", paradigm="baseline", recipe="quick").to_dict().items()
+           if k != "budget"}
+    assert complete_spec(old)["budget"] == "steps"
+    assert complete_spec(dict(old, options={"train_on": "masked"}))["budget"] == "epochs"
+    assert complete_spec(dict(old, paradigm="contrastive", options={}))["budget"] == "epochs"
+    assert complete_spec(dict(old, budget="epochs"))["budget"] == "epochs"  # a recorded rule is kept
