@@ -117,8 +117,8 @@ def _header(console, spec, dev) -> None:
         console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{spec.recipe}[/] · model {spec.model} · "
                   f"paradigm {spec.paradigm} · data {spec.data} · protocol {spec.protocol} ({spec.folds} folds) · "
-                  f"device {dev} · {spec.epochs} epochs ({spec.budget} budget) · {spec.image_size} px · batch {spec.batch_size} · "
-                  f"{spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
+                  f"device {dev} · {spec.epochs} epochs ({spec.budget} budget) · {spec.image_size} px · "
+                  f"batch {spec.batch_size} · {spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
 
 
 @main.command(context_settings=dict(show_default=True))

@@ -23,6 +23,7 @@ from msde_bench.checkpoints import model_path, read_model
 from msde_bench.data.pairs import ImageCache
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, load_dataset
+from msde_bench.models.base import set_input_normalisation
 from msde_bench.spec import RunSpec
 from msde_bench.training import eval_augment
 
@@ -34,9 +35,11 @@ CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eige
 
 
 def load_model(path: Path, spec: RunSpec) -> nn.Module:
-    """A saved fold model, rebuilt from its spec, in eval mode."""
+    """A saved fold model, rebuilt from its spec, in eval mode, told the evaluation's input
+    normalisation (it sees evaluation inputs only)."""
     method, _ = build_method(spec, load=False)
     method.load_state_dict(read_model(path)["state_dict"])
+    set_input_normalisation(method, eval_augment(spec).normalisation)
     return method.eval()
 
 

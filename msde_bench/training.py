@@ -16,7 +16,7 @@ from msde_bench import metrics as M
 from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
 from msde_bench.errors import MsdeError
-from msde_bench.models.base import Method
+from msde_bench.models.base import Method, input_normalisation
 from msde_bench.paradigms.base import Batch, Paradigm
 from msde_bench.spec import RunSpec
 
@@ -220,14 +220,15 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
     method.eval()
     preds_nm, preds_m = [], []
     idx_t = torch.as_tensor(idx)
-    for start in range(0, len(idx_t), batch_size):
-        sel = idx_t[start:start + batch_size]
-        for src, dst in ((cache.non_masked, preds_nm), (cache.masked, preds_m)):
-            x = augment.eval(src[sel], device)
-            if channels_last(device):
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
-                dst.append(method(x).logits.argmax(1).cpu())
+    with input_normalisation(method, augment.normalisation):
+        for start in range(0, len(idx_t), batch_size):
+            sel = idx_t[start:start + batch_size]
+            for src, dst in ((cache.non_masked, preds_nm), (cache.masked, preds_m)):
+                x = augment.eval(src[sel], device)
+                if channels_last(device):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device):
+                    dst.append(method(x).logits.argmax(1).cpu())
     return (cache.labels[idx_t].numpy(), torch.cat(preds_nm).numpy(), torch.cat(preds_m).numpy())
 
 

@@ -27,6 +27,15 @@ def test_crops_are_fractions_of_the_image():
     assert len(CROPS) == 7 and CROPS[0] == (0.125, 0.25, 0.875, 1.0)
 
 
+def test_crop_edges_are_truncated_as_the_official_pil_boxes():
+    """The official code crops PIL images with box (int(x0 w), int(y0 h), int(x1 w), int(y1 h)):
+    at 48 px the (0.05, 0.95) crop is rows/columns 2..45 (rounding would give 2..46)."""
+    x = torch.rand(1, 3, 48, 48)
+    crops = crop_batch(x, [(0.05, 0.05, 0.95, 0.95)])
+    expected = F.interpolate(x[:, :, 2:45, 2:45], size=(48, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(crops[:, 0], expected)
+
+
 def test_region_biased_loss_by_hand():
     mu = torch.tensor([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])  # original last
     # b0: max crop 0.5 - 0.3 = 0.2 >= margin 0.1 -> 0; b1: 0.1 - 0.8 = -0.7 -> 0.1 + 0.7 = 0.8
@@ -87,3 +96,30 @@ def test_quirk_per_crop_bn_normalises_each_crop_slot_on_its_own():
         fresh.load_state_dict(joint.state_dict())
         fresh.train()
         assert torch.allclose(b.feature_map, fresh.features(x), atol=1e-5)
+
+
+def test_quirk_unnormalised_input_undoes_the_harness_normalisation():
+    """The trunk gets the same [0, 1] pixels whether the harness normalised with ImageNet statistics
+    (training) or with mean = std = 0.5 (evaluation under quirk_eval_normalisation)."""
+    from msde_bench.data.transforms import PairedAugment
+    from msde_bench.models.base import input_normalisation
+
+    torch.manual_seed(0)
+    m = RAN(options={"crops": 1, "quirk_unnormalised_input": True}).eval()
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    seen = []
+    m.features = lambda x: seen.append(x) or torch.zeros(x.shape[0], m.dim, 1, 1)
+    for aug in (PairedAugment("none"), PairedAugment("none", mean=(0.5,) * 3, std=(0.5,) * 3)):
+        with input_normalisation(m, aug.normalisation):
+            m(aug.eval(pixels, torch.device("cpu")))
+    assert m.input_normalisation == PairedAugment("none").normalisation  # restored afterwards
+    expected = pixels.float() / 255
+    for x in seen:
+        assert torch.allclose(x.view(2, 2, 3, 32, 32)[:, -1], expected, atol=1e-6)  # the whole image, last
+
+
+def test_official_recipe_batch_normalises_each_crop_slot():
+    from msde_bench.factory import check_options
+
+    assert check_options("ran", "baseline", [], "official")["ran.quirk_per_crop_bn"] is True
+    assert check_options("ran", "baseline", [], "quick")["ran.quirk_per_crop_bn"] is False

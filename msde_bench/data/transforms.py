@@ -80,6 +80,8 @@ class PairedAugment:
         if kind not in AUGMENTS:
             raise ValueError(f"unknown augmentation {kind!r}")
         self.kind = kind
+        #: (mean, std) as tuples: what Method.input_normalisation reports
+        self.normalisation = (tuple(mean), tuple(std))
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABCMeta, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from msde_bench.models.backbones import create_trunk
 from msde_bench.options import Option, parse_options
 
@@ -66,7 +69,9 @@ class Method(nn.Module, metaclass=ABCMeta):
     method's `--opt` values by their bare names, defaults filled in), moves it to the device, to
     channels_last on CUDA and CPU, and trains it under bf16 autocast on CUDA. Inputs are float
     B x 3 x H x W images normalised with ImageNet mean/std (IMAGENET_MEAN/STD; mean = std = 0.5
-    under quirk_eval_normalisation at evaluation), H = W = the recipe's image size.
+    under quirk_eval_normalisation at evaluation), H = W = the recipe's image size; a method that
+    needs the pixels back reads `self.input_normalisation`, the (mean, std) of the images it is
+    given now (the harness sets it while it evaluates).
 
     - `forward(x)` returns Output for any input size (use adaptive pooling, never a fixed 7 x 7);
     - `loss(x, y, out, state)` returns the method's loss terms, `"loss"` being what is minimised;
@@ -87,6 +92,8 @@ class Method(nn.Module, metaclass=ABCMeta):
     official_options: dict = {}
     paper: str = ""
     description: str = ""
+    #: (mean, std) per channel of the images forward() receives (see input_normalisation below)
+    input_normalisation: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> Output:
@@ -120,6 +127,28 @@ class Method(nn.Module, metaclass=ABCMeta):
         """For Grad-CAM: a function mapping the target layer's output to B x C x h x w (e.g. RAN, whose
         trunk sees every crop, keeps the whole image's map), or None."""
         return None
+
+
+def set_input_normalisation(model: nn.Module, normalisation: tuple) -> list[tuple]:
+    """Sets `input_normalisation` of every Method in `model` (wrappers and their inner method
+    alike); returns the values it had, in `model.modules()` order."""
+    methods = [m for m in model.modules() if isinstance(m, Method)]
+    before = [m.input_normalisation for m in methods]
+    for m in methods:
+        m.input_normalisation = normalisation
+    return before
+
+
+@contextmanager
+def input_normalisation(model: nn.Module, normalisation: tuple) -> Iterator[None]:
+    """set_input_normalisation for the duration, e.g. the evaluation's mean = std = 0.5 under
+    quirk_eval_normalisation."""
+    before = set_input_normalisation(model, normalisation)
+    try:
+        yield
+    finally:
+        for m, old in zip([m for m in model.modules() if isinstance(m, Method)], before):
+            m.input_normalisation = old
 
 
 class DoubleSoftmax(Method):

@@ -28,8 +28,6 @@ CROPS = (
     (0.125, 0.125, 0.875, 0.875),
     (0.125, 0.0, 0.875, 0.75),   # top centre
 )
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def crop_batch(x: torch.Tensor, boxes) -> torch.Tensor:
@@ -68,6 +66,7 @@ class RAN(BackboneMethod):
     official_recipe = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
                            milestones=(12, 20, 32), gamma=0.1, epochs=40, batch_size=256, image_size=224,
                            augment="none")
+    official_options = dict(quirk_per_crop_bn=True)  # the official loop's per-crop-slot batch norm
 
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__(num_classes, pretrained, options)
@@ -82,9 +81,8 @@ class RAN(BackboneMethod):
 
     def forward(self, x: torch.Tensor) -> Output:
         b = x.shape[0]
-        if self.opts["quirk_unnormalised_input"]:
-            mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-            std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        if self.opts["quirk_unnormalised_input"]:  # back to [0, 1] pixels, whatever the harness normalised with
+            mean, std = (x.new_tensor(v).view(1, 3, 1, 1) for v in self.input_normalisation)
             x = x * std + mean
         views = torch.cat([crop_batch(x, self.boxes), x.unsqueeze(1)], dim=1)  # B x N x 3 x H x W, original last
         n = views.shape[1]
