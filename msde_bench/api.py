@@ -35,7 +35,7 @@ from msde_bench.options import Option, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
 from msde_bench.runner import Cell, cells_of, merge, merge_all, read_cell, run_cell
 from msde_bench.spec import RunSpec, make_spec
-from msde_bench.training import resolve_device
+from msde_bench.training import check_precision, default_precision, resolve_device
 
 __all__ = [
     "BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
@@ -47,39 +47,44 @@ __all__ = [
 
 def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
                  recipe: str | None = None, protocol: str | None = None, options=(), device: str = "auto",
-                 init: str | None = None, **overrides: Any) -> tuple[RunSpec, PairedDataset]:
+                 init: str | None = None, quirks: str = "none", **overrides: Any) -> tuple[RunSpec, PairedDataset]:
     """The spec `msde-bench run` would build from these arguments, and its dataset.
 
-    `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `overrides` are the
-    RunSpec fields the CLI can set (epochs, folds, budget, run_folds, image_size, batch_size, lr, seed,
-    pretrained); None means the recipe's value."""
+    `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `quirks="reference"`
+    turns every reference-code quirk on (factory.reference_quirks); `overrides` are the RunSpec
+    fields the CLI can set (epochs, folds, budget, precision, run_folds, image_size, batch_size, lr,
+    seed, pretrained); None means the recipe's value (precision: bf16 on CUDA, fp32 elsewhere and
+    under the reference quirks)."""
     spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
-                      **overrides)
+                      quirks=quirks, **overrides)
     dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
     return runner.with_protocol(spec, dataset, protocol), dataset
 
 
 def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
                recipe: str | None = None, options=(), device: str = "auto", init: str | None = None,
-               **overrides: Any) -> RunSpec:
+               quirks: str = "none", **overrides: Any) -> RunSpec:
     """The spec of these arguments before its protocol is chosen (that needs the dataset: see
     prepare_spec); checks the model, paradigm and options."""
-    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides)
-    opts = factory.check_options(model, paradigm, options, recipe)
+    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides, quirks)
+    opts = factory.check_options(model, paradigm, options, recipe, quirks)
     return make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
                      data=data, options=opts, official=factory.official_recipe(model), **overrides)
 
 
 def _settings(options, device: str, data: str | None, recipe: str | None, init: str | None,
-              overrides: dict) -> tuple[list[str], torch.device, str, dict]:
+              overrides: dict, quirks: str = "none") -> tuple[list[str], torch.device, str, dict]:
     """What run and compare resolve alike: `--opt` strings, the device, the recipe (its default
-    depends on both), and the RunSpec overrides (None dropped, seed 0, device, absolute --init)."""
+    depends on both), and the RunSpec overrides (None dropped, seed 0, device, precision, absolute
+    --init)."""
     if isinstance(options, dict):
         options = [f"{k}={v}" for k, v in options.items()]
     dev = resolve_device(device)
     recipe = recipe or runner.default_recipe(data, dev)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.setdefault("seed", 0)
+    overrides.setdefault("precision", default_precision(dev, quirks))
+    check_precision(overrides["precision"], dev)
     if "run_folds" in overrides:
         overrides["run_folds"] = tuple(overrides["run_folds"])
     overrides.update(device=str(dev), init=str(Path(init).resolve()) if init else None)
@@ -111,18 +116,19 @@ def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: 
 def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recipe: str | None = None,
                       protocol: str | None = None, options=(), out: str | Path = "results", device: str = "auto",
                       init: str | None = None, console: Console | None = None, progress: bool | None = False,
-                      **overrides: Any) -> list[dict]:
+                      quirks: str = "none", **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
     reused); returns [{title, result, path}] in row order."""
-    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides)
+    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides, quirks)
     user_opts = _compare.check_user_options(model, options, recipe)
-    specs = _compare.build_specs(model, recipe, user_opts, data=data, **overrides)
+    specs = _compare.build_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
     console = console or Console(stderr=True)
     dataset = factory.load_dataset(specs[0][1].data, progress=_synth_progress(console))
     specs = [(title, runner.with_protocol(s, dataset, protocol)) for title, s in specs]
     first = specs[0][1]
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
-                  f"{first.data} · protocol {first.protocol} ({first.folds} folds) · seed {first.seed} · device {dev}")
+                  f"{first.data} · protocol {first.protocol} ({first.folds} folds) · {first.budget} budget · "
+                  f"{first.precision} · seed {first.seed} · device {dev}")
     return _compare.run_all(specs, dataset, out, console, progress)
 
 

@@ -30,7 +30,7 @@ from msde_bench.data.transforms import PairedAugment
 from msde_bench.factory import build_method, build_paradigm
 from msde_bench.paradigms.base import Batch, FoldContext
 from msde_bench.spec import RunSpec
-from msde_bench.training import Trainer, autocast, channels_last
+from msde_bench.training import Trainer, autocast, channels_last, check_precision, default_precision
 
 
 @contextlib.contextmanager
@@ -64,9 +64,12 @@ def _sync(device: torch.device) -> None:
 
 
 def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps: int,
-              device: torch.device, rounds: int = 7) -> dict:
+              device: torch.device, rounds: int = 7, precision: str | None = None) -> dict:
+    precision = precision or default_precision(device)
+    check_precision(precision, device)
     spec = RunSpec(model=model, paradigm=paradigm, batch_size=batch_size, image_size=image_size,
-                   device=str(device), options=(("train_on", "non-masked"),) if paradigm == "baseline" else ())
+                   device=str(device), precision=precision,
+                   options=(("train_on", "non-masked"),) if paradigm == "baseline" else ())
     torch.manual_seed(0)
     cache = _FakeCache(batch_size * 8, image_size)
     aug = PairedAugment("paper")
@@ -102,7 +105,7 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
 
     def bare_step():
         bare_opt.zero_grad(set_to_none=True)
-        with autocast(device):
+        with autocast(device, spec.precision):
             out = bare_model(nm)
             loss = F.cross_entropy(out.logits, y)
             if teacher is not None:

@@ -57,3 +57,22 @@ def read_model(path: Path) -> dict:
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise MsdeError(f"{path}: not an msde-bench model file")
     return obj
+
+
+def check_init_subjects(init: str | None, data: str, fold: int, test_subjects) -> None:
+    """An msde-bench fold model given as --init for a run on the same data must have been trained
+    without this fold's test subjects, i.e. be the model of the same fold (its test subjects equal
+    this fold's); any other fold's model trained on them. Other checkpoints are not checked."""
+    if not init:
+        return
+    try:
+        obj = load_torch(Path(init))
+    except MsdeError:
+        return  # build_method reports an unreadable --init
+    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT or (obj.get("spec") or {}).get("data") != data:
+        return
+    trained_on_test = sorted(set(test_subjects) - set(obj.get("test_subjects") or []))
+    if trained_on_test:
+        raise MsdeError(f"--init {init}: this fold model (fold {obj.get('fold')}) was trained on subjects "
+                        f"{trained_on_test[:10]} that fold {fold} tests; initialise fold {fold} only from the model "
+                        f"of the same fold (--fold {obj.get('fold')})")

@@ -16,8 +16,9 @@ from msde_bench import __version__
 from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
+from msde_bench.options import QUIRK_SETS
 from msde_bench.protocol import PROTOCOLS
-from msde_bench.spec import BUDGETS, RECIPE_NAMES
+from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
 
 #: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
 #: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
@@ -75,6 +76,15 @@ def run_options(*, single: bool):
                          help="Override the recipe's epochs; its lr milestones scale with them (quick: 6 epochs, "
                               "lr/10 after 5; --epochs 12 drops after 10)."),
             click.option("--folds", type=int, default=None, help="Number of folds k [default: the recipe's]."),
+            click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                         help="Training and evaluation precision: fp32, or bf16/fp16 autocast (fp16 on CUDA only, "
+                              "with loss scaling); recorded in the result [default: bf16 on CUDA, fp32 on CPU and "
+                              "under --quirks reference]."),
+            click.option("--quirks", type=click.Choice(QUIRK_SETS), default="none",
+                         help="reference: turn on every quirk of the MSD-E reference code at once (double softmax, "
+                              "eval normalisation, 24 epochs, pooling the normalised map, distill's random-init "
+                              "student), each one unless given with --opt; with --protocol faithful, --recipe paper "
+                              "and --init ijba_res18_naive.pth.tar it is the reference code's experiment."),
             click.option("--budget", type=click.Choice(BUDGETS), default=None,
                          help="How paradigms are made comparable. steps: every paradigm takes the mixed baseline's "
                               "optimiser steps with --batch-size images per step (contrastive batches hold half as "
@@ -117,7 +127,8 @@ def _header(console, spec, dev) -> None:
         console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{spec.recipe}[/] · model {spec.model} · "
                   f"paradigm {spec.paradigm} · data {spec.data} · protocol {spec.protocol} ({spec.folds} folds) · "
-                  f"device {dev} · {spec.epochs} epochs ({spec.budget} budget) · {spec.image_size} px · "
+                  f"device {dev} {spec.precision} · {spec.epochs} epochs ({spec.budget} budget) · "
+                  f"{spec.image_size} px · "
                   f"batch {spec.batch_size} · {spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
 
 
@@ -130,8 +141,8 @@ def _header(console, spec, dev) -> None:
 @click.option("--save-models/--no-save-models", default=None,
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
-def run(model, paradigm, data, out, recipe, protocol, epochs, folds, budget, run_folds, image_size, batch_size, lr,
-        seed, device, opts, init, pretrained, progress, spec_file, resume, save_models):
+def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
+        batch_size, lr, seed, device, opts, init, pretrained, progress, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -156,7 +167,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, budget, run
     if spec_file:
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
-                                   "run_folds",
+                                   "precision", "quirks", "run_folds",
                                    "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained")
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
@@ -169,8 +180,9 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, budget, run
     else:
         spec, dataset = api.prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=opts,
                                          device=device, init=init, epochs=epochs, folds=folds, budget=budget,
-                                         run_folds=run_folds, image_size=image_size, batch_size=batch_size, lr=lr,
-                                         seed=seed, pretrained=pretrained)
+                                         precision=precision, quirks=quirks, run_folds=run_folds,
+                                         image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                                         pretrained=pretrained)
         dev = spec.device
     _header(console, spec, dev)
     result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
@@ -193,8 +205,8 @@ def summary_table(result: dict) -> str:
 @run_options(single=False)
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
-def compare(model, data, out, recipe, protocol, epochs, folds, budget, run_folds, image_size, batch_size, lr, seed,
-            device, opts, init, pretrained, progress, fmt):
+def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
+            batch_size, lr, seed, device, opts, init, pretrained, progress, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -216,7 +228,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, budget, run_folds
     threads_default()
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
                                  device=device, init=init, console=console, progress=progress, epochs=epochs,
-                                 folds=folds, budget=budget, run_folds=run_folds, image_size=image_size, batch_size=batch_size,
+                                 folds=folds, budget=budget, precision=precision, quirks=quirks, run_folds=run_folds,
+                                 image_size=image_size, batch_size=batch_size,
                                  lr=lr, seed=seed, pretrained=pretrained)
     click.echo(C.table(rows, fmt))
     for r in rows:
@@ -260,8 +273,9 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, status, retry_failed, 
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
-    protocol, epochs, folds, budget, image_size, batch_size, lr, device, opt = {KEY = VALUE}, ...): a scalar
-    is fixed, a list is an axis, axes are expanded as a product; [[exclude]] tables drop matching
+    protocol, epochs, folds, budget, precision, quirks, image_size, batch_size, lr, device,
+    opt = {KEY = VALUE}, ...): a scalar is fixed, a list is an axis, axes are expanded as a
+    product; [[exclude]] tables drop matching
     runs, [[include]] tables add runs. Each (run, fold) is a cell; finished cells are skipped, a
     failed cell never stops the others and is reported with its log; a run's result file is
     written when all its cells are done, with the same numbers as one `msde-bench run`.
@@ -793,7 +807,9 @@ def data_stats(root):
 @click.option("--steps", type=int, default=15, help="Timed steps per round (after 3 warm-up steps).")
 @click.option("--rounds", type=int, default=7, help="Rounds; bare and harness alternate, medians are compared.")
 @click.option("--device", default="auto")
-def bench(model, paradigm, batch_size, image_size, steps, rounds, device):
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Autocast precision of both loops [default: bf16 on CUDA, fp32 elsewhere].")
+def bench(model, paradigm, batch_size, image_size, steps, rounds, device, precision):
     """Measure the harness's overhead and the data pipeline's speed.
 
     Prints seconds per training step inside the harness against a bare PyTorch loop on the same
@@ -811,7 +827,7 @@ def bench(model, paradigm, batch_size, image_size, steps, rounds, device):
     threads_default()
     require_model(model)
     paradigm_class(paradigm)
-    report = run_bench(model, paradigm, batch_size, image_size, steps, resolve_device(device), rounds)
+    report = run_bench(model, paradigm, batch_size, image_size, steps, resolve_device(device), rounds, precision)
     for line in report["lines"]:
         click.echo(line)
 

@@ -14,7 +14,15 @@ from tabulate import tabulate
 
 from msde_bench import runner
 from msde_bench.errors import MsdeError
-from msde_bench.factory import official_options, official_recipe, option_aliases, paradigm_class, qualify, valid_options
+from msde_bench.factory import (
+    official_options,
+    official_recipe,
+    option_aliases,
+    paradigm_class,
+    qualify,
+    reference_quirks,
+    valid_options,
+)
 from msde_bench.options import parse_options
 from msde_bench.spec import make_spec
 
@@ -27,12 +35,14 @@ ROWS = (
 )
 
 
-def row_options(paradigm: str, model: str, base: dict, user: dict) -> dict:
-    """Every option of the row with its value: defaults, then the user's --opt values that this
-    paradigm accepts, then the row's own (the same canonical form `run` gives, so that a row and
-    the equivalent `msde-bench run` share one spec and one result file)."""
+def row_options(paradigm: str, model: str, base: dict, user: dict, quirks: str = "none") -> dict:
+    """Every option of the row with its value: defaults (every reference quirk of the paradigm on
+    under quirks="reference"), then the user's --opt values that this paradigm accepts, then the
+    row's own (the same canonical form `run` gives, so that a row and the equivalent
+    `msde-bench run` share one spec and one result file)."""
     valid = valid_options(model, paradigm)
-    return {**parse_options([], valid), **{k: v for k, v in user.items() if k in valid}, **base}
+    ref = {k: True for k in reference_quirks(paradigm)} if quirks == "reference" else {}
+    return {**parse_options([], valid), **ref, **{k: v for k, v in user.items() if k in valid}, **base}
 
 
 def check_user_options(model: str, pairs, recipe: str | None = None) -> dict:
@@ -74,10 +84,10 @@ def table(rows: list[dict], fmt: str = "github") -> str:
     return tabulate(out, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
-def build_specs(model: str, recipe: str, user_opts: dict, **kw) -> list:
+def build_specs(model: str, recipe: str, user_opts: dict, quirks: str = "none", **kw) -> list:
     specs = []
     for title, paradigm, base in ROWS:
-        opts = row_options(paradigm, model, base, user_opts)
+        opts = row_options(paradigm, model, base, user_opts, quirks)
         specs.append((title, make_spec(model=model, paradigm=paradigm, recipe=recipe, official=official_recipe(model),
                                        paper_lr=paradigm_class(paradigm).paper_lr, options=opts, **kw)))
     if len({(s.seed, s.protocol, s.folds, s.data) for _, s in specs}) != 1:  # same folds for every row

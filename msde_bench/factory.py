@@ -10,9 +10,9 @@ from msde_bench.data.pairs import PairedDataset
 from msde_bench.data.sources import load_folder
 from msde_bench.errors import MsdeError
 from msde_bench.models.backbones import is_timm_model, load_init
-from msde_bench.models.base import DoubleSoftmax, Method
+from msde_bench.models.base import BackboneMethod, DoubleSoftmax, Method
 from msde_bench.models.plain import PlainClassifier
-from msde_bench.options import QUIRKS, Option, alias_keys, method_key, method_values, parse_options
+from msde_bench.options import QUIRK_SETS, QUIRKS, Option, alias_keys, method_key, method_values, parse_options
 from msde_bench.paradigms.base import Paradigm
 from msde_bench.plugins import Entry, registry
 from msde_bench.spec import RunSpec
@@ -117,16 +117,29 @@ def qualify(pairs, aliases: dict[str, str]) -> list[str]:
     return out
 
 
-def check_options(model: str, paradigm: str, pairs, recipe: str | None = None) -> dict:
+def reference_quirks(paradigm: str) -> list[str]:
+    """The MSD-E reference code's quirks that apply to a paradigm: the harness-wide QUIRKS and the
+    paradigm's own `quirk_*` options (a method's `<model>.quirk_*` options reproduce that method's
+    official code, not the reference, and are not among them)."""
+    own = [k for k in paradigm_class(paradigm).options if k.startswith("quirk_")]
+    return sorted({*QUIRKS, *own})
+
+
+def check_options(model: str, paradigm: str, pairs, recipe: str | None = None, quirks: str = "none") -> dict:
     """Every valid option with its value (defaults filled in): the canonical form a spec stores.
-    Under `recipe="official"` the method's official option values replace the defaults."""
+    Under `recipe="official"` the method's official option values replace the defaults; under
+    `quirks="reference"` every reference quirk (reference_quirks) is on unless given with --opt."""
     require_model(model)
+    if quirks not in QUIRK_SETS:
+        raise MsdeError(f"--quirks {quirks}: choose one of {', '.join(QUIRK_SETS)}")
     valid = valid_options(model, paradigm)
     pairs = qualify(pairs, option_aliases(model, valid))
     values = parse_options(pairs, valid)
+    given = {p.split("=", 1)[0].strip() for p in pairs}
     if recipe == "official":
-        given = {p.split("=", 1)[0].strip() for p in pairs}
         values.update({k: v for k, v in official_options(model).items() if k not in given})
+    if quirks == "reference":
+        values.update({k: True for k in reference_quirks(paradigm) if k not in given})
     return values
 
 
@@ -138,10 +151,10 @@ def complete_options(spec: dict) -> dict:
 
 
 def complete_spec(spec: dict) -> dict:
-    """A recorded spec in today's form: options completed (complete_options), and a spec from before
+    """A recorded spec in today's form: options completed (complete_options), a spec from before
     the budget rule (spec.BUDGETS) given the rule it ran under: `epochs`, or `steps` where the two
     rules train identically (a paradigm that shows each image once per pass, one per batch item:
-    the mixed baseline)."""
+    the mixed baseline), and one from before --precision the precision it ran in."""
     spec = dict(spec, options=complete_options(spec))
     if "budget" not in spec:
         old = RunSpec.from_dict(dict(spec, budget="epochs"))
@@ -151,6 +164,8 @@ def complete_spec(spec: dict) -> dict:
         except MsdeError:
             same = False
         spec["budget"] = "steps" if same else "epochs"
+    if "precision" not in spec:  # before --precision: bf16 autocast on CUDA, none elsewhere
+        spec["precision"] = "bf16" if str(spec.get("device", "")).startswith("cuda") else "fp32"
     return spec
 
 
@@ -170,6 +185,13 @@ def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | No
     report = None
     if spec.init and load:
         report = load_init(method.trunk if hasattr(method, "trunk") else method, spec.init)
+    if opts.get("quirk_pool_normalised"):
+        if (not isinstance(method, BackboneMethod) or type(method).features is not BackboneMethod.features
+                or method.trunk_kwargs.get("features_only")):
+            raise MsdeError(f"quirk_pool_normalised: model {spec.model!r} builds its own feature path; the quirk "
+                            "reproduces the reference ResNet (use resnet18, a timm model or a method on "
+                            "BackboneMethod.features)")
+        method.l2_feature_map = True
     if opts.get("quirk_double_softmax"):
         method = DoubleSoftmax(method)
     return method, report

@@ -35,8 +35,8 @@ else:  # pragma: no cover - Python 3.10
 #: grid key -> run_benchmark/prepare_spec argument (None: the same name)
 KEYS = {
     "model": None, "paradigm": None, "data": None, "recipe": None, "protocol": None, "epochs": None, "folds": None,
-    "budget": None, "fold": "run_folds", "image_size": None, "batch_size": None, "lr": None, "seed": None, "device": None,
-    "init": None, "pretrained": None, "opt": "options",
+    "budget": None, "precision": None, "quirks": None, "fold": "run_folds", "image_size": None, "batch_size": None,
+    "lr": None, "seed": None, "device": None, "init": None, "pretrained": None, "opt": "options",
 }
 
 

@@ -26,7 +26,7 @@ from tabulate import tabulate
 
 from msde_bench import results as R
 from msde_bench.errors import MsdeError, ResultError
-from msde_bench.options import method_values
+from msde_bench.options import QUIRKS, is_method_key, method_values
 from msde_bench.stats import CHANCE, corrected_ci, corrected_ttest
 
 P_THRESHOLD = 0.05
@@ -159,6 +159,10 @@ def _paradigm_label(spec: dict) -> str:
     if spec["paradigm"] == "baseline":
         label += f" ({opts.get('train_on', 'mixed')})"
     changed = [f"{k}={v}" for k, v in sorted(opts.items()) if k.startswith("quirk_") and v]
+    # specs store every option, so the paradigm's own reference quirks are the un-prefixed quirk_ keys
+    reference = {*QUIRKS, *(k for k in opts if k.startswith("quirk_") and not is_method_key(spec["model"], k))}
+    if all(opts.get(k) for k in reference):
+        changed = ["reference quirks", *(c for c in changed if c.split("=")[0] not in reference)]
     return label + (f" [{', '.join(changed)}]" if changed else "")
 
 

@@ -76,7 +76,14 @@ QUIRKS: dict[str, Option] = {
                                               "mean/std, as the reference code does"),
     "quirk_24_epochs": Option(False, "under --recipe paper, train 24 epochs: the reference loop is "
                                      "range(1, 25) although it asks for 25"),
+    "quirk_pool_normalised": Option(False, "L2-normalise the trunk's last feature map over channels before "
+                                           "anything uses it, so that the classifier average-pools the "
+                                           "normalised map, as the reference ResNet does"),
 }
+
+
+#: --quirks values: none (each quirk by its --opt), or reference (every reference-code quirk on)
+QUIRK_SETS = ("none", "reference")
 
 
 def alias_keys(valid: dict[str, Option]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from msde_bench import __version__
 from msde_bench import metrics as M
 from msde_bench import protocol as P
 from msde_bench import results as R
-from msde_bench.checkpoints import save_model
+from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, build_paradigm, method_provider
@@ -126,6 +126,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     spec, to rebuild it)."""
     seed = derive_seed(spec.seed, "fold", fold.index)
     paradigm = build_paradigm(spec)
+    check_init_subjects(spec.init, spec.data, fold.index, fold.test_subjects)
     paradigm.prepare(FoldContext(
         spec=spec, cache=cache, train_idx=fold.train, test_idx=fold.test, subjects=subjects, device=device,
         seed=seed, fold=fold.index, console=console,

@@ -41,6 +41,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 #:   distill) pass over their pairs twice per epoch.
 BUDGETS = ("steps", "epochs")
 
+#: --precision: fp32, or autocast to bf16 (CUDA and CPU) or fp16 (CUDA, with a gradient scaler)
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -70,6 +73,9 @@ class RunSpec:
     pretrained: bool = False
     #: BUDGETS; a spec that names none (results written before the rule existed) ran under `epochs`
     budget: str = "epochs"
+    #: PRECISIONS: fp32, or bf16/fp16 autocast (training and evaluation); results written before the
+    #: field existed ran bf16 on CUDA and fp32 elsewhere (factory.complete_spec)
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,6 +99,8 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.budget not in BUDGETS:
             raise ValueError(f"unknown budget {self.budget!r}; choose one of {', '.join(BUDGETS)}")
 

@@ -18,7 +18,7 @@ from msde_bench.data.transforms import PairedAugment
 from msde_bench.errors import MsdeError
 from msde_bench.models.base import Method, input_normalisation
 from msde_bench.paradigms.base import Batch, Paradigm
-from msde_bench.spec import RunSpec
+from msde_bench.spec import PRECISIONS, RunSpec
 
 if TYPE_CHECKING:
     from msde_bench.progress import RunProgress
@@ -56,11 +56,25 @@ def channels_last(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def default_precision(device: torch.device, quirks: str = "none") -> str:
+    """bf16 on CUDA; fp32 elsewhere, and under the reference quirks (the reference trains in fp32)."""
+    return "bf16" if device.type == "cuda" and quirks != "reference" else "fp32"
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise MsdeError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise MsdeError(f"--precision fp16: needs a CUDA device (this run is on {device.type}); use bf16 or fp32")
+    if precision == "bf16" and device.type not in ("cuda", "cpu"):
+        raise MsdeError(f"--precision bf16: autocast on {device.type} is not supported here; use fp32")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """Autocast to the spec's precision (spec.PRECISIONS); fp32 runs without it."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def make_optimizer(spec: RunSpec, groups: list[dict]) -> torch.optim.Optimizer:
@@ -123,6 +137,9 @@ class Trainer:
         self.optimizer = make_optimizer(spec, self.method.param_groups(spec.lr))
         self.scheduler = make_scheduler(spec, self.optimizer)
         self.items_per_batch, self.passes = budget_plan(spec, paradigm)
+        check_precision(spec.precision, device)
+        # fp16 needs loss scaling; bf16 has fp32's range and does not
+        self.scaler = torch.amp.GradScaler(device.type) if spec.precision == "fp16" else None
 
     def steps_per_epoch(self, n_pairs: int) -> int:
         """Optimiser steps of an epoch over n_pairs training pairs (batches() drops a last batch of one item)."""
@@ -131,10 +148,15 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device):
+        with autocast(self.device, self.spec.precision):
             out = self.paradigm.training_step(self.method, batch)
-        out["loss"].backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            out["loss"].backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.method.after_step()
         return out
 
@@ -214,7 +236,8 @@ class Trainer:
 
 @torch.no_grad()
 def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device,
-            batch_size: int = 128, augment: PairedAugment | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            batch_size: int = 128, augment: PairedAugment | None = None,
+            precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked)."""
     augment = augment or PairedAugment("none")
     method.eval()
@@ -227,7 +250,7 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
                 x = augment.eval(src[sel], device)
                 if channels_last(device):
                     x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device):
+                with autocast(device, precision):
                     dst.append(method(x).logits.argmax(1).cpu())
     return (cache.labels[idx_t].numpy(), torch.cat(preds_nm).numpy(), torch.cat(preds_m).numpy())
 
@@ -241,4 +264,4 @@ def eval_augment(spec: RunSpec) -> PairedAugment:
 
 def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec) -> dict:
     bs = max(2 * spec.batch_size, 64)
-    return M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec)))
+    return M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec), spec.precision))

@@ -91,3 +91,52 @@ def test_upgrade_gives_old_results_the_rule_they_ran_under():
     assert complete_spec(dict(old, options={"train_on": "masked"}))["budget"] == "epochs"
     assert complete_spec(dict(old, paradigm="contrastive", options={}))["budget"] == "epochs"
     assert complete_spec(dict(old, budget="epochs"))["budget"] == "epochs"  # a recorded rule is kept
+
+
+# ---- precision ---------------------------------------------------------------------------------
+
+
+def test_precision_defaults_and_checks():
+    from msde_bench.training import check_precision, default_precision
+
+    assert default_precision(torch.device("cuda")) == "bf16"
+    assert default_precision(torch.device("cuda"), "reference") == "fp32"  # the reference trains in fp32
+    assert default_precision(torch.device("cpu")) == "fp32"
+    with pytest.raises(MsdeError, match="--precision fp16: needs a CUDA device"):
+        check_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown precision"):
+        RunSpec(precision="fp64")
+    assert build_spec("resnet18", "baseline", recipe="quick", device="cpu").precision == "fp32"
+    assert build_spec("resnet18", "baseline", recipe="quick", device="cpu", precision="bf16").precision == "bf16"
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_training_runs_in_the_specs_precision(precision, dtype):
+    from msde_bench.factory import build_method
+
+    spec = RunSpec(precision=precision, batch_size=4, image_size=32, augment="none")
+    torch.manual_seed(0)
+    trainer = Trainer(spec, build_method(spec)[0], build_paradigm(spec), torch.device("cpu"))
+    batch = next(trainer.batches(_Cache(4), np.arange(4), torch.Generator().manual_seed(0)))
+    batch.non_masked = torch.nn.functional.interpolate(batch.non_masked, size=32)
+    batch.masked = torch.nn.functional.interpolate(batch.masked, size=32)
+    out = trainer.train_step(batch)
+    assert out["logits"].dtype == dtype and torch.isfinite(out["loss"])
+
+
+def test_old_results_get_the_precision_they_ran_in():
+    old = {k: v for k, v in make_spec(model="resnet18", paradigm="baseline", recipe="quick").to_dict().items()
+           if k not in ("precision", "budget")}
+    assert complete_spec(old)["precision"] == "fp32"
+    assert complete_spec(dict(old, device="cuda:0"))["precision"] == "bf16"  # bf16 autocast was on for CUDA
+
+
+def test_cli_refuses_fp16_on_cpu(tmp_path):
+    from click.testing import CliRunner
+
+    from msde_bench.cli import main
+
+    out = CliRunner().invoke(main, ["run", "--device", "cpu", "--precision", "fp16", "--data", "synth:tiny",
+                                    "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "--precision fp16: needs a CUDA device" in out.output
+    assert not list(tmp_path.iterdir())

@@ -78,3 +78,22 @@ def test_init_mismatch_is_a_clear_error(tmp_path):
         build_method(RunSpec(init=str(tmp_path / "junk.pth")))
     with pytest.raises(MsdeError, match="checkpoint not found"):
         build_method(RunSpec(init=str(tmp_path / "missing.pth")))
+
+
+def test_init_from_an_msde_bench_fold_model_and_its_subject_check(tmp_path):
+    """A fold model (`<out>/<run_id>/fold<k>.pt`) initialises the trunk; on the same data it may
+    only initialise the fold it was trained for, since it trained on every other fold's test subjects."""
+    from msde_bench.checkpoints import check_init_subjects, save_model
+
+    torch.manual_seed(1)
+    src = PlainClassifier("resnet18")
+    path = tmp_path / "fold0.pt"
+    save_model(path, src, RunSpec(data="synth:tiny").to_dict(), 0, [3, 4])
+    method, report = build_method(RunSpec(init=str(path)))
+    assert report["loaded"] == len(src.trunk.state_dict()) and report["missing"] == []
+    assert torch.equal(method.trunk.conv1.weight, src.trunk.conv1.weight)
+    assert not torch.equal(method.fc.weight, src.fc.weight)  # the head is not loaded
+    check_init_subjects(str(path), "synth:tiny", 0, [3, 4])  # its own fold
+    check_init_subjects(str(path), "synth:small", 1, [5, 6])  # other data: subject ids mean other people
+    with pytest.raises(MsdeError, match=r"fold0.pt: this fold model \(fold 0\) was trained on subjects \[5, 6\]"):
+        check_init_subjects(str(path), "synth:tiny", 1, [5, 6])

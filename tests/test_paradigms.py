@@ -264,7 +264,86 @@ def test_quirk_24_epochs_and_paper_learning_rates():
     spec = make_spec(paradigm="baseline", paper_lr=1e-3, **base)
     assert (spec.milestones, spec.batch_size, spec.image_size, spec.augment) == ((14, 21), 96, 224, "paper")
     assert make_spec(paradigm="distill", paper_lr=1e-2, recipe="quick", model="resnet18").lr == 2e-3
-    assert set(QUIRKS) == {"quirk_double_softmax", "quirk_eval_normalisation", "quirk_24_epochs"}
+    assert set(QUIRKS) == {"quirk_double_softmax", "quirk_eval_normalisation", "quirk_24_epochs",
+                           "quirk_pool_normalised"}
+
+
+def _reference_resnet(method):
+    """The MSD-E reference model on our trunk's weights: forward returns F.normalize(layer4 output);
+    AdaptiveAvgPool2d(1) outside; Classifier = Linear + softmax (probabilities into CrossEntropyLoss)."""
+    inner = method.inner
+
+    def forward(x):
+        fmap = F.normalize(inner.trunk.forward_features(x), dim=1)
+        return fmap, torch.softmax(inner.fc(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), dim=1)
+
+    return forward
+
+
+def _quirked(**extra):
+    torch.manual_seed(0)
+    spec = RunSpec(options=(("quirk_double_softmax", True), ("quirk_pool_normalised", True), *extra.items()))
+    return build_method(spec)[0].train()
+
+
+def test_reference_quirks_give_the_reference_contrastive_loss():
+    """quirk_pool_normalised + quirk_double_softmax: alpha * MSE(F_nm, F_m) + beta * (CE(p_m, y) +
+    CE(p_nm, y)) of the reference code (PAPER.md 4.2), F the normalised maps, p probabilities."""
+    method = _quirked()
+    batch = _batch()
+    batch = dataclasses.replace(batch, non_masked=torch.randn(4, 3, 32, 32), masked=torch.randn(4, 3, 32, 32))
+    out = Contrastive(_opts(Contrastive, alpha=0.7, beta=1.3)).training_step(method, batch)
+    ref = _reference_resnet(method)
+    f_nm, p_nm = ref(batch.non_masked)
+    f_m, p_m = ref(batch.masked)
+    expected = 0.7 * F.mse_loss(f_nm, f_m) + 1.3 * (F.cross_entropy(p_m, batch.y) + F.cross_entropy(p_nm, batch.y))
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # without the pooling quirk the classifier pools the raw map: a different loss
+    torch.manual_seed(0)
+    plain = build_method(RunSpec(options=(("quirk_double_softmax", True),)))[0].train()
+    other = Contrastive(_opts(Contrastive, alpha=0.7, beta=1.3)).training_step(plain, batch)
+    assert other["loss"].item() != pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_reference_quirks_give_the_reference_distill_loss():
+    """CE(student probabilities, y) + lambda * MSE(teacher map(non-masked), student map(input))."""
+    student, teacher = _quirked(), _quirked().eval()
+    par = Distill(_opts(Distill, p=1.0, **{"lambda": 100.0}))
+    par.teacher, par.gen = teacher, torch.Generator()
+    batch = _batch()
+    batch = dataclasses.replace(batch, non_masked=torch.randn(4, 3, 32, 32), masked=torch.randn(4, 3, 32, 32))
+    out = par.training_step(student, batch)
+    f_s, p_s = _reference_resnet(student)(batch.masked)
+    with torch.no_grad():
+        f_t, _ = _reference_resnet(teacher)(batch.non_masked)
+    expected = F.cross_entropy(p_s, batch.y) + 100 * F.mse_loss(f_t, f_s)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_quirk_pool_normalised_is_refused_where_it_would_be_ignored():
+    with pytest.raises(MsdeError, match="quirk_pool_normalised: model 'manet' builds its own feature path"):
+        build_method(RunSpec(model="manet", options=(("quirk_pool_normalised", True),)))
+
+
+def test_quirks_reference_turns_on_every_reference_quirk():
+    from msde_bench.api import build_spec
+    from msde_bench.compare import build_specs
+    from msde_bench.leaderboard import _paradigm_label
+
+    spec = build_spec("resnet18", "distill", recipe="quick", device="cpu", quirks="reference")
+    on = {k for k, v in spec.options if k.startswith("quirk_") and v}
+    assert on == {*QUIRKS, "quirk_student_random_init"} and spec.precision == "fp32"
+    # an explicit --opt wins; a method's own official-code quirks are not the reference's
+    spec = build_spec("scn", "baseline", recipe="quick", device="cpu", quirks="reference",
+                      options=["quirk_24_epochs=false"])
+    assert spec.option("quirk_24_epochs") is False and spec.option("scn.quirk_relabel_any") is False
+    assert _paradigm_label(spec.to_dict()) == "baseline (mixed) [quirk_double_softmax=True, quirk_eval_normalisation=True, " \
+                                              "quirk_pool_normalised=True]"
+    full = build_spec("resnet18", "contrastive", recipe="quick", device="cpu", quirks="reference")
+    assert _paradigm_label(full.to_dict()) == "contrastive [reference quirks]"
+    rows = build_specs("resnet18", "quick", {}, quirks="reference", data=None)
+    assert all(s.option(k) is True for _, s in rows for k in QUIRKS)
+    assert [s.option("quirk_student_random_init") for _, s in rows] == [None] * 4 + [True]
 
 
 def test_quirk_student_random_init(tiny_root, tmp_path):

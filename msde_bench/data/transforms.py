@@ -4,8 +4,12 @@
 `none` leaves the images as they are.
 
 All randomness comes from one CPU torch.Generator, so a seed gives the same transforms on every
-device. The geometric part (flip, shift-scale-rotate, affine zoom) is one `grid_sample` over both
-views; the colour part (hue, saturation, value, contrast) is one per-sample 3x3 matrix and offset.
+device. The colour part comes first, as in the reference's list: albumentations'
+HueSaturationValue (shifts of H, S and V in OpenCV's HSV: hue +-20 of 180 units, i.e. +-40 degrees,
+saturation +-30 and value +-20 of 255) and RandomContrast (pixel values times 1 +- 0.2, clipped),
+computed in float on the device (albumentations works in uint8 through OpenCV look-up tables; a
+test checks the two agree to within that rounding). The geometric part (flip, shift-scale-rotate,
+affine zoom) is then one `grid_sample` over both views.
 """
 
 from __future__ import annotations
@@ -19,9 +23,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTS = ("paper", "flip", "none")
 
-# RGB <-> YIQ, for hue rotation
-_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
 
 
 def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -44,9 +45,10 @@ def draw_params(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     zoom_on = _p(gen, n, 0.5)
     scale = scale * torch.where(zoom_on, _u(gen, n, 1.0, 1.25), torch.ones(n))
     hsv = _p(gen, n, 0.5)
-    hue = torch.where(hsv, _u(gen, n, -20 / 180, 20 / 180) * math.pi, torch.zeros(n))  # radians of the hue circle
-    sat = torch.where(hsv, 1 + _u(gen, n, -30 / 255, 30 / 255) * 2, torch.ones(n))
-    val = torch.where(hsv, _u(gen, n, -20 / 255, 20 / 255), torch.zeros(n))
+    # albumentations' defaults, in OpenCV's uint8 HSV units: hue of 180 (2 degrees each), S and V of 255
+    hue = torch.where(hsv, _u(gen, n, -20.0, 20.0), torch.zeros(n))
+    sat = torch.where(hsv, _u(gen, n, -30.0, 30.0), torch.zeros(n))
+    val = torch.where(hsv, _u(gen, n, -20.0, 20.0), torch.zeros(n))
     con = torch.where(_p(gen, n, 0.5), _u(gen, n, 0.8, 1.2), torch.ones(n))
     return dict(flip=flip, shift=shift, scale=scale, angle=angle, hue=hue, sat=sat, val=val, con=con)
 
@@ -60,17 +62,41 @@ def _theta(p: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([row0, row1], 1)
 
 
-def _colour(p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-sample 3x3 colour matrix: hue rotation in YIQ, then saturation."""
-    n = p["hue"].shape[0]
-    rot = torch.zeros(n, 3, 3)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1] = torch.cos(p["hue"])
-    rot[:, 1, 2] = -torch.sin(p["hue"])
-    rot[:, 2, 1] = torch.sin(p["hue"])
-    rot[:, 2, 2] = torch.cos(p["hue"])
-    sat = torch.diag_embed(torch.stack([torch.ones(n), p["sat"], p["sat"]], 1))
-    return _YIQ2RGB @ sat @ rot @ _RGB2YIQ
+def rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B x 3 x H x W RGB in [0, 1] -> hue (fraction of the circle, [0, 1)), saturation, value in [0, 1]
+    (OpenCV's definitions: V = max, S = (max - min) / max)."""
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    delta = v - x.min(1).values
+    d = delta.clamp_min(1e-12)
+    h = torch.where(v == r, (g - b) / d, torch.where(v == g, 2 + (b - r) / d, 4 + (r - g) / d))
+    h = torch.where(delta > 0, (h / 6) % 1, torch.zeros_like(h))
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    return h, s, v
+
+
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The inverse of rgb_to_hsv: B x 3 x H x W RGB."""
+    h6 = (h % 1) * 6
+    i = h6.floor()
+    f = h6 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.long() % 6
+    table = torch.stack([torch.stack(c, 0) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    return table.gather(0, i[None, None].expand(1, 3, *i.shape)).squeeze(0).movedim(0, 1)
+
+
+def colour(x: torch.Tensor, hue: torch.Tensor, sat: torch.Tensor, val: torch.Tensor,
+           con: torch.Tensor) -> torch.Tensor:
+    """HueSaturationValue then RandomContrast on B x 3 x H x W RGB in [0, 1], per sample: hue shifted
+    by `hue` of 180 units, S and V by `sat` and `val` of 255 (clipped), then pixel values times `con`
+    (clipped), as albumentations does."""
+    h, s, v = rgb_to_hsv(x)
+    view = (-1, 1, 1)
+    h = (h + hue.view(view) / 180) % 1
+    s = (s + sat.view(view) / 255).clamp(0, 1)
+    v = (v + val.view(view) / 255).clamp(0, 1)
+    return (hsv_to_rgb(h, s, v) * con.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 class PairedAugment:
@@ -100,15 +126,10 @@ class PairedAugment:
         both = self.to_float(torch.cat([nm, m]), device)
         if self.kind == "paper":
             p = draw_params(n, gen)
+            both = colour(both, *(p[k].to(device).repeat(2) for k in ("hue", "sat", "val", "con")))
             theta = _theta(p).to(device).repeat(2, 1, 1)
             grid = F.affine_grid(theta, list(both.shape), align_corners=False)
             both = F.grid_sample(both, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-            mat = _colour(p).to(device).repeat(2, 1, 1)
-            both = torch.einsum("bij,bjhw->bihw", mat, both)
-            mean = both.mean(dim=(1, 2, 3), keepdim=True)
-            con = p["con"].to(device).repeat(2).view(-1, 1, 1, 1)
-            val = p["val"].to(device).repeat(2).view(-1, 1, 1, 1)
-            both = ((both - mean) * con + mean + val).clamp_(0, 1)
         elif self.kind == "flip":
             flip = _p(gen, n, 0.5).to(device).repeat(2).view(-1, 1, 1, 1)
             both = torch.where(flip, both.flip(3), both)

@@ -61,7 +61,8 @@ def _state_dict_of(obj) -> dict:
 
 
 def load_init(module: nn.Module, path: str | Path, *, head_prefixes=("fc.", "classifier.", "head.")) -> dict:
-    """Loads a local checkpoint into `module`, with or without a `module.` prefix.
+    """Loads a local checkpoint into `module`, with or without a `module.` prefix, or the trunk
+    of an msde-bench fold model (its `trunk.` keys).
 
     The classifier head of the checkpoint is ignored. Returns the missing and unexpected keys so
     the caller can report them; a checkpoint that matches nothing is an error.
@@ -71,13 +72,12 @@ def load_init(module: nn.Module, path: str | Path, *, head_prefixes=("fc.", "cla
         state = _state_dict_of(load_torch(path))
     except ValueError:
         raise MsdeError(f"{path}: not a readable PyTorch checkpoint (no state dict in it)") from None
-    clean = {}
-    for k, v in state.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        if any(k.startswith(h) for h in head_prefixes):
-            continue
-        clean[k] = v
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     own = module.state_dict()
+    if not set(state) & set(own) and any(k.startswith("trunk.") for k in state):
+        # an msde-bench fold model (`<out>/<run_id>/fold<k>.pt`): the method's trunk, without its heads
+        state = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
+    clean = {k: v for k, v in state.items() if not any(k.startswith(h) for h in head_prefixes)}
     shape_mismatch = [k for k, v in clean.items() if k in own and own[k].shape != v.shape]
     if shape_mismatch:
         raise MsdeError(f"{path}: shapes differ for {len(shape_mismatch)} keys, e.g. {shape_mismatch[0]} "

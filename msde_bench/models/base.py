@@ -193,6 +193,9 @@ class BackboneMethod(Method):
     options: dict[str, Option] = {"backbone": Option("resnet18", "the timm trunk the method is built on")}
     #: extra arguments for timm.create_model (e.g. features_only=True, out_indices=(2, 3))
     trunk_kwargs: dict = {}
+    #: L2-normalise the feature map over channels at every position in `features`, as the MSD-E
+    #: reference ResNet's forward does (the harness sets it under quirk_pool_normalised)
+    l2_feature_map: bool = False
 
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__()
@@ -209,7 +212,7 @@ class BackboneMethod(Method):
         fmap = self.trunk.forward_features(x)
         if fmap.ndim == 3:  # token models (B, N, D): treat tokens as a 1 x N map
             fmap = fmap.transpose(1, 2).unsqueeze(2)
-        return fmap
+        return F.normalize(fmap, dim=1) if self.l2_feature_map else fmap
 
     def target_layer(self) -> nn.Module:
         for name in ("layer4", "stages", "blocks", "features"):
