@@ -68,8 +68,9 @@ def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str
     prepare_spec); checks the model, paradigm and options."""
     options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides, quirks)
     opts = factory.check_options(model, paradigm, options, recipe, quirks)
-    return make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
+    spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
                      data=data, options=opts, official=factory.official_recipe(model), **overrides)
+    return factory.canonical_budget(spec)
 
 
 def _settings(options, device: str, data: str | None, recipe: str | None, init: str | None,

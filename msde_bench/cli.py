@@ -89,8 +89,9 @@ def run_options(*, single: bool):
                          help="How paradigms are made comparable. steps: every paradigm takes the mixed baseline's "
                               "optimiser steps with --batch-size images per step (contrastive batches hold half as "
                               "many pairs; single-view paradigms pass over the pairs twice an epoch); epochs: the "
-                              "reference code's equal epochs of --batch-size items [default: the recipe's; quick: "
-                              "steps, paper and official: epochs]."),
+                              "reference code's equal epochs of --batch-size items (the mixed baseline trains "
+                              "identically under both and records steps) [default: the recipe's; quick: steps, paper "
+                              "and official: epochs]."),
             click.option("--fold", "run_folds", type=int, multiple=True,
                          help="Run only this fold (repeatable); runs of every fold merge into one result."),
             click.option("--image-size", type=int, default=None, help="Override the recipe's input size (px)."),
@@ -350,9 +351,9 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, status, retry_failed, 
     for path in merged:
         click.echo(f"result: {path}")
     if update_leaderboard:
-        from msde_bench.leaderboard import write_or_check
+        from msde_bench.leaderboard import DEFAULT_NOTES, write_or_check
 
-        ok, message = write_or_check([out], Path("leaderboard/README.md"), False, False)
+        ok, message = write_or_check([out], Path("leaderboard/README.md"), False, False, DEFAULT_NOTES)
         click.echo(message, err=not ok)
     if failed:
         sys.exit(1)
@@ -465,7 +466,10 @@ def methods(name):
 @click.option("--output", type=click.Path(dir_okay=False), default="leaderboard/README.md")
 @click.option("--check", is_flag=True, help="Do not write: exit 1 with a diff summary if OUTPUT is out of date.")
 @click.option("--strict", is_flag=True, help="Fail on a malformed result file instead of skipping it.")
-def leaderboard(results_dirs, output, check, strict):
+@click.option("--notes", type=click.Path(dir_okay=False), default=None,
+              help="A TOML file of notes shown next to the rows they match ([[note]] text = ..., model = ..., "
+                   "paradigm = ..., any spec field or options.KEY) [default: leaderboard/notes.toml if it exists].")
+def leaderboard(results_dirs, output, check, strict, notes):
     """Render the result files into the markdown leaderboard.
 
     One table per dataset and protocol; rows ranked by masked accuracy, best values in bold, rows
@@ -477,10 +481,12 @@ def leaderboard(results_dirs, output, check, strict):
       msde-bench leaderboard
       msde-bench leaderboard --check
     """
-    from msde_bench.leaderboard import DEFAULT_RESULTS, write_or_check
+    from msde_bench.leaderboard import DEFAULT_NOTES, DEFAULT_RESULTS, write_or_check
 
     dirs = [Path(d) for d in results_dirs] or [DEFAULT_RESULTS]
-    ok, message = write_or_check(dirs, Path(output), check, strict)
+    if notes is not None and not Path(notes).is_file():
+        raise MsdeError(f"--notes {notes}: file not found")
+    ok, message = write_or_check(dirs, Path(output), check, strict, Path(notes) if notes else DEFAULT_NOTES)
     click.echo(message, err=not ok)
     if not ok:
         sys.exit(1)

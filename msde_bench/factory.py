@@ -150,20 +150,25 @@ def complete_options(spec: dict) -> dict:
     return {**parse_options([], valid), **dict(spec.get("options") or {})}
 
 
+def canonical_budget(spec: RunSpec) -> RunSpec:
+    """A spec whose paradigm trains identically under both budget rules (it shows each image once
+    per pass, one image per batch item: the mixed baseline) records `steps`, so that one computation
+    has one run id whatever rule was asked for."""
+    paradigm = build_paradigm(spec)
+    try:
+        same = budget_plan(spec.with_(budget="epochs"), paradigm) == budget_plan(spec.with_(budget="steps"), paradigm)
+    except MsdeError:
+        return spec
+    return spec.with_(budget="steps") if same else spec
+
+
 def complete_spec(spec: dict) -> dict:
     """A recorded spec in today's form: options completed (complete_options), a spec from before
-    the budget rule (spec.BUDGETS) given the rule it ran under: `epochs`, or `steps` where the two
-    rules train identically (a paradigm that shows each image once per pass, one per batch item:
-    the mixed baseline), and one from before --precision the precision it ran in."""
+    the budget rule (spec.BUDGETS) given the rule it ran under, `epochs` (canonical_budget: `steps`
+    where both rules train identically), and one from before --precision the precision it ran in."""
     spec = dict(spec, options=complete_options(spec))
     if "budget" not in spec:
-        old = RunSpec.from_dict(dict(spec, budget="epochs"))
-        paradigm = build_paradigm(old)
-        try:
-            same = budget_plan(old, paradigm) == budget_plan(old.with_(budget="steps"), paradigm)
-        except MsdeError:
-            same = False
-        spec["budget"] = "steps" if same else "epochs"
+        spec["budget"] = canonical_budget(RunSpec.from_dict(dict(spec, budget="epochs"))).budget
     if "precision" not in spec:  # before --precision: bf16 autocast on CUDA, none elsewhere
         spec["precision"] = "bf16" if str(spec.get("device", "")).startswith("cuda") else "fp32"
     return spec

@@ -17,8 +17,14 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 import numpy as np
 import pandas as pd
@@ -27,6 +33,7 @@ from tabulate import tabulate
 from msde_bench import results as R
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.options import QUIRKS, is_method_key, method_values
+from msde_bench.spec import RunSpec
 from msde_bench.stats import CHANCE, corrected_ci, corrected_ttest
 
 P_THRESHOLD = 0.05
@@ -169,10 +176,12 @@ def _paradigm_label(spec: dict) -> str:
 _NOT_SETTINGS = {"model", "paradigm", "seed", "run_folds", "options", "data"}
 
 
-def _settings(row: Row) -> dict:
-    from msde_bench.spec import RunSpec
+def _full_spec(row: Row) -> dict:
+    return RunSpec.from_dict(row.spec).to_dict()  # fields missing from older results get their defaults
 
-    s = RunSpec.from_dict(row.spec).to_dict()  # fields missing from older results get their defaults
+
+def _settings(row: Row) -> dict:
+    s = _full_spec(row)
     flat = {k: v for k, v in s.items() if k not in _NOT_SETTINGS}
     flat.update({k: v for k, v in s.get("options", {}).items() if not k.startswith("quirk_") and k != "train_on"})
     return flat
@@ -241,8 +250,9 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e5 else str(n)
 
 
-def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
-    """Markdown for one table and its footnotes."""
+def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = None) -> tuple[str, list[str]]:
+    """Markdown for one table and its footnotes; `row_notes` (read_notes) put a numbered mark next
+    to every row they match and their text under the table."""
     if ranked:
         rows = sorted(rows, key=lambda r: (-r.stat("acc_masked")[0], r.key))
     df = frame(rows)
@@ -261,8 +271,13 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
                 marks[i] = " †"
     lines = []
     chance = False
+    used: list[dict] = []
     for i, (_, rec) in enumerate(df.iterrows()):
         paradigm = rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else "")
+        for note in (n for n in row_notes or [] if note_matches(n, _full_spec(rows[i]))):
+            if note not in used:
+                used.append(note)
+            paradigm += f" <sup>{used.index(note) + 1}</sup>"
         cells = [str(i + 1) if ranked else "–", rec["model"], paradigm, rec["backbone"], rec["recipe"], rec["init"]]
         for key, _, _ in METRICS:
             text = f"{rec[f'{key}_mean']:.3f} ± {rec[f'{key}_std']:.3f}"
@@ -293,10 +308,71 @@ def render_table(rows: list[Row], ranked: bool) -> tuple[str, list[str]]:
                      "corrected variance).")
     if chance:
         notes.append("◦: cannot be told from chance (1/7): the accuracy's confidence interval reaches it.")
+    notes.append(budget_note(rows))
+    notes += [f"<sup>{k}</sup> {note['text']}" for k, note in enumerate(used, 1)]
     return md, notes
 
 
-def render(results: list[dict], problems: list[tuple[str, str]], sources: list[str]) -> str:
+#: the notes next to rows of the committed leaderboard (leaderboard/notes.toml)
+DEFAULT_NOTES = Path("leaderboard/notes.toml")
+
+
+def read_notes(path: Path | None) -> list[dict]:
+    """[[note]] tables of a TOML file: `text`, and the spec values a row must have for the note to
+    stand next to it (spec fields such as model, paradigm, recipe, budget, or `options.KEY`)."""
+    if path is None or not path.is_file():
+        return []
+    try:
+        notes = tomllib.loads(path.read_text(encoding="utf-8")).get("note", [])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MsdeError(f"{path}: not a valid TOML file ({e})") from None
+    known = {f.name for f in fields(RunSpec)}
+    for i, note in enumerate(notes):
+        if not isinstance(note, dict) or not isinstance(note.get("text"), str):
+            raise MsdeError(f"{path}: note[{i}] needs a `text` string")
+        unknown = [k for k in note if k != "text" and k not in known and not k.startswith("options.")]
+        if unknown:
+            raise MsdeError(f"{path}: note[{i}] matches on {unknown[0]!r}, which is not a spec field "
+                            f"({', '.join(sorted(known))}) or options.KEY")
+    return notes
+
+
+def note_matches(note: dict, spec: dict) -> bool:
+    for key, want in note.items():
+        if key == "text":
+            continue
+        have = spec.get("options", {}).get(key[len("options."):]) if key.startswith("options.") else spec.get(key)
+        if have != want:
+            return False
+    return True
+
+
+BUDGET_TEXT = {
+    "steps": "equal optimiser steps (`--budget steps`): every paradigm takes the mixed baseline's steps with "
+             "batch-size images per step (a contrastive batch holds half as many pairs; single-view paradigms, "
+             "the one-view baselines and distill's student, pass over the pairs twice an epoch)",
+    "epochs": "equal epochs (`--budget epochs`, the reference code's rule): a contrastive batch holds both views "
+              "of batch-size pairs, so contrastive takes half the optimiser steps of the mixed baseline and "
+              "distill's student sees half its images",
+}
+
+
+def budget_note(rows: list[Row]) -> str:
+    """How the table's rows were made comparable (spec.BUDGETS) and in which precision they ran."""
+    specs = [_full_spec(r) for r in rows]
+    budgets = sorted({s["budget"] for s in specs})
+    precisions = sorted({s["precision"] for s in specs})
+    if len(budgets) == 1:
+        text = f"Budget: {BUDGET_TEXT[budgets[0]]}."
+    else:
+        text = "Budget: rows differ (see each row's `budget=`): " + "; ".join(
+            f"`{b}`: {BUDGET_TEXT[b].split(': ', 1)[-1]}" for b in budgets) + "."
+    shown = precisions[0] if len(precisions) == 1 else "rows differ (see each row's `precision=`)"
+    return text + f" Precision: {shown}."
+
+
+def render(results: list[dict], problems: list[tuple[str, str]], sources: list[str],
+           row_notes: list[dict] | None = None) -> str:
     tables, superseded = build(results)
     out = [
         "<!-- generated by `msde-bench leaderboard`: do not edit by hand -->",
@@ -329,7 +405,7 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
             out += ["_Reference-code protocol: overlapping subject windows and the best epoch chosen on the test "
                     "fold; optimistic by construction, for comparison with the paper only._", ""]
         if complete:
-            md, notes = render_table(complete, ranked=True)
+            md, notes = render_table(complete, ranked=True, row_notes=row_notes)
             out += [md]
             out += ["", *notes] if notes else []
         if incomplete:
@@ -344,10 +420,12 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
     return "\n".join(out) + "\n"
 
 
-def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: bool) -> tuple[bool, str]:
-    """Renders; writes `output` (atomically) or, with `check`, compares it. Returns (ok, message)."""
+def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: bool,
+                   notes: Path | None = None) -> tuple[bool, str]:
+    """Renders (with the row notes of `notes`, a TOML file; read_notes); writes `output`
+    (atomically) or, with `check`, compares it. Returns (ok, message)."""
     results, problems = load_all(results_dirs, strict)
-    text = render(results, problems, [str(d) for d in results_dirs])
+    text = render(results, problems, [str(d) for d in results_dirs], read_notes(notes))
     if check:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current == text:

@@ -140,3 +140,18 @@ def test_cli_refuses_fp16_on_cpu(tmp_path):
                                     "--out", str(tmp_path)])
     assert out.exit_code == 2 and "--precision fp16: needs a CUDA device" in out.output
     assert not list(tmp_path.iterdir())
+
+
+def test_one_computation_has_one_budget_label():
+    """The mixed baseline trains identically under both rules, so its spec records `steps` whatever
+    was asked (one run id for one computation); the others keep the rule asked for."""
+    for budget in ("steps", "epochs"):
+        assert build_spec("resnet18", "baseline", recipe="quick", device="cpu", budget=budget).budget == "steps"
+        assert build_spec("resnet18", "contrastive", recipe="quick", device="cpu", budget=budget).budget == budget
+        masked = build_spec("resnet18", "baseline", recipe="quick", device="cpu", budget=budget,
+                            options=["train_on=masked"])
+        assert masked.budget == budget
+    from msde_bench.compare import build_specs
+
+    rows = dict(build_specs("resnet18", "paper", {}, data=None))
+    assert rows["baseline (mixed)"].budget == "steps" and rows["contrastive"].budget == "epochs"

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from msde_bench import results as R
 from msde_bench.cli import main
+from msde_bench.errors import MsdeError
 from msde_bench.leaderboard import build, paired_p, render
 from msde_bench.metrics import summarise
 from msde_bench.spec import RunSpec
@@ -210,3 +211,46 @@ def test_macro_f1_scores_only_the_classes_present():
     assert m["macro_f1_non_masked"] == 1.0 and m["macro_f1_masked"] == 1.0
     wrong = fold_metrics(y, y, np.array([0, 1, 2, 3, 0, 6]))  # a prediction of an absent class counts
     assert wrong["macro_f1_masked"] < 1.0
+
+
+def test_each_table_states_its_budget_and_precision():
+    a = make_result(paradigm="contrastive")
+    same = render([dict(a, _path="a"), dict(make_result(), _path="b")], [], ["x"])
+    # RunSpec()'s budget is `epochs` (a spec without one ran before the rule) and its precision fp32
+    assert "Budget: equal epochs (`--budget epochs`, the reference code's rule)" in same
+    assert "Precision: fp32." in same
+    b = make_result(paradigm="contrastive", seed=1)
+    b["spec"] = dict(b["spec"], budget="steps", precision="bf16")
+    b["run_id"] = "resnet18-contrastive-synth-small-" + RunSpec.from_dict(b["spec"]).digest()
+    mixed = render([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
+    assert "Budget: rows differ (see each row's `budget=`): `epochs`: " in mixed and "; `steps`: " in mixed
+    assert "budget=steps" in mixed and "precision=bf16" in mixed  # the rows' variants say which is which
+    assert "Precision: rows differ" in mixed
+
+
+def test_a_run_of_every_reference_quirk_is_labelled_so():
+    from msde_bench.api import build_spec
+
+    spec = build_spec("resnet18", "distill", recipe="quick", device="cpu", quirks="reference").to_dict()
+    r = make_result(paradigm="distill")
+    r["spec"], r["run_id"] = spec, "resnet18-distill-synth-small-" + RunSpec.from_dict(spec).digest()
+    assert "| distill [reference quirks] |" in render([dict(r, _path="a")], [], ["x"]).replace("  ", " ")
+
+
+def test_notes_stand_next_to_the_rows_they_match(tmp_path):
+    from msde_bench.leaderboard import read_notes
+
+    notes = tmp_path / "notes.toml"
+    notes.write_text('[[note]]\nmodel = "resnet18"\nparadigm = "contrastive"\ntext = "alignment hurts here"\n'
+                     '[[note]]\n"options.lambda" = 5.0\ntext = "never shown"\n')
+    rows = [dict(make_result(paradigm="contrastive"), _path="a"), dict(make_result(), _path="b")]
+    text = render(rows, [], ["x"], read_notes(notes))
+    (line,) = [ln for ln in text.splitlines() if "| contrastive" in ln]
+    assert "contrastive <sup>1</sup>" in line and "<sup>1</sup> alignment hurts here" in text
+    assert "never shown" not in text and text.count("<sup>1</sup>") == 2
+    notes.write_text('[[note]]\nmodle = "resnet18"\ntext = "x"\n')
+    with pytest.raises(MsdeError, match="note\\[0\\] matches on 'modle'"):
+        read_notes(notes)
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path), "--notes", str(tmp_path / "no.toml"),
+                                    "--output", str(tmp_path / "lb.md")])
+    assert out.exit_code == 2 and "--notes" in out.output and "file not found" in out.output
