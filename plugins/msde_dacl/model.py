@@ -59,9 +59,8 @@ class DACL(BackboneMethod):
         )
         self.attention_heads = nn.Linear(64, 2 * c)
         for m in list(self.attention) + [self.attention_heads]:
-            if isinstance(m, nn.Linear):  # as the official code: kaiming weights, zero biases
+            if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
-                nn.init.zeros_(m.bias)
         centers = torch.empty(c, num_classes)
         nn.init.kaiming_normal_(centers)  # the official init is on the transposed centres
         self.register_buffer("centers", centers.t().contiguous())
