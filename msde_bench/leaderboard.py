@@ -32,6 +32,7 @@ from tabulate import tabulate
 
 from msde_bench import results as R
 from msde_bench.errors import MsdeError, ResultError
+from msde_bench.factory import canonical_budget
 from msde_bench.options import QUIRKS, is_method_key, method_values
 from msde_bench.spec import RunSpec
 from msde_bench.stats import CHANCE, corrected_ci, corrected_ttest
@@ -357,16 +358,27 @@ BUDGET_TEXT = {
 }
 
 
+def _budget_matters(spec: dict) -> bool:
+    """False where the paradigm trains identically under both budget rules (factory.canonical_budget)."""
+    try:
+        return canonical_budget(RunSpec.from_dict(spec).with_(budget="epochs")).budget == "epochs"
+    except (MsdeError, ValueError, TypeError):
+        return True
+
+
 def budget_note(rows: list[Row]) -> str:
     """How the table's rows were made comparable (spec.BUDGETS) and in which precision they ran."""
     specs = [_full_spec(r) for r in rows]
-    budgets = sorted({s["budget"] for s in specs})
+    matters = [s for s in specs if _budget_matters(s)]
+    budgets = sorted({s["budget"] for s in matters or specs})
     precisions = sorted({s["precision"] for s in specs})
     if len(budgets) == 1:
         text = f"Budget: {BUDGET_TEXT[budgets[0]]}."
     else:
-        text = "Budget: rows differ (see each row's `budget=`): " + "; ".join(
+        text = "Budget: rows differ (each result's spec records its rule): " + "; ".join(
             f"`{b}`: {BUDGET_TEXT[b].split(': ', 1)[-1]}" for b in budgets) + "."
+    if len(matters) < len(specs):
+        text += " The mixed baselines train identically under both rules (their specs record `steps`)."
     shown = precisions[0] if len(precisions) == 1 else "rows differ (see each row's `precision=`)"
     return text + f" Precision: {shown}."
 

@@ -218,12 +218,13 @@ def test_each_table_states_its_budget_and_precision():
     same = render([dict(a, _path="a"), dict(make_result(), _path="b")], [], ["x"])
     # RunSpec()'s budget is `epochs` (a spec without one ran before the rule) and its precision fp32
     assert "Budget: equal epochs (`--budget epochs`, the reference code's rule)" in same
+    assert "The mixed baselines train identically under both rules" in same  # make_result() is one
     assert "Precision: fp32." in same
     b = make_result(paradigm="contrastive", seed=1)
     b["spec"] = dict(b["spec"], budget="steps", precision="bf16")
     b["run_id"] = "resnet18-contrastive-synth-small-" + RunSpec.from_dict(b["spec"]).digest()
     mixed = render([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
-    assert "Budget: rows differ (see each row's `budget=`): `epochs`: " in mixed and "; `steps`: " in mixed
+    assert "Budget: rows differ (each result's spec records its rule): `epochs`: " in mixed and "; `steps`: " in mixed
     assert "budget=steps" in mixed and "precision=bf16" in mixed  # the rows' variants say which is which
     assert "Precision: rows differ" in mixed
 
