@@ -97,3 +97,15 @@ def test_init_from_an_msde_bench_fold_model_and_its_subject_check(tmp_path):
     check_init_subjects(str(path), "synth:small", 1, [5, 6])  # other data: subject ids mean other people
     with pytest.raises(MsdeError, match=r"fold0.pt: this fold model \(fold 0\) was trained on subjects \[5, 6\]"):
         check_init_subjects(str(path), "synth:tiny", 1, [5, 6])
+
+
+def test_output_split_halves_batch_first_tensors_and_shares_the_rest():
+    from msde_bench.models.base import Output
+
+    out = Output(torch.arange(8.0).view(4, 2), torch.zeros(4, 3), torch.zeros(4, 3, 1, 1),
+                 {"mu": torch.arange(4.0), "temperature": torch.tensor(2.0), "name": "x", "other": torch.zeros(3)})
+    a, b = out.split(2)
+    assert torch.equal(a.logits, out.logits[:2]) and torch.equal(b.logits, out.logits[2:])
+    assert torch.equal(b.extras["mu"], torch.tensor([2.0, 3.0]))
+    assert a.extras["temperature"] is out.extras["temperature"] and a.extras["name"] == "x"
+    assert a.extras["other"] is out.extras["other"]  # not 2n rows: shared

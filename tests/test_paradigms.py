@@ -108,6 +108,29 @@ def test_contrastive_loss_is_beta_ce_plus_alpha_mse_of_normalised_maps():
     assert out["logits"].shape == (8, 7) and torch.equal(out["targets"], torch.cat([batch.y, batch.y]))
 
 
+def test_contrastive_joint_forward_normalises_both_views_together():
+    batch = _batch()
+    # without batch norm one pass over both views is the same computation as two
+    method = Tiny()
+    two = Contrastive(_opts(Contrastive, alpha=0.7)).training_step(method, batch)
+    method.seen.clear()
+    one = Contrastive(_opts(Contrastive, alpha=0.7, joint_forward=True)).training_step(method, batch)
+    assert len(method.seen) == 1 and method.seen[0].shape[0] == 8
+    assert one["loss"].item() == pytest.approx(two["loss"].item(), rel=1e-6)
+    # with batch norm in training mode it is not: each view is normalised with the other's statistics too
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    normed = Tiny()
+    normed.forward = lambda x, inner=Tiny.forward: inner(normed, bn(x))
+    sep = Contrastive(_opts(Contrastive)).training_step(normed, batch)["loss"]
+    joint = Contrastive(_opts(Contrastive, joint_forward=True)).training_step(normed, batch)["loss"]
+    both = normed(torch.cat([batch.non_masked, batch.masked]))
+    f_nm, f_m = both.feature_map[:4], both.feature_map[4:]
+    expected = (F.cross_entropy(both.logits[:4], batch.y) + F.cross_entropy(both.logits[4:], batch.y)
+                + F.mse_loss(F.normalize(f_nm, dim=1), F.normalize(f_m, dim=1)))
+    assert joint.item() == pytest.approx(expected.item(), rel=1e-5) and abs(joint.item() - sep.item()) > 1e-4
+
+
 def test_contrastive_uses_the_methods_own_loss():
     class Custom(Tiny):
         def loss(self, x, y, out, state=None):

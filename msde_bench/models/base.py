@@ -31,6 +31,19 @@ class Output(NamedTuple):
     #: whatever the method's loss needs (attention weights, branch logits, ...)
     extras: dict | None = None
 
+    def split(self, n: int) -> tuple[Output, Output]:
+        """The outputs of a forward pass over two stacked batches of n images each: the first n
+        and the last n (extras that are batch-first tensors of 2n rows are split, others shared)."""
+
+        def part(v, sl):
+            return v[sl] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == 2 * n else v
+
+        halves = []
+        for sl in (slice(0, n), slice(n, 2 * n)):
+            extras = None if self.extras is None else {k: part(v, sl) for k, v in self.extras.items()}
+            halves.append(Output(self.logits[sl], self.embedding[sl], self.feature_map[sl], extras))
+        return halves[0], halves[1]
+
 
 @dataclass(frozen=True)
 class LossState:

@@ -1,7 +1,9 @@
 """`contrastive`: the paper's paired feature alignment (MSD-E, section "contrastive learning").
 
-Both views of every pair go through the one shared network in the same step (two forward passes,
-as in the reference code, so each view is batch-normalised on its own). The loss is
+Both views of every pair go through the one shared network in the same step: two forward passes,
+as in the reference code, so in training each view is batch-normalised on its own while evaluation
+uses the running statistics of both (`joint_forward=true`: one pass over both views, normalised
+together, as the mixed baseline's batches are). The loss is
 
     beta * (L_method(non-masked) + L_method(masked)) + alpha * L_align(F_nm, F_m)
 
@@ -67,6 +69,8 @@ class Contrastive(Paradigm):
         "temperature": Option(0.1, "temperature of the supcon alignment", check=positive),
         "normalise": Option(True, "L2-normalise the feature maps over channels before mse/cosine alignment, "
                                   "as the reference ResNet does"),
+        "joint_forward": Option(False, "both views in one forward pass, so that batch norm normalises them "
+                                       "together (default: one pass per view, as the reference code)"),
     }
 
     def align(self, out_nm, out_m, y: torch.Tensor) -> torch.Tensor:
@@ -80,8 +84,11 @@ class Contrastive(Paradigm):
         return align_mse(f_nm, f_m) if kind == "mse" else align_cosine(f_nm, f_m)
 
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
-        out_nm = method(batch.non_masked)
-        out_m = method(batch.masked)
+        if self.opts["joint_forward"]:
+            out_nm, out_m = method(torch.cat([batch.non_masked, batch.masked])).split(batch.y.shape[0])
+        else:
+            out_nm = method(batch.non_masked)
+            out_m = method(batch.masked)
         t_nm = method.loss(batch.non_masked, batch.y, out_nm, batch.state("non-masked"))
         t_m = method.loss(batch.masked, batch.y, out_m, batch.state("masked"))
         align = self.align(out_nm, out_m, batch.y)
