@@ -26,3 +26,8 @@ class DataError(FileError):
 
 class ResultError(FileError):
     """A malformed or foreign result file."""
+
+
+class SpecError(MsdeError, ValueError):
+    """A run setting out of range (`--epochs 0`, `--lr nan`); the message names the option. A
+    ValueError too, so that a result file whose spec holds such a value is reported as malformed."""

@@ -3,6 +3,7 @@ rule that names a method's options `<model>.<name>` in a run spec."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ class Option:
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not allowed, or None."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
         if self.choices is not None and value not in self.choices:
             return f"choose one of {', '.join(map(str, self.choices))}"
         if self.min is not None and value < self.min:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from msde_bench.errors import MsdeError
+from msde_bench.errors import MsdeError, SpecError
 from msde_bench.protocol import PROTOCOLS
 
 #: The training setups. `paper` is the reference code's (the MSD-E paper's training setup): Adam, weight decay
@@ -97,12 +98,43 @@ class RunSpec:
         return cls(**d)
 
     def __post_init__(self) -> None:
+        for problem in self.problems():
+            raise SpecError(problem)
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.budget not in BUDGETS:
             raise ValueError(f"unknown budget {self.budget!r}; choose one of {', '.join(BUDGETS)}")
+
+    def problems(self) -> list[str]:
+        """The settings out of range, each as the one-line error that names its option."""
+        out = []
+
+        def number(name: str, value, low: float, *, strict: bool = False, kind=(int, float)) -> None:
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool) or not isinstance(value, kind):
+                out.append(f"{flag} {value!r}: expected {'an integer' if kind is int else 'a number'}")
+            elif not math.isfinite(value):
+                out.append(f"{flag} {value}: must be a finite number")
+            elif value < low or (strict and value == low):
+                out.append(f"{flag} {value}: must be {'>' if strict else '>='} {low:g}")
+
+        number("epochs", self.epochs, 1, kind=int)
+        number("batch_size", self.batch_size, 2, kind=int)  # batch norm cannot train on one image
+        number("folds", self.folds, 1, kind=int)
+        number("image_size", self.image_size, 1, kind=int)
+        number("lr", self.lr, 0, strict=True)
+        number("weight_decay", self.weight_decay, 0)
+        number("momentum", self.momentum, 0)
+        number("gamma", self.gamma, 0, strict=True)
+        number("step_size", self.step_size, 0, kind=int)
+        number("seed", self.seed, 0, kind=int)
+        if isinstance(self.seed, int) and self.seed > MAX_SEED:
+            out.append(f"--seed {self.seed}: must be <= {MAX_SEED} (numpy seeds are 32-bit)")
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            out.append(f"milestones {list(self.milestones)}: must be epochs >= 1")
+        return out
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
@@ -128,6 +160,9 @@ def derive_seed(seed: int, *parts) -> int:
     text = ":".join(str(p) for p in (seed, *parts))
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
+
+#: the largest --seed: numpy's generators (the fold split) take 32-bit seeds
+MAX_SEED = 2**32 - 1
 
 #: every --recipe name: the two presets and the method's own published recipe
 RECIPE_NAMES = (*RECIPES, "official")

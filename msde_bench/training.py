@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -220,8 +221,17 @@ class Trainer:
                 if progress and (i % 5 == 4 or i == steps - 1):
                     progress.batch(i + 1, float(sums["loss"]) / max(seen, 1), float(correct) / max(seen, 1))
             step += slots
+            if seen == 0:
+                raise MsdeError(f"epoch {epoch + 1} had no batch to train on: {len(train_idx)} training pairs in "
+                                f"batches of {self.items_per_batch} (a batch needs 2 items); lower --batch-size or "
+                                "use more data")
             self.scheduler.step()
             record = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+            bad = sorted(k for k, v in record.items() if not math.isfinite(v))
+            if bad:  # checked once an epoch: no host sync per step
+                raise MsdeError(f"the loss became non-finite in epoch {epoch + 1} ({', '.join(bad)} = "
+                                f"{record[bad[0]]}); training stopped and nothing was written. Lower --lr "
+                                f"(now {self.spec.lr:g}) or check the --opt values")
             record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr)
             history.append(record)
             if progress:
