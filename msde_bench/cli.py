@@ -630,8 +630,13 @@ def _emit(rows: list[dict], fmt: str) -> None:
     else:
         from tabulate import tabulate
 
-        click.echo(tabulate(df.values.tolist(), headers=list(df.columns),
-                            tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True))
+        values = df.values.tolist()
+        if fmt == "markdown":  # names and option values from result files must not shift columns or inject HTML
+            from msde_bench.leaderboard import md_text
+
+            values = [[md_text(v) if isinstance(v, str) else v for v in row] for row in values]
+        click.echo(tabulate(values, headers=list(df.columns), tablefmt="github" if fmt == "markdown" else "simple",
+                            disable_numparse=True))
 
 
 @main.command(context_settings=dict(show_default=True))

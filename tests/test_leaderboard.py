@@ -255,3 +255,23 @@ def test_notes_stand_next_to_the_rows_they_match(tmp_path):
     out = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path), "--notes", str(tmp_path / "no.toml"),
                                     "--output", str(tmp_path / "lb.md")])
     assert out.exit_code == 2 and "--notes" in out.output and "file not found" in out.output
+
+
+def test_names_from_result_files_cannot_shift_columns_or_inject_html(tmp_path):
+    import re
+
+    evil = make_result(model="x|y<script>alert(1)", paradigm="contrastive")
+    evil["dataset"] = dict(evil["dataset"], name="set|<b>")
+    evil["spec"] = dict(evil["spec"], recipe="quick|`rm`")
+    text = render([dict(evil, _path="a"), dict(make_result(), _path="b")], [("bad|file<i>.json", "oops <b>|")], ["x"])
+    outside_code = re.sub(r"`[^`]*`", "", text)  # inside a code span markdown shows `<i>` as text
+    assert "<script>" not in outside_code and "<b>" not in outside_code and "<i>" not in outside_code
+    assert "`bad\\|file<i>.json`" in text
+    assert "x\\|y&lt;script&gt;alert(1)" in text and "## set\\|&lt;b&gt;" in text
+    header = next(ln for ln in text.splitlines() if ln.startswith("| #"))
+    cols = len(re.split(r"(?<!\\)\|", header))
+    for line in (ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln):
+        assert len(re.split(r"(?<!\\)\|", line)) == cols, line
+    write(tmp_path / "r", evil)
+    out = CliRunner().invoke(main, ["results", "--results", str(tmp_path / "r"), "--format", "markdown"])
+    assert out.exit_code == 0 and "<script>" not in out.output and "x\\|y&lt;script&gt;" in out.output
