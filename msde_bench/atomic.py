@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from msde_bench.errors import MsdeError
+
 
 @contextlib.contextmanager
 def atomic_target(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
@@ -34,3 +36,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         f.flush()
         os.fsync(f.fileno())
     return path
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Makes `folder` (and its parents) and writes and removes a probe file in it, so that a run
+    that could not save its work fails before it starts, with one line naming the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".msde-bench-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MsdeError(f"{folder}: cannot write to this {what} ({e.strerror or type(e).__name__})") from None
+    return folder

@@ -31,6 +31,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from msde_bench import results as R
+from msde_bench.atomic import check_writable, write_text_atomic
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.factory import canonical_budget
 from msde_bench.options import QUIRKS, is_method_key, method_values
@@ -452,6 +453,8 @@ def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: 
                    notes: Path | None = None) -> tuple[bool, str]:
     """Renders (with the row notes of `notes`, a TOML file; read_notes); writes `output`
     (atomically) or, with `check`, compares it. Returns (ok, message)."""
+    if not check:
+        check_writable(output.parent, "folder")
     results, problems = load_all(results_dirs, strict)
     text = render(results, problems, [str(d) for d in results_dirs], read_notes(notes))
     if check:
@@ -464,8 +467,6 @@ def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: 
         shown = "\n".join(diff[:20])
         return False, (f"{output} is out of date: {changed} lines differ; run `{COMMAND}` and commit the result\n"
                        f"{shown}")
-    from msde_bench.atomic import write_text_atomic
-
     write_text_atomic(output, text)
     msg = f"wrote {output} ({len(results)} results"
     msg += f", {len(problems)} skipped" if problems else ""

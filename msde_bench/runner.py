@@ -30,6 +30,7 @@ from msde_bench import __version__
 from msde_bench import metrics as M
 from msde_bench import protocol as P
 from msde_bench import results as R
+from msde_bench.atomic import check_writable
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
@@ -318,7 +319,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     `msde-bench explain`. A `--fold` subset also writes the whole spec's complete result once
     every fold's cell is there."""
     console = console or Console(stderr=True)
-    out_dir = Path(out_dir)
+    out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     cells, folds = cells_of(spec, dataset)
     final = out_dir / f"{spec.run_id(dataset.name)}.json"
     if resume and final.exists():

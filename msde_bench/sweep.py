@@ -12,10 +12,10 @@ done gets its result file (the merge), and the sweep reports done / skipped / fa
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from msde_bench import atomic
 from msde_bench import results as R
 from msde_bench.api import build_spec
 from msde_bench.errors import MsdeError, ResultError
@@ -95,12 +95,7 @@ def _complete_result(out: Path, p: Planned) -> bool:
 
 def check_writable(out: Path) -> None:
     """The results folder exists (made if needed) and is writable, before anything runs."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MsdeError(f"{out}: cannot create the output folder ({e.strerror or type(e).__name__})") from None
-    if not os.access(out, os.W_OK):
-        raise MsdeError(f"{out}: output folder is not writable")
+    atomic.check_writable(out, "results folder")
 
 
 def executor_module(name: str):

@@ -61,3 +61,50 @@ def test_an_epoch_without_a_batch_is_an_error_not_a_silent_skip():
     trainer = Trainer(spec, Recorder(), build_paradigm(spec), torch.device("cpu"))
     with pytest.raises(MsdeError, match="epoch 1 had no batch to train on: 1 training pairs"):
         trainer.fit(_Cache(4), np.arange(1), torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--data", "synth:tiny", "--device", "cpu", "--epochs", "1", "--out", "{blocked}/results"],
+    ["data", "synth", "{blocked}/set", "--variant", "tiny"],
+    ["leaderboard", "--results", "{empty}", "--output", "{blocked}/README.md"],
+])
+def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, command):
+    """`--out` under an existing file: one line naming the folder, exit 2, before anything trains."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    args = [a.format(blocked=blocked, empty=tmp_path / "empty") for a in command]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 2, out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: {blocked}") and "cannot write to this" in last
+    assert "fold 0" not in out.output  # nothing trained
+
+
+def _ensure_tiny(home, queue):
+    import os
+
+    os.environ["MSDE_BENCH_HOME"] = str(home)
+    from msde_bench.data.synth import ensure_cached, variant_config
+
+    queue.put(str(ensure_cached(variant_config("tiny"))))
+
+
+def test_two_processes_that_need_the_same_synthetic_set_both_get_it(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ensure_tiny, args=(tmp_path / "home", queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    paths = {queue.get(timeout=5), queue.get(timeout=5)}
+    assert len(paths) == 1
+    from pathlib import Path
+
+    (path,) = paths
+    assert (Path(path) / "meta.json").is_file() and len(list((Path(path) / "MSD-E").iterdir())) > 0
+    assert [p.name for p in (tmp_path / "home" / "datasets").iterdir() if p.name.startswith(".")] == []

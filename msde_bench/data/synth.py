@@ -23,10 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 
 from msde_bench import CLASS_NAMES
+from msde_bench.atomic import check_writable
 from msde_bench.data.face_masks import FaceFrame, draw_mask, rgb
+from msde_bench.errors import MsdeError
 from msde_bench.home import cache_home
 
 SYNTH_VERSION = 1
@@ -62,8 +65,6 @@ VARIANTS = {
 
 def variant_config(variant: str, seed: int = 0) -> SynthConfig:
     if variant not in VARIANTS:
-        from msde_bench.errors import MsdeError
-
         raise MsdeError(f"unknown synthetic variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return SynthConfig(seed=seed, variant=variant, **VARIANTS[variant])
 
@@ -335,11 +336,9 @@ def write_dataset(cfg: SynthConfig, out: str | os.PathLike, progress=None) -> Pa
     interrupted generation never leaves a half-written set behind.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        from msde_bench.errors import MsdeError
-
-        raise MsdeError(f"{out}: exists and is not empty; choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MsdeError(f"{out}: exists and is not an empty folder; choose a new folder")
+    check_writable(out.parent, "folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "MSD-E").mkdir()
@@ -370,10 +369,16 @@ def write_dataset(cfg: SynthConfig, out: str | os.PathLike, progress=None) -> Pa
 
 
 def ensure_cached(cfg: SynthConfig, progress=None) -> Path:
-    """Returns the folder of the set in the cache, generating it the first time."""
+    """Returns the folder of the set in the cache, generating it the first time. Safe when several
+    processes need it at once (sweep workers, separate `--fold` runs): one generates it under a
+    file lock while the others wait, then reuse its copy."""
     path = cache_home() / "datasets" / cfg.dirname()
     if (path / "meta.json").is_file():
         return path
-    if path.exists():  # left over from something else: never trust it
-        shutil.rmtree(path)
-    return write_dataset(cfg, path, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if (path / "meta.json").is_file():  # another process made it while this one waited
+            return path
+        if path.exists():  # left over from an interrupted generation: never trust it
+            shutil.rmtree(path)
+        return write_dataset(cfg, path, progress=progress)
