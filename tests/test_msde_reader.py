@@ -166,3 +166,75 @@ def test_run_on_bad_data_writes_no_result(tiny_copy, tmp_path):
     assert res.exit_code == 2
     assert "1_9_a.png" in res.output and "out of range" in res.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def _bomb(path: Path) -> None:
+    """A small PNG whose header claims 14000 x 14000 pixels (PIL refuses it as a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 14000, 14000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                     + chunk(b"IEND", b""))
+
+
+def _break(root: Path, how: str) -> tuple[Path, str]:
+    """Breaks one image (or meta.json) of the set; returns the path and what the error must say."""
+    path = root / "MSD-ME" / _first(root)
+    path.unlink()
+    if how == "zero bytes":
+        path.write_bytes(b"")
+        return path, "not a readable image"
+    if how == "text named .png":
+        path.write_text("hello")
+        return path, "not a readable image"
+    if how == "dangling symlink":
+        path.symlink_to(root / "nowhere.png")
+        return path, "file not found"
+    if how == "symlink loop":
+        path.symlink_to(path)
+        return path, "cannot read"
+    if how == "decompression bomb":
+        _bomb(path)
+        return path, "safety limit"
+    if how == "meta.json not an object":
+        Image.open(root / "MSD-E" / _first(root)).save(path)
+        (root / "meta.json").write_text("[1, 2]")
+        return root / "meta.json", "expected a JSON object, found list"
+    raise AssertionError(how)
+
+
+HOW = ["zero bytes", "text named .png", "dangling symlink", "symlink loop", "decompression bomb",
+       "meta.json not an object"]
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("command", ["validate", "stats", "run"])
+def test_one_image_check_for_validate_stats_and_run(tiny_copy, tmp_path, how, command):
+    path, problem = _break(tiny_copy, how)
+    args = {"validate": ["data", "validate", str(tiny_copy)], "stats": ["data", "stats", str(tiny_copy)],
+            "run": ["run", "--data", str(tiny_copy), "--device", "cpu", "--epochs", "1", "--folds", "2",
+                    "--out", str(tmp_path / "out")]}[command]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: {path}:") and problem in last, last
+    assert "Traceback" not in res.output
+    assert not list((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else True
+
+
+def test_a_16_bit_greyscale_image_is_scaled_not_clipped(tiny_copy):
+    """A full-range 16-bit gradient keeps its gradient (PIL's convert("RGB") would make 99 % of it white)."""
+    path = tiny_copy / "MSD-E" / _first(tiny_copy)
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    from msde_bench.data.pairs import load_image
+
+    got = np.asarray(load_image(path))[..., 0]
+    assert got[0, 0] == 0 and got[0, -1] == 255 and np.all(np.diff(got[0].astype(int)) >= 0)
+    assert np.allclose(got[0], np.linspace(0, 255, 32), atol=1.0)
+    assert _validate(tiny_copy).exit_code == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from msde_bench import CLASS_NAMES, NUM_CLASSES
-from msde_bench.data.pairs import Pair, PairedDataset, load_image
+from msde_bench.data.pairs import Pair, PairedDataset, load_image, open_image
 from msde_bench.errors import DataError
 
 NON_MASKED_DIR = "MSD-E"
@@ -123,6 +123,8 @@ def read_msde(root: str | Path, *, check_images: bool = False, name: str | None 
             meta = json.loads((root / "meta.json").read_text())
         except (ValueError, UnicodeDecodeError):
             raise DataError(root / "meta.json", "not valid JSON") from None
+        if not isinstance(meta, dict):
+            raise DataError(root / "meta.json", f"expected a JSON object, found {type(meta).__name__}")
     return PairedDataset(name=name or _default_name(root, meta), root=root, pairs=pairs, meta=meta)
 
 
@@ -134,15 +136,14 @@ def _default_name(root: Path, meta: dict) -> str:
 
 
 def stats(ds: PairedDataset) -> dict:
-    """Counts for `msde-bench data stats`: pairs per class, per subject, image sizes."""
-    from PIL import Image
-
+    """Counts for `msde-bench data stats`: pairs per class, per subject, image sizes; an image that
+    cannot be read is a DataError naming it."""
     labels = Counter(p.label for p in ds.pairs)
     per_subject = Counter(p.subject for p in ds.pairs)
     sizes: Counter = Counter()
     for p in ds.pairs:
         for path in (p.non_masked, p.masked):
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 sizes[f"{im.size[0]}x{im.size[1]}"] += 1
     counts = np.array(list(per_subject.values()))
     return dict(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ class PairedDataset:
             h = hashlib.sha256()
             for p in self.pairs:
                 h.update(f"{p.name}|{p.subject}|{p.label}|".encode())
-                h.update(f"{os.path.getsize(p.non_masked)}|{os.path.getsize(p.masked)}\n".encode())
+                h.update(f"{_file_size(p.non_masked)}|{_file_size(p.masked)}\n".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -73,22 +75,59 @@ class PairedDataset:
                     n_pairs=len(self.pairs), n_subjects=int(len(np.unique(self.subjects))))
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:  # removed since the list was read, or a dangling link
+        raise DataError(path, "file not found") from None
+    except OSError as e:  # a symlink loop, no permission
+        raise DataError(path, f"cannot read the file ({e.strerror or type(e).__name__})") from None
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer greyscale (modes I;16*, I) scaled from 0-65535 to 0-255, and float
+    greyscale (F) from 0-1 (or 0-255 when it goes above 1): PIL's convert("RGB") would clip them."""
+    a = np.asarray(im)
+    if im.mode == "F":
+        a = a.astype(np.float64) * (255.0 if np.nanmax(a) <= 1.0 else 1.0)
+    else:
+        a = a.astype(np.float64) / 257.0
+    return Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
+
+
 def load_image(path: Path) -> Image.Image:
-    """Opens and fully decodes one image as RGB; grayscale, RGBA and palette images are converted."""
+    """Opens and fully decodes one image as RGB; grayscale (8, 16 or 32 bits), RGBA and palette
+    images are converted. Every way an image can fail to load is one DataError naming the file."""
+    with open_image(path) as im:
+        im.load()
+        if im.mode.startswith("I") or im.mode == "F":
+            return _to_8bit(im).convert("RGB")
+        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, im).convert("RGB")
+        return im.convert("RGB")
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """PIL's Image.open, with every way it (or reading the image inside the block) can fail turned
+    into one DataError naming the file: missing, unreadable (a symlink loop, a folder), not an
+    image, corrupt, or larger than PIL's decompression-bomb limit."""
     try:
         with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                return Image.alpha_composite(bg, im).convert("RGB")
-            return im.convert("RGB")
+            yield im
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except UnidentifiedImageError:
         raise DataError(path, "not a readable image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(path, f"refused: the image claims more pixels than PIL's safety limit ({e})") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not an image") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(path, f"corrupt image ({e})") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise DataError(path, f"cannot read the image ({reason})") from None
 
 
 def _decode(path: Path, size: int) -> np.ndarray:
