@@ -75,14 +75,18 @@ OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_
 
 _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
               "pair_agreement")
-_DATASET_KEYS = ("name", "fingerprint", "n_pairs", "n_subjects")
-_PROTOCOL_KEYS = ("name", "version", "folds", "split", "selection")
+#: the keys of the `dataset` and `protocol` blocks with their types
+_DATASET_KEYS = {"name": str, "fingerprint": str, "n_pairs": int, "n_subjects": int}
+_PROTOCOL_KEYS = {"name": str, "version": int, "folds": int, "split": str, "selection": str}
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Writes JSON to a temporary file in the same folder, fsyncs it and renames it into place, so
     a reader never sees a half-written file and a crash never destroys the previous version."""
     return write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+_A = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "a boolean"}
 
 
 def _type_ok(value: Any, kind: type) -> bool:
@@ -139,12 +143,18 @@ def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
             if not 0.0 <= fold[key] <= 1.0:
                 raise ResultError(path, f"folds[{i}].{key} = {fold[key]} is not a fraction in [0, 1]")
     for block, keys in (("dataset", _DATASET_KEYS), ("protocol", _PROTOCOL_KEYS)):
-        for key in keys:
+        for key, kind in keys.items():
             if key not in obj[block]:
                 raise ResultError(path, f"{block} is missing {key!r}")
+            if not _type_ok(obj[block][key], kind):
+                raise ResultError(path, f"{block}.{key} should be {_A[kind]}, not {obj[block][key]!r}")
+    if not obj["summary"]:
+        raise ResultError(path, "summary is empty")
     for key, stat in obj["summary"].items():
         if not isinstance(stat, dict) or not {"mean", "std", "n"} <= set(stat):
             raise ResultError(path, f"summary.{key} should have mean, std and n")
+        if not (_type_ok(stat["mean"], float) and _type_ok(stat["std"], float) and _type_ok(stat["n"], int)):
+            raise ResultError(path, f"summary.{key} should hold numbers (mean, std) and a count (n)")
     try:
         RunSpec.from_dict(obj["spec"])
     except (TypeError, ValueError) as e:
@@ -191,6 +201,10 @@ def load(path: str | os.PathLike) -> dict:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ResultError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ResultError(path, "is a folder, not a result file") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ResultError(path, f"not valid JSON ({e})") from None
+    except OSError as e:
+        raise ResultError(path, f"cannot read the file ({e.strerror or type(e).__name__})") from None
     return validate(obj, path)

@@ -275,3 +275,45 @@ def test_names_from_result_files_cannot_shift_columns_or_inject_html(tmp_path):
     write(tmp_path / "r", evil)
     out = CliRunner().invoke(main, ["results", "--results", str(tmp_path / "r"), "--format", "markdown"])
     assert out.exit_code == 0 and "<script>" not in out.output and "x\\|y&lt;script&gt;" in out.output
+
+
+def _mistype(r: dict, how: str) -> dict:
+    r = json.loads(json.dumps(r))
+    if how == "protocol.folds a string":
+        r["protocol"]["folds"] = "5"
+    elif how == "dataset.name an int":
+        r["dataset"]["name"] = 7
+    elif how == "spec.seed a list":
+        r["spec"]["seed"] = [0]
+    elif how == "spec.epochs a string":
+        r["spec"]["epochs"] = "6"
+    elif how == "summary empty":
+        r["summary"] = {}
+    elif how == "summary mean a string":
+        r["summary"]["acc_masked"]["mean"] = "high"
+    return r
+
+
+@pytest.mark.parametrize("how,problem", [
+    ("protocol.folds a string", "protocol.folds should be an integer"),
+    ("dataset.name an int", "dataset.name should be a string"),
+    ("spec.seed a list", "spec is not a valid run spec (--seed [0]: expected an integer)"),
+    ("spec.epochs a string", "spec is not a valid run spec (--epochs '6': expected an integer)"),
+    ("summary empty", "summary is empty"),
+    ("summary mean a string", "summary.acc_masked should hold numbers"),
+    ("a folder named x.json", "is a folder, not a result file"),
+])
+def test_mistyped_result_files_are_reported_and_skipped(tmp_path, how, problem):
+    d = write(tmp_path / "r", make_result())
+    if how == "a folder named x.json":
+        (d / "x.json").mkdir()
+    else:
+        R.write_json_atomic(d / "bad.json", _mistype(make_result(paradigm="contrastive"), how))
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(tmp_path / "lb.md")])
+    assert out.exit_code == 0, out.output
+    text = (tmp_path / "lb.md").read_text()
+    assert "## Skipped files" in text and problem in text and "| 1   | resnet18 |" in text
+    strict = CliRunner().invoke(main, ["leaderboard", "--strict", "--results", str(d), "--output", str(tmp_path / "s.md")])
+    assert strict.exit_code == 2 and problem in strict.output and "Traceback" not in strict.output
+    listed = CliRunner().invoke(main, ["results", "--results", str(d)])
+    assert listed.exit_code == 0 and "skipped" in listed.output and problem in listed.output
