@@ -256,3 +256,39 @@ def test_landmarks_fall_back_to_the_template_when_implausible(monkeypatch, tmp_p
     src = _rafdb(tmp_path / "raf", 3)
     report = convert("rafdb", src, tmp_path / "out", landmarks="on")
     assert report.masks["placement:template"] == 3  # counted and reported
+
+
+def test_fer2013_pixel_values_outside_a_byte_are_a_skipped_row(tmp_path):
+    bad = " ".join(["300"] + _pixels(1).split()[1:])
+    negative = " ".join(["-1"] + _pixels(2).split()[1:])
+    src = _fer2013(tmp_path / "fer", [[0, _pixels(0), "Training"], [3, bad, "Training"], [4, negative, "Training"]])
+    res = CliRunner().invoke(main, ["data", "convert", "--format", "fer2013", str(src), str(tmp_path / "out")])
+    assert res.exit_code == 1 and "Traceback" not in res.output  # skipped items: exit 1 unless --allow-skips
+    skipped = (tmp_path / "out" / "skipped.txt").read_text()
+    assert "fer2013.csv:3: pixel values 0-300, expected 0-255" in skipped
+    assert "fer2013.csv:4: pixel values -1-" in skipped
+    assert len(read_msde(tmp_path / "out").pairs) == 1
+
+
+def test_an_interrupted_conversion_never_validates_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    from msde_bench.data import convert as C
+
+    src = _rafdb(tmp_path / "raf")
+    calls = {"n": 0}
+    real = C._save_atomic
+
+    def crash_on_third(img, path):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the fifth pair's masked image (rafdb copies the non-masked file)
+            raise KeyboardInterrupt
+        real(img, path)
+
+    monkeypatch.setattr(C, "_save_atomic", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        convert("rafdb", src, tmp_path / "out")
+    res = CliRunner().invoke(main, ["data", "validate", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "did not finish; run it again" in res.output
+    monkeypatch.setattr(C, "_save_atomic", real)
+    report = convert("rafdb", src, tmp_path / "out")
+    assert report.kept == 4 and report.written == 2
+    assert CliRunner().invoke(main, ["data", "validate", str(tmp_path / "out")]).exit_code == 0

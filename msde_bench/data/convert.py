@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from msde_bench import CLASS_NAMES
-from msde_bench.atomic import atomic_target, write_text_atomic
-from msde_bench.data.msde import MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
+from msde_bench.atomic import atomic_target, check_writable, write_text_atomic
+from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
 from msde_bench.data.pairs import load_image
 from msde_bench.errors import DataError, MsdeError
 
@@ -125,13 +125,17 @@ def read_fer2013(src: Path, report: Report) -> Iterator[Item]:
                 continue
             try:
                 raw = int(row[0])
-                pixels = np.array(row[1].split(), dtype=np.uint8)
-            except ValueError:
+                pixels = np.array(row[1].split(), dtype=np.int64)
+            except (ValueError, OverflowError):
                 report.skipped.append(f"{where}: emotion or pixels not integers")
                 continue
             if pixels.size != 48 * 48:
                 report.skipped.append(f"{where}: {pixels.size} pixels, expected 2304 (48 x 48)")
                 continue
+            if pixels.min() < 0 or pixels.max() > 255:
+                report.skipped.append(f"{where}: pixel values {pixels.min()}-{pixels.max()}, expected 0-255")
+                continue
+            pixels = pixels.astype(np.uint8)
             if ferplus is not None:
                 label = ferplus.get(i - 2)
                 if label is None:
@@ -267,6 +271,9 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
         raise DataError(src, "source not found")
     masker = make_masker(seed, mask_style, landmarks)
     report = Report()
+    check_writable(out, "output folder")
+    # until the last file is written, readers refuse OUT (a crash never leaves a set that validates)
+    write_text_atomic(out / CONVERTING, "msde-bench data convert did not finish here; run it again to resume\n")
     (out / NON_MASKED_DIR).mkdir(parents=True, exist_ok=True)
     (out / MASKED_DIR).mkdir(parents=True, exist_ok=True)
     names, splits, subject = [], {}, 0
@@ -305,5 +312,6 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
                             dropped=dict(report.dropped), masks=dict(report.masks)))
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
     write_text_atomic(out / "skipped.txt", "".join(s + "\n" for s in report.skipped))
+    (out / CONVERTING).unlink()
     return report
 

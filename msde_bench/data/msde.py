@@ -24,6 +24,8 @@ from msde_bench.errors import DataError
 NON_MASKED_DIR = "MSD-E"
 MASKED_DIR = "MSD-ME"
 PAIR_LIST = "Paired_files.txt"
+#: present while `data convert` writes a folder: the reader refuses a folder whose conversion stopped
+CONVERTING = ".msde-bench-converting"
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -90,6 +92,9 @@ def read_msde(root: str | Path, *, check_images: bool = False, name: str | None 
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset folder not found")
+    if (root / CONVERTING).exists():
+        raise DataError(root, "a `msde-bench data convert` into this folder did not finish; run it again (it "
+                              "resumes where it stopped)")
     nm_files = _listing(root / NON_MASKED_DIR)
     m_files = _listing(root / MASKED_DIR)
     pair_list = root / PAIR_LIST
