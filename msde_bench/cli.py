@@ -621,6 +621,7 @@ def _emit(rows: list[dict], fmt: str) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows)
+    values = [list(r.values()) for r in rows]  # not df.values: it would turn integer columns into floats
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1))
     elif fmt == "csv":
@@ -630,7 +631,6 @@ def _emit(rows: list[dict], fmt: str) -> None:
     else:
         from tabulate import tabulate
 
-        values = df.values.tolist()
         if fmt == "markdown":  # names and option values from result files must not shift columns or inject HTML
             from msde_bench.leaderboard import md_text
 
@@ -666,6 +666,8 @@ def explain(result, fold, out, n_pairs, cam, layer, tsne_train, compare):
 
     if compare != (len(result) == 2) or len(result) > 2:
         raise MsdeError("give one RESULT, or --compare with two")
+    if n_pairs < 1:
+        raise MsdeError(f"--n {n_pairs}: must be at least 1")
     path = run_explain(result[0], out, fold, n_pairs, cam, tsne_train, result[1] if compare else None, layer)
     click.echo(f"wrote {path / 'report.md'}")
 

@@ -123,6 +123,16 @@ def upgrade(obj: dict) -> dict:
     return obj
 
 
+def check_fold(fold: Any, path: str | os.PathLike, where: str) -> None:
+    """One fold record against FoldResult: keys, types, fractions in [0, 1] (a cell's record too)."""
+    if not isinstance(fold, dict):
+        raise ResultError(path, f"{where} is not an object")
+    _check_keys(fold, FoldResult, path, where)
+    for key in _FRACTIONS:
+        if not 0.0 <= fold[key] <= 1.0:
+            raise ResultError(path, f"{where}.{key} = {fold[key]} is not a fraction in [0, 1]")
+
+
 def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
     """Checks a loaded result against the schema (upgrading an older one); raises ResultError
     naming the file and field. Returns the (upgraded) result."""
@@ -136,12 +146,7 @@ def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
     if not obj["folds"]:
         raise ResultError(path, "no folds")
     for i, fold in enumerate(obj["folds"]):
-        if not isinstance(fold, dict):
-            raise ResultError(path, f"folds[{i}] is not an object")
-        _check_keys(fold, FoldResult, path, f"folds[{i}]")
-        for key in _FRACTIONS:
-            if not 0.0 <= fold[key] <= 1.0:
-                raise ResultError(path, f"folds[{i}].{key} = {fold[key]} is not a fraction in [0, 1]")
+        check_fold(fold, path, f"folds[{i}]")
     for block, keys in (("dataset", _DATASET_KEYS), ("protocol", _PROTOCOL_KEYS)):
         for key, kind in keys.items():
             if key not in obj[block]:

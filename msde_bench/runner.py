@@ -33,7 +33,7 @@ from msde_bench import results as R
 from msde_bench.atomic import check_writable
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
-from msde_bench.errors import MsdeError
+from msde_bench.errors import MsdeError, ResultError
 from msde_bench.factory import build_method, build_paradigm, method_provider
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
@@ -229,6 +229,10 @@ def _checked_cell(path: Path, cell: Cell) -> dict:
         raise MsdeError(f"{path}: was written by a different run spec; delete it to run the fold again")
     if obj.get("dataset", {}).get("fingerprint") != cell.dataset["fingerprint"]:
         raise MsdeError(f"{path}: the dataset changed since this fold ran; delete it to run the fold again")
+    try:  # checked now, not after the remaining folds have trained
+        R.check_fold(obj.get("record"), path, "record")
+    except ResultError as e:
+        raise MsdeError(f"{e}; delete it to run the fold again") from None
     return obj
 
 

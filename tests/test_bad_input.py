@@ -108,3 +108,35 @@ def test_two_processes_that_need_the_same_synthetic_set_both_get_it(tmp_path):
     (path,) = paths
     assert (Path(path) / "meta.json").is_file() and len(list((Path(path) / "MSD-E").iterdir())) > 0
     assert [p.name for p in (tmp_path / "home" / "datasets").iterdir() if p.name.startswith(".")] == []
+
+
+def test_written_files_and_folders_respect_the_umask(tmp_path):
+    import os
+
+    from msde_bench import results as R
+    from msde_bench.checkpoints import save_torch_atomic
+    from msde_bench.data.synth import variant_config, write_dataset
+
+    old = os.umask(0o022)
+    try:
+        R.write_json_atomic(tmp_path / "r.json", {"a": 1})
+        save_torch_atomic(tmp_path / "m.pt", {"a": torch.zeros(1)})
+        write_dataset(variant_config("tiny"), tmp_path / "set")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+    assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "set").stat().st_mode & 0o777 == 0o755  # mkdtemp alone gives 0700
+
+
+def test_explain_n_zero_and_results_show_integers(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    out = CliRunner().invoke(main, ["explain", str(tmp_path / "x.json"), "--n", "0"])
+    assert out.exit_code == 2 and out.output.strip() == "error: --n 0: must be at least 1"
+    from tests.test_leaderboard import make_result, write
+
+    d = write(tmp_path / "r", make_result())
+    shown = CliRunner().invoke(main, ["results", "--results", str(d), "show", make_result()["run_id"]])
+    assert shown.exit_code == 0, shown.output
+    first = next(ln for ln in shown.output.splitlines() if ln.strip().startswith("0 "))
+    assert first.split()[:3] == ["0", "1", "10"]  # fold, test subjects, pairs: integers, not 0.0 1.0 10.0

@@ -198,3 +198,27 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         R.write_json_atomic(path, {"a": float("nan")})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda c: c.write_text("[1, 2"), "not a readable cell file"),
+    (lambda c: c.write_text("[1, 2]"), "not an msde-bench cell file"),
+    (lambda c: c.write_text(json.dumps({**json.loads(c.read_text()),
+                                        "record": {**json.loads(c.read_text())["record"], "acc_masked": 1.5}})),
+     "record.acc_masked = 1.5 is not a fraction"),
+    (lambda c: c.write_text(json.dumps({**json.loads(c.read_text()), "record": "x"})), "record is not an object"),
+])
+def test_resume_refuses_a_damaged_cell_before_training_anything(tiny_root, tmp_path, monkeypatch, damage, message):
+    ds = read_msde(tiny_root)
+    spec = _spec(tiny_root)
+    real = _kill_in_fold(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(spec, ds, tmp_path, show_progress=False)
+    (cells,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    damage(cells / "fold0.json")
+    ran = []
+    monkeypatch.setattr(runner, "run_fold", lambda *a, **kw: ran.append(1) or real(*a, **kw))
+    with pytest.raises(MsdeError, match=message) as e:
+        runner.run(spec, ds, tmp_path, resume=True, show_progress=False)
+    assert str(e.value).startswith(str(cells / "fold0.json")) and "delete it to run the fold again" in str(e.value)
+    assert ran == []  # refused before fold 1 trained

@@ -27,7 +27,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 
 from msde_bench import CLASS_NAMES
-from msde_bench.atomic import check_writable
+from msde_bench.atomic import check_writable, current_umask
 from msde_bench.data.face_masks import FaceFrame, draw_mask, rgb
 from msde_bench.errors import MsdeError
 from msde_bench.home import cache_home
@@ -359,6 +359,7 @@ def write_dataset(cfg: SynthConfig, out: str | os.PathLike, progress=None) -> Pa
         meta = dict(kind="msde-bench synthetic", synth_version=SYNTH_VERSION, config=asdict(cfg),
                     n_pairs=len(pairs), n_subjects=cfg.subjects, mask_kinds=dict(sorted(counts["mask"].items())))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
