@@ -93,7 +93,7 @@ def _settings(options, device: str, data: str | None, recipe: str | None, init: 
 
 
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
-             resume: bool = False, console: Console | None = None, progress: bool | None = None,
+             resume: bool = False, console: Console | None = None, progress: bool | str | None = None,
              save_models: bool | None = None) -> tuple[dict, Path]:
     """Runs a ready spec (e.g. one read back from a result file); returns (result, path)."""
     dataset = dataset or factory.load_dataset(spec.data)
@@ -104,7 +104,7 @@ def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | 
 def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
                   recipe: str | None = None, protocol: str | None = None, options=(), out: str | Path = "results",
                   device: str = "auto", init: str | None = None, resume: bool = False, console: Console | None = None,
-                  progress: bool | None = False, save_models: bool | None = None,
+                  progress: bool | str | None = False, save_models: bool | None = None,
                   **overrides: Any) -> tuple[dict, Path]:
     """One model with one paradigm under the MSD-E protocol, exactly as `msde-bench run`; returns
     (result, path of the result file)."""
@@ -116,7 +116,7 @@ def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: 
 
 def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recipe: str | None = None,
                       protocol: str | None = None, options=(), out: str | Path = "results", device: str = "auto",
-                      init: str | None = None, console: Console | None = None, progress: bool | None = False,
+                      init: str | None = None, console: Console | None = None, progress: bool | str | None = False,
                       quirks: str = "none", **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
     reused); returns [{title, result, path}] in row order."""

@@ -17,6 +17,7 @@ from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
 from msde_bench.options import QUIRK_SETS
+from msde_bench.progress import PROGRESS_MODES
 from msde_bench.protocol import PROTOCOLS
 from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
 
@@ -66,7 +67,8 @@ def run_options(*, single: bool):
                          help="Folder for the result files (and each fold's cell and model under <run_id>/)."),
             click.option("--recipe", type=click.Choice(RECIPE_NAMES), default=None,
                          help="paper: the reference code's setup; quick: CPU-sized; official: the method's own "
-                              "published recipe [default: paper with a GPU or --data, quick otherwise]."),
+                              "published recipe [default: paper with a GPU or a --data folder, quick on a CPU with the "
+                              "embedded set (no --data or synth:VARIANT)]."),
             click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
                          help="clean: seeded subject-disjoint k-fold, last epoch; faithful: the reference code's "
                               "15-ID windows with best epoch chosen on the test fold; holdout: the official "
@@ -109,7 +111,11 @@ def run_options(*, single: bool):
                          help="Initialise the backbone from a local checkpoint (classifier head ignored)."),
             click.option("--pretrained", is_flag=True, default=None,
                          help="Ask timm for pretrained weights (needs network access)."),
-            click.option("--progress/--no-progress", default=None, help="Show progress bars [default: on a terminal]."),
+            click.option("--progress", type=click.Choice(PROGRESS_MODES), default="auto",
+                         help="bar: progress bars; lines: one plain line per epoch (fold, epoch, loss terms, "
+                              "training accuracy, lr, seconds), for logs, CI and SLURM jobs; none; auto: bar on a "
+                              "terminal, lines otherwise."),
+            click.option("--no-progress", "no_progress", is_flag=True, help="The same as --progress none."),
         ]
         if single:
             opts.insert(1, click.option("--paradigm", default="baseline",
@@ -143,7 +149,7 @@ def _header(console, spec, dev) -> None:
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-        batch_size, lr, seed, device, opts, init, pretrained, progress, spec_file, resume, save_models):
+        batch_size, lr, seed, device, opts, init, pretrained, progress, no_progress, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -186,10 +192,17 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
                                          pretrained=pretrained)
         dev = spec.device
     _header(console, spec, dev)
-    result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
+    result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
+                                progress="none" if no_progress else progress,
                                 save_models=save_models)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
+    models = [path.parent / f["model_file"] for f in result["folds"] if f.get("model_file")]
+    models = [m for m in models if m.is_file()]
+    if models:
+        size = sum(m.stat().st_size for m in models) / 1e6
+        click.echo(f"fold models (for msde-bench explain): {models[0].parent} ({len(models)} files, {size:.0f} MB; "
+                   "--no-save-models skips them)")
 
 
 def summary_table(result: dict) -> str:
@@ -207,7 +220,7 @@ def summary_table(result: dict) -> str:
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-            batch_size, lr, seed, device, opts, init, pretrained, progress, fmt):
+            batch_size, lr, seed, device, opts, init, pretrained, progress, no_progress, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -228,7 +241,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
     console = Console(stderr=True)
     threads_default()
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
-                                 device=device, init=init, console=console, progress=progress, epochs=epochs,
+                                 device=device, init=init, console=console,
+                                 progress="none" if no_progress else progress, epochs=epochs,
                                  folds=folds, budget=budget, precision=precision, quirks=quirks, run_folds=run_folds,
                                  image_size=image_size, batch_size=batch_size,
                                  lr=lr, seed=seed, pretrained=pretrained)
@@ -463,7 +477,9 @@ def methods(name):
 @main.command(context_settings=dict(show_default=True))
 @click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Folder of result files (repeatable) [default: leaderboard/results].")
-@click.option("--output", type=click.Path(dir_okay=False), default="leaderboard/README.md")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="The markdown file to write, or - for standard output [default: leaderboard/README.md; with "
+                   "--results, standard output, so that your own runs never overwrite the committed leaderboard].")
 @click.option("--check", is_flag=True, help="Do not write: exit 1 with a diff summary if OUTPUT is out of date.")
 @click.option("--strict", is_flag=True, help="Fail on a malformed result file instead of skipping it.")
 @click.option("--notes", type=click.Path(dir_okay=False), default=None,
@@ -481,12 +497,21 @@ def leaderboard(results_dirs, output, check, strict, notes):
       msde-bench leaderboard
       msde-bench leaderboard --check
     """
-    from msde_bench.leaderboard import DEFAULT_NOTES, DEFAULT_RESULTS, write_or_check
+    from msde_bench.leaderboard import DEFAULT_NOTES, DEFAULT_RESULTS, render_dirs, write_or_check
 
     dirs = [Path(d) for d in results_dirs] or [DEFAULT_RESULTS]
     if notes is not None and not Path(notes).is_file():
         raise MsdeError(f"--notes {notes}: file not found")
-    ok, message = write_or_check(dirs, Path(output), check, strict, Path(notes) if notes else DEFAULT_NOTES)
+    notes_path = Path(notes) if notes else DEFAULT_NOTES
+    if output is None:
+        output = "-" if results_dirs else "leaderboard/README.md"
+    if output == "-":
+        if check:
+            raise MsdeError("--check compares a file: give --output FILE")
+        text, _, _ = render_dirs(dirs, strict, notes_path)
+        click.echo(text, nl=False)
+        return
+    ok, message = write_or_check(dirs, Path(output), check, strict, notes_path)
     click.echo(message, err=not ok)
     if not ok:
         sys.exit(1)

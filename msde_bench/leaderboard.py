@@ -449,14 +449,19 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
     return "\n".join(out) + "\n"
 
 
+def render_dirs(results_dirs: list[Path], strict: bool = False, notes: Path | None = None) -> tuple[str, list, list]:
+    """(markdown, results, problems) of the result files in the folders."""
+    results, problems = load_all(results_dirs, strict)
+    return render(results, problems, [str(d) for d in results_dirs], read_notes(notes)), results, problems
+
+
 def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: bool,
                    notes: Path | None = None) -> tuple[bool, str]:
     """Renders (with the row notes of `notes`, a TOML file; read_notes); writes `output`
     (atomically) or, with `check`, compares it. Returns (ok, message)."""
     if not check:
         check_writable(output.parent, "folder")
-    results, problems = load_all(results_dirs, strict)
-    text = render(results, problems, [str(d) for d in results_dirs], read_notes(notes))
+    text, results, problems = render_dirs(results_dirs, strict, notes)
     if check:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current == text:

@@ -1,7 +1,10 @@
 """The progress display of a run: rich bars for fold, epoch and batch, with the running loss,
-training accuracy and, at the end of each epoch, every loss term."""
+training accuracy and, at the end of each epoch, every loss term (`bar`, on a terminal); or one
+plain line per epoch (`lines`, for logs, CI and SLURM jobs); or nothing (`none`)."""
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,16 +17,32 @@ def epoch_line(record: dict) -> str:
     return head + (" · " + " ".join(terms) if terms else "")
 
 
-class RunProgress:
-    """rich progress bars for fold, epoch and batch, with running loss and accuracy."""
+#: --progress values; auto is bar on a terminal, lines otherwise
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
 
-    def __init__(self, console: Console, n_folds: int, epochs: int, enabled: bool):
+
+def progress_mode(setting: str | bool | None, console: Console) -> str:
+    """bar, lines or none from a --progress value (True/False/None: bar/none/auto, for the API)."""
+    mode = {None: "auto", True: "bar", False: "none"}.get(setting, setting)  # type: ignore[arg-type]
+    if mode not in PROGRESS_MODES:
+        raise ValueError(f"unknown progress mode {setting!r}; choose one of {', '.join(PROGRESS_MODES)}")
+    return ("bar" if console.is_terminal else "lines") if mode == "auto" else mode
+
+
+class RunProgress:
+    """rich progress bars for fold, epoch and batch with running loss and accuracy (mode `bar`),
+    one plain line per epoch (`lines`), or nothing (`none`)."""
+
+    def __init__(self, console: Console, n_folds: int, epochs: int, mode: str | bool):
         self.console = console
-        self.enabled = enabled
+        self.mode = mode if isinstance(mode, str) else ("bar" if mode else "none")
+        self.n_epochs = epochs
+        self.fold = 0
+        self.t_epoch = time.perf_counter()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
-            disable=not enabled,
+            disable=self.mode != "bar",
         )
         self.folds = self.progress.add_task("folds", total=n_folds, info="")
         self.epochs = self.progress.add_task("epochs", total=epochs, info="")
@@ -37,6 +56,7 @@ class RunProgress:
         return self.progress.__exit__(*exc)
 
     def start_fold(self, fold: int) -> None:
+        self.fold = fold
         self.progress.update(self.folds, description=f"fold {fold}")
         self.progress.reset(self.epochs)
 
@@ -44,6 +64,7 @@ class RunProgress:
         self.progress.advance(self.folds)
 
     def start_epoch(self, epoch: int, steps: int) -> None:
+        self.t_epoch = time.perf_counter()
         self.progress.reset(self.steps, total=steps)
         self.progress.update(self.epochs, description=f"epoch {epoch + 1}")
 
@@ -52,3 +73,7 @@ class RunProgress:
 
     def end_epoch(self, epoch: int, record: dict) -> None:
         self.progress.update(self.epochs, advance=1, info=epoch_line(record))
+        if self.mode == "lines":
+            self.console.print(f"fold {self.fold} epoch {epoch + 1}/{self.n_epochs} · {epoch_line(record)} · "
+                               f"lr {record['lr']:.3g} · {time.perf_counter() - self.t_epoch:.1f} s",
+                               highlight=False, markup=False)

@@ -37,7 +37,7 @@ from msde_bench.errors import MsdeError, ResultError
 from msde_bench.factory import build_method, build_paradigm, method_provider
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
-from msde_bench.progress import RunProgress
+from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed
 from msde_bench.training import Trainer, evaluate
 
@@ -59,8 +59,10 @@ def with_protocol(spec: RunSpec, dataset: PairedDataset, protocol: str | None = 
 
 
 def default_recipe(data: str | None, device: torch.device) -> str:
-    """`paper` with a GPU or with --data, `quick` otherwise (the CPU preset on the embedded set)."""
-    return "paper" if (data is not None or device.type != "cpu") else "quick"
+    """`paper` with a GPU or with a dataset folder (--data DIR), `quick` otherwise: on a CPU the
+    embedded synthetic set (no --data, or --data synth:VARIANT) keeps the CPU preset."""
+    on_folder = data is not None and not data.startswith("synth:")
+    return "paper" if (on_folder or device.type != "cpu") else "quick"
 
 
 # ------------------------------------------------------------------------------------------
@@ -313,7 +315,7 @@ def merge_all(out: str | Path) -> list[Path]:
 
 
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
-        console: Console | None = None, show_progress: bool | None = None,
+        console: Console | None = None, show_progress: bool | str | None = None,
         save_models: bool | None = None) -> tuple[dict, Path]:
     """Runs every selected fold of a spec as cells and writes the result file; returns (result, path).
 
@@ -337,8 +339,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     if save_models is None:
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)
-    show = console.is_terminal if show_progress is None else show_progress
-    with RunProgress(console, len(cells), spec.epochs, show) as progress:
+    with RunProgress(console, len(cells), spec.epochs, progress_mode(show_progress, console)) as progress:
         for cell in cells:
             if cell.fold in done:
                 progress.end_fold()
