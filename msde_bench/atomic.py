@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +58,24 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder") -> Pa
     except OSError as e:
         raise MsdeError(f"{folder}: cannot write to this {what} ({e.strerror or type(e).__name__})") from None
     return folder
+
+
+#: an atomic write's temporary file older than this was left by a process killed mid-write
+STALE_SECONDS = 24 * 3600
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Removes the hidden `.NAME.*.tmp` files of atomic writes in `folder` that are older than
+    `older_than` seconds (a kill between writing and renaming leaves one; a younger one may belong
+    to a write in progress and is kept). Returns what it removed."""
+    folder, now, removed = Path(folder), time.time(), []
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(".*.tmp"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > older_than:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            pass  # removed by another process meanwhile
+    return removed

@@ -30,7 +30,7 @@ from msde_bench import __version__
 from msde_bench import metrics as M
 from msde_bench import protocol as P
 from msde_bench import results as R
-from msde_bench.atomic import check_writable
+from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError, ResultError
@@ -327,6 +327,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     console = console or Console(stderr=True)
     out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     cells, folds = cells_of(spec, dataset)
+    for folder in (out_dir, cells[0].path(out_dir).parent):
+        remove_stale_temporaries(folder)
     final = out_dir / f"{spec.run_id(dataset.name)}.json"
     if resume and final.exists():
         result = R.load(final)

@@ -140,3 +140,21 @@ def test_explain_n_zero_and_results_show_integers(tmp_path):
     assert shown.exit_code == 0, shown.output
     first = next(ln for ln in shown.output.splitlines() if ln.strip().startswith("0 "))
     assert first.split()[:3] == ["0", "1", "10"]  # fold, test subjects, pairs: integers, not 0.0 1.0 10.0
+
+
+def test_temporaries_of_a_killed_write_are_removed_once_stale(tmp_path):
+    import os
+    import time
+
+    from msde_bench.atomic import STALE_SECONDS, remove_stale_temporaries
+
+    old = tmp_path / ".fold0.json.abc123.tmp"
+    fresh = tmp_path / ".fold1.json.def456.tmp"
+    keep = tmp_path / "fold0.json"
+    for p in (old, fresh, keep):
+        p.write_text("{}")
+    past = time.time() - STALE_SECONDS - 60
+    os.utime(old, (past, past))
+    os.utime(keep, (past, past))
+    assert remove_stale_temporaries(tmp_path) == [old]
+    assert not old.exists() and fresh.exists() and keep.exists()  # a young one may be a write in progress

@@ -213,7 +213,7 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_runs(tiny_ro
     blocker.write_text("not a folder")
     path = _grid(tmp_path, GRID, root=tiny_root)
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(blocker / "out")])
-    assert res.exit_code == 2 and "cannot create the output folder" in res.output
+    assert res.exit_code == 2 and f"{blocker}/out: cannot write to this results folder" in res.output
 
 
 def test_a_requeued_slurm_cell_is_the_same_task():
