@@ -289,6 +289,44 @@ def figure_confusion(ex: Explained, path: Path) -> dict:
     return out
 
 
+def fold_record(ex: Explained) -> dict:
+    return next(f for f in ex.result["folds"] if f["fold"] == ex.fold)
+
+
+def figure_curves(ex: Explained, path: Path) -> bool:
+    """The fold's training curves from the result's train_history: every loss term per epoch
+    (log scale when all are positive), training accuracy, learning rate. False when the result
+    records no history (older results)."""
+    history = fold_record(ex).get("train_history") or []
+    if not history:
+        return False
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    terms = [k for k in history[0] if k not in ("epoch", "train_acc", "lr")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for k in terms:
+        axes[0].plot(epochs, [h.get(k, np.nan) for h in history], marker="o", ms=3, lw=2 if k == "loss" else 1,
+                     label=k)
+    if all(h.get(k, 1) > 0 for h in history for k in terms):
+        axes[0].set_yscale("log")
+    axes[0].set_title("loss terms (training, mean per epoch)", fontsize=9)
+    axes[0].legend(fontsize=6, ncol=2)
+    axes[1].plot(epochs, [h["train_acc"] for h in history], marker="o", ms=3, color="tab:green")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("training accuracy", fontsize=9)
+    axes[2].plot(epochs, [h["lr"] for h in history], marker="o", ms=3, color="tab:gray")
+    axes[2].set_yscale("log")
+    axes[2].set_title("learning rate (at the start of the epoch)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{ex.spec.model} · {ex.spec.paradigm} · fold {ex.fold}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
 def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | None = None) -> None:
     """Per class: the mean CAM of the non-masked and of the masked test images (each for its true
     class) and their difference (masked - non-masked: where the model looks more when masked)."""
@@ -348,6 +386,10 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
         figure_confusion(ex_i, out / f"confusion{sfx}.png")
         figs.append((f"confusion{sfx}.png", f"Confusion matrices ({ex_i.spec.paradigm}) of the test fold, rows "
                                             "normalised to sum to 1, counts in brackets."))
+        if figure_curves(ex_i, out / f"curves{sfx}.png"):
+            figs.append((f"curves{sfx}.png", f"Training curves of this fold ({ex_i.spec.paradigm}): every loss term "
+                                             "the paradigm and the method recorded per epoch, training accuracy and "
+                                             "learning rate (the result's train_history)."))
         figure_attention_shift(ex_i, cam, out / f"attention_shift{sfx}.png", layer)
         figs.append((f"attention_shift{sfx}.png", f"Mean {cam} over the test fold per expression ({ex_i.spec.paradigm}) "
                                                   "for each view, and masked − non-masked (red: looked at more when "

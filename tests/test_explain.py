@@ -54,10 +54,10 @@ def test_explain_writes_every_figure(two_runs, tmp_path):
     assert res.exit_code == 0, res.output
     cam = _png(out / "gradcam_pairs.png")
     assert cam.shape[0] > cam.shape[1]  # 7 rows of 4 columns
-    for name in ("tsne.png", "confusion.png", "attention_shift.png"):
+    for name in ("tsne.png", "confusion.png", "attention_shift.png", "curves.png"):
         _png(out / name)
     report = (out / "report.md").read_text()
-    for name in ("gradcam_pairs.png", "tsne.png", "confusion.png", "attention_shift.png"):
+    for name in ("gradcam_pairs.png", "tsne.png", "confusion.png", "attention_shift.png", "curves.png"):
         assert f"![{name}]({name})" in report
     meta = json.loads((out / "explain.json").read_text())
     assert len(meta["pairs"]) == 7 and meta["fold"] == 1
@@ -130,3 +130,17 @@ def test_cam_target_layer_for_backbones_and_every_plugin(model):
     with GradCAM(model=_Logits(method), target_layers=[layer], reshape_transform=reshape) as cam:
         maps = cam(input_tensor=torch.randn(2, 3, 96, 96), targets=[ClassifierOutputTarget(0)] * 2)
     assert maps.shape == (2, 96, 96) and np.isfinite(maps).all()
+
+
+def test_curves_need_a_recorded_history(tmp_path):
+    from types import SimpleNamespace
+
+    from msde_bench.explain import figure_curves
+
+    spec = SimpleNamespace(model="resnet18", paradigm="contrastive")
+    old = SimpleNamespace(result={"folds": [{"fold": 0}]}, fold=0, spec=spec)
+    assert figure_curves(old, tmp_path / "a.png") is False and not (tmp_path / "a.png").exists()
+    history = [dict(epoch=e, loss=2.0 / e, align=0.01 / e, train_acc=0.2 * e, lr=1e-3) for e in (1, 2, 3)]
+    new = SimpleNamespace(result={"folds": [{"fold": 0, "train_history": history}]}, fold=0, spec=spec)
+    assert figure_curves(new, tmp_path / "b.png") is True
+    _png(tmp_path / "b.png")

@@ -317,3 +317,15 @@ def test_mistyped_result_files_are_reported_and_skipped(tmp_path, how, problem):
     assert strict.exit_code == 2 and problem in strict.output and "Traceback" not in strict.output
     listed = CliRunner().invoke(main, ["results", "--results", str(d)])
     assert listed.exit_code == 0 and "skipped" in listed.output and problem in listed.output
+
+
+def test_each_table_describes_its_own_dataset():
+    synth = make_result()
+    synth["dataset"] = dict(synth["dataset"], root="synth:small")
+    real = make_result(paradigm="contrastive")
+    real["dataset"] = dict(name="msd-e", fingerprint="f00d", n_pairs=1960, n_subjects=142, root="/data/MSD-E")
+    text = render([dict(synth, _path="a"), dict(real, _path="b")], [], ["x"])
+    sections = {part.split(" ", 1)[0]: part for part in text.split("\n## ")[1:]}
+    assert "Smoke numbers on the embedded synthetic set `synth:small`" in sections["synth-small"]
+    assert "_Dataset msd-e (1960 pairs of 142 subjects, fingerprint `f00d`)" in sections["msd-e"]
+    assert "Smoke numbers" not in sections["msd-e"] and "Smoke numbers" not in text.split("\n## ")[0]
