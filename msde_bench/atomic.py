@@ -36,6 +36,16 @@ def current_umask() -> int:
     return mask
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` to a temporary file beside `path`, fsyncs it and renames it into place."""
+    path = Path(path)
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Writes `text` (UTF-8) to a temporary file beside `path`, fsyncs it and renames it into place."""
     path = Path(path)
