@@ -1,0 +1,160 @@
+"""The leaderboard as one self-contained web page (`leaderboard/index.html`): no CDN, no other
+file, works from file:// and GitHub Pages. A table per dataset and protocol that sorts by any
+column and filters by method, paradigm and recipe, the figures, and a row's details on click
+(settings, per-fold numbers, a link to its result JSON).
+
+Everything from result files reaches the page as JSON data and is put into the document with
+`textContent`, never as HTML, so a name in a contributed result cannot inject markup."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+_COLUMNS = [  # (key, title): what the table shows, in order
+    ("rank", "#"), ("model", "model"), ("paradigm", "paradigm"), ("backbone", "backbone"), ("recipe", "recipe"),
+    ("init", "init"), ("acc_non_masked", "non-masked"), ("acc_masked", "masked"), ("acc_overall", "overall"),
+    ("mask_gap", "mask gap"), ("pair_agreement", "pair agreement"), ("macro_f1_masked", "macro-F1 masked"),
+    ("runs", "folds × seeds"), ("train_seconds", "train time / fold (s)"), ("provider", "method from"),
+]
+_FOLD_KEYS = ("fold", "n_test_pairs", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement",
+              "macro_f1_masked", "train_seconds")
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
+.note { color: #555; max-width: 70em; }
+table.board { border-collapse: collapse; font-size: 0.85em; margin-top: 0.6em; }
+table.board th, table.board td { border-bottom: 1px solid #ddd; padding: 0.3em 0.5em; text-align: left; }
+table.board th { cursor: pointer; background: #f3f3f3; user-select: none; white-space: nowrap; }
+table.board th.sorted-asc::after { content: " ▲"; } table.board th.sorted-desc::after { content: " ▼"; }
+table.board tr.row:hover { background: #f6f9ff; cursor: pointer; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.details td { background: #fafafa; font-size: 0.95em; }
+.filters select { margin-right: 1em; }
+img.figure { max-width: 48%; margin: 0.5em 1% 0 0; border: 1px solid #eee; }
+"""
+
+_SCRIPT = r"""
+const DATA = JSON.parse(document.getElementById("data").textContent);
+function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls; return e; }
+function fmt(v) { return (v === null || v === undefined) ? "–" :
+  (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(3)) : String(v)); }
+function cell(row, key) {
+  const v = row[key];
+  if (v && typeof v === "object" && "mean" in v) {
+    let t = v.mean.toFixed(3) + " ± " + v.std.toFixed(3);
+    if (v.ci) t += " [" + v.ci[0].toFixed(3) + ", " + v.ci[1].toFixed(3) + "]";
+    return t;
+  }
+  return key === "train_seconds" ? Number(v).toFixed(1) : String(v);
+}
+function sortValue(row, key) { const v = row[key]; return (v && typeof v === "object") ? v.mean : v; }
+function buildTable(table, section) {
+  const filters = el("div", undefined, "filters");
+  const selects = {};
+  for (const key of ["model", "paradigm", "recipe"]) {
+    const s = el("select"); s.dataset.filter = key; s.appendChild(el("option", "every " + key));
+    s.options[0].value = "";
+    for (const v of [...new Set(table.rows.map(r => r[key]))].sort()) { const o = el("option", v); o.value = v;
+      s.appendChild(o); }
+    s.addEventListener("change", render); selects[key] = s; filters.appendChild(s);
+  }
+  section.appendChild(filters);
+  const t = el("table", undefined, "board"); const head = el("tr"); const body = el("tbody");
+  let sortKey = null, sortDir = 1;
+  for (const [key, title] of DATA.columns) {
+    const th = el("th", title); th.dataset.key = key;
+    th.addEventListener("click", () => { sortDir = (sortKey === key) ? -sortDir : (key === "rank" ? 1 : -1);
+      sortKey = key; for (const h of head.children) h.className = "";
+      th.className = sortDir > 0 ? "sorted-asc" : "sorted-desc"; render(); });
+    head.appendChild(th);
+  }
+  const thead = el("thead"); thead.appendChild(head); t.appendChild(thead); t.appendChild(body);
+  section.appendChild(t);
+  function details(row) {
+    const tr = el("tr", undefined, "details"); const td = el("td"); td.colSpan = DATA.columns.length;
+    td.appendChild(el("div", "runs: " + row.run_ids.join(", ")));
+    const link = el("a", "result JSON"); link.href = row.result_file; td.appendChild(link);
+    td.appendChild(el("div", "settings: " + Object.entries(row.settings).map(([k, v]) => k + "=" +
+      (typeof v === "object" ? JSON.stringify(v) : v)).join(", ")));
+    const ft = el("table", undefined, "folds"); const fh = el("tr");
+    for (const k of DATA.fold_keys) fh.appendChild(el("th", k)); ft.appendChild(fh);
+    for (const f of row.folds) { const fr = el("tr"); for (const k of DATA.fold_keys) fr.appendChild(el("td",
+      fmt(f[k]), "num")); ft.appendChild(fr); }
+    td.appendChild(ft); tr.appendChild(td); return tr;
+  }
+  function render() {
+    body.textContent = "";
+    let rows = table.rows.filter(r => Object.entries(selects).every(([k, s]) => !s.value || r[k] === s.value));
+    if (sortKey) rows = rows.slice().sort((a, b) => { const x = sortValue(a, sortKey), y = sortValue(b, sortKey);
+      return (x < y ? -1 : x > y ? 1 : 0) * sortDir; });
+    for (const row of rows) {
+      const tr = el("tr", undefined, "row"); tr.dataset.model = row.model; tr.dataset.paradigm = row.paradigm;
+      for (const [key] of DATA.columns) tr.appendChild(el("td", cell(row, key), key === "model" ? "" : "num"));
+      tr.addEventListener("click", () => { const next = tr.nextSibling;
+        if (next && next.className === "details") next.remove(); else tr.after(details(row)); });
+      body.appendChild(tr);
+    }
+  }
+  render();
+}
+const main = document.getElementById("tables");
+for (const table of DATA.tables) {
+  const section = el("section"); section.appendChild(el("h2", table.title));
+  section.appendChild(el("p", table.note, "note"));
+  buildTable(table, section);
+  for (const fig of table.figures) { const img = el("img", undefined, "figure"); img.src = fig.src; img.alt = fig.alt;
+    section.appendChild(img); }
+  main.appendChild(section);
+}
+"""
+
+
+def _html_safe(text: str) -> str:
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _svg_data(data: bytes) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(data).decode()
+
+
+def page(tables: list[dict], intro: str) -> str:
+    """The HTML page. `tables`: [{title, note, rows: [row dict], figures: [{alt, svg bytes}]}]."""
+    data = dict(columns=_COLUMNS, fold_keys=_FOLD_KEYS,
+                tables=[dict(title=t["title"], note=t["note"], rows=t["rows"],
+                             figures=[dict(alt=f["alt"], src=_svg_data(f["svg"])) for f in t["figures"]])
+                        for t in tables])
+    # JSON inside HTML: < > & as \u escapes, so no text from a result file can close the element
+    blob = _html_safe(json.dumps(data, sort_keys=True, ensure_ascii=True))
+    intro_text = _html_safe(json.dumps(intro)[1:-1])
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"generator\" content=\"msde-bench leaderboard\">\n<title>msde-bench leaderboard</title>\n"
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>msde-bench leaderboard</h1>\n"
+        f"<p class=\"note\" id=\"intro\"></p>\n<div id=\"tables\"></div>\n"
+        f"<script type=\"application/json\" id=\"data\">{blob}</script>\n"
+        f"<script>document.getElementById(\"intro\").textContent = \"{intro_text}\";\n{_SCRIPT}</script>\n"
+        "</body>\n</html>\n")
+
+
+def row_data(rec: dict, row, rank: int | None, result_dir: Path) -> dict:
+    """One row of the page from leaderboard.frame's record and its Row."""
+    out = {"rank": rank if rank is not None else "–", "model": rec["model"],
+           "paradigm": rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else ""),
+           "backbone": rec["backbone"], "recipe": rec["recipe"], "init": rec["init"],
+           "runs": f"{rec['folds']} × {rec['seeds']}", "train_seconds": round(float(rec["train_seconds"]), 1),
+           "provider": rec["provider"], "run_ids": [r["run_id"] for r in row.runs]}
+    for key in ("acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement", "macro_f1_masked"):
+        ci = rec[f"{key}_ci"]
+        out[key] = dict(mean=round(float(rec[f"{key}_mean"]), 6), std=round(float(rec[f"{key}_std"]), 6),
+                        ci=None if ci is None else [round(float(ci[0]), 6), round(float(ci[1]), 6)])
+    run = row.runs[0]
+    out["settings"] = run["spec"]
+    out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k)) for k in _FOLD_KEYS}
+                    for r in row.runs for f in r["folds"]]
+    out["result_file"] = os.path.relpath(run["_path"], result_dir).replace(os.sep, "/")
+    return out

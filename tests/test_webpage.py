@@ -1,0 +1,99 @@
+"""The leaderboard web page in a real browser: headless Chromium driven by Selenium loads
+`index.html` from file://, sorts a column, filters a paradigm, opens a row's details, and keeps a
+screenshot (build/test-artifacts/leaderboard.png, or $MSDE_TEST_ARTIFACTS). Without a browser the
+test fails and says how to install one (`.ci/run` installs it)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msde_bench.cli import main
+from tests.test_leaderboard import make_result, write
+
+ARTIFACTS = Path(os.environ.get("MSDE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "build" / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                    None)
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("no headless browser for the web page test: install Chromium and its driver (Debian: "
+                    "apt-get install chromium chromium-driver; .ci/run does it)")
+    opts = Options()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100",
+                "--allow-file-access-from-files"):
+        opts.add_argument(arg)
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    yield b
+    b.quit()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    d = tmp_path_factory.mktemp("results")
+    evil = make_result(model="x<img src=q onerror=window.pwned=1>", nm=(0.3, 0.2), m=(0.2, 0.1))
+    write(d, make_result(nm=(0.8, 0.7), m=(0.5, 0.4)), make_result(paradigm="contrastive", nm=(0.6, 0.5), m=(0.6, 0.5)),
+          make_result(model="scn", nm=(0.7, 0.6), m=(0.3, 0.3)), evil)
+    out = d.parent / "site" / "README.md"
+    res = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    return out.parent / "index.html"
+
+
+def _rows(browser):
+    from selenium.webdriver.common.by import By
+
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in browser.find_elements(By.CSS_SELECTOR,
+                                                                                                 "tr.row")]
+
+
+def test_the_page_sorts_filters_and_shows_details_in_a_browser(browser, page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(page.as_uri())
+    rows = _rows(browser)
+    assert len(rows) == 4
+    assert [r[1] for r in rows][:3] == ["resnet18", "resnet18", "scn"]  # ranked by masked accuracy: 0.55, 0.45, 0.3
+    assert rows[0][2] == "contrastive" and rows[0][7].startswith("0.550 ± ")
+    # a name from a result file is text, never markup
+    assert browser.execute_script("return window.pwned === undefined")
+    assert "x<img src=q onerror=window.pwned=1>" in [r[1] for r in rows]
+    # sort by non-masked accuracy: descending on the first click, ascending on the second
+    header = next(th for th in browser.find_elements(By.CSS_SELECTOR, "table.board th") if th.text == "non-masked")
+    header.click()
+    assert [r[6][:5] for r in _rows(browser)] == ["0.750", "0.650", "0.550", "0.250"]
+    header.click()
+    assert [r[6][:5] for r in _rows(browser)] == ["0.250", "0.550", "0.650", "0.750"]
+    # filter one paradigm
+    Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter=paradigm]")).select_by_value("contrastive")
+    assert [(r[1], r[2]) for r in _rows(browser)] == [("resnet18", "contrastive")]
+    # a row's details: settings, per-fold numbers, a link to its result file
+    browser.find_element(By.CSS_SELECTOR, "tr.row").click()
+    details = browser.find_element(By.CSS_SELECTOR, "tr.details")
+    assert "settings: " in details.text and "paradigm=contrastive" in details.text
+    assert len(details.find_elements(By.CSS_SELECTOR, "table.folds tr")) == 3  # header + 2 folds
+    link = details.find_element(By.TAG_NAME, "a").get_attribute("href")
+    assert link.startswith("file://") and link.endswith(".json") and Path(link[len("file://"):]).is_file()
+    Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter=paradigm]")).select_by_value("")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "img.figure")) == 2
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "leaderboard.png"))
+    assert (ARTIFACTS / "leaderboard.png").stat().st_size > 10_000
+
+
+def test_the_page_is_one_self_contained_file(page):
+    html = page.read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # no CDN
+    assert "<script src" not in html and "<link" not in html and "data:image/svg+xml;base64," in html
+    assert "<img src=q" not in html and "\\u003cimg src=q" in html  # in the JSON data, < escaped
