@@ -33,6 +33,7 @@ from msde_bench.models.base import Method
 from msde_bench.options import QUIRKS, Option, is_method_key, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
 from msde_bench.spec import RECIPES, RunSpec, derive_seed
+from msde_bench.training import channels_last
 
 TEACHER_FORMAT = "msde-bench/teacher/1"
 
@@ -112,6 +113,8 @@ class Distill(Paradigm):
             ctx.say(f"[yellow]warning[/]: {source} records no training subjects; cannot check that it "
                     "never saw this fold's test subjects")
         teacher = teacher.to(ctx.device).eval()
+        if channels_last(ctx.device):  # as the student and a freshly trained teacher (the fast layout on CUDA)
+            teacher = teacher.to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
             p.grad = None  # a freshly trained teacher still holds its last step's gradients
