@@ -93,7 +93,8 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
         bare_model = bare_model.to(memory_format=torch.channels_last)
         nm = nm.contiguous(memory_format=torch.channels_last)
         m = m.contiguous(memory_format=torch.channels_last)
-    bare_opt = torch.optim.Adam(bare_model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    bare_opt = torch.optim.Adam(bare_model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
+                                **({"fused": True} if device.type == "cuda" else {}))  # as the harness's
     bare_model.train()
     trainer.method.train()
     batch = Batch(nm, m, y, None, torch.arange(batch_size, device=device))

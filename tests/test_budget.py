@@ -155,3 +155,13 @@ def test_one_computation_has_one_budget_label():
 
     rows = dict(build_specs("resnet18", "paper", {}, data=None))
     assert rows["baseline (mixed)"].budget == "steps" and rows["contrastive"].budget == "epochs"
+
+
+def test_the_optimiser_is_fused_on_cuda_only():
+    from msde_bench.training import make_optimizer
+
+    params = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
+    for optimizer in ("adam", "sgd"):
+        spec = RunSpec(optimizer=optimizer)
+        assert make_optimizer(spec, params, torch.device("cuda")).defaults["fused"] is True
+        assert not make_optimizer(spec, params, torch.device("cpu")).defaults.get("fused")
