@@ -68,6 +68,10 @@ class RunProgress:
         self.progress.reset(self.steps, total=steps)
         self.progress.update(self.epochs, description=f"epoch {epoch + 1}")
 
+    def wants_batches(self) -> bool:
+        """Whether per-batch updates are shown (bars); the trainer reads the running loss only then."""
+        return self.mode == "bar"
+
     def batch(self, done: int, loss: float, acc: float) -> None:
         self.progress.update(self.steps, completed=done, info=f"loss {loss:.3f} acc {acc:.3f}")
 

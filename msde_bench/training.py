@@ -212,6 +212,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             sums: dict[str, torch.Tensor] = {}
             correct = torch.zeros((), device=self.device)
+            shown = time.perf_counter()
             seen = 0
             for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
                 out = self.train_step(batch)
@@ -223,8 +224,11 @@ class Trainer:
                         sums[k] = sums.get(k, 0) + v.to(self.device) * n
                 correct += (out["logits"].detach().argmax(1) == out["targets"]).sum()
                 n_images += batch.y.shape[0] * self.paradigm.images_per_item
-                if progress and (i % 5 == 4 or i == steps - 1):
+                # the running loss is read (a host sync on a GPU) at most twice a second, only for the bars
+                if progress is not None and progress.wants_batches() and (
+                        i == steps - 1 or time.perf_counter() - shown >= 0.5):
                     progress.batch(i + 1, float(sums["loss"]) / max(seen, 1), float(correct) / max(seen, 1))
+                    shown = time.perf_counter()
             step += slots
             if seen == 0:
                 raise MsdeError(f"epoch {epoch + 1} had no batch to train on: {len(train_idx)} training pairs in "
