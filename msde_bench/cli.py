@@ -102,6 +102,10 @@ def run_options(*, single: bool):
             click.option("--seed", type=int, default=0,
                          help="Fixes splits, initialisation, data order and augmentation."),
             click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."),
+            click.option("--threads", type=int, default=None,
+                         help="torch threads on CPU (recorded in the result; CPU numbers depend on it) [default: every "
+                              "core, or OMP_NUM_THREADS]. On a machine shared with other jobs, give fewer: OpenMP "
+                              "threads that wait for a busy core slow a run many times over."),
             click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
                          help=("An option of the paradigm or method (repeatable), e.g. train_on=masked, alpha=2, "
                                "scn.beta=0.5; `msde-bench paradigms` and `msde-bench methods NAME` list them."
@@ -149,7 +153,8 @@ def _header(console, spec, dev) -> None:
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-        batch_size, lr, seed, device, opts, init, pretrained, progress, no_progress, spec_file, resume, save_models):
+        batch_size, lr, seed, device, threads, opts, init, pretrained, progress, no_progress, spec_file, resume,
+        save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -170,7 +175,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     from msde_bench.training import resolve_device, threads_default
 
     console = Console(stderr=True)
-    threads_default()
+    threads_default(threads)
     if spec_file:
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
@@ -220,7 +225,7 @@ def summary_table(result: dict) -> str:
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-            batch_size, lr, seed, device, opts, init, pretrained, progress, no_progress, fmt):
+            batch_size, lr, seed, device, threads, opts, init, pretrained, progress, no_progress, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -239,7 +244,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
     from msde_bench.training import threads_default
 
     console = Console(stderr=True)
-    threads_default()
+    threads_default(threads)
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
                                  device=device, init=init, console=console,
                                  progress="none" if no_progress else progress, epochs=epochs,
@@ -262,6 +267,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
               help="local: worker processes [default: one per GPU (times --per-gpu), or 1 on CPU]; on CPU the "
                    "cores are divided between them.")
 @click.option("--per-gpu", type=int, default=1, help="local: cells that share one GPU.")
+@click.option("--threads", type=int, default=None,
+              help="local: torch threads per worker [default: the cores divided between the workers].")
 @click.option("--dry-run", is_flag=True, help="Print the cells, which are done and which would run; run nothing.")
 @click.option("--status", is_flag=True,
               help="As --dry-run, with the SLURM state (sacct) of each cell a slurm sweep submitted to --out.")
@@ -282,8 +289,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
               help="ray: the address of a running Ray cluster [default: start Ray on this machine].")
 @click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
 @click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
-def sweep(grid, out, executor, workers, per_gpu, dry_run, status, retry_failed, save_models, update_leaderboard, progress,
-          slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time, slurm_array_parallelism,
+def sweep(grid, out, executor, workers, per_gpu, threads, dry_run, status, retry_failed, save_models, update_leaderboard,
+          progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time, slurm_array_parallelism,
           slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
@@ -345,6 +352,13 @@ def sweep(grid, out, executor, workers, per_gpu, dry_run, status, retry_failed, 
                                       slurm_array_parallelism, dict(o.split("=", 1) for o in slurm_opts))
     elif executor == "ray":
         options.update(address=ray_address, cpus=ray_cpus_per_cell, gpus=ray_gpus_per_cell)
+    if threads is not None:
+        if executor != "local":
+            raise MsdeError("--threads: for the local executor (slurm: --slurm-cpus-per-task, ray: "
+                            "--ray-cpus-per-cell)")
+        if threads < 1:
+            raise MsdeError(f"--threads {threads}: must be at least 1")
+        options["threads"] = threads
     to_run = counts["failed"] if retry_failed else counts["todo"]
     show = console.is_terminal if progress is None else progress
     with Progress(console=console, transient=True, disable=not show) as bar:

@@ -46,9 +46,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def threads_default() -> None:
-    """Use every core for intra-op parallelism unless the user set OMP/torch threads."""
-    if "OMP_NUM_THREADS" not in os.environ:
+def threads_default(threads: int | None = None) -> None:
+    """`threads` torch threads (--threads); without it every core, unless OMP_NUM_THREADS is set.
+    On CPU the numbers of a run depend on the thread count (the result's env.threads records it)."""
+    if threads is not None:
+        if threads < 1:
+            raise MsdeError(f"--threads {threads}: must be at least 1")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 

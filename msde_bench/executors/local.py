@@ -23,13 +23,13 @@ def default_workers(per_gpu: int = 1) -> int:
     return torch.cuda.device_count() * per_gpu if torch.cuda.is_available() else 1
 
 
-def _init_worker(counter, workers: int, per_gpu: int, gpus: int) -> None:
+def _init_worker(counter, workers: int, per_gpu: int, gpus: int, threads: int | None = None) -> None:
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str((index // per_gpu) % gpus)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -37,8 +37,9 @@ def _init_worker(counter, workers: int, per_gpu: int, gpus: int) -> None:
 
 
 def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1,
-        on_done: Callable[[Task, dict], None] | None = None) -> list[tuple[Task, dict]]:
-    """Runs every task on `workers` processes; returns (task, report) in the order they finished."""
+        on_done: Callable[[Task, dict], None] | None = None, threads: int | None = None) -> list[tuple[Task, dict]]:
+    """Runs every task on `workers` processes (`threads` torch threads each; default: the cores
+    divided between them); returns (task, report) in the order they finished."""
     import torch
 
     tasks = list(tasks)
@@ -48,7 +49,7 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1,
     done = []
     n = max(1, min(workers, len(tasks) or 1))
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(counter, n, per_gpu, gpus)) as pool:
+                             initargs=(counter, n, per_gpu, gpus, threads)) as pool:
         futures = {pool.submit(execute, t): t for t in tasks}
         for fut in as_completed(futures):  # a worker killed or out of memory fails its cell only
             collect(futures[fut], fut.result, "worker died", done, on_done)
