@@ -175,7 +175,9 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     from msde_bench.training import resolve_device, threads_default
 
     console = Console(stderr=True)
-    threads_default(threads)
+    busy = threads_default(threads)
+    if busy:
+        console.print(f"[yellow]warning[/]: {busy}")
     if spec_file:
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
@@ -244,7 +246,9 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
     from msde_bench.training import threads_default
 
     console = Console(stderr=True)
-    threads_default(threads)
+    busy = threads_default(threads)
+    if busy:
+        console.print(f"[yellow]warning[/]: {busy}")
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
                                  device=device, init=init, console=console,
                                  progress="none" if no_progress else progress, epochs=epochs,

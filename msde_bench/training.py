@@ -46,16 +46,36 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def threads_default(threads: int | None = None) -> None:
+def threads_default(threads: int | None = None) -> str | None:
     """`threads` torch threads (--threads); without it every core, unless OMP_NUM_THREADS is set.
-    On CPU the numbers of a run depend on the thread count (the result's env.threads records it)."""
+    On CPU the numbers of a run depend on the thread count (the result's env.threads records it),
+    so the default does not follow the machine's load; returns a warning when other processes keep
+    cores busy (OpenMP threads then wait for them: a run beside one busy process took 2.2x longer
+    per step at 2 threads than at 1 on a 2-core machine), else None."""
     if threads is not None:
         if threads < 1:
             raise MsdeError(f"--threads {threads}: must be at least 1")
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
-    elif "OMP_NUM_THREADS" not in os.environ:
+        return None
+    if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+    return busy_warning(torch.get_num_threads())
+
+
+def busy_warning(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
+    """A one-line warning when the 1-minute load average leaves fewer idle cores than `threads`."""
+    cores = cores or os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except OSError:  # not available on this platform
+        return None
+    free = max(1, cores - round(load))
+    if threads <= free:
+        return None
+    return (f"other processes keep about {round(load)} of {cores} cores busy; {threads} threads would wait for them "
+            f"(steps can take several times longer): consider --threads {free} (CPU numbers depend on --threads, "
+            "which the result records)")
 
 
 def channels_last(device: torch.device) -> bool:

@@ -193,3 +193,12 @@ def test_threads_are_set_checked_and_recorded(tmp_path):
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = env
+
+
+def test_a_busy_machine_is_warned_about_not_silently_oversubscribed():
+    from msde_bench.training import busy_warning
+
+    assert busy_warning(2, load=0.2, cores=2) is None
+    warning = busy_warning(2, load=1.1, cores=2)
+    assert "about 1 of 2 cores busy" in warning and "--threads 1" in warning
+    assert busy_warning(1, load=1.9, cores=2) is None  # one thread always has a core to itself
