@@ -131,6 +131,15 @@ def run_options(*, single: bool):
     return decorate
 
 
+def _set_threads(console, threads: int | None) -> None:
+    """--threads (or the default), and the warning when the machine's load leaves too few cores."""
+    from msde_bench.training import threads_default
+
+    busy = threads_default(threads)
+    if busy:
+        console.print(f"[yellow]warning[/]: {busy}")
+
+
 def _header(console, spec, dev) -> None:
     from msde_bench.plugins import registry
 
@@ -172,12 +181,10 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     from msde_bench import api
     from msde_bench import results as R
     from msde_bench.spec import RunSpec
-    from msde_bench.training import resolve_device, threads_default
+    from msde_bench.training import resolve_device
 
     console = Console(stderr=True)
-    busy = threads_default(threads)
-    if busy:
-        console.print(f"[yellow]warning[/]: {busy}")
+    _set_threads(console, threads)
     if spec_file:
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
@@ -243,12 +250,9 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
 
     from msde_bench import api
     from msde_bench import compare as C
-    from msde_bench.training import threads_default
 
     console = Console(stderr=True)
-    busy = threads_default(threads)
-    if busy:
-        console.print(f"[yellow]warning[/]: {busy}")
+    _set_threads(console, threads)
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
                                  device=device, init=init, console=console,
                                  progress="none" if no_progress else progress, epochs=epochs,

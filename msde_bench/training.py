@@ -175,8 +175,11 @@ class Trainer:
 
     def steps_per_epoch(self, n_pairs: int) -> int:
         """Optimiser steps of an epoch over n_pairs training pairs (batches() drops a last batch of one item)."""
-        full, rest = divmod(n_pairs * self.paradigm.views_per_pair * self.passes, self.items_per_batch)
+        full, rest = divmod(self._items_per_epoch(n_pairs), self.items_per_batch)
         return full + (rest >= 2)
+
+    def _items_per_epoch(self, n_pairs: int) -> int:
+        return n_pairs * self.paradigm.views_per_pair * self.passes
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -228,7 +231,7 @@ class Trainer:
         t0 = time.perf_counter()
         steps = self.steps_per_epoch(len(train_idx))
         # Batch.step numbers batch slots (a dropped one-item last batch keeps its number)
-        slots = -(-len(train_idx) * self.paradigm.views_per_pair * self.passes // self.items_per_batch)
+        slots = -(-self._items_per_epoch(len(train_idx)) // self.items_per_batch)
         history = []
         step = 0
         for epoch in range(self.spec.epochs):

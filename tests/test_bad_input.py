@@ -160,39 +160,27 @@ def test_temporaries_of_a_killed_write_are_removed_once_stale(tmp_path):
     assert not old.exists() and fresh.exists() and keep.exists()  # a young one may be a write in progress
 
 
-def test_threads_are_set_checked_and_recorded(tmp_path):
+def test_threads_are_set_checked_and_recorded(monkeypatch):
+    import multiprocessing as mp
     import os
 
+    from msde_bench.executors.local import _init_worker
     from msde_bench.training import threads_default
 
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # restored after the test, whatever it was
+    before = torch.get_num_threads()
     try:
         threads_default(1)
         assert torch.get_num_threads() == 1
         with pytest.raises(MsdeError, match="--threads 0: must be at least 1"):
             threads_default(0)
-    finally:
-        torch.set_num_threads(before)
-        if env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env
-    # a sweep's local workers: the given threads each, else the cores divided between them
-    import multiprocessing as mp
-
-    from msde_bench.executors.local import _init_worker
-
-    try:
+        # a sweep's local workers: the given threads each, else the cores divided between them
         _init_worker(mp.Value("i", 0), 2, 1, 0, 1)
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
         _init_worker(mp.Value("i", 0), 1, 1, 0, None)
         assert torch.get_num_threads() == max(1, os.cpu_count() or 1)
     finally:
         torch.set_num_threads(before)
-        if env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env
 
 
 def test_a_busy_machine_is_warned_about_not_silently_oversubscribed():

@@ -142,12 +142,11 @@ class Method(nn.Module, metaclass=ABCMeta):
         return None
 
 
-def set_input_normalisation(model: nn.Module, normalisation: tuple) -> list[tuple]:
+def set_input_normalisation(model: nn.Module, normalisation: tuple) -> list[tuple[Method, tuple]]:
     """Sets `input_normalisation` of every Method in `model` (wrappers and their inner method
-    alike); returns the values it had, in `model.modules()` order."""
-    methods = [m for m in model.modules() if isinstance(m, Method)]
-    before = [m.input_normalisation for m in methods]
-    for m in methods:
+    alike); returns (method, the value it had) for each."""
+    before = [(m, m.input_normalisation) for m in model.modules() if isinstance(m, Method)]
+    for m, _ in before:
         m.input_normalisation = normalisation
     return before
 
@@ -160,7 +159,7 @@ def input_normalisation(model: nn.Module, normalisation: tuple) -> Iterator[None
     try:
         yield
     finally:
-        for m, old in zip([m for m in model.modules() if isinstance(m, Method)], before):
+        for m, old in before:
             m.input_normalisation = old
 
 
