@@ -106,6 +106,9 @@ def run_options(*, single: bool):
                          help="torch threads on CPU (recorded in the result; CPU numbers depend on it) [default: every "
                               "core, or OMP_NUM_THREADS]. On a machine shared with other jobs, give fewer: OpenMP "
                               "threads that wait for a busy core slow a run many times over."),
+            click.option("--compile", "compile_", is_flag=True,
+                         help="Run each model's forward through torch.compile (recorded in the result's env; "
+                              "the first steps pay the compilation). Off by default: not yet measured on a GPU."),
             click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
                          help=("An option of the paradigm or method (repeatable), e.g. train_on=masked, alpha=2, "
                                "scn.beta=0.5; `msde-bench paradigms` and `msde-bench methods NAME` list them."
@@ -131,10 +134,12 @@ def run_options(*, single: bool):
     return decorate
 
 
-def _set_threads(console, threads: int | None) -> None:
-    """--threads (or the default), and the warning when the machine's load leaves too few cores."""
-    from msde_bench.training import threads_default
+def _set_threads(console, threads: int | None, compile_: bool = False) -> None:
+    """--threads (or the default), and the warning when the machine's load leaves too few cores;
+    --compile."""
+    from msde_bench.training import compile_setting, threads_default
 
+    compile_setting(compile_)
     busy = threads_default(threads)
     if busy:
         console.print(f"[yellow]warning[/]: {busy}")
@@ -162,8 +167,8 @@ def _header(console, spec, dev) -> None:
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-        batch_size, lr, seed, device, threads, opts, init, pretrained, progress, no_progress, spec_file, resume,
-        save_models):
+        batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, spec_file,
+        resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -184,7 +189,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     from msde_bench.training import resolve_device
 
     console = Console(stderr=True)
-    _set_threads(console, threads)
+    _set_threads(console, threads, compile_)
     if spec_file:
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
@@ -234,7 +239,7 @@ def summary_table(result: dict) -> str:
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-            batch_size, lr, seed, device, threads, opts, init, pretrained, progress, no_progress, fmt):
+            batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -252,7 +257,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
     from msde_bench import compare as C
 
     console = Console(stderr=True)
-    _set_threads(console, threads)
+    _set_threads(console, threads, compile_)
     rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
                                  device=device, init=init, console=console,
                                  progress="none" if no_progress else progress, epochs=epochs,
@@ -277,6 +282,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
 @click.option("--per-gpu", type=int, default=1, help="local: cells that share one GPU.")
 @click.option("--threads", type=int, default=None,
               help="local: torch threads per worker [default: the cores divided between the workers].")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Run each model's forward through torch.compile in every cell (recorded in the results).")
 @click.option("--dry-run", is_flag=True, help="Print the cells, which are done and which would run; run nothing.")
 @click.option("--status", is_flag=True,
               help="As --dry-run, with the SLURM state (sacct) of each cell a slurm sweep submitted to --out.")
@@ -297,9 +304,9 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
               help="ray: the address of a running Ray cluster [default: start Ray on this machine].")
 @click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
 @click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
-def sweep(grid, out, executor, workers, per_gpu, threads, dry_run, status, retry_failed, save_models, update_leaderboard,
-          progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time, slurm_array_parallelism,
-          slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
+def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, status, retry_failed, save_models,
+          update_leaderboard, progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time,
+          slurm_array_parallelism, slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
@@ -331,7 +338,7 @@ def sweep(grid, out, executor, workers, per_gpu, threads, dry_run, status, retry
         raise MsdeError(f"--workers {workers}: must be at least 1")
     if per_gpu < 1:
         raise MsdeError(f"--per-gpu {per_gpu}: must be at least 1")
-    planned, out = S.plan(grid, out, keep_models=save_models)
+    planned, out = S.plan(grid, out, keep_models=save_models, compile=compile_)
     cells = [(p, t) for p in planned for t in p.tasks]
     counts = {k: sum(1 for p, t in cells if p.state[t.fold] == k) for k in ("done", "todo", "failed")}
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(planned)} runs, {len(cells)} cells "

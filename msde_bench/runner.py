@@ -39,7 +39,7 @@ from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed
-from msde_bench.training import Trainer, evaluate
+from msde_bench.training import Trainer, compile_setting, evaluate
 
 CELL_FORMAT = "msde-bench/cell/1"
 
@@ -95,7 +95,7 @@ def environment(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return dict(python=platform.python_version(), torch=torch.__version__, timm=timm.__version__,
                 numpy=np.__version__, sklearn=sklearn.__version__, platform=platform.platform(),
-                device=str(device), device_name=name, threads=torch.get_num_threads())
+                device=str(device), device_name=name, threads=torch.get_num_threads(), compile=compile_setting())
 
 
 def _now() -> str:

@@ -64,6 +64,19 @@ def threads_default(threads: int | None = None) -> str | None:
     return busy_warning(torch.get_num_threads())
 
 
+#: set to 1 by --compile for this process and the workers it starts
+COMPILE_ENV = "MSDE_BENCH_COMPILE"
+
+
+def compile_setting(enabled: bool | None = None) -> bool:
+    """--compile: whether each trained model's forward runs through torch.compile (the result's
+    env.compile records it; the numbers may differ from eager ones in float round-off). Given a
+    value, sets it for this process and the worker processes it starts."""
+    if enabled is not None:
+        os.environ[COMPILE_ENV] = "1" if enabled else "0"
+    return os.environ.get(COMPILE_ENV, "0") == "1"
+
+
 def busy_warning(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
     """A one-line warning when the 1-minute load average leaves fewer idle cores than `threads`."""
     cores = cores or os.cpu_count() or 1
@@ -177,6 +190,8 @@ class Trainer:
         self.method = method.to(device)
         if channels_last(device):
             self.method = self.method.to(memory_format=torch.channels_last)
+        if compile_setting():  # the forward only: losses, optimiser and method hooks stay eager
+            self.method.compile()
         self.paradigm = paradigm
         self.device = device
         self.augment = PairedAugment(spec.augment)

@@ -265,3 +265,33 @@ def test_leaderboard_of_your_own_results_goes_to_stdout(tmp_path, monkeypatch, c
     assert list((tmp_path / "leaderboard").iterdir()) == []  # the committed file is never overwritten
     check = CliRunner().invoke(main, ["leaderboard", "--results", str(out), "--check"])
     assert check.exit_code == 2 and "--check compares a file: give --output FILE" in check.output
+
+
+def test_compile_runs_the_forward_through_torch_compile_and_records_it(tiny_root, tmp_path, monkeypatch):
+    """--compile calls Module.compile on every trained model (here with torch's eager backend, so the test
+    does not wait for a C++ compiler) and records it; the numbers are the eager run's."""
+    import torch
+
+    monkeypatch.setenv("MSDE_BENCH_COMPILE", "0")  # restored after the test: --compile sets it for the process
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def eager_compile(self, *args, **kwargs):
+        compiled.append(type(self).__name__)
+        return original(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    args = ["run", "--model", "resnet18", "--paradigm", "distill", "--data", str(tiny_root), *TINY, "--fold", "0",
+            "--opt", "teacher_epochs=1"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "compiled"), "--compile"])
+    assert res.exit_code == 0, res.output
+    assert compiled == ["PlainClassifier", "PlainClassifier"]  # the distill teacher the fold trains, the student
+    plain = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "plain")])  # (the teacher comes from the cache)
+    assert plain.exit_code == 0, plain.output
+    assert len(compiled) == 2
+    (a,), (b,) = (list((tmp_path / d).glob("*.json")) for d in ("plain", "compiled"))
+    a, b = R.load(a), R.load(b)
+    assert a["env"]["compile"] is False and b["env"]["compile"] is True
+    assert b["folds"][0]["paradigm"]["teacher"].startswith("trained")  # the compiled run trained the teacher
+    assert [{k: v for k, v in f.items() if k != "paradigm"} for f in _scores(a)] == [
+        {k: v for k, v in f.items() if k != "paradigm"} for f in _scores(b)]

@@ -22,6 +22,7 @@ from msde_bench.errors import MsdeError
 from msde_bench.factory import load_dataset
 from msde_bench.runner import Cell, cells_of, run_cell
 from msde_bench.spec import RunSpec
+from msde_bench.training import compile_setting
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Task:
     dataset: dict  # PairedDataset.describe() the sweep planned with (its fingerprint is checked)
     out: str
     keep_model: bool = True
+    #: --compile (training.compile_setting)
+    compile: bool = False
 
     @property
     def cell(self) -> Cell:
@@ -79,6 +82,7 @@ def execute(task: Task) -> dict:
     with open(task.log, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         console = Console(file=log, width=120)
+        compile_setting(task.compile)
         try:
             cell = task.cell
             console.print(f"cell {cell.run_id} fold {cell.fold}")
