@@ -3,7 +3,7 @@
 #   1. harness against a bare PyTorch loop, images per second, resnet18 at 224 px, batch 96, bf16
 #      autocast, channels_last (msde-bench bench);
 #   2. one fold of the paper recipe (resnet18 contrastive, synthetic `full` set, 224 px, 25 epochs)
-#      timed, and extrapolated to the 10 folds of the protocol;
+#      timed, and extrapolated to the 10 folds of the protocol; the same fold with --compile;
 #   3. cells per GPU: the same short grid (resnet18 baseline, quick recipe at 224 px, 2 epochs, 8
 #      folds) swept with --per-gpu K for K = 1, 2, 4, 8; images per second of the GPU for each K.
 # Prints one table. `bash benchmarks/gpu.sh --smoke` runs the same steps tiny on a CPU, to check the
@@ -33,6 +33,9 @@ harness_ms=$(echo "$bench" | awk '/harness step/ {print $3}')
 msde-bench data synth "$work/warm" --variant tiny > /dev/null  # imports and caches warm
 fold_s=$(t msde-bench run --model resnet18 --paradigm contrastive --recipe paper --fold 0 --device $dev \
   --out "$work/fold" --progress none --no-save-models $fold_args)
+# the same fold with --compile (the compilation included)
+fold_c_s=$(t msde-bench run --model resnet18 --paradigm contrastive --recipe paper --fold 0 --device $dev \
+  --out "$work/fold_c" --progress none --no-save-models --compile $fold_args)
 
 # 3. cells per GPU
 rows=""
@@ -64,6 +67,7 @@ echo "| harness, ms per step | $harness_ms |"
 echo "| harness images/s | $(echo "$batch * 1000 / $harness_ms" | bc -l | cut -c1-7) |"
 echo "| paper recipe, one contrastive fold (s) | $(echo "$fold_s" | cut -c1-7) |"
 echo "| paper recipe, 10 folds extrapolated (s) | $(echo "$fold_s * 10" | bc -l | cut -c1-7) |"
+echo "| the same fold with --compile, compilation included (s) | $(echo "$fold_c_s" | cut -c1-7) |"
 echo
 echo "| cells per GPU (--per-gpu K) | wall s for $grid_folds cells | training images/s |"
 echo "|---|---|---|"
