@@ -218,12 +218,25 @@ def frame(rows: list[Row]) -> pd.DataFrame:
         rec["folds"] = len({f["fold"] for r in row.runs for f in r["folds"]})
         rec["seeds"] = seeds
         rec["params"] = int(row.runs[0]["folds"][0].get("n_params", 0))
-        rec["train_seconds"] = float(np.mean([f["train_seconds"] for r in row.runs for f in r["folds"]]))
+        costs = [fold_seconds(f) for r in row.runs for f in r["folds"]]
+        rec["train_seconds"] = float(np.median(costs))
+        rec["time_spread"] = bool(min(costs) > 0 and max(costs) / min(costs) > TIME_SPREAD)
         rec["device"] = "; ".join(sorted({_device(r) for r in row.runs}))
         rec["provider"] = "; ".join(sorted({_provider(r) for r in row.runs}))
         rec["run_ids"] = ", ".join(r["run_id"] for r in row.runs)
         recs.append(rec)
     return pd.DataFrame.from_records(recs)
+
+
+#: a row's fold times "spread widely" when the slowest fold took this many times the fastest
+TIME_SPREAD = 1.5
+
+
+def fold_seconds(fold: dict) -> float:
+    """What one fold cost to train: its train_seconds and, for distill, its teacher's training
+    (recorded with the teacher, also when it came from the cache)."""
+    teacher = (fold.get("paradigm") or {}).get("teacher_train_seconds")
+    return float(fold["train_seconds"]) + (float(teacher) if isinstance(teacher, (int, float)) else 0.0)
 
 
 def _device(run: dict) -> str:
@@ -288,7 +301,7 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
             if p is not None and p >= P_THRESHOLD:
                 marks[i] = " †"
     lines = []
-    chance = False
+    chance = spread = False
     used: list[dict] = []
     for i, (_, rec) in enumerate(df.iterrows()):
         paradigm = md_text(rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else ""))
@@ -311,8 +324,10 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
             if key == "acc_masked":
                 text += marks[i]
             cells.append(text)
+        spread |= rec["time_spread"]
         cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]),
-                  md_text(f"{rec['train_seconds']:.1f} s ({rec['device']})"), md_text(rec["provider"])]
+                  md_text(f"{rec['train_seconds']:.1f} s ({rec['device']})") + (" ‡" if rec["time_spread"] else ""),
+                  md_text(rec["provider"])]
         lines.append(cells)
     headers = ["#", "model", "paradigm", "backbone", "recipe", "init", *[t for _, t, _ in METRICS], "folds × seeds",
                "params", "train time / fold", "method from"]
@@ -327,6 +342,11 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
                      "corrected variance).")
     if chance:
         notes.append("◦: cannot be told from chance (1/7): the accuracy's confidence interval reaches it.")
+    notes.append("train time / fold: the median over the folds (and seeds), distill's including the training of "
+                 "its teacher.")
+    if spread:
+        notes.append(f"‡: the fold times spread widely (the slowest over {TIME_SPREAD:g}x the fastest): the machine "
+                     "was probably loaded, so the time says little about the method.")
     notes.append(budget_note(rows))
     notes += [f"<sup>{k}</sup> {note['text']}" for k, note in enumerate(used, 1)]
     return md, notes

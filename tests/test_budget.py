@@ -118,8 +118,7 @@ def test_training_runs_in_the_specs_precision(precision, dtype):
     torch.manual_seed(0)
     trainer = Trainer(spec, build_method(spec)[0], build_paradigm(spec), torch.device("cpu"))
     batch = next(trainer.batches(_Cache(4), np.arange(4), torch.Generator().manual_seed(0)))
-    batch.non_masked = torch.nn.functional.interpolate(batch.non_masked, size=32)
-    batch.masked = torch.nn.functional.interpolate(batch.masked, size=32)
+    batch.images = torch.nn.functional.interpolate(batch.images, size=32)  # the mixed baseline: each item's view
     out = trainer.train_step(batch)
     assert out["logits"].dtype == dtype and torch.isfinite(out["loss"])
 

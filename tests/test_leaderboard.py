@@ -373,3 +373,21 @@ def test_figures_of_another_matplotlib_are_not_compared(tmp_path):
     assert res.exit_code == 0 and "figures not compared (drawn with matplotlib 0.0" in res.output
     out.write_text(out.read_text() + "edited\n")  # the markdown is still compared
     assert CliRunner().invoke(main, [*args, "--check"]).exit_code == 1
+
+
+def test_train_time_is_the_median_fold_with_distill_teachers_counted_and_wide_spreads_flagged():
+    base = make_result(nm=(0.8, 0.7, 0.6), m=(0.5, 0.4, 0.3))  # folds of 10, 11, 12 s
+    distill = make_result(paradigm="distill", nm=(0.8, 0.7, 0.6), m=(0.5, 0.4, 0.3))
+    for f in distill["folds"]:
+        f["paradigm"] = dict(teacher="cache x.pt", teacher_train_seconds=20.0)
+    distill["folds"][2]["paradigm"]["teacher_train_seconds"] = None  # a loaded teacher that records no time
+    distill["folds"][2]["train_seconds"] = 32.0
+    loaded = make_result(model="eac", nm=(0.8, 0.7, 0.6), m=(0.5, 0.4, 0.3))
+    loaded["folds"][2]["train_seconds"] = 40.0  # one fold 4x the fastest: a loaded machine
+    text = render([dict(base, _path="a"), dict(distill, _path="b"), dict(loaded, _path="c")], [], ["x"])
+    cells = {(c[2], c[3]): c for c in ([c.strip() for c in line.split("|")] for line in text.splitlines()
+                                       if line.startswith("| "))}
+    assert "11.0 s (?)" in cells["resnet18", "baseline (mixed)"]  # median of 10, 11, 12
+    assert "31.0 s (?)" in cells["resnet18", "distill"]  # median of 10 + 20, 11 + 20, 32 + 0
+    assert "11.0 s (?) ‡" in cells["eac", "baseline (mixed)"]
+    assert "distill's including the training of its teacher" in text and "‡: the fold times spread widely" in text
