@@ -41,10 +41,10 @@ class DACL(BackboneMethod):
         "sparse_center_weight": Option(0.01, "weight of the sparse centre loss (the official code's lamb)", min=0.0,
                                        aliases=("lamb",)),
         "center_lr": Option(0.5, "learning rate of the centres' plain SGD step"),
-        "attention_grid": Option(7, "the feature map is average-pooled to grid x grid before the attention "
-                                    "network (7 = the official 7 x 7 at 224 px); 0 = the trunk's map size at the "
-                                    "run's image size, capped at 7 (2 at 48 px, where 7 up-samples the 2 x 2 "
-                                    "map); the first Linear has C*grid^2 inputs, 89.9 M parameters at 7",
+        "attention_grid": Option(0, "the feature map is average-pooled to grid x grid before the attention "
+                                    "network; 0 = the trunk's map size at the run's image size, capped at 7 "
+                                    "(the official 7 x 7 at 224 px; 2 at 48 px, where 7 would up-sample the "
+                                    "2 x 2 map); the first Linear has C*grid^2 inputs, 89.9 M parameters at 7",
                                  min=0, max=64),
     }
     official_recipe = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", step_size=20,
@@ -70,8 +70,9 @@ class DACL(BackboneMethod):
         )
         self.attention_heads = nn.Linear(64, 2 * c)
         for m in list(self.attention) + [self.attention_heads]:
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):  # as the official code: kaiming weights, zero biases
                 nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
         centers = torch.empty(c, num_classes)
         nn.init.kaiming_normal_(centers)  # the official init is on the transposed centres
         self.register_buffer("centers", centers.t().contiguous())
