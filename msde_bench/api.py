@@ -70,7 +70,7 @@ def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str
     opts = factory.check_options(model, paradigm, options, recipe, quirks)
     spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
                      data=data, options=opts, official=factory.official_recipe(model), **overrides)
-    return factory.canonical_budget(spec)
+    return factory.canonical_spec(spec)
 
 
 def _settings(options, device: str, data: str | None, recipe: str | None, init: str | None,

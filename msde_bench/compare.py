@@ -15,7 +15,7 @@ from tabulate import tabulate
 from msde_bench import runner
 from msde_bench.errors import MsdeError
 from msde_bench.factory import (
-    canonical_budget,
+    canonical_spec,
     official_options,
     official_recipe,
     option_aliases,
@@ -91,7 +91,7 @@ def build_specs(model: str, recipe: str, user_opts: dict, quirks: str = "none", 
         opts = row_options(paradigm, model, base, user_opts, quirks)
         spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, official=official_recipe(model),
                          paper_lr=paradigm_class(paradigm).paper_lr, options=opts, **kw)
-        specs.append((title, canonical_budget(spec)))
+        specs.append((title, canonical_spec(spec)))
     if len({(s.seed, s.protocol, s.folds, s.data) for _, s in specs}) != 1:  # same folds for every row
         raise MsdeError("internal: compare rows differ in seed, protocol or data")
     return specs

@@ -150,6 +150,24 @@ def complete_options(spec: dict) -> dict:
     return {**parse_options([], valid), **dict(spec.get("options") or {})}
 
 
+def resolve_options(model: str, options: dict, image_size: int) -> dict:
+    """A spec's options with the method's run-dependent values resolved at this image size
+    (Method.resolve_options: e.g. DACL's attention_grid=0 becomes the trunk's map size)."""
+    entry = method_entry(model)
+    if entry is None:
+        return options
+    mine = method_values(model, options)
+    resolved = entry.obj.resolve_options(dict(mine), image_size)
+    return {**options, **{method_key(model, k): v for k, v in resolved.items() if mine.get(k) != v}}
+
+
+def canonical_spec(spec: RunSpec) -> RunSpec:
+    """The spec a run records: run-dependent options resolved (resolve_options) and one budget
+    label per computation (canonical_budget)."""
+    options = resolve_options(spec.model, dict(spec.options), spec.image_size)
+    return canonical_budget(spec.with_(options=tuple(sorted(options.items()))))
+
+
 def canonical_budget(spec: RunSpec) -> RunSpec:
     """A spec whose paradigm trains identically under both budget rules (it shows each image once
     per pass, one image per batch item: the mixed baseline) records `steps`, so that one computation
@@ -163,10 +181,13 @@ def canonical_budget(spec: RunSpec) -> RunSpec:
 
 
 def complete_spec(spec: dict) -> dict:
-    """A recorded spec in today's form: options completed (complete_options), a spec from before
+    """A recorded spec in today's form: options completed (complete_options) and resolved
+    (resolve_options), a spec from before
     the budget rule (spec.BUDGETS) given the rule it ran under, `epochs` (canonical_budget: `steps`
     where both rules train identically), and one from before --precision the precision it ran in."""
     spec = dict(spec, options=complete_options(spec))
+    if "image_size" in spec:
+        spec["options"] = resolve_options(spec["model"], spec["options"], spec["image_size"])
     if "budget" not in spec:
         spec["budget"] = canonical_budget(RunSpec.from_dict(dict(spec, budget="epochs"))).budget
     if "precision" not in spec:  # before --precision: bf16 autocast on CUDA, none elsewhere

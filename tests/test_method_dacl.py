@@ -24,6 +24,10 @@ def test_official_head_size():
     m = DACL()
     assert m.attention[0].in_features == 512 * 7 * 7
     assert sum(p.numel() for p in m.attention.parameters()) > 89_000_000
+    # the official init: kaiming-normal weights and zero biases in the attention network and heads
+    linears = [layer for layer in m.attention if isinstance(layer, torch.nn.Linear)] + [m.attention_heads]
+    assert len(linears) == 4 and all(torch.count_nonzero(layer.bias) == 0 for layer in linears)
+    assert all(layer.weight.std() > 0 for layer in linears)
 
 
 def test_sparse_center_loss_and_its_gradients_by_hand():
@@ -72,3 +76,24 @@ def test_one_step_reduces_loss():
 @pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
 def test_end_to_end(tiny_root, tmp_path, paradigm):
     check_end_to_end("dacl", paradigm, tiny_root, tmp_path, ["--opt", "attention_grid=1"])
+
+
+def test_attention_grid_defaults_to_the_trunk_map_size_capped_at_seven():
+    from msde_bench.api import build_spec
+    from msde_bench.factory import build_method, complete_spec
+
+    def grid(**kw):
+        return dict(build_spec("dacl", "baseline", data="synth:small", device="cpu", **kw).options)["dacl.attention_grid"]
+
+    # resnet18 maps 48 px to 2 x 2, 96 to 3 x 3, 224 to 7 x 7; 320 (10 x 10) is capped at the official 7
+    assert [grid(image_size=s) for s in (48, 96, 224, 320)] == [2, 3, 7, 7]
+    assert grid(image_size=48, options=["attention_grid=5"]) == 5  # a given grid is kept
+    spec = build_spec("dacl", "baseline", data="synth:small", device="cpu", image_size=48)
+    model, _ = build_method(spec)
+    assert model.attention[0].in_features == 512 * 2 * 2
+    # a recorded spec read back resolves an automatic grid the same way; a recorded number stays
+    recorded = spec.to_dict()
+    assert complete_spec(dict(recorded, options={**recorded["options"], "dacl.attention_grid": 0}))["options"][
+        "dacl.attention_grid"] == 2
+    assert complete_spec(dict(recorded, options={**recorded["options"], "dacl.attention_grid": 7}))["options"][
+        "dacl.attention_grid"] == 7

@@ -1,4 +1,5 @@
 import math
+import sys
 
 import pytest
 import torch
@@ -35,6 +36,9 @@ def test_partition_loss_by_hand():
     heads = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])  # B=1, K=2, C=2: var over heads = 2 for both channels
     assert partition_loss(heads).item() == pytest.approx(math.log(1 + 2 / 2), rel=1e-6)
     assert partition_loss(heads[:, :1]).item() == 0.0
+    # identical heads (variance 0): the official eps is Python's float epsilon, not float32's
+    same = torch.ones(1, 4, 3)
+    assert partition_loss(same).item() == pytest.approx(math.log(1 + 4 / sys.float_info.epsilon), rel=1e-6)
 
 
 def test_loss_is_the_sum_of_its_terms():

@@ -27,6 +27,15 @@ def test_crops_are_fractions_of_the_image():
     assert len(CROPS) == 7 and CROPS[0] == (0.125, 0.25, 0.875, 1.0)
 
 
+def test_crop_edges_are_truncated_as_the_official_pil_boxes():
+    """The official code crops PIL images with box (int(x0 w), int(y0 h), int(x1 w), int(y1 h)):
+    at 48 px the (0.05, 0.95) crop is rows/columns 2..45 (rounding would give 2..46)."""
+    x = torch.rand(1, 3, 48, 48)
+    crops = crop_batch(x, [(0.05, 0.05, 0.95, 0.95)])
+    expected = F.interpolate(x[:, :, 2:45, 2:45], size=(48, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(crops[:, 0], expected)
+
+
 def test_region_biased_loss_by_hand():
     mu = torch.tensor([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])  # original last
     # b0: max crop 0.5 - 0.3 = 0.2 >= margin 0.1 -> 0; b1: 0.1 - 0.8 = -0.7 -> 0.1 + 0.7 = 0.8

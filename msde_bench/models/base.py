@@ -3,6 +3,7 @@ LossState its loss receives, and BackboneMethod (a method built on a timm trunk)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
@@ -94,7 +95,11 @@ class Method(nn.Module, metaclass=ABCMeta):
       pairs, drawn once per pair (both views get the same draw); default: none;
     - `after_step()` runs after every optimiser step (relabelling, centre updates);
     - `on_epoch_start(epoch)` at the start of every training epoch, after `train()`;
-    - `target_layer()` is the layer Grad-CAM looks at; `cam_reshape_transform()` optional.
+    - `target_layer()` is the layer Grad-CAM looks at; `cam_reshape_transform()` optional;
+    - `resolve_options(options, image_size)` (classmethod) gives the option values with every
+      run-dependent one (such as DACL's `attention_grid=0`, "the trunk's map size") replaced by what
+      it means at this image size; the harness calls it when it builds a spec, and the spec records
+      the result. Default: the options unchanged.
     Class attributes: `options` (the `--opt` values it accepts), `official_recipe` (RunSpec
     overrides used under `--recipe official`), `official_options` (option values that
     `--recipe official` sets unless given with --opt), `paper`, `description`.
@@ -125,6 +130,12 @@ class Method(nn.Module, metaclass=ABCMeta):
         """A training-only transform of normalised B x 3 x H x W batches of both views; draw one
         value per pair from `generator` (a CPU generator) and apply it to both views."""
         return non_masked, masked
+
+    @classmethod
+    def resolve_options(cls, options: dict, image_size: int) -> dict:
+        """The method's options (bare names, defaults filled in) with run-dependent values resolved
+        for inputs of image_size x image_size (see the class docstring); default: unchanged."""
+        return options
 
     def after_step(self) -> None:
         """Called after every optimiser step."""
@@ -197,6 +208,16 @@ class DoubleSoftmax(Method):
         return self.inner.cam_reshape_transform()
 
 
+@functools.lru_cache(maxsize=32)
+def _feature_map_size(backbone: str, image_size: int, trunk_kwargs: tuple) -> tuple[int, int]:
+    kwargs = dict(trunk_kwargs)
+    with torch.device("meta"):
+        trunk = create_trunk(backbone, pretrained=False, **kwargs)
+        x = torch.empty(1, 3, image_size, image_size)
+        fmap = trunk(x)[-1] if kwargs.get("features_only") else trunk.forward_features(x)
+    return (1, fmap.shape[1]) if fmap.ndim == 3 else (fmap.shape[2], fmap.shape[3])
+
+
 class BackboneMethod(Method):
     """A method built on a timm trunk (`backbone` option, default resnet18): `self.trunk` gives the
     feature map through `features`, `self.dim` its channels, `self.opts` the option values.
@@ -219,6 +240,13 @@ class BackboneMethod(Method):
             self.dim = self.dims[-1]
         else:
             self.dim = self.trunk.num_features
+
+    @classmethod
+    def feature_map_size(cls, backbone: str, image_size: int) -> tuple[int, int]:
+        """(h, w) of the feature map `features` gives for image_size x image_size inputs (the trunk
+        is built on the meta device: no weights, no compute). A features_only trunk answers for its
+        last map; a token model for its 1 x N map."""
+        return _feature_map_size(backbone, image_size, tuple(sorted(cls.trunk_kwargs.items())))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.trunk.forward_features(x)

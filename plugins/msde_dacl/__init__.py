@@ -4,7 +4,7 @@ from msde_bench.api import hookimpl
 
 from .model import DACL
 
-__version__ = "1.0.0"
+__version__ = "1.2.0"
 
 
 @hookimpl

@@ -41,16 +41,27 @@ class DACL(BackboneMethod):
         "sparse_center_weight": Option(0.01, "weight of the sparse centre loss (the official code's lamb)", min=0.0,
                                        aliases=("lamb",)),
         "center_lr": Option(0.5, "learning rate of the centres' plain SGD step"),
-        "attention_grid": Option(7, "the feature map is average-pooled to grid x grid before the attention "
-                                    "network (7 = the official 7 x 7 at 224 px; the first Linear has C*grid^2 "
-                                    "inputs, 89.9 M parameters at 7)"),
+        "attention_grid": Option(0, "the feature map is average-pooled to grid x grid before the attention "
+                                    "network; 0 = the trunk's map size at the run's image size, capped at 7 "
+                                    "(the official 7 x 7 at 224 px; 2 at 48 px, where 7 would up-sample the "
+                                    "2 x 2 map); the first Linear has C*grid^2 inputs, 89.9 M parameters at 7",
+                                 min=0, max=64),
     }
     official_recipe = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", step_size=20,
                            gamma=0.1, epochs=60, batch_size=64, image_size=224, augment="flip")
 
+    @classmethod
+    def resolve_options(cls, options: dict, image_size: int) -> dict:
+        if options["attention_grid"] == 0:
+            options = {**options, "attention_grid": min(7, max(cls.feature_map_size(options["backbone"], image_size)))}
+        return options
+
     def __init__(self, num_classes: int = 7, pretrained: bool = False, options: dict | None = None):
         super().__init__(num_classes, pretrained, options)
-        c, g = self.dim, self.opts["attention_grid"]
+        # the harness resolves 0 when it builds the spec (resolve_options); built directly, without an
+        # image size, 0 is the official 7 x 7
+        c, g = self.dim, self.opts["attention_grid"] or 7
+        self.grid = g
         self.fc = nn.Linear(c, num_classes)
         self.attention = nn.Sequential(
             nn.Linear(c * g * g, 3584), nn.BatchNorm1d(3584), nn.ReLU(inplace=True),
@@ -59,8 +70,9 @@ class DACL(BackboneMethod):
         )
         self.attention_heads = nn.Linear(64, 2 * c)
         for m in list(self.attention) + [self.attention_heads]:
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):  # as the official code: kaiming weights, zero biases
                 nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
         centers = torch.empty(c, num_classes)
         nn.init.kaiming_normal_(centers)  # the official init is on the transposed centres
         self.register_buffer("centers", centers.t().contiguous())
@@ -69,8 +81,7 @@ class DACL(BackboneMethod):
     def forward(self, x: torch.Tensor) -> Output:
         fmap = self.features(x)
         f = fmap.mean(dim=(2, 3))
-        g = self.opts["attention_grid"]
-        e = self.attention(F.adaptive_avg_pool2d(fmap, g).flatten(1))
+        e = self.attention(F.adaptive_avg_pool2d(fmap, self.grid).flatten(1))
         a = torch.softmax(self.attention_heads(e).view(-1, self.dim, 2), dim=2)[..., 1]
         return Output(self.fc(f), f, fmap, {"attention": a})
 

@@ -4,7 +4,7 @@ from msde_bench.api import hookimpl
 
 from .model import DAN
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 
 @hookimpl

@@ -16,6 +16,8 @@ trunk's channels (512 for ResNet-18) every width below is the official one for C
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,12 +61,13 @@ def affinity_loss(g: torch.Tensor, y: torch.Tensor, centers: torch.Tensor) -> to
 
 
 def partition_loss(heads: torch.Tensor) -> torch.Tensor:
-    """log(1 + K / (mean variance across the K heads + eps)); 0 for one head."""
+    """log(1 + K / (mean variance across the K heads + eps)); 0 for one head. eps is Python's float
+    epsilon (2.2e-16), as the official code (below float32 resolution: it only guards var = 0)."""
     k = heads.shape[1]
     if k < 2:
         return heads.sum() * 0
     var = heads.var(dim=1).mean()
-    return torch.log(1 + k / (var + torch.finfo(heads.dtype).eps))
+    return torch.log(1 + k / (var + sys.float_info.epsilon))
 
 
 class DAN(BackboneMethod):

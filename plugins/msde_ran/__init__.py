@@ -4,7 +4,7 @@ from msde_bench.api import hookimpl
 
 from .model import RAN
 
-__version__ = "1.1.1"
+__version__ = "1.2.1"
 
 
 @hookimpl

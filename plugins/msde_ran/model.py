@@ -31,12 +31,13 @@ CROPS = (
 
 
 def crop_batch(x: torch.Tensor, boxes) -> torch.Tensor:
-    """The crops of every image, each resized back to the input size: B x K x 3 x H x W."""
+    """The crops of every image, each resized back to the input size: B x K x 3 x H x W. Box edges
+    are truncated to whole pixels, int(fraction * size), as the official code's PIL boxes."""
     _, _, h, w = x.shape
     out = []
     for x0, y0, x1, y1 in boxes:
-        r0, r1 = int(round(y0 * h)), max(int(round(y0 * h)) + 1, int(round(y1 * h)))
-        c0, c1 = int(round(x0 * w)), max(int(round(x0 * w)) + 1, int(round(x1 * w)))
+        r0, r1 = int(y0 * h), max(int(y0 * h) + 1, int(y1 * h))
+        c0, c1 = int(x0 * w), max(int(x0 * w) + 1, int(x1 * w))
         out.append(F.interpolate(x[:, :, r0:r1, c0:c1], size=(h, w), mode="bilinear", align_corners=False))
     return torch.stack(out, dim=1)
 
