@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -18,7 +19,7 @@ from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
 from msde_bench.errors import MsdeError
 from msde_bench.models.base import Method, input_normalisation
-from msde_bench.paradigms.base import Batch, Paradigm
+from msde_bench.paradigms.base import BATCH_VIEWS, Batch, Paradigm
 from msde_bench.spec import PRECISIONS, RunSpec
 
 if TYPE_CHECKING:
@@ -149,6 +150,21 @@ def budget_plan(spec: RunSpec, paradigm: Paradigm) -> tuple[int, int]:
     return items, 2 // images_per_pass
 
 
+#: the decoded images go to the training device when they take at most this share of its free memory
+DEVICE_CACHE_SHARE = 0.25
+
+
+def place_cache(cache: ImageCache, device: torch.device) -> ImageCache:
+    """Where training and evaluation read the images from: the training device itself when the
+    cache takes at most DEVICE_CACHE_SHARE of its free memory (a batch is then an index into device
+    memory, with no host copy), else host memory (on CUDA each gathered batch is then page-locked
+    and copied without blocking the host, as a pin_memory DataLoader does)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return cache.on(device) if cache.nbytes <= DEVICE_CACHE_SHARE * free else cache.on("cpu")
+    return cache.on(device)  # the CPU itself; MPS and other unified-memory devices
+
+
 def _is_scalar(v) -> bool:
     return (isinstance(v, torch.Tensor) and v.ndim == 0) or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
@@ -195,31 +211,62 @@ class Trainer:
         self.method.after_step()
         return out
 
+    def batch_views(self) -> str:
+        """What a batch carries (Paradigm.batch_views); "pair" for a method with a pair_transform."""
+        kind = self.paradigm.batch_views
+        if kind not in BATCH_VIEWS or (kind == "own") != (self.paradigm.views_per_pair == 2):
+            raise MsdeError(f"paradigm {self.paradigm.name!r}: batch_views {kind!r} (choose one of "
+                            f"{', '.join(BATCH_VIEWS)}; \"own\" exactly when views_per_pair is 2)")
+        if type(self.method).pair_transform is not Method.pair_transform:
+            return "pair"
+        return kind
+
     def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator, epoch: int = 0,
                 first_step: int = 0):
         """One epoch of batches: a seeded shuffle of the items (pairs, or pair views for
         paradigms that visit each view separately; under the steps budget, single-view paradigms
         visit them twice, one shuffle per pass), each augmented with one draw per pair, then
         the method's pair_transform. The last batch of an epoch is kept unless it has a single
-        item (batch norm cannot train on one sample)."""
+        item (batch norm cannot train on one sample). The images are gathered from `cache` where it
+        is (place_cache puts it on the training device when it fits: a batch is then an index into
+        device memory), and only the views the paradigm uses (batch_views)."""
         vpp = self.paradigm.views_per_pair
-        idx = torch.as_tensor(train_idx)
+        kind = self.batch_views()
+        here = cache.device
+        idx = torch.as_tensor(train_idx).to(here)
         n_items = len(idx) * vpp
-        perm = torch.cat([torch.randperm(n_items, generator=gen) for _ in range(self.passes)])
+        # drawn on the CPU generator (the same order on every device), moved once an epoch
+        perm = torch.cat([torch.randperm(n_items, generator=gen) for _ in range(self.passes)]).to(here)
         bs = self.items_per_batch
         seed = gen.initial_seed()
+        last = channels_last(self.device)
+
+        def pin(t: torch.Tensor) -> torch.Tensor:  # a host batch bound for a GPU: page-locked, copied async
+            return t.pin_memory() if here.type == "cpu" and self.device.type == "cuda" else t
+
         for step, start in enumerate(range(0, len(perm), bs)):
             items = perm[start:start + bs]
             if len(items) < 2:  # batch norm cannot train on one sample
                 continue
             pairs = idx[items // vpp]
-            nm, m = self.augment(cache.non_masked[pairs], cache.masked[pairs], gen, self.device)
-            nm, m = self.method.pair_transform(nm, m, gen)
-            if channels_last(self.device):
-                nm, m = nm.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
-            view = (items % vpp).to(self.device) if vpp > 1 else None
-            yield Batch(nm, m, cache.labels[pairs].to(self.device), view, pairs.to(self.device), epoch,
-                        first_step + step, seed)
+            view = items % vpp if vpp > 1 else None
+            nm = m = images = None
+            if kind == "pair":
+                nm, m = self.augment(pin(cache.non_masked[pairs]), pin(cache.masked[pairs]), gen, self.device)
+                nm, m = self.method.pair_transform(nm, m, gen)
+            elif kind == "own":
+                own = torch.where(view.view(-1, 1, 1, 1).bool(), cache.masked[pairs], cache.non_masked[pairs])
+                images = self.augment.one(pin(own), gen, self.device)
+            elif kind == "non-masked":
+                nm = self.augment.one(pin(cache.non_masked[pairs]), gen, self.device)
+            else:
+                m = self.augment.one(pin(cache.masked[pairs]), gen, self.device)
+            if last:
+                nm, m, images = (None if t is None else t.contiguous(memory_format=torch.channels_last)
+                                 for t in (nm, m, images))
+            to = functools.partial(torch.Tensor.to, device=self.device, non_blocking=True)
+            yield Batch(nm, m, to(cache.labels[pairs]), None if view is None else to(view), to(pairs), epoch,
+                        first_step + step, seed, len(cache), images)
 
     def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
             on_epoch: Callable[[int], None] | None = None, progress: RunProgress | None = None) -> dict:
@@ -229,6 +276,7 @@ class Trainer:
         self.method.train()
         n_images = 0
         t0 = time.perf_counter()
+        cache = place_cache(cache, self.device)
         steps = self.steps_per_epoch(len(train_idx))
         # Batch.step numbers batch slots (a dropped one-item last batch keeps its number)
         slots = -(-self._items_per_epoch(len(train_idx)) // self.items_per_batch)
@@ -288,9 +336,10 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
             precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked)."""
     augment = augment or PairedAugment("none")
+    cache = place_cache(cache, device)
     method.eval()
     preds_nm, preds_m = [], []
-    idx_t = torch.as_tensor(idx)
+    idx_t = torch.as_tensor(idx).to(cache.device)
     with input_normalisation(method, augment.normalisation):
         for start in range(0, len(idx_t), batch_size):
             sel = idx_t[start:start + batch_size]
@@ -299,8 +348,8 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
                 if channels_last(device):
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, precision):
-                    dst.append(method(x).logits.argmax(1).cpu())
-    return (cache.labels[idx_t].numpy(), torch.cat(preds_nm).numpy(), torch.cat(preds_m).numpy())
+                    dst.append(method(x).logits.argmax(1))  # read back once, at the end
+    return (cache.labels[idx_t].cpu().numpy(), torch.cat(preds_nm).cpu().numpy(), torch.cat(preds_m).cpu().numpy())
 
 
 def eval_augment(spec: RunSpec) -> PairedAugment:

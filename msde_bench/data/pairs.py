@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import os
 from collections.abc import Iterator
@@ -166,3 +167,27 @@ class ImageCache:
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded images of both views."""
+        return self.non_masked.nbytes + self.masked.nbytes
+
+    @property
+    def device(self) -> torch.device:
+        return self.non_masked.device
+
+    def on(self, device: torch.device | str) -> ImageCache:
+        """This cache with its tensors on `device`: itself where they already are, else a copy made
+        once per device and kept (a run's folds share it)."""
+        device = torch.device(device)
+        if device.type == self.device.type and (device.index is None or device == self.device):
+            return self
+        copies = self.__dict__.setdefault("_copies", {})
+        if str(device) not in copies:
+            other = copy.copy(self)
+            other._copies = {}
+            other.non_masked, other.masked = self.non_masked.to(device), self.masked.to(device)
+            other.labels = self.labels.to(device)
+            copies[str(device)] = other
+        return copies[str(device)]

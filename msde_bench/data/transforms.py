@@ -115,23 +115,34 @@ class PairedAugment:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def to_float(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        return x.to(device, non_blocking=True).float().div_(255)
+        if x.device != device:  # a host batch (the cache did not fit on the device): copy it there
+            x = x.to(device, non_blocking=True)
+        return x.float().div_(255)
 
     def eval(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         return self.normalise(self.to_float(x, device))
 
     def __call__(self, nm: torch.Tensor, m: torch.Tensor, gen: torch.Generator,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views of n pairs, one draw per pair for both."""
         n = nm.shape[0]
-        both = self.to_float(torch.cat([nm, m]), device)
+        both = self._apply(torch.cat([nm, m]), n, gen, device, 2)
+        return both[:n], both[n:]
+
+    def one(self, x: torch.Tensor, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        """One image per pair (one view, or each item's own): the same draws, and so the same result
+        for each image, as __call__ on the pairs."""
+        return self._apply(x, x.shape[0], gen, device, 1)
+
+    def _apply(self, x: torch.Tensor, n: int, gen: torch.Generator, device: torch.device, views: int) -> torch.Tensor:
+        x = self.to_float(x, device)
         if self.kind == "paper":
             p = draw_params(n, gen)
-            both = colour(both, *(p[k].to(device).repeat(2) for k in ("hue", "sat", "val", "con")))
-            theta = _theta(p).to(device).repeat(2, 1, 1)
-            grid = F.affine_grid(theta, list(both.shape), align_corners=False)
-            both = F.grid_sample(both, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = colour(x, *(p[k].to(device).repeat(views) for k in ("hue", "sat", "val", "con")))
+            theta = _theta(p).to(device).repeat(views, 1, 1)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         elif self.kind == "flip":
-            flip = _p(gen, n, 0.5).to(device).repeat(2).view(-1, 1, 1, 1)
-            both = torch.where(flip, both.flip(3), both)
-        both = self.normalise(both)
-        return both[:n], both[n:]
+            flip = _p(gen, n, 0.5).to(device).repeat(views).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(3), x)
+        return self.normalise(x)

@@ -53,7 +53,9 @@ class LossState:
     - `epoch`: the 0-based training epoch;
     - `index`: the pairs' dataset indices (B,), for methods with per-sample state (SCN);
     - `view`: "non-masked", "masked", or "mixed" (then `views` is 1 where the image is masked);
-    - `step`: the 0-based optimiser step of this fold's training; `seed` the fold's seed.
+    - `step`: the 0-based optimiser step of this fold's training; `seed` the fold's seed;
+    - `pairs`: the dataset's number of pairs (every `index` is below it), or None when unknown,
+      so that per-sample state can live in a tensor of fixed size on the device.
     `generator()` returns a torch.Generator seeded from (seed, step): every call in one step
     returns the same stream, so a method can draw one random pairing shared by both views of a
     contrastive step without touching any other random stream."""
@@ -64,6 +66,7 @@ class LossState:
     views: torch.Tensor | None = None
     step: int = 0
     seed: int = 0
+    pairs: int | None = None
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         text = f"{self.seed}:step:{self.step}"
@@ -212,7 +215,7 @@ class DoubleSoftmax(Method):
 def _feature_map_size(backbone: str, image_size: int, trunk_kwargs: tuple) -> tuple[int, int]:
     kwargs = dict(trunk_kwargs)
     with torch.device("meta"):
-        trunk = create_trunk(backbone, pretrained=False, **kwargs)
+        trunk = create_trunk(backbone, pretrained=False, **kwargs).eval()  # batch norm takes one image in eval
         x = torch.empty(1, 3, image_size, image_size)
         fmap = trunk(x)[-1] if kwargs.get("features_only") else trunk.forward_features(x)
     return (1, fmap.shape[1]) if fmap.ndim == 3 else (fmap.shape[2], fmap.shape[3])

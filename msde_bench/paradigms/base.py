@@ -20,12 +20,16 @@ if TYPE_CHECKING:  # annotations only
     from msde_bench.spec import RunSpec
 
 
+BATCH_VIEWS = ("pair", "non-masked", "masked", "own")
+
+
 @dataclass
 class Batch:
-    """One training batch: both views of each pair, augmented with the same draw, normalised."""
+    """One training batch: the views of each pair the paradigm asked for (Paradigm.batch_views),
+    augmented with the same draw per pair, normalised."""
 
-    non_masked: torch.Tensor
-    masked: torch.Tensor
+    non_masked: torch.Tensor | None
+    masked: torch.Tensor | None
     y: torch.Tensor
     #: for paradigms with views_per_pair == 2: 0 = train on the non-masked view, 1 = the masked one
     view: torch.Tensor | None = None
@@ -35,11 +39,16 @@ class Batch:
     #: the 0-based optimiser step of the fold and the fold's seed (LossState.generator)
     step: int = 0
     seed: int = 0
+    #: the dataset's number of pairs (every index is below it)
+    pairs: int | None = None
+    #: under batch_views "own": each item's own view (view 0 non-masked, 1 masked)
+    images: torch.Tensor | None = None
 
     def state(self, view: str, views: torch.Tensor | None = None) -> LossState:
         """What Method.loss receives: epoch, pair indices, which view the images are ("non-masked",
-        "masked", or "mixed" with `views` giving 1 where the image is masked), step and seed."""
-        return LossState(self.epoch, self.index, view, views, self.step, self.seed)
+        "masked", or "mixed" with `views` giving 1 where the image is masked), step, seed and the
+        dataset's number of pairs."""
+        return LossState(self.epoch, self.index, view, views, self.step, self.seed, self.pairs)
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,12 @@ class Paradigm(ABC):
     views_per_pair = 1
     #: images the model sees per batch item (2 when both views go through the network together)
     images_per_item = 1
+    #: which images a batch carries (BATCH_VIEWS): "pair" both views of every pair (non_masked and
+    #: masked); "non-masked" or "masked" that view only (the other field is None); "own" (with
+    #: views_per_pair == 2) each item's own view in `images`, `view` telling which, non_masked and
+    #: masked None. The harness gathers and augments only these images, with the same random draw
+    #: per pair as for both views. A method with a pair_transform always gets "pair" batches.
+    batch_views = "pair"
     #: the learning rate of the reference code under --recipe paper
     paper_lr = 1e-3
 

@@ -24,6 +24,10 @@ class Baseline(Paradigm):
     def views_per_pair(self) -> int:  # type: ignore[override]
         return 2 if self.opts["train_on"] == "mixed" else 1
 
+    @property
+    def batch_views(self) -> str:  # type: ignore[override]
+        return "own" if self.opts["train_on"] == "mixed" else self.opts["train_on"]
+
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
         train_on = self.opts["train_on"]
         if train_on == "non-masked":
@@ -31,7 +35,9 @@ class Baseline(Paradigm):
         elif train_on == "masked":
             x, state = batch.masked, batch.state("masked")
         else:
-            x = torch.where(batch.view.view(-1, 1, 1, 1).bool(), batch.masked, batch.non_masked)
+            x = batch.images
+            if x is None:  # a batch of both views (built by hand, or for a method's pair_transform)
+                x = torch.where(batch.view.view(-1, 1, 1, 1).bool(), batch.masked, batch.non_masked)
             state = batch.state("mixed", batch.view)
         out = method(x)
         terms = method.loss(x, batch.y, out, state)

@@ -20,7 +20,9 @@ from msde_bench.api import BackboneMethod, Option, Output
 
 def random_erase(x: torch.Tensor, p: float = 0.5, scale=(0.02, 0.25), ratio=(0.3, 3.3)) -> torch.Tensor:
     """Per-sample RandomErasing (torchvision's parameters, one attempt, box clamped to the image),
-    drawn from the global torch generator; erased pixels become 0."""
+    drawn from the global (CPU) torch generator, so a seed erases the same boxes on every device;
+    erased pixels become 0. The boxes go to x's device as 5 numbers per image and the mask is built
+    there (no image-sized copy per call)."""
     b, _, h, w = x.shape
     dev = x.device
     apply = torch.rand(b) < p
@@ -31,11 +33,11 @@ def random_erase(x: torch.Tensor, p: float = 0.5, scale=(0.02, 0.25), ratio=(0.3
     ew = torch.sqrt(area / r).round().clamp(1, w).long()
     top = (torch.rand(b) * (h - eh + 1).float()).floor().long()
     left = (torch.rand(b) * (w - ew + 1).float()).floor().long()
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
-    box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
-           & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)) & apply.view(-1, 1, 1))
-    return x.masked_fill(box.unsqueeze(1).to(dev), 0.0)
+    apply, top, left, eh, ew = torch.stack([apply.long(), top, left, eh, ew]).view(5, b, 1, 1).to(dev, non_blocking=True)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    box = (rows >= top) & (rows < top + eh) & (cols >= left) & (cols < left + ew) & apply.bool()
+    return x.masked_fill(box.unsqueeze(1), 0.0)
 
 
 def class_activation_maps(fmap: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

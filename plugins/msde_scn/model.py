@@ -53,8 +53,17 @@ class SCN(BackboneMethod):
         self.dropout = nn.Dropout(self.opts["drop_rate"])
         self.alpha = nn.Sequential(nn.Linear(self.dim, 1), nn.Sigmoid())
         self.fc = nn.Linear(self.dim, num_classes)
-        self.relabelled: dict[int, int] = {}  # (pair index * 2 + view) -> new label
+        #: per (pair index * 2 + view): the label it was relabelled to, or -1; one slot more for the
+        #: writes of samples that keep their label. A device tensor, so relabelling needs no host sync.
+        self._labels: torch.Tensor | None = None
         self._pending: list = []
+
+    @property
+    def relabelled(self) -> dict[int, int]:
+        """{pair index * 2 + view: new label} of every relabelled sample so far (reads the device)."""
+        if self._labels is None:
+            return {}
+        return {k: v for k, v in enumerate(self._labels[:-1].tolist()) if v >= 0}
 
     def forward(self, x: torch.Tensor) -> Output:
         fmap = self.features(x)
@@ -64,45 +73,66 @@ class SCN(BackboneMethod):
         return Output(alpha * self.fc(f), emb, fmap, {"alpha": alpha})
 
     @staticmethod
-    def _keys(state: LossState, n: int) -> list[int] | None:
+    def _keys(state: LossState, y: torch.Tensor) -> torch.Tensor | None:
+        """pair index * 2 + view of every sample (on y's device), or None without pair indices."""
         if state.index is None:
             return None
         views = state.views
         if views is None:
-            views = torch.full((n,), 1 if state.view == "masked" else 0)
-        return (state.index.cpu() * 2 + views.cpu().long()).tolist()
+            views = torch.full_like(y, 1 if state.view == "masked" else 0)
+        return state.index.to(y.device) * 2 + views.to(y.device).long()
+
+    def _table(self, keys: torch.Tensor, pairs: int | None) -> torch.Tensor:
+        need = 2 * pairs if pairs is not None else int(keys.max()) + 1  # a host sync only without `pairs`
+        if self._labels is None or self._labels.shape[0] - 1 < need or self._labels.device != keys.device:
+            table = torch.full((need + 1,), -1, dtype=torch.long, device=keys.device)
+            if self._labels is not None:
+                old = self._labels[:-1].to(keys.device)
+                table[:min(need, old.shape[0])] = old[:need]
+            self._labels = table
+        return self._labels
 
     def loss(self, x, y, out, state):
         alpha = out.extras["alpha"]
-        keys = self._keys(state, y.shape[0])
-        if keys is not None and self.relabelled:
-            y = torch.tensor([self.relabelled.get(k, int(t)) for k, t in zip(keys, y.tolist())], device=y.device)
+        keys = self._keys(state, y)
+        if keys is not None and self._labels is not None:
+            new = self._table(keys, state.pairs)[keys]
+            y = torch.where(new >= 0, new, y)
         wce = F.cross_entropy(out.logits, y)
         rr = rank_regularisation(alpha, self.opts["beta"], self.opts["margin_1"])
         if (self.training and keys is not None and self.opts["relabel"]
                 and state.epoch + 1 >= self.opts["relabel_epoch"]):  # state.epoch is 0-based
-            self._pending.append((keys, out.logits.detach(), y.detach(), alpha.detach().flatten()))
+            self._pending.append((keys, out.logits.detach(), y.detach(), alpha.detach().flatten(), state.pairs))
         return {"loss": wce + rr, "wce": wce, "rank": rr}
 
     def after_step(self) -> None:
-        """Relabel with the predictions of the step just taken (as the official code does)."""
-        for keys, logits, y, alpha in self._pending:
-            for k, new in relabel_decisions(keys, logits, y, alpha, self.opts["beta"], self.opts["margin_2"],
-                                            any_sample=self.opts["quirk_relabel_any"]).items():
-                self.relabelled[k] = new
+        """Relabel with the predictions of the step just taken (as the official code does), on the
+        device: the samples that keep their label write to the table's spare last slot."""
+        for keys, logits, y, alpha, pairs in self._pending:
+            flip, pred = relabel_mask(logits, y, alpha, self.opts["beta"], self.opts["margin_2"],
+                                      any_sample=self.opts["quirk_relabel_any"])
+            table = self._table(keys, pairs)
+            table.index_put_((torch.where(flip, keys, table.shape[0] - 1),), pred)
         self._pending.clear()
 
 
-def relabel_decisions(keys, logits, y, alpha, beta, margin, any_sample=False) -> dict[int, int]:
-    """{key: new label} for the samples whose max probability beats their label's by `margin`,
-    restricted to the low-importance group (the batch's bottom 1 - beta by alpha) unless `any_sample`."""
+def relabel_mask(logits, y, alpha, beta, margin, any_sample=False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flip, pred): which samples' max probability beats their label's by `margin`, restricted to the
+    low-importance group (the batch's bottom 1 - beta by alpha) unless `any_sample`, and the predicted
+    labels; on the logits' device, without a host sync."""
     probs = torch.softmax(logits.float(), dim=1)
     p_max, pred = probs.max(dim=1)
     p_y = probs.gather(1, y.view(-1, 1)).squeeze(1)
     flip = (p_max - p_y) > margin
     if not any_sample:
-        n_high = int(beta * len(keys))
-        low = torch.ones(len(keys), dtype=torch.bool)
-        low[torch.argsort(alpha, descending=True)[:n_high].cpu()] = False
-        flip &= low.to(flip.device)
+        n_high = int(beta * logits.shape[0])
+        low = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+        low[torch.argsort(alpha, descending=True)[:n_high]] = False
+        flip &= low
+    return flip, pred
+
+
+def relabel_decisions(keys, logits, y, alpha, beta, margin, any_sample=False) -> dict[int, int]:
+    """{key: new label} for the samples relabel_mask flips (a host-side reading of it)."""
+    flip, pred = relabel_mask(logits, y, alpha, beta, margin, any_sample)
     return {keys[i]: int(pred[i]) for i in torch.nonzero(flip).flatten().tolist()}
