@@ -229,9 +229,9 @@ class Trainer:
     def batch_views(self) -> str:
         """What a batch carries (Paradigm.batch_views); "pair" for a method with a pair_transform."""
         kind = self.paradigm.batch_views
-        if kind not in BATCH_VIEWS or (kind == "own") != (self.paradigm.views_per_pair == 2):
+        if kind not in BATCH_VIEWS or (kind == "own" and self.paradigm.views_per_pair != 2):
             raise MsdeError(f"paradigm {self.paradigm.name!r}: batch_views {kind!r} (choose one of "
-                            f"{', '.join(BATCH_VIEWS)}; \"own\" exactly when views_per_pair is 2)")
+                            f"{', '.join(BATCH_VIEWS)}; \"own\" needs views_per_pair 2)")
         if type(self.method).pair_transform is not Method.pair_transform:
             return "pair"
         return kind
