@@ -229,9 +229,9 @@ class Trainer:
     def batch_views(self) -> str:
         """What a batch carries (Paradigm.batch_views); "pair" for a method with a pair_transform."""
         kind = self.paradigm.batch_views
-        if kind not in BATCH_VIEWS or (kind == "own") != (self.paradigm.views_per_pair == 2):
+        if kind not in BATCH_VIEWS or (kind == "own" and self.paradigm.views_per_pair != 2):
             raise MsdeError(f"paradigm {self.paradigm.name!r}: batch_views {kind!r} (choose one of "
-                            f"{', '.join(BATCH_VIEWS)}; \"own\" exactly when views_per_pair is 2)")
+                            f"{', '.join(BATCH_VIEWS)}; \"own\" needs views_per_pair 2)")
         if type(self.method).pair_transform is not Method.pair_transform:
             return "pair"
         return kind
@@ -255,6 +255,7 @@ class Trainer:
         bs = self.items_per_batch
         seed = gen.initial_seed()
         last = channels_last(self.device)
+        to = functools.partial(torch.Tensor.to, device=self.device, non_blocking=True)
 
         def pin(t: torch.Tensor) -> torch.Tensor:  # a host batch bound for a GPU: page-locked, copied async
             return t.pin_memory() if here.type == "cpu" and self.device.type == "cuda" else t
@@ -279,7 +280,6 @@ class Trainer:
             if last:
                 nm, m, images = (None if t is None else t.contiguous(memory_format=torch.channels_last)
                                  for t in (nm, m, images))
-            to = functools.partial(torch.Tensor.to, device=self.device, non_blocking=True)
             yield Batch(nm, m, to(cache.labels[pairs]), None if view is None else to(view), to(pairs), epoch,
                         first_step + step, seed, len(cache), images)
 

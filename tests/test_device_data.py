@@ -16,6 +16,7 @@ from torch.overrides import TorchFunctionMode
 from msde_bench.api import build_spec
 from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
+from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, build_paradigm
 from msde_bench.training import Trainer, place_cache
 
@@ -137,3 +138,17 @@ def test_training_reads_the_device_back_once_an_epoch_not_once_a_step(model, par
     assert reads[0] == reads[1]
     if model == "scn":
         assert trainer.method.relabelled  # the relabelling ran, on the device
+
+
+def test_a_paradigm_that_visits_views_separately_may_still_take_both_views():
+    """An out-of-tree paradigm written before batch_views (views_per_pair 2, the default "pair") keeps
+    getting both views and `view`; "own" without views_per_pair 2 is refused with one line."""
+    trainer = _trainer("resnet18", "baseline", "cpu")
+    trainer.paradigm = type("OldStyle", (type(trainer.paradigm),), {"batch_views": "pair"})(trainer.paradigm.opts)
+    batch = next(iter(trainer.batches(_Cache(12), np.arange(10), torch.Generator().manual_seed(1))))
+    assert batch.non_masked is not None and batch.masked is not None and batch.view is not None
+    assert batch.images is None
+    one_view = _trainer("resnet18", "contrastive", "cpu")
+    one_view.paradigm = type("Odd", (type(one_view.paradigm),), {"batch_views": "own"})(one_view.paradigm.opts)
+    with pytest.raises(MsdeError, match="batch_views 'own'.*needs views_per_pair 2"):
+        next(iter(one_view.batches(_Cache(12), np.arange(10), torch.Generator().manual_seed(1))))
