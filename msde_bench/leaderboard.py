@@ -245,7 +245,7 @@ def _device(run: dict) -> str:
     dev = str(env.get("device") or "")
     if dev == "cpu":
         threads = env.get("threads")
-        return f"cpu, {threads} threads" if threads else "cpu"
+        return f"cpu, {threads} thread{'' if threads == 1 else 's'}" if threads else "cpu"
     if dev.startswith("cuda"):
         return str(env.get("device_name") or dev)
     return dev or "?"
@@ -443,8 +443,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         "",
         "Accuracies are fractions: mean ± sample standard deviation over every fold of every seed. Mask gap = "
         "non-masked − masked accuracy. Pair agreement = share of test pairs whose two views get the same "
-        "prediction. Train time / fold = mean wall-clock seconds of training per fold on the device the result "
-        "records; it depends on the machine and on its load, so compare it between runs of one machine only. "
+        "prediction. Train time / fold = the median wall-clock seconds of training per fold (over folds and seeds; "
+        "a distill fold's including its teacher's) on the device the result records; it depends on the machine and on its load, so compare it between runs of one machine only. "
         "Method from = the plugin that provided the method (name, version, source), as the result records it.",
     ]
     if not tables:

@@ -56,7 +56,7 @@ def test_aggregation_over_folds_and_seeds_by_hand(tmp_path):
     assert n == 4 and mean == pytest.approx(0.45) and std == pytest.approx(np.std(vals, ddof=1))
     text = render([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
     assert "0.450 ± 0.129" in text and "2 × 2" in text
-    assert "10.5 s (?)" in text  # mean train time per fold; these results record no device
+    assert "10.5 s (?)" in text  # median train time per fold; these results record no device
 
 
 def test_train_time_names_the_device(tmp_path):
@@ -66,6 +66,8 @@ def test_train_time_names_the_device(tmp_path):
     assert "10.5 s (cpu, 2 threads)" in text
     text = render([dict(cpu, _path="a"), dict(gpu, _path="b")], [], ["x"])
     assert "10.5 s (NVIDIA H200; cpu, 2 threads)" in text
+    one = dict(make_result(), env=dict(device="cpu", threads=1, device_name="x86_64"))
+    assert "10.5 s (cpu, 1 thread)" in render([dict(one, _path="a")], [], ["x"])
 
 
 def test_newest_run_of_a_spec_and_seed_wins():
