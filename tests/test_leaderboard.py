@@ -191,7 +191,9 @@ def test_every_row_names_the_plugin_that_provided_its_method():
     text = render(found, [], ["leaderboard/results"])
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
     assert rows and all(ln.rstrip(" |").endswith(("(in-tree)", "(built-in)")) for ln in rows)
-    assert "| scn 1.0.0 (in-tree) " in text and "| msde-bench 0.1.0 (built-in) " in text
+    assert "| scn 1.0.0 (in-tree) " in text and "| msde-bench 0.2.0 (built-in) " in text
+    # ResNet-18's mixed baseline: seed 0 ran under msde-bench 0.1.0, seeds 1 and 2 under 0.2.0; the row names both
+    assert "| msde-bench 0.1.0 (built-in); msde-bench 0.2.0 (built-in) " in text
 
 
 def test_a_row_that_cannot_be_told_from_chance_is_marked():
