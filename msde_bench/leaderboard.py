@@ -444,7 +444,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         "Accuracies are fractions: mean ± sample standard deviation over every fold of every seed. Mask gap = "
         "non-masked − masked accuracy. Pair agreement = share of test pairs whose two views get the same "
         "prediction. Train time / fold = the median wall-clock seconds of training per fold (over folds and seeds; "
-        "a distill fold's including its teacher's) on the device the result records; it depends on the machine and on its load, so compare it between runs of one machine only. "
+        "a distill fold's including its teacher's) on the device the result records; it depends on the machine "
+        "and on its load, so compare it between runs of one machine only. "
         "Method from = the plugin that provided the method (name, version, source), as the result records it.",
     ]
     if not tables:
