@@ -29,7 +29,7 @@ def test_crops_are_fractions_of_the_image():
 
 def test_crop_edges_are_truncated_as_the_official_pil_boxes():
     """The official code crops PIL images with box (int(x0 w), int(y0 h), int(x1 w), int(y1 h)):
-    at 48 px the (0.05, 0.95) crop is rows/columns 2..45 (rounding would give 2..46)."""
+    at 48 px the (0.05, 0.95) crop is the slice 2:45 of rows and columns (rounding would give 2:46)."""
     x = torch.rand(1, 3, 48, 48)
     crops = crop_batch(x, [(0.05, 0.05, 0.95, 0.95)])
     expected = F.interpolate(x[:, :, 2:45, 2:45], size=(48, 48), mode="bilinear", align_corners=False)

@@ -36,8 +36,8 @@ def crop_batch(x: torch.Tensor, boxes) -> torch.Tensor:
     _, _, h, w = x.shape
     out = []
     for x0, y0, x1, y1 in boxes:
-        r0, r1 = int(y0 * h), max(int(y0 * h) + 1, int(y1 * h))
-        c0, c1 = int(x0 * w), max(int(x0 * w) + 1, int(x1 * w))
+        r0, c0 = int(y0 * h), int(x0 * w)
+        r1, c1 = max(r0 + 1, int(y1 * h)), max(c0 + 1, int(x1 * w))
         out.append(F.interpolate(x[:, :, r0:r1, c0:c1], size=(h, w), mode="bilinear", align_corners=False))
     return torch.stack(out, dim=1)
 
