@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from msde_bench import __version__
+from msde_bench import __version__, teachers
 from msde_bench import metrics as M
 from msde_bench import protocol as P
 from msde_bench import results as R
@@ -150,7 +150,17 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
             best.update(metrics=m, epoch=epoch + 1)
 
     selection = P.describe(spec.protocol, spec.folds)["selection"]
-    timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress)
+    # a non-masked baseline fold is the distill teacher of the same settings: cache it for distill
+    publisher = (teachers.Publisher(spec, fold.index, seed, cache.fingerprint, sorted(set(subjects[fold.train].tolist())))
+                 if teachers.is_teacher_spec(spec) else None)
+    claimed = publisher is not None and publisher.claim()
+    try:
+        timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress)
+        if claimed:
+            publisher.publish(trainer.method, timing["train_seconds"])
+    finally:
+        if claimed:
+            publisher.release()
     if selection == "best-on-test":
         metrics, selected = best["metrics"], best["epoch"]
     else:

@@ -5,7 +5,8 @@ dataset fails here, naming the grid entry, before anything runs), loads each dat
 synthetic set is generated once, never by several workers at a time), and lists the cells. A
 cell is done when its cell file matches the spec and the dataset fingerprint, or when the complete
 result file of its spec is there; done cells are skipped. A cell that failed before is left alone
-unless `retry_failed`, which runs only those. After the executor, every spec whose cells are all
+unless `retry_failed`, which runs only those. Runs of non-masked baselines come first, since their
+fold models are the distill teachers of the same settings (msde_bench.teachers). After the executor, every spec whose cells are all
 done gets its result file (the merge), and the sweep reports done / skipped / failed cells.
 """
 
@@ -24,6 +25,7 @@ from msde_bench.factory import load_dataset
 from msde_bench.grid import GridError, Run, load_grid
 from msde_bench.runner import cells_of, merge, read_cell, with_protocol
 from msde_bench.spec import RunSpec
+from msde_bench.teachers import is_teacher_spec
 
 EXECUTORS = ("local", "slurm", "ray")
 
@@ -80,6 +82,9 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
             else:
                 p.state[task.fold] = "todo"
         planned.append(p)
+    # non-masked baselines first: their fold models are the distill teachers of the same settings
+    # (msde_bench.teachers), so a distill cell that comes later loads its teacher instead of training it
+    planned.sort(key=lambda p: not is_teacher_spec(p.spec))
     return planned, out
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from msde_bench import results as R
@@ -249,8 +250,6 @@ def test_plain_progress_lines_when_not_on_a_terminal(tiny_root, tmp_path):
 
 
 def test_the_embedded_set_keeps_the_quick_recipe_on_a_cpu():
-    import torch
-
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert runner.default_recipe(None, cpu) == "quick" and runner.default_recipe("synth:tiny", cpu) == "quick"
     assert runner.default_recipe("/data/MSD-E", cpu) == "paper" and runner.default_recipe(None, gpu) == "paper"
@@ -270,8 +269,6 @@ def test_leaderboard_of_your_own_results_goes_to_stdout(tmp_path, monkeypatch, c
 def test_compile_runs_the_forward_through_torch_compile_and_records_it(tiny_root, tmp_path, monkeypatch):
     """--compile calls Module.compile on every trained model (here with torch's eager backend, so the test
     does not wait for a C++ compiler) and records it; the numbers are the eager run's."""
-    import torch
-
     monkeypatch.setenv("MSDE_BENCH_COMPILE", "0")  # restored after the test: --compile sets it for the process
     compiled = []
     original = torch.nn.Module.compile
@@ -295,3 +292,57 @@ def test_compile_runs_the_forward_through_torch_compile_and_records_it(tiny_root
     assert b["folds"][0]["paradigm"]["teacher"].startswith("trained")  # the compiled run trained the teacher
     assert [{k: v for k, v in f.items() if k != "paradigm"} for f in _scores(a)] == [
         {k: v for k, v in f.items() if k != "paradigm"} for f in _scores(b)]
+
+
+def test_the_non_masked_baseline_fold_is_the_distill_teacher(tiny_root, tmp_path, monkeypatch):
+    """Issue 16: a distill fold's teacher is the model that the non-masked baseline of the same settings
+    trains on the fold (same spec, same fold seed). The baseline run caches its fold model as the teacher
+    and a later distill run (compare's order) loads it instead of training it again; a distill run that
+    trains its own teacher gets the same weights bit for bit, and the same numbers."""
+    from msde_bench.checkpoints import read_model
+
+    args = ["run", "--model", "resnet18", "--data", str(tiny_root), *TINY, "--fold", "1"]
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path / "home-a"))
+    res = CliRunner().invoke(main, [*args, "--paradigm", "baseline", "--opt", "train_on=non-masked",
+                                    "--out", str(tmp_path / "a"), "--save-models"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "home-a" / "teachers").glob("*.pt"))) == 1
+    res = CliRunner().invoke(main, [*args, "--paradigm", "distill", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path / "home-b"))  # an empty cache: distill trains its teacher
+    res = CliRunner().invoke(main, [*args, "--paradigm", "distill", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+
+    (baseline,) = [R.load(p) for p in (tmp_path / "a").glob("resnet18-baseline-*.json")]
+    reused, trained = (R.load(next((tmp_path / d).glob("resnet18-distill-*.json"))) for d in ("a", "b"))
+    assert reused["folds"][0]["paradigm"]["teacher"].startswith("cache ")
+    assert trained["folds"][0]["paradigm"]["teacher"].startswith("trained")
+    # the reused teacher's training time is the baseline fold's, so the distill fold still counts it
+    assert reused["folds"][0]["paradigm"]["teacher_train_seconds"] == baseline["folds"][0]["train_seconds"]
+    assert [{k: v for k, v in f.items() if k != "paradigm"} for f in _scores(reused)] == [
+        {k: v for k, v in f.items() if k != "paradigm"} for f in _scores(trained)]
+    (teacher_file,) = (tmp_path / "home-b" / "teachers").glob("*.pt")
+    teacher = torch.load(teacher_file, weights_only=True)["state_dict"]
+    (model_file,) = (tmp_path / "a").glob("resnet18-baseline-*/fold1.pt")
+    model = read_model(model_file)["state_dict"]
+    assert teacher.keys() == model.keys() and all(torch.equal(teacher[k], model[k]) for k in model)
+
+
+def test_a_baseline_publishes_no_teacher_that_another_process_is_training(tmp_path):
+    """A non-masked baseline fold offers its model to the teacher cache only when it can take the
+    teacher's lock at once: while a distill run trains that teacher, the baseline trains on without
+    waiting and writes nothing; a cached teacher is never overwritten."""
+    from msde_bench import teachers
+
+    spec = RunSpec(paradigm="baseline", options=(("train_on", "non-masked"),))
+    assert teachers.is_teacher_spec(spec) and not teachers.is_teacher_spec(spec.with_(options=()))
+    pub = teachers.Publisher(spec, 0, 123, "fingerprint", [1, 2])
+    other = teachers.lock(pub.path)
+    with other:  # a distill run training the teacher (a separate lock: another process's)
+        assert pub.claim() is False
+    assert pub.claim() is True
+    pub.publish(torch.nn.Linear(2, 2), 1.5)
+    pub.release()
+    assert torch.load(pub.path, weights_only=True)["meta"]["train_seconds"] == 1.5
+    again = teachers.Publisher(spec, 0, 123, "fingerprint", [1, 2])
+    assert again.path == pub.path and again.claim() is False

@@ -1,8 +1,9 @@
 """`distill`: knowledge distillation from a non-masked teacher (MSD-E, section "knowledge distillation").
 
 A teacher of the same model is trained first on the non-masked images of the fold's training
-pairs (the baseline paradigm with train_on=non-masked, the recipe's baseline learning rate,
-`teacher_epochs`), or loaded from `teacher=PATH`; it is frozen in eval mode. The student sees the
+pairs from the fold's seed (the baseline paradigm with train_on=non-masked, the recipe's baseline
+learning rate, `teacher_epochs`: with the default, the very model the non-masked baseline run of
+the same settings trains on the fold), or loaded from `teacher=PATH`; it is frozen in eval mode. The student sees the
 masked view of each pair with probability p (per sample, as the reference code draws it) and the
 non-masked view otherwise. The loss is
 
@@ -10,32 +11,28 @@ non-masked view otherwise. The loss is
                       [+ kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))]
 
 with F the last feature map, L2-normalised over channels as the reference ResNet does. Each
-fold's teacher is cached under $MSDE_BENCH_HOME/teachers and reused when the same spec runs
-again (a file lock lets one process train it while others that need it wait and load it); a
+fold's teacher is cached under $MSDE_BENCH_HOME/teachers (msde_bench.teachers) and reused when
+the same spec runs again or the non-masked baseline has trained it (a file lock lets one process
+train it while others that need it wait and load it); a
 teacher never sees the fold's test subjects (checked before training, and for a cached or loaded
 teacher from the subjects stored with it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 
-from msde_bench.checkpoints import load_torch, save_torch_atomic
+from msde_bench import teachers
+from msde_bench.checkpoints import load_torch
 from msde_bench.errors import MsdeError
-from msde_bench.home import cache_home
 from msde_bench.models.base import Method
 from msde_bench.options import QUIRKS, Option, is_method_key, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
 from msde_bench.spec import RECIPES, RunSpec, derive_seed
 from msde_bench.training import channels_last
-
-TEACHER_FORMAT = "msde-bench/teacher/1"
 
 
 class Distill(Paradigm):
@@ -86,22 +83,18 @@ class Distill(Paradigm):
             source = str(self.opts["teacher"])
         else:
             tspec = self.teacher_spec(spec)
-            key = hashlib.sha256(json.dumps(dict(spec=tspec.to_dict(), fold=ctx.fold, data=ctx.cache.fingerprint,
-                                                 train_subjects=train_subjects), sort_keys=True).encode()).hexdigest()[:16]
-            path = cache_home() / "teachers" / f"{key}.pt"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # the fold's seed: the teacher is the model the non-masked baseline run trains on this fold
+            path = teachers.cache_path(tspec, ctx.fold, ctx.seed, ctx.cache.fingerprint, train_subjects)
             # one process trains a teacher at a time; another that needs it waits, then loads it
-            with FileLock(str(path) + ".lock"):
+            with teachers.lock(path):
                 if path.is_file():
                     teacher, meta = self._load(path, ctx)
                     source = f"cache {path}"
                 else:
                     ctx.say(f"fold {ctx.fold}: training the non-masked teacher ({tspec.epochs} epochs)")
-                    teacher, timing = ctx.fit(tspec, derive_seed(spec.seed, "teacher", ctx.fold))
-                    teacher = teacher.cpu()
-                    meta = dict(format=TEACHER_FORMAT, spec=tspec.to_dict(), fold=ctx.fold,
-                                train_subjects=train_subjects, train_seconds=timing["train_seconds"])
-                    save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=teacher.state_dict()))
+                    teacher, timing = ctx.fit(tspec, ctx.seed)
+                    meta = teachers.save(path, teacher, tspec, ctx.fold, ctx.seed, train_subjects,
+                                         timing["train_seconds"])
                     source = f"trained ({path})"
         seen = meta.get("train_subjects")
         if seen is not None:
@@ -125,7 +118,7 @@ class Distill(Paradigm):
     def _load(self, path: Path, ctx: FoldContext) -> tuple[Method, dict]:
         obj = load_torch(path, missing="teacher checkpoint not found")
         meta = {}
-        if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
+        if isinstance(obj, dict) and obj.get("format") == teachers.TEACHER_FORMAT:
             meta, state = obj.get("meta", {}), obj["state_dict"]
         elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             state = obj["state_dict"]
