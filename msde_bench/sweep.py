@@ -6,8 +6,9 @@ synthetic set is generated once, never by several workers at a time), and lists 
 cell is done when its cell file matches the spec and the dataset fingerprint, or when the complete
 result file of its spec is there; done cells are skipped. A cell that failed before is left alone
 unless `retry_failed`, which runs only those. Runs of non-masked baselines come first, since their
-fold models are the distill teachers of the same settings (msde_bench.teachers). After the executor, every spec whose cells are all
-done gets its result file (the merge), and the sweep reports done / skipped / failed cells.
+fold models are the distill teachers of the same settings (msde_bench.teachers). After the
+executor, every spec whose cells are all done gets its result file (the merge), and the sweep
+reports done / skipped / failed cells.
 """
 
 from __future__ import annotations
