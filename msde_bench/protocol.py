@@ -32,6 +32,11 @@ class Fold:
     test_subjects: tuple[int, ...]
 
 
+def subjects_of(idx: np.ndarray, subjects: np.ndarray) -> list[int]:
+    """The distinct subjects of the pairs `idx`, sorted."""
+    return sorted(set(subjects[idx].tolist()))
+
+
 def check_disjoint(fold: Fold, subjects: np.ndarray) -> None:
     shared = set(subjects[fold.train].tolist()) & set(subjects[fold.test].tolist())
     if shared:
@@ -50,7 +55,7 @@ def clean_folds(subjects: np.ndarray, labels: np.ndarray, k: int, seed: int) -> 
     idx = np.arange(len(subjects))
     folds = []
     for i, (train, test) in enumerate(splitter.split(idx, labels, groups=subjects)):
-        folds.append(Fold(i, np.sort(train), np.sort(test), tuple(sorted(set(subjects[test].tolist())))))
+        folds.append(Fold(i, np.sort(train), np.sort(test), tuple(subjects_of(test, subjects))))
     return folds
 
 
@@ -67,7 +72,7 @@ def faithful_folds(subjects: np.ndarray, k: int) -> list[Fold]:
         if len(test) == 0:
             raise MsdeError(f"faithful fold {i} tests subject IDs {min(window)}-{max(window)}, "
                             "none of which is in the dataset (the reference split assumes IDs 0..N-1)")
-        folds.append(Fold(i, train, test, tuple(sorted(set(subjects[test].tolist())))))
+        folds.append(Fold(i, train, test, tuple(subjects_of(test, subjects))))
     return folds
 
 
@@ -80,7 +85,7 @@ def holdout_folds(subjects: np.ndarray, official: list[str] | None) -> list[Fold
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     if len(train) == 0 or len(test) == 0:
         raise MsdeError(f"holdout: the official split has {len(train)} train and {len(test)} test pairs")
-    return [Fold(0, train, test, tuple(sorted(set(subjects[test].tolist()))))]
+    return [Fold(0, train, test, tuple(subjects_of(test, subjects)))]
 
 
 def make_folds(protocol: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int,

@@ -118,7 +118,7 @@ def fit_model(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, device: t
 
 def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
     return dict(fold=fold.index, test_subjects=list(fold.test_subjects), n_train_pairs=int(len(fold.train)),
-                train_subjects=sorted(set(subjects[fold.train].tolist())))
+                train_subjects=P.subjects_of(fold.train, subjects))
 
 
 def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
@@ -151,7 +151,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
 
     selection = P.describe(spec.protocol, spec.folds)["selection"]
     # a non-masked baseline fold is the distill teacher of the same settings: cache it for distill
-    publisher = (teachers.Publisher(spec, fold.index, seed, cache.fingerprint, sorted(set(subjects[fold.train].tolist())))
+    publisher = (teachers.Publisher(spec, fold.index, seed, cache.fingerprint, P.subjects_of(fold.train, subjects))
                  if teachers.is_teacher_spec(spec) else None)
     claimed = publisher is not None and publisher.claim()
     try:

@@ -3,9 +3,9 @@
 A teacher of the same model is trained first on the non-masked images of the fold's training
 pairs from the fold's seed (the baseline paradigm with train_on=non-masked, the recipe's baseline
 learning rate, `teacher_epochs`: with the default, the very model the non-masked baseline run of
-the same settings trains on the fold), or loaded from `teacher=PATH`; it is frozen in eval mode. The student sees the
-masked view of each pair with probability p (per sample, as the reference code draws it) and the
-non-masked view otherwise. The loss is
+the same settings trains on the fold), or loaded from `teacher=PATH`; it is frozen in eval mode.
+The student sees the masked view of each pair with probability p (per sample, as the reference
+code draws it) and the non-masked view otherwise. The loss is
 
     L_method(student) + lambda * MSE(F_teacher(non-masked), F_student(input))
                       [+ kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))]
@@ -13,9 +13,9 @@ non-masked view otherwise. The loss is
 with F the last feature map, L2-normalised over channels as the reference ResNet does. Each
 fold's teacher is cached under $MSDE_BENCH_HOME/teachers (msde_bench.teachers) and reused when
 the same spec runs again or the non-masked baseline has trained it (a file lock lets one process
-train it while others that need it wait and load it); a
-teacher never sees the fold's test subjects (checked before training, and for a cached or loaded
-teacher from the subjects stored with it).
+train it while others that need it wait and load it); a teacher never sees the fold's test
+subjects (checked before training, and for a cached or loaded teacher from the subjects stored
+with it).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from msde_bench.errors import MsdeError
 from msde_bench.models.base import Method
 from msde_bench.options import QUIRKS, Option, is_method_key, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
+from msde_bench.protocol import subjects_of
 from msde_bench.spec import RECIPES, RunSpec, derive_seed
 from msde_bench.training import channels_last
 
@@ -75,8 +76,8 @@ class Distill(Paradigm):
 
     def prepare(self, ctx: FoldContext) -> None:
         spec, subjects = ctx.spec, ctx.subjects
-        train_subjects = sorted(set(subjects[ctx.train_idx].tolist()))
-        test_subjects = sorted(set(subjects[ctx.test_idx].tolist()))
+        train_subjects = subjects_of(ctx.train_idx, subjects)
+        test_subjects = subjects_of(ctx.test_idx, subjects)
         assert not set(train_subjects) & set(test_subjects), "teacher training pairs include test subjects"
         if self.opts["teacher"]:
             teacher, meta = self._load(Path(self.opts["teacher"]), ctx)
