@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from msde_scn.model import SCN, rank_regularisation, relabel_decisions
+from msde_scn.model import SCN, rank_regularisation, relabel_mask
 
 from msde_bench.api import LossState
 from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
@@ -49,13 +49,15 @@ def test_loss_terms_by_hand():
     assert terms["loss"].item() == pytest.approx(terms["wce"].item() + terms["rank"].item(), rel=1e-6)
 
 
-def test_relabel_decisions():
+def test_relabel_mask():
     logits = torch.log(torch.tensor([[0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.3, 0.4, 0.3]]))
     y = torch.tensor([1, 1, 1])
     alpha = torch.tensor([0.9, 0.1, 0.2])
     # samples 0 and 1 beat the margin; only 1 is in the low-importance group (beta 1/3 -> top 1 = sample 0)
-    assert relabel_decisions([10, 11, 12], logits, y, alpha, beta=0.34, margin=0.2) == {11: 0}
-    assert relabel_decisions([10, 11, 12], logits, y, alpha, beta=0.34, margin=0.2, any_sample=True) == {10: 0, 11: 0}
+    flip, pred = relabel_mask(logits, y, alpha, beta=0.34, margin=0.2)
+    assert flip.tolist() == [False, True, False] and pred.tolist() == [0, 0, 1]
+    flip, _ = relabel_mask(logits, y, alpha, beta=0.34, margin=0.2, any_sample=True)
+    assert flip.tolist() == [True, True, False]
 
 
 def test_relabelling_changes_state_after_the_step():

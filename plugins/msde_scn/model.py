@@ -131,8 +131,3 @@ def relabel_mask(logits, y, alpha, beta, margin, any_sample=False) -> tuple[torc
         flip &= low
     return flip, pred
 
-
-def relabel_decisions(keys, logits, y, alpha, beta, margin, any_sample=False) -> dict[int, int]:
-    """{key: new label} for the samples relabel_mask flips (a host-side reading of it)."""
-    flip, pred = relabel_mask(logits, y, alpha, beta, margin, any_sample)
-    return {keys[i]: int(pred[i]) for i in torch.nonzero(flip).flatten().tolist()}
