@@ -43,11 +43,15 @@ def model_path(result_path: Path, run_id: str, fold: int) -> Path:
     return result_path.parent / run_id / f"fold{fold}.pt"
 
 
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict as contiguous CPU tensors, whatever its device and memory format."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def save_model(path: Path, method: torch.nn.Module, spec: dict, fold: int, test_subjects) -> None:
     """The fold's final weights with the spec (as a dict) that rebuilds the model."""
-    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
     save_torch_atomic(path, dict(format=MODEL_FORMAT, spec=spec, fold=fold, test_subjects=list(test_subjects),
-                                 state_dict=state))
+                                 state_dict=cpu_state(method)))
 
 
 def read_model(path: Path) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from msde_bench.checkpoints import save_torch_atomic
+from msde_bench.checkpoints import cpu_state, save_torch_atomic
 from msde_bench.home import cache_home
 from msde_bench.spec import RunSpec
 
@@ -49,8 +49,7 @@ def save(path: Path, model: torch.nn.Module, spec: RunSpec, fold: int, seed: int
     """Writes the teacher file (atomically); returns its metadata."""
     meta = dict(format=TEACHER_FORMAT, spec=spec.whole().to_dict(), fold=fold, seed=seed,
                 train_subjects=train_subjects, train_seconds=train_seconds)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=state))
+    save_torch_atomic(path, dict(format=TEACHER_FORMAT, meta=meta, state_dict=cpu_state(model)))
     return meta
 
 
