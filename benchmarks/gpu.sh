@@ -5,7 +5,8 @@
 #   2. one fold of the paper recipe (resnet18 contrastive, synthetic `full` set, 224 px, 25 epochs)
 #      timed, and extrapolated to the 10 folds of the protocol; the same fold with --compile;
 #   3. cells per GPU: the same short grid (resnet18 baseline, quick recipe at 224 px, 2 epochs, 8
-#      folds) swept with --per-gpu K for K = 1, 2, 4, 8; images per second of the GPU for each K.
+#      folds) swept with --per-gpu K for K = 1, 2, 4, 8; images per second of the GPU for each K;
+#   4. the per-step table of benchmarks/speed.py at 224 px, batch 96 (precision x layout x optimiser).
 # Prints one table. `bash benchmarks/gpu.sh --smoke` runs the same steps tiny on a CPU, to check the
 # script itself (its numbers mean nothing).
 set -euo pipefail
@@ -72,4 +73,6 @@ echo
 echo "| cells per GPU (--per-gpu K) | wall s for $grid_folds cells | training images/s |"
 echo "|---|---|---|"
 printf "$rows"
+echo
+python3 "$(dirname "$0")/speed.py" --device $dev --image-size $size --batch-size $batch --rounds $rounds --steps $steps
 rm -rf "$work"

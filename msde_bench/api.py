@@ -53,8 +53,9 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `quirks="reference"`
     turns every reference-code quirk on (factory.reference_quirks); `overrides` are the RunSpec
     fields the CLI can set (epochs, folds, budget, precision, run_folds, image_size, batch_size, lr,
-    seed, pretrained); None means the recipe's value (precision: bf16 on CUDA, fp32 elsewhere and
-    under the reference quirks)."""
+    seed, pretrained); None means the recipe's value (precision: training.default_precision, bf16
+    on CUDA and under the quick recipe on a CPU with bf16 hardware, fp32 elsewhere and under the
+    reference quirks)."""
     spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
                       quirks=quirks, **overrides)
     dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
@@ -84,7 +85,7 @@ def _settings(options, device: str, data: str | None, recipe: str | None, init: 
     recipe = recipe or runner.default_recipe(data, dev)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.setdefault("seed", 0)
-    overrides.setdefault("precision", default_precision(dev, quirks))
+    overrides.setdefault("precision", default_precision(dev, quirks, recipe))
     check_precision(overrides["precision"], dev)
     if "run_folds" in overrides:
         overrides["run_folds"] = tuple(overrides["run_folds"])

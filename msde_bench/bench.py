@@ -29,8 +29,9 @@ from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
 from msde_bench.factory import build_method, build_paradigm
 from msde_bench.paradigms.base import Batch, FoldContext
+from msde_bench.runner import default_recipe
 from msde_bench.spec import RunSpec
-from msde_bench.training import Trainer, autocast, channels_last, check_precision, default_precision
+from msde_bench.training import Trainer, autocast, channels_last, check_precision, default_precision, optimizer_impl
 
 
 @contextlib.contextmanager
@@ -65,7 +66,7 @@ def _sync(device: torch.device) -> None:
 
 def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps: int,
               device: torch.device, rounds: int = 7, precision: str | None = None) -> dict:
-    precision = precision or default_precision(device)
+    precision = precision or default_precision(device, recipe=default_recipe(None, device))
     check_precision(precision, device)
     spec = RunSpec(model=model, paradigm=paradigm, batch_size=batch_size, image_size=image_size,
                    device=str(device), precision=precision,
@@ -89,12 +90,12 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
     bare_model, _ = build_method(spec)
     teacher = getattr(par, "teacher", None) if par.name == "distill" else None
     bare_model = bare_model.to(device)
-    if channels_last(device):
+    if channels_last(device, precision):  # the harness's layout and optimiser for this device and precision
         bare_model = bare_model.to(memory_format=torch.channels_last)
         nm = nm.contiguous(memory_format=torch.channels_last)
         m = m.contiguous(memory_format=torch.channels_last)
     bare_opt = torch.optim.Adam(bare_model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
-                                **({"fused": True} if device.type == "cuda" else {}))  # as the harness's
+                                **({"fused": True} if optimizer_impl(device) == "fused" else {}))
     bare_model.train()
     trainer.method.train()
     batch = Batch(nm, m, y, None, torch.arange(batch_size, device=device))
@@ -170,8 +171,8 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
                      "two passes" if two_views else "one pass") + " in both loops"
     lines = [
         f"device {device} · model {model} · paradigm {paradigm} ({paradigm_desc}) · batch {batch_size} · "
-        f"{image_size} px · "
-        f"{rounds} rounds x {steps} steps",
+        f"{image_size} px · {precision} · {'channels_last' if channels_last(device, precision) else 'contiguous'} · "
+        f"{optimizer_impl(device)} Adam · {rounds} rounds x {steps} steps",
         f"bare PyTorch step    {t_bare * 1000:8.2f} ms   (median; rounds {min(bare) * 1000:.1f}-{max(bare) * 1000:.1f})",
         f"harness step         {t_harness * 1000:8.2f} ms   (median; rounds {min(harness) * 1000:.1f}-{max(harness) * 1000:.1f})",
         f"harness overhead     {overhead:8.3f}x   (target <= 1.05x)",

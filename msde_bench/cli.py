@@ -80,8 +80,9 @@ def run_options(*, single: bool):
             click.option("--folds", type=int, default=None, help="Number of folds k [default: the recipe's]."),
             click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                          help="Training and evaluation precision: fp32, or bf16/fp16 autocast (fp16 on CUDA only, "
-                              "with loss scaling); recorded in the result [default: bf16 on CUDA, fp32 on CPU and "
-                              "under --quirks reference]."),
+                              "with loss scaling); recorded in the result [default: bf16 on CUDA and, under the quick "
+                              "recipe, on a CPU with bf16 hardware (AMX or avx512_bf16); fp32 otherwise and under "
+                              "--quirks reference]."),
             click.option("--quirks", type=click.Choice(QUIRK_SETS), default="none",
                          help="reference: turn on every quirk of the MSD-E reference code at once (double softmax, "
                               "eval normalisation, 24 epochs, pooling the normalised map, distill's random-init "
@@ -875,7 +876,8 @@ def data_stats(root):
 @click.option("--rounds", type=int, default=7, help="Rounds; bare and harness alternate, medians are compared.")
 @click.option("--device", default="auto")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="Autocast precision of both loops [default: bf16 on CUDA, fp32 elsewhere].")
+              help="Autocast precision of both loops [default: what `run` uses on this device with the "
+                   "embedded set: bf16 on CUDA and on a CPU with bf16 hardware, fp32 elsewhere].")
 def bench(model, paradigm, batch_size, image_size, steps, rounds, device, precision):
     """Measure the harness's overhead and the data pipeline's speed.
 

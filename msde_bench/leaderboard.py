@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from msde_bench import budget
 from msde_bench import figures as F
 from msde_bench import results as R
 from msde_bench import webpage as W
 from msde_bench.atomic import check_writable, write_bytes_atomic, write_text_atomic
 from msde_bench.errors import MsdeError, ResultError
-from msde_bench.factory import canonical_budget
 from msde_bench.options import QUIRKS, is_method_key, method_values
 from msde_bench.spec import RunSpec
 from msde_bench.stats import CHANCE, corrected_ci, corrected_ttest
@@ -397,10 +397,17 @@ BUDGET_TEXT = {
 
 
 def _budget_matters(spec: dict) -> bool:
-    """False where the paradigm trains identically under both budget rules (factory.canonical_budget)."""
+    """False where the paradigm trains identically under both budget rules (factory.canonical_budget).
+    A built-in paradigm's shape is known without importing it (budget.builtin_shape: the leaderboard
+    starts without torch); a plugin's paradigm is asked (that loads the plugins)."""
     try:
+        shape = budget.builtin_shape(spec["paradigm"], dict(spec.get("options") or ()))
+        if shape is not None:
+            return not budget.same_under_both(int(spec["batch_size"]), *shape)
+        from msde_bench.factory import canonical_budget  # a plugin paradigm: torch and the plugins
+
         return canonical_budget(RunSpec.from_dict(spec).with_(budget="epochs")).budget == "epochs"
-    except (MsdeError, ValueError, TypeError):
+    except (MsdeError, ValueError, TypeError, KeyError):
         return True
 
 

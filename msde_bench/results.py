@@ -63,7 +63,8 @@ class RunResult(TypedDict, total=False):
     spec: dict  # RunSpec.to_dict(): everything the run needs to be repeated
     dataset: dict  # name, root, fingerprint, n_pairs, n_subjects
     protocol: dict  # name, version, folds, split (the protocol: clean/faithful/holdout), selection, run_folds, complete
-    env: dict  # python, torch, timm, numpy, sklearn, platform, device, device_name, threads, compile
+    env: dict  # python, torch, timm, numpy, sklearn, platform, device, device_name, threads, compile,
+    # memory_format, optimizer_impl, cpu_bf16 (since 0.4.0)
     folds: list  # [FoldResult], in the order they were selected
     summary: dict  # {metric: {mean, std, n}} over the folds
 

@@ -39,7 +39,7 @@ from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed
-from msde_bench.training import Trainer, compile_setting, evaluate
+from msde_bench.training import Trainer, compile_setting, cpu_bf16, evaluate, memory_layout, optimizer_impl
 
 CELL_FORMAT = "msde-bench/cell/1"
 
@@ -88,14 +88,19 @@ def git_state() -> tuple[str | None, bool | None]:
     return sha, (bool(status.strip()) if status is not None else None)
 
 
-def environment(device: torch.device) -> dict:
+def environment(device: torch.device, precision: str = "fp32") -> dict:
+    """Where a cell ran and the speed choices that move its numbers in float round-off: the
+    memory layout (training.channels_last), the optimiser implementation (training.optimizer_impl),
+    the CPU's bf16 hardware (training.cpu_bf16), the thread count and --compile."""
     import sklearn
     import timm
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return dict(python=platform.python_version(), torch=torch.__version__, timm=timm.__version__,
                 numpy=np.__version__, sklearn=sklearn.__version__, platform=platform.platform(),
-                device=str(device), device_name=name, threads=torch.get_num_threads(), compile=compile_setting())
+                device=str(device), device_name=name, threads=torch.get_num_threads(), compile=compile_setting(),
+                memory_format=memory_layout(device, precision), optimizer_impl=optimizer_impl(device),
+                cpu_bf16=cpu_bf16() if device.type == "cpu" else None)
 
 
 def _now() -> str:
@@ -260,7 +265,7 @@ def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache
     sha, dirty = git_state()
     obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
                created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
-               method_plugin=method_provider(cell.spec.model), env=environment(device), record=rec)
+               method_plugin=method_provider(cell.spec.model), env=environment(device, cell.spec.precision), record=rec)
     R.write_json_atomic(cell.path(out), obj)
     return obj
 

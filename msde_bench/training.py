@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from msde_bench import budget
 from msde_bench import metrics as M
 from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
 from msde_bench.errors import MsdeError
+from msde_bench.home import cache_home
 from msde_bench.models.base import Method, input_normalisation
 from msde_bench.paradigms.base import BATCH_VIEWS, Batch, Paradigm
 from msde_bench.spec import PRECISIONS, RunSpec
@@ -71,10 +73,16 @@ COMPILE_ENV = "MSDE_BENCH_COMPILE"
 def compile_setting(enabled: bool | None = None) -> bool:
     """--compile: whether each trained model's forward runs through torch.compile (the result's
     env.compile records it; the numbers may differ from eager ones in float round-off). Given a
-    value, sets it for this process and the worker processes it starts."""
+    value, sets it for this process and the worker processes it starts. The compiled graphs are
+    cached: within a process a later fold's model (the same architecture) reuses the first fold's,
+    and on disk under `$MSDE_BENCH_HOME/torch-compile` (TorchInductor's cache, unless
+    TORCHINDUCTOR_CACHE_DIR is set) for later runs and sweep workers."""
     if enabled is not None:
         os.environ[COMPILE_ENV] = "1" if enabled else "0"
-    return os.environ.get(COMPILE_ENV, "0") == "1"
+    on = os.environ.get(COMPILE_ENV, "0") == "1"
+    if on:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_home() / "torch-compile"))
+    return on
 
 
 def busy_warning(threads: int, load: float | None = None, cores: int | None = None) -> str | None:
@@ -92,14 +100,48 @@ def busy_warning(threads: int, load: float | None = None, cores: int | None = No
             "which the result records)")
 
 
-def channels_last(device: torch.device) -> bool:
-    """channels_last is faster for convolutions on CUDA and on CPU (oneDNN); not used on MPS."""
-    return device.type in ("cuda", "cpu")
+def channels_last(device: torch.device, precision: str = "fp32") -> bool:
+    """Whether models and batches use the channels_last memory layout: where it is the faster one.
+    On CUDA always; on the CPU for bf16/fp16 autocast (oneDNN's bf16 convolutions, AMX or
+    avx512_bf16, are reached through it) but not for fp32, where the plain layout was faster
+    (timm ResNet-18 at 48 px, batch 32, 2 threads: 1.20-1.28x on an Intel Xeon with AMX, on par on
+    an AMD EPYC Zen 4; `benchmarks/speed.py` measures it); not on MPS."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and precision != "fp32"
 
 
-def default_precision(device: torch.device, quirks: str = "none") -> str:
-    """bf16 on CUDA; fp32 elsewhere, and under the reference quirks (the reference trains in fp32)."""
-    return "bf16" if device.type == "cuda" and quirks != "reference" else "fp32"
+def memory_layout(device: torch.device, precision: str = "fp32") -> str:
+    """The layout `channels_last` chooses, as the result's env.memory_format records it."""
+    return "channels_last" if channels_last(device, precision) else "contiguous"
+
+
+def cpu_bf16() -> str | None:
+    """The CPU's bf16 matrix hardware that oneDNN uses under bf16 autocast: "amx_bf16",
+    "avx512_bf16", or None (bf16 is then emulated and slower than fp32)."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        if cpu._is_amx_tile_supported():
+            return "amx_bf16"
+        if cpu._is_avx512_bf16_supported():
+            return "avx512_bf16"
+    except (AttributeError, RuntimeError):  # an older torch or another architecture: no fast bf16 known
+        return None
+    return None
+
+
+def default_precision(device: torch.device, quirks: str = "none", recipe: str | None = None) -> str:
+    """bf16 autocast on CUDA, and under the quick recipe on a CPU with bf16 hardware (cpu_bf16:
+    AMX or avx512_bf16; measured in benchmarks/precision/: no significant accuracy difference from
+    fp32 on the default run's 5 folds x 3 seeds); fp32 elsewhere, and under the reference quirks
+    (the reference trains in fp32)."""
+    if quirks == "reference":
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and recipe == "quick" and cpu_bf16() is not None:
+        return "bf16"
+    return "fp32"
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -118,14 +160,21 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def optimizer_impl(device: torch.device) -> str:
+    """The optimiser implementation (the result's env.optimizer_impl records it): PyTorch's fused
+    Adam / SGD (one kernel over every parameter) on CUDA and on the CPU, where a ResNet-18 step at
+    48 px took about 1.1x less time with it than with the for-loop one (the same update, in another
+    order of float operations); PyTorch's default for-loop one elsewhere."""
+    return "fused" if device.type in ("cuda", "cpu") else "for-loop"
+
+
 def make_optimizer(spec: RunSpec, groups: list[dict], device: torch.device | None = None) -> torch.optim.Optimizer:
-    """Adam or SGD over the method's parameter groups; a group's `lr_scale` multiplies the lr. On
-    CUDA the fused implementation (one kernel for every parameter); elsewhere PyTorch's default, so
-    that CPU numbers stay what they were."""
+    """Adam or SGD over the method's parameter groups; a group's `lr_scale` multiplies the lr;
+    fused where optimizer_impl says so."""
     groups = [dict(g) for g in groups]
     for g in groups:
         g["lr"] = spec.lr * g.pop("lr_scale", 1.0)
-    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    fused = {"fused": True} if device is not None and optimizer_impl(device) == "fused" else {}
     if spec.optimizer == "adam":
         return torch.optim.Adam(groups, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
     if spec.optimizer == "sgd":
@@ -147,20 +196,11 @@ def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
 
 def budget_plan(spec: RunSpec, paradigm: Paradigm) -> tuple[int, int]:
     """(items per batch, passes over the items per epoch) under the spec's budget rule
-    (spec.BUDGETS). Under `steps` every paradigm takes the mixed baseline's optimiser steps,
-    ceil(2 x pairs / batch_size) per epoch, with batch_size images per step."""
-    if spec.budget == "epochs":
-        return spec.batch_size, 1
-    per_item = paradigm.images_per_item
-    images_per_pass = paradigm.views_per_pair * per_item  # images a pass over the items shows, per pair
-    if images_per_pass not in (1, 2):
-        raise MsdeError(f"paradigm {paradigm.name!r} shows {images_per_pass} images per pair in a pass; "
-                        "--budget steps needs 1 or 2 (use --budget epochs)")
-    items = spec.batch_size // per_item
-    if items < 2:
-        raise MsdeError(f"--batch-size {spec.batch_size}: paradigm {paradigm.name!r} puts {per_item} images "
-                        f"in a batch item, so a batch would hold {items} item(s); batch norm needs 2")
-    return items, 2 // images_per_pass
+    (spec.BUDGETS; the arithmetic: budget.plan). Under `steps` every paradigm takes the mixed
+    baseline's optimiser steps, ceil(2 x pairs / batch_size) per epoch, with batch_size images per
+    step."""
+    return budget.plan(spec.budget, spec.batch_size, paradigm.views_per_pair, paradigm.images_per_item,
+                       paradigm.name)
 
 
 #: the decoded images go to the training device when they take at most this share of its free memory
@@ -188,7 +228,7 @@ class Trainer:
     def __init__(self, spec: RunSpec, method: Method, paradigm: Paradigm, device: torch.device):
         self.spec = spec
         self.method = method.to(device)
-        if channels_last(device):
+        if channels_last(device, spec.precision):
             self.method = self.method.to(memory_format=torch.channels_last)
         if compile_setting():  # the forward only: losses, optimiser and method hooks stay eager
             self.method.compile()
@@ -254,7 +294,7 @@ class Trainer:
         perm = torch.cat([torch.randperm(n_items, generator=gen) for _ in range(self.passes)]).to(here)
         bs = self.items_per_batch
         seed = gen.initial_seed()
-        last = channels_last(self.device)
+        last = channels_last(self.device, self.spec.precision)
         to = functools.partial(torch.Tensor.to, device=self.device, non_blocking=True)
 
         def pin(t: torch.Tensor) -> torch.Tensor:  # a host batch bound for a GPU: page-locked, copied async
@@ -360,7 +400,7 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
             sel = idx_t[start:start + batch_size]
             for src, dst in ((cache.non_masked, preds_nm), (cache.masked, preds_m)):
                 x = augment.eval(src[sel], device)
-                if channels_last(device):
+                if channels_last(device, precision):
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, precision):
                     dst.append(method(x).logits.argmax(1))  # read back once, at the end

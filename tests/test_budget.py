@@ -96,18 +96,35 @@ def test_upgrade_gives_old_results_the_rule_they_ran_under():
 # ---- precision ---------------------------------------------------------------------------------
 
 
-def test_precision_defaults_and_checks():
+def test_precision_defaults_and_checks(monkeypatch):
+    from msde_bench import training
     from msde_bench.training import check_precision, default_precision
 
     assert default_precision(torch.device("cuda")) == "bf16"
     assert default_precision(torch.device("cuda"), "reference") == "fp32"  # the reference trains in fp32
     assert default_precision(torch.device("cpu")) == "fp32"
+    # bf16 on a CPU with bf16 hardware, under the quick recipe only (where fp32 / bf16 was measured)
+    for hardware, quick in ((None, "fp32"), ("avx512_bf16", "bf16"), ("amx_bf16", "bf16")):
+        monkeypatch.setattr(training, "cpu_bf16", lambda hardware=hardware: hardware)
+        assert default_precision(torch.device("cpu"), recipe="quick") == quick
+        assert default_precision(torch.device("cpu"), recipe="paper") == "fp32"
+        assert default_precision(torch.device("cpu"), "reference", recipe="quick") == "fp32"
+        assert build_spec("resnet18", "baseline", recipe="quick", device="cpu").precision == quick
+        assert build_spec("resnet18", "baseline", recipe="quick", device="cpu", precision="fp32").precision == "fp32"
+        assert build_spec("resnet18", "baseline", recipe="paper", device="cpu").precision == "fp32"
     with pytest.raises(MsdeError, match="--precision fp16: needs a CUDA device"):
         check_precision("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
         RunSpec(precision="fp64")
-    assert build_spec("resnet18", "baseline", recipe="quick", device="cpu").precision == "fp32"
     assert build_spec("resnet18", "baseline", recipe="quick", device="cpu", precision="bf16").precision == "bf16"
+
+
+def test_cpu_bf16_reads_the_hardware_torch_sees():
+    from msde_bench.training import cpu_bf16
+
+    expected = ("amx_bf16" if torch.cpu._is_amx_tile_supported() else
+                "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else None)
+    assert cpu_bf16() == expected
 
 
 @pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
@@ -156,11 +173,73 @@ def test_one_computation_has_one_budget_label():
     assert rows["baseline (mixed)"].budget == "steps" and rows["contrastive"].budget == "epochs"
 
 
-def test_the_optimiser_is_fused_on_cuda_only():
-    from msde_bench.training import make_optimizer
+def test_the_optimiser_is_fused_on_cuda_and_cpu():
+    from msde_bench.training import make_optimizer, optimizer_impl
 
     params = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
     for optimizer in ("adam", "sgd"):
         spec = RunSpec(optimizer=optimizer)
         assert make_optimizer(spec, params, torch.device("cuda")).defaults["fused"] is True
-        assert not make_optimizer(spec, params, torch.device("cpu")).defaults.get("fused")
+        assert make_optimizer(spec, params, torch.device("cpu")).defaults["fused"] is True
+        assert not make_optimizer(spec, params, torch.device("mps")).defaults.get("fused")
+    assert [optimizer_impl(torch.device(d)) for d in ("cpu", "cuda", "mps")] == ["fused", "fused", "for-loop"]
+
+
+def test_a_fused_step_is_the_for_loop_update():
+    """The fused optimiser changes the order of float operations, not the update (0.4.0)."""
+    from msde_bench.training import make_optimizer
+
+    torch.manual_seed(0)
+    w0, grads = torch.randn(64, 32), [torch.randn(64, 32) for _ in range(5)]
+    for optimizer in ("adam", "sgd"):
+        spec = RunSpec(optimizer=optimizer, lr=1e-2)
+        fused, plain = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+        opt_f = make_optimizer(spec, [{"params": [fused]}], torch.device("cpu"))
+        opt_p = make_optimizer(spec, [{"params": [plain]}], None)  # no device: PyTorch's default
+        assert opt_f.defaults["fused"] and not opt_p.defaults.get("fused")
+        for g in grads:
+            for p, o in ((fused, opt_f), (plain, opt_p)):
+                p.grad = g.clone()
+                o.step()
+        assert not torch.equal(fused, w0)
+        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision,layout", [("fp32", "contiguous"), ("bf16", "channels_last")])
+def test_the_layout_follows_the_precision_on_cpu(precision, layout):
+    """fp32 on the CPU trains in the plain layout, bf16 in channels_last (measured faster each);
+    the model, every batch and the recorded environment agree."""
+    from msde_bench.factory import build_method
+    from msde_bench.runner import environment
+    from msde_bench.training import channels_last, memory_layout
+
+    cpu = torch.device("cpu")
+    assert memory_layout(cpu, precision) == layout and channels_last(torch.device("cuda"), precision)
+    spec = RunSpec(precision=precision, batch_size=4, image_size=16, augment="none",
+                   options=(("train_on", "non-masked"),))
+    trainer = Trainer(spec, build_method(spec)[0], build_paradigm(spec), cpu)
+    conv = next(m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv2d))
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert conv.weight.is_contiguous(memory_format=fmt) and conv.weight.shape[-1] > 1
+    batch = next(trainer.batches(_Cache(4), np.arange(4), torch.Generator().manual_seed(0)))
+    assert batch.non_masked.is_contiguous(memory_format=fmt)
+    assert (layout == "channels_last") != batch.non_masked.is_contiguous()
+    env = environment(cpu, precision)
+    assert env["memory_format"] == layout and env["optimizer_impl"] == "fused"
+    assert env["cpu_bf16"] in (None, "avx512_bf16", "amx_bf16")
+
+
+@pytest.mark.parametrize("paradigm,options", PARADIGMS)
+@pytest.mark.parametrize("batch_size", [2, 3, 8, 32])
+def test_builtin_shapes_without_torch_agree_with_the_classes(paradigm, options, batch_size):
+    """budget.builtin_shape (the leaderboard's torch-free view) is each built-in class's shape, and
+    same_under_both is canonical_budget's verdict."""
+    from msde_bench import budget
+    from msde_bench.factory import canonical_budget
+
+    spec = _spec(paradigm, options, "epochs", batch_size)
+    par = build_paradigm(spec)
+    assert budget.builtin_shape(paradigm, options) == (par.views_per_pair, par.images_per_item)
+    assert budget.same_under_both(batch_size, par.views_per_pair, par.images_per_item) == (
+        canonical_budget(spec).budget == "steps")
+    assert budget.builtin_shape("my-plugin-paradigm", {}) is None

@@ -140,6 +140,29 @@ def test_training_reads_the_device_back_once_an_epoch_not_once_a_step(model, par
         assert trainer.method.relabelled  # the relabelling ran, on the device
 
 
+METHODS = ["resnet18", "scn", "eac", "dan", "dacl", "ran", "scan", "arm", "manet"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("model", METHODS)
+def test_every_method_trains_in_either_cpu_layout_and_precision(model, precision):
+    """On the CPU fp32 trains in the plain layout and bf16 in channels_last (issue 23); whichever the
+    machine's default is, every in-tree method trains and evaluates in both, with finite losses."""
+    from msde_bench.training import evaluate, memory_layout
+
+    trainer = _trainer(model, "contrastive", "cpu", size=32, precision=precision)
+    assert trainer.spec.precision == precision
+    conv = next(m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    last = memory_layout(torch.device("cpu"), precision) == "channels_last"
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
+    assert last == (precision == "bf16")
+    cache = _Cache(16, size=32)
+    out = trainer.fit(cache, np.arange(16), torch.Generator().manual_seed(1))
+    assert all(np.isfinite(v) for rec in out["train_history"] for k, v in rec.items() if k != "epoch")
+    metrics = evaluate(trainer.method, cache, np.arange(16), torch.device("cpu"), trainer.spec)
+    assert 0 <= metrics["acc_masked"] <= 1
+
+
 def test_a_paradigm_that_visits_views_separately_may_still_take_both_views():
     """An out-of-tree paradigm written before batch_views (views_per_pair 2, the default "pair") keeps
     getting both views and `view`; "own" without views_per_pair 2 is refused with one line."""

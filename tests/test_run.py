@@ -1,6 +1,7 @@
 """End to end: the CLI on a tiny synthetic set, determinism, resume, options, result schema."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -292,6 +293,21 @@ def test_compile_runs_the_forward_through_torch_compile_and_records_it(tiny_root
     assert b["folds"][0]["paradigm"]["teacher"].startswith("trained")  # the compiled run trained the teacher
     assert [{k: v for k, v in f.items() if k != "paradigm"} for f in _scores(a)] == [
         {k: v for k, v in f.items() if k != "paradigm"} for f in _scores(b)]
+
+
+def test_compiled_graphs_are_cached_in_the_cache_home(tmp_path, monkeypatch):
+    """--compile points TorchInductor's cache into $MSDE_BENCH_HOME/torch-compile (a later run or sweep
+    worker finds the graphs compiled), unless the user set TORCHINDUCTOR_CACHE_DIR."""
+    from msde_bench.training import compile_setting
+
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MSDE_BENCH_COMPILE", "0")
+    assert compile_setting() is False and "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    assert compile_setting(True) is True
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "home" / "torch-compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_setting(True) and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 def test_the_non_masked_baseline_fold_is_the_distill_teacher(tiny_root, tmp_path, monkeypatch):

@@ -84,7 +84,9 @@ class Method(nn.Module, metaclass=ABCMeta):
 
     The harness builds it as `cls(num_classes=7, pretrained=bool, options=dict)` (options: the
     method's `--opt` values by their bare names, defaults filled in), moves it to the device, to
-    channels_last on CUDA and CPU, and trains it under bf16 autocast on CUDA. Inputs are float
+    channels_last where that layout is the faster one (CUDA; the CPU under bf16), and trains it in
+    the spec's precision (bf16 autocast by default on CUDA and, under the quick recipe, on a CPU with
+    bf16 hardware; fp32 otherwise): a method's code must work in both layouts. Inputs are float
     B x 3 x H x W images normalised with ImageNet mean/std (IMAGENET_MEAN/STD; mean = std = 0.5
     under quirk_eval_normalisation at evaluation), H = W = the recipe's image size; a method that
     needs the pixels back reads `self.input_normalisation`, the (mean, std) of the images it is

@@ -107,7 +107,7 @@ class Distill(Paradigm):
             ctx.say(f"[yellow]warning[/]: {source} records no training subjects; cannot check that it "
                     "never saw this fold's test subjects")
         teacher = teacher.to(ctx.device).eval()
-        if channels_last(ctx.device):  # as the student and a freshly trained teacher (the fast layout on CUDA)
+        if channels_last(ctx.device, spec.precision):  # as the student and a freshly trained teacher
             teacher = teacher.to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
