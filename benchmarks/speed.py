@@ -15,7 +15,8 @@ backward of the convolutions and matrix products).
 `--compile` adds torch.compile'd configurations, their compile time counted apart (first model)
 and for a second model of the same architecture in the same process (a later fold of a run).
 `--default-run N` then times the README's default run N times from an empty cache (a fresh
-MSDE_BENCH_HOME each time) in this process's precision default and prints its wall time.
+MSDE_BENCH_HOME each time, in its default precision) and prints each wall time and its accuracies;
+arguments the script does not know are passed on to that `msde-bench run` (e.g. `--precision fp32`).
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def default_run(times: int, extra: list[str]) -> list[str]:
                                    "baseline", "--out", out, "--no-progress", *extra],
                                   env=dict(os.environ, MSDE_BENCH_HOME=home), capture_output=True, text=True)
             wall = time.perf_counter() - t
-            summary = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith(("non-masked", "masked"))]
+            summary = [" ".join(c.strip() for c in ln.split("|")[1:3]) for ln in proc.stdout.splitlines()
+                       if ln.startswith(("| non-masked", "| masked", "| overall"))]
             lines.append(f"default run {i + 1}: {wall:.0f} s wall (rc {proc.returncode}) {' · '.join(summary)}")
     return lines
 
