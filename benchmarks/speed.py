@@ -59,11 +59,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: dense peak TFLOP/s (fp32 without TF32, bf16 tensor cores) from the vendors' data sheets, by a
+#: fragment of torch.cuda.get_device_name
+GPU_PEAKS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L40S": (91.6, 362.0),
+             "L4": (30.3, 121.0), "A10": (31.2, 125.0)}
+
+
 def nominal_peak(device: torch.device) -> dict[str, float] | None:
     """Nominal peak GFLOP/s per precision: for a CPU, cores x MHz (/proc/cpuinfo) x FLOP per cycle
     and core from its vector units (AVX-512 with two FMA units: 64 fp32; AMD Zen 4 runs AVX-512 on
     two 256-bit units: 32; AVX2: 32; avx512_bf16 doubles the fp32 rate; AMX: 2,048 bf16 FLOP per
-    cycle); None where it is not known (a GPU: read its data sheet)."""
+    cycle); for a GPU the data sheet's (GPU_PEAKS, SXM parts); None where it is not known."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in GPU_PEAKS.items() if k in name), None)
+        return None if peak is None else {"fp32": peak[0] * 1000, "bf16": peak[1] * 1000}
     if device.type != "cpu":
         return None
     try:
@@ -164,7 +174,7 @@ def bench_steps(device: torch.device, image_size: int, batch_size: int, rounds: 
                     f"{flops / 1e9:.1f} GFLOP per step")
     if peak:
         lines.insert(1, f"nominal peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s "
-                        "(cores x MHz x FLOP per cycle: see nominal_peak)")
+                        "(see nominal_peak: a CPU's at the clock /proc/cpuinfo reports, a GPU's data sheet)")
     lines.append(f"{'configuration':40s} {'ms/step':>8s} {'range':>13s} {'vs 0.3':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for c in configs:
         med = statistics.median(times[c.name])
