@@ -59,7 +59,7 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
                       quirks=quirks, **overrides)
     dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
-    return runner.with_protocol(spec, dataset, protocol), dataset
+    return runner.with_protocol(spec, dataset, protocol, overrides.get("folds")), dataset
 
 
 def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
@@ -126,7 +126,7 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
     specs = _compare.build_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
     console = console or Console(stderr=True)
     dataset = factory.load_dataset(specs[0][1].data, progress=_synth_progress(console))
-    specs = [(title, runner.with_protocol(s, dataset, protocol)) for title, s in specs]
+    specs = [(title, runner.with_protocol(s, dataset, protocol, overrides.get("folds"))) for title, s in specs]
     first = specs[0][1]
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{first.data} · protocol {first.protocol} ({first.folds} folds) · {first.budget} budget · "

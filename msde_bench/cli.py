@@ -24,7 +24,7 @@ from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
 #: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
 #: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
 CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
-FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder")
+FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
 SWEEP_EXECUTORS = ("local", "slurm", "ray")
 
 
@@ -772,7 +772,8 @@ def data_synth(out, variant, seed, subjects, image_size):
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), required=True,
               help="rafdb: EmoLabel/list_patition_label.txt + Image/aligned; fer2013: fer2013.csv (+ FER+ votes in "
                    "fer2013new.csv beside it); affectnet: training.csv/validation.csv + images, cropped to the face "
-                   "box; imagefolder: one folder per class (optionally under train/ and test/).")
+                   "box; imagefolder: one folder per class (optionally under train/ and test/); ckplus: CK+'s class "
+                   "folders, the subject and sequence read from each name (S010_004_00000017.png).")
 @click.argument("src", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Fixes each image's mask style, colour and fit.")
@@ -780,8 +781,16 @@ def data_synth(out, variant, seed, subjects, image_size):
 @click.option("--landmarks", type=click.Choice(LANDMARK_MODES), default="auto",
               help="Mask placement from dlib's 68 landmarks (the `landmarks` extra) when installed, template "
                    "placement otherwise; on: require the landmarks; off: template only.")
+@click.option("--subject-pattern", default=None, metavar="REGEX",
+              help="imagefolder: a regular expression searched in each file's path (relative to SRC, with /) "
+                   "whose named group (?P<subject>...) is the person (and (?P<sequence>...) the recording); a file "
+                   "it does not match is skipped. Without it every image is its own subject and folds are "
+                   "image-level (README: patterns for CK+, JAFFE, KDEF, RaFD).")
+@click.option("--map", "class_map", multiple=True, metavar="NAME=CLASS|drop",
+              help="imagefolder, ckplus: map a class folder to one of the seven classes, or drop it (repeatable; "
+                   "folders outside the seven classes are dropped and counted without it, e.g. CK+'s contempt).")
 @click.option("--allow-skips", is_flag=True, help="Exit 0 even if some items were skipped.")
-def data_convert(fmt, src, out, seed, mask_style, landmarks, allow_skips):
+def data_convert(fmt, src, out, seed, mask_style, landmarks, subject_pattern, class_map, allow_skips):
     """Turn a public FER dataset into masked / non-masked pairs in the MSD-E layout.
 
     Each face is copied unchanged to OUT/MSD-E and drawn with a synthetic mask into OUT/MSD-ME;
@@ -796,19 +805,22 @@ def data_convert(fmt, src, out, seed, mask_style, landmarks, allow_skips):
     from rich.console import Console
     from rich.progress import Progress
 
-    from msde_bench.data.convert import convert
+    from msde_bench.data.convert import convert, parse_class_map
 
     console = Console(stderr=True)
+    mapping = parse_class_map(class_map)
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("converting", total=None)
         report = convert(fmt, src, out, seed=seed, mask_style=mask_style, landmarks=landmarks,
-                         progress=lambda n: bar.update(task, completed=n))
+                         progress=lambda n: bar.update(task, completed=n), subject_pattern=subject_pattern,
+                         class_map=mapping)
     pairs = report.written + report.kept
     placements = {k.split(":", 1)[1]: v for k, v in report.masks.items() if k.startswith("placement:")}
     click.echo(f"{pairs} pairs in {out} ({report.written} written, {report.kept} kept from an earlier run); "
                f"mask placement: {', '.join(f'{k} {v}' for k, v in sorted(placements.items())) or 'none new'}")
+    click.echo(f"subjects: {report.subjects}")
     if report.dropped:
-        click.echo("dropped (outside the seven classes): " +
+        click.echo("dropped (outside the seven classes, or --map NAME=drop): " +
                    ", ".join(f"{k} {v}" for k, v in sorted(report.dropped.items())))
     if report.skipped:
         click.echo(f"skipped {len(report.skipped)} items (listed in {Path(out) / 'skipped.txt'}):", err=True)
@@ -830,10 +842,11 @@ def data_validate(root):
     Example:
       msde-bench data validate /path/to/MSD-E-root
     """
-    from msde_bench.data.msde import read_msde
+    from msde_bench.data.msde import read_msde, subjects_how
 
     ds = read_msde(root, check_images=True)
-    click.echo(f"ok: {len(ds)} pairs, {len(set(ds.subjects.tolist()))} subjects, fingerprint {ds.fingerprint()}")
+    click.echo(f"ok: {len(ds)} pairs, {len(set(ds.subjects.tolist()))} subjects (from {subjects_how(ds)}), "
+               f"fingerprint {ds.fingerprint()}")
 
 
 @data.command("stats")
@@ -853,6 +866,7 @@ def data_stats(root):
     pps = st["pairs_per_subject"]
     click.echo(tabulate([[k, v] for k, v in (("pairs", st["n_pairs"]), ("images", st["n_images"]),
                                               ("subjects", st["n_subjects"]),
+                                              ("subjects from", st["subjects_from"]),
                                               ("pairs per subject (min / mean / max)",
                                                f"{pps['min']} / {pps['mean']:.2f} / {pps['max']}"))],
                         headers=["", "count"], tablefmt="github"))

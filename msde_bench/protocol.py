@@ -84,7 +84,8 @@ def holdout_folds(subjects: np.ndarray, official: list[str] | None) -> list[Fold
     split = np.array(official)
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     if len(train) == 0 or len(test) == 0:
-        raise MsdeError(f"holdout: the official split has {len(train)} train and {len(test)} test pairs")
+        raise MsdeError(f"holdout: the official split has {len(train)} train and {len(test)} test pairs; use "
+                        "--protocol clean for subject-disjoint folds over the whole set")
     return [Fold(0, train, test, tuple(subjects_of(test, subjects)))]
 
 

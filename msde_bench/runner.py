@@ -48,13 +48,20 @@ CELL_FORMAT = "msde-bench/cell/1"
 
 
 def default_protocol(dataset: PairedDataset) -> str:
-    """`holdout` for a dataset with an official train/test split, `clean` otherwise."""
-    return "holdout" if dataset.official_splits() is not None else "clean"
+    """`holdout` for a dataset with an official train/test split (both sides non-empty), `clean`
+    otherwise (a class-folder set without train/ and test/ marks every pair "train")."""
+    official = dataset.official_splits()
+    return "holdout" if official is not None and {"train", "test"} <= set(official) else "clean"
 
 
-def with_protocol(spec: RunSpec, dataset: PairedDataset, protocol: str | None = None) -> RunSpec:
-    """The spec under `protocol` (default: `default_protocol`); holdout has one fold."""
+def with_protocol(spec: RunSpec, dataset: PairedDataset, protocol: str | None = None,
+                  folds: int | None = None) -> RunSpec:
+    """The spec under `protocol` (default: `default_protocol`); holdout has one fold, and an
+    explicit `folds` (--folds) other than 1 under it is an error, never silently dropped."""
     protocol = protocol or default_protocol(dataset)
+    if protocol == "holdout" and folds not in (None, 1):
+        raise MsdeError(f"--folds {folds}: the holdout protocol has one fold (the dataset's official train/test "
+                        f"split); use --protocol clean for {folds} subject-disjoint folds")
     return spec.with_(protocol=protocol, folds=1 if protocol == "holdout" else spec.folds)
 
 

@@ -63,7 +63,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
             if spec.data not in datasets:
                 datasets[spec.data] = load_dataset(spec.data)
             dataset = datasets[spec.data]
-            spec = with_protocol(spec, dataset, protocol)
+            spec = with_protocol(spec, dataset, protocol, args.get("folds"))
             cells, _ = cells_of(spec, dataset)
         except (MsdeError, TypeError, ValueError) as e:
             raise GridError(grid, f"{run.origin} ({run.label()}): {e}") from None

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from msde_bench.data.convert import convert
 from msde_bench.data.masking import TemplateMasker
 from msde_bench.data.msde import read_msde
 from msde_bench.data.synth import draw_pair
-from msde_bench.errors import DataError
+from msde_bench.errors import DataError, MsdeError
 
 
 def _face(i: int, size: int = 48) -> Image.Image:
@@ -130,7 +131,101 @@ def test_imagefolder_synonyms_and_splits(tmp_path):
     ds = read_msde(tmp_path / "out")
     assert sorted((p.label, s) for p, s in zip(ds.pairs, ds.official_splits())) == [(3, "test"), (3, "train"),
                                                                                      (5, "train")]
-    assert any("class 'bored' outside the mapping (1 images)" in s for s in report.skipped)
+    # a class outside the seven is dropped and counted, not a skipped item (issue 24)
+    assert report.dropped == {"bored": 1} and not report.skipped
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["subjects"]["how"].startswith("none: one subject")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _ckplus(root, subjects=(10, 11, 52), sequences=(1, 4), bad=()):
+    """A small CK+-named fixture: each sequence's last three frames, a contempt folder, drawn faces."""
+    classes = ["anger", "happy", "surprise", "contempt"]
+    i = 0
+    for s in subjects:
+        for q in sequences:
+            cls = classes[i % len(classes)]
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            for frame in (17, 18, 19):
+                _face(i).convert("L").save(root / cls / f"S{s:03d}_{q:03d}_{frame:08d}.png")
+            i += 1
+    for name in bad:
+        (root / "anger").mkdir(parents=True, exist_ok=True)
+        _face(99).convert("L").save(root / "anger" / name)
+    return root
+
+
+def test_ckplus_subjects_and_sequences_come_from_the_file_names(tmp_path):
+    src = _ckplus(tmp_path / "ck")
+    res = CliRunner().invoke(main, ["data", "convert", "--format", "ckplus", str(src), str(tmp_path / "out"),
+                                    "--landmarks", "off"])
+    assert res.exit_code == 0, res.output  # contempt is dropped and counted: not a failure
+    assert "dropped (outside the seven classes, or --map NAME=drop): contempt 3" in res.output
+    ds = read_msde(tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert sorted(set(ds.subjects.tolist())) == [10, 11, 52] and len(ds) == 15
+    for p in ds.pairs:  # every pair's subject is its CK+ S###, its source file and sequence recorded
+        info = meta["pairs"][p.name]
+        assert info["subject"] == f"S{p.subject:03d}" and Path(info["source"]).name.startswith(info["subject"])
+        assert info["sequence"].startswith(info["subject"] + "/")
+    assert meta["subjects"]["sequences"] == 5 and meta["subjects"]["ids"]["52"] == "S052"
+    assert "file names (CK+" in meta["subjects"]["how"]
+    stats = CliRunner().invoke(main, ["data", "stats", str(tmp_path / "out")])
+    assert "| subjects from" in stats.output and "file names (CK+" in stats.output
+    assert "3 subjects (from file names (CK+" in CliRunner().invoke(main, ["data", "validate", str(tmp_path / "out")]).output
+    # contempt mapped onto a class: its subject comes in
+    mapped = convert("ckplus", src, tmp_path / "mapped", landmarks="off", class_map={"contempt": "disgust"})
+    assert not mapped.dropped and len(read_msde(tmp_path / "mapped")) == 18
+
+
+def test_a_name_the_subject_pattern_does_not_match_is_skipped_with_its_path(tmp_path):
+    src = _ckplus(tmp_path / "ck", subjects=(10,), sequences=(1,), bad=("face_0001.png",))
+    res = CliRunner().invoke(main, ["data", "convert", "--format", "ckplus", str(src), str(tmp_path / "out"),
+                                    "--landmarks", "off"])
+    assert res.exit_code == 1 and f"{src / 'anger' / 'face_0001.png'}: the subject pattern" in res.output
+    assert len(read_msde(tmp_path / "out")) == 3
+
+
+def test_imagefolder_subject_pattern_for_names_without_digits(tmp_path):
+    """JAFFE-style names (KA.AN1.39): ids without digits are numbered in sorted order."""
+    src = tmp_path / "jaffe"
+    for i, (who, cls) in enumerate([("KA", "angry"), ("KA", "happy"), ("YM", "happy"), ("NA", "sad")]):
+        (src / cls).mkdir(parents=True, exist_ok=True)
+        _face(i).save(src / cls / f"{who}.{cls[:2].upper()}{i}.{30 + i}.png")
+    pattern = r"/(?P<subject>[A-Z]{2})\.[A-Z]{2}\d"
+    res = CliRunner().invoke(main, ["data", "convert", "--format", "imagefolder", str(src), str(tmp_path / "out"),
+                                    "--landmarks", "off", "--subject-pattern", pattern])
+    assert res.exit_code == 0, res.output
+    ds = read_msde(tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["subjects"]["ids"] == {"0": "KA", "1": "NA", "2": "YM"}
+    assert sorted(ds.subjects.tolist()) == [0, 0, 1, 2] and meta["subjects"]["how"] == f"--subject-pattern {pattern}"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "imagefolder", "--subject-pattern", "(?P<who>.)"], "needs a named group (?P<subject>...)"),
+    (["--format", "imagefolder", "--subject-pattern", "(?P<subject>"], "not a regular expression"),
+    (["--format", "rafdb", "--subject-pattern", "(?P<subject>.)"], "only with --format imagefolder"),
+    (["--format", "ckplus", "--map", "contempt"], "expected NAME=CLASS or NAME=drop"),
+    (["--format", "ckplus", "--map", "contempt=bored"], "'bored' is not one of the seven classes"),
+    (["--format", "rafdb", "--map", "contempt=drop"], "--map: only with --format imagefolder or ckplus"),
+])
+def test_identity_and_class_options_are_checked(tmp_path, args, message):
+    src = _ckplus(tmp_path / "ck", subjects=(10,), sequences=(1,))
+    res = CliRunner().invoke(main, ["data", "convert", *args, str(src), str(tmp_path / "out")])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ckplus48").is_dir(), reason="../shared/data/ckplus48 (real CK+) is not here")
+def test_real_ckplus_keeps_its_106_subjects(tmp_path):
+    report = convert("ckplus", SHARED_DATA / "ckplus48", tmp_path / "out", landmarks="off")
+    assert report.dropped == {"contempt": 54} and not report.skipped
+    ds = read_msde(tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert len(ds) == 927 and len(set(ds.subjects.tolist())) == 106
+    assert all(meta["pairs"][p.name]["subject"] == f"S{p.subject:03d}" for p in ds.pairs)
 
 
 def test_template_mask_covers_mouth_and_nose_and_leaves_the_eyes():
@@ -208,6 +303,28 @@ def test_holdout_protocol_runs_on_a_converted_set(tmp_path):
     assert "protocol holdout (1 folds)" in " ".join(res.output.split())  # rich wraps the header line
     rows = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json")]
     assert len(rows) == 5 and {r["protocol"]["split"] for r in rows} == {"holdout"}
+
+
+def test_a_set_without_a_test_split_defaults_to_clean_folds_and_folds_are_never_dropped(tmp_path):
+    """Issue 24: a class-folder set marks every pair "train"; `run` then uses subject-disjoint folds
+    (not a holdout that fails), the holdout error names --protocol clean, and --folds under holdout is
+    refused rather than silently turned into one fold."""
+    from msde_bench.api import prepare_spec
+    from msde_bench.runner import cells_of
+
+    convert("ckplus", _ckplus(tmp_path / "ck", subjects=(10, 11, 12, 13)), tmp_path / "ck-out", landmarks="off")
+    spec, _ = prepare_spec("resnet18", "baseline", data=str(tmp_path / "ck-out"), recipe="quick", device="cpu",
+                           folds=2)
+    assert spec.protocol == "clean" and spec.folds == 2
+    holdout, ds = prepare_spec("resnet18", "baseline", data=str(tmp_path / "ck-out"), recipe="quick", device="cpu",
+                               protocol="holdout")
+    with pytest.raises(MsdeError, match="the official split has 18 train and 0 test pairs; use --protocol clean"):
+        cells_of(holdout, ds)
+    convert("rafdb", _rafdb(tmp_path / "raf", 14), tmp_path / "raf-out")
+    res = CliRunner().invoke(main, ["run", "--data", str(tmp_path / "raf-out"), "--folds", "5", "--device", "cpu",
+                                    "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--folds 5: the holdout protocol has one fold" in res.output
+    assert "use --protocol clean for 5 subject-disjoint folds" in res.output and not (tmp_path / "r").exists()
 
 
 def _astronaut_crop():

@@ -4,9 +4,13 @@
 each face unchanged into OUT/MSD-E, draws a synthetic mask on it into OUT/MSD-ME (masking.py),
 and writes Paired_files.txt and meta.json (source format, label mapping, the official split of
 every file, masking settings, counts). Labels are mapped to the MSD-E order (Surprise, Fear,
-Disgust, Happiness, Sadness, Anger, Neutral); other classes are dropped and counted. Datasets
-without subject identities get one subject per image; the official train/test split is kept and
-the `holdout` protocol uses it.
+Disgust, Happiness, Sadness, Anger, Neutral); other classes are dropped and counted (`class_map`
+maps or drops a class folder by name). Subject identities come from the file names where the
+dataset has them (`ckplus`: `S010_004_00000017.png` = subject, sequence, frame; `imagefolder` with
+`subject_pattern`, a regular expression whose named group `subject`, and optionally `sequence`, is
+searched in each file's path); every pair's subject, sequence and source file are recorded in
+meta.json. Datasets without identities get one subject per image (meta.json says so); the official
+train/test split is kept and the `holdout` protocol uses it.
 
 Bad items (a label outside the mapping, an unreadable image, a CSV row with the wrong pixel
 count) are skipped and reported with file and line; the conversion finishes what it can and
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,7 +37,7 @@ from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LI
 from msde_bench.data.pairs import load_image
 from msde_bench.errors import DataError, MsdeError
 
-FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder")
+FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
 
 # source label -> MSD-E label (0 Surprise, 1 Fear, 2 Disgust, 3 Happiness, 4 Sadness, 5 Anger, 6 Neutral)
 RAFDB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6}  # RAF-DB's 1-7 are the same classes, 1-based
@@ -45,6 +50,11 @@ SYNONYMS = {
 }
 SPLITS = {"train": "train", "training": "train", "test": "test", "val": "test", "validation": "test",
           "publictest": "test", "privatetest": "test"}
+#: CK+ as commonly distributed: S<subject>_<sequence>_<frame>; a sequence's frames are near duplicates
+CKPLUS_PATTERN = r"(?:^|/)(?P<subject>S\d+)_(?P<sequence>\d+)_\d+\.[^/]+$"
+#: what meta.json's subjects.from says for each way of obtaining identities
+SUBJECTS_FROM_CKPLUS = "file names (CK+: S<subject>_<sequence>_<frame>)"
+SUBJECTS_NONE = "none: one subject per image (folds are image-level)"
 
 
 @dataclass
@@ -58,6 +68,8 @@ class Item:
     source: str  # for error messages: file or file:line
     copy_from: Path | None = None  # copy these bytes unchanged as the non-masked image
     ext: str = ".png"
+    subject: str | None = None  # the dataset's own identity of the person, where it has one
+    sequence: str | None = None  # the recording (video) the image comes from, where known
 
 
 @dataclass
@@ -67,6 +79,7 @@ class Report:
     dropped: Counter = field(default_factory=Counter)  # class name -> count
     skipped: list = field(default_factory=list)  # "source: problem"
     masks: Counter = field(default_factory=Counter)  # mask kind, and "placement:<how>" -> count
+    subjects: str = ""  # how many subjects, and where their identities came from
 
 
 # ------------------------------------------------------------------------------------------
@@ -207,33 +220,111 @@ def read_affectnet(src: Path, report: Report) -> Iterator[Item]:
         raise DataError(src, "label file not found (AffectNet: training.csv and/or validation.csv)")
 
 
-def read_imagefolder(src: Path, report: Report) -> Iterator[Item]:
+def _class_label(name: str, class_map: dict[str, str]) -> int | None:
+    """The MSD-E label of a class folder: `class_map` first (a class name or "drop"), then the synonyms."""
+    target = class_map.get(name.lower(), name.lower())
+    return None if target == "drop" else SYNONYMS.get(target)
+
+
+def read_imagefolder(src: Path, report: Report, subject_pattern: str | None = None,
+                     class_map: dict[str, str] | None = None) -> Iterator[Item]:
+    """One folder per class, optionally under train/ and test/. With `subject_pattern`, each file's
+    path relative to `src` (with /) must contain a match whose group `subject` names the person
+    (and `sequence`, optionally, the recording); a file that does not match is skipped."""
     from msde_bench.data.msde import EXTENSIONS
 
     if not src.is_dir():
         raise DataError(src, "folder not found")
+    pattern = compile_subject_pattern(subject_pattern) if subject_pattern else None
+    class_map = class_map or {}
     roots = [(src / s, SPLITS[s]) for s in ("train", "test") if (src / s).is_dir()] or [(src, "train")]
     for root, split in roots:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            label = SYNONYMS.get(folder.name.lower())
+            label = _class_label(folder.name, class_map)
             if label is None:
                 n = sum(1 for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
-                report.skipped.append(f"{folder}: class {folder.name!r} outside the mapping ({n} images)")
+                report.dropped[folder.name.lower()] += n
                 continue
             for image in sorted(folder.iterdir()):
                 if image.suffix.lower() not in EXTENSIONS:
                     continue
                 ext = image.suffix.lower()
                 key = f"{split}-{folder.name.lower()}-{image.stem}"
-                yield Item(key, label, split, _open_image(image), str(image), copy_from=image, ext=ext)
+                subject = sequence = None
+                if pattern is not None:
+                    rel = image.relative_to(src).as_posix()
+                    m = pattern.search(rel)
+                    if m is None or not m.group("subject"):
+                        report.skipped.append(f"{image}: the subject pattern {pattern.pattern!r} does not match {rel!r}")
+                        continue
+                    subject = m.group("subject")
+                    if "sequence" in pattern.groupindex and m.group("sequence"):
+                        sequence = f"{subject}/{m.group('sequence')}"
+                yield Item(key, label, split, _open_image(image), str(image), copy_from=image, ext=ext,
+                           subject=subject, sequence=sequence)
 
 
-READERS = {"rafdb": read_rafdb, "fer2013": read_fer2013, "affectnet": read_affectnet, "imagefolder": read_imagefolder}
-MAPPINGS = {"rafdb": RAFDB, "fer2013": FER2013, "affectnet": AFFECTNET, "imagefolder": SYNONYMS}
+def read_ckplus(src: Path, report: Report, class_map: dict[str, str] | None = None) -> Iterator[Item]:
+    """CK+ in class folders (anger, contempt, disgust, fear, happy, sadness, surprise), files named
+    S<subject>_<sequence>_<frame>; contempt, outside the seven classes, is dropped unless mapped."""
+    yield from read_imagefolder(src, report, CKPLUS_PATTERN, class_map)
+
+
+def compile_subject_pattern(pattern: str) -> re.Pattern:
+    """The --subject-pattern regular expression, checked: it must compile and name a `subject` group."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise MsdeError(f"--subject-pattern {pattern!r}: not a regular expression ({e})") from None
+    if "subject" not in compiled.groupindex:
+        raise MsdeError(f"--subject-pattern {pattern!r}: needs a named group (?P<subject>...) for the person "
+                        "(and may have (?P<sequence>...) for the recording)")
+    return compiled
+
+
+def parse_class_map(entries) -> dict[str, str]:
+    """--map NAME=CLASS|drop (repeatable): a class folder mapped to one of the seven classes (any of
+    their synonyms) or dropped."""
+    out = {}
+    for entry in entries or ():
+        name, sep, target = str(entry).partition("=")
+        name, target = name.strip().lower(), target.strip().lower()
+        if not sep or not name or not target:
+            raise MsdeError(f"--map {entry!r}: expected NAME=CLASS or NAME=drop (e.g. contempt=drop)")
+        if target != "drop" and target not in SYNONYMS:
+            raise MsdeError(f"--map {entry!r}: {target!r} is not one of the seven classes "
+                            f"({', '.join(c.lower() for c in CLASS_NAMES)}) or drop")
+        out[name] = target
+    return out
+
+
+def subject_numbers(items: list[Item]) -> dict[str, int]:
+    """The number each subject id gets in the MSD-E file names ({subject}_...): the digits of the ids
+    where those tell every id apart (CK+ S010 -> 10), else their rank in sorted order (JAFFE KA -> 0)."""
+    ids = sorted({it.subject for it in items if it.subject is not None})
+    digits = {i: re.sub(r"\D", "", i) for i in ids}
+    if all(digits.values()) and len({int(d) for d in digits.values()}) == len(ids):
+        return {i: int(d) for i, d in digits.items()}
+    return {i: n for n, i in enumerate(ids)}
+
+
+READERS = {"rafdb": read_rafdb, "fer2013": read_fer2013, "affectnet": read_affectnet, "imagefolder": read_imagefolder,
+           "ckplus": read_ckplus}
+MAPPINGS = {"rafdb": RAFDB, "fer2013": FER2013, "affectnet": AFFECTNET, "imagefolder": SYNONYMS, "ckplus": SYNONYMS}
+#: the formats whose class folders `class_map` (--map) applies to
+FOLDER_FORMATS = ("imagefolder", "ckplus")
 
 
 # ------------------------------------------------------------------------------------------
 # writing
+
+
+def _relative(source: str, src: Path) -> str:
+    """A source file (or file:line) relative to the converted folder where it lies inside it."""
+    try:
+        return Path(source).relative_to(src).as_posix()
+    except ValueError:
+        return source
 
 
 def _safe(key: str) -> str:
@@ -260,8 +351,23 @@ def _copy_atomic(src: Path, path: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def _reader(fmt: str, src: Path, report: Report, subject_pattern: str | None,
+            class_map: dict[str, str]) -> Iterator[Item]:
+    if subject_pattern is not None and fmt != "imagefolder":
+        raise MsdeError(f"--subject-pattern: only with --format imagefolder (--format {fmt} "
+                        + ("reads the subject from CK+'s file names)" if fmt == "ckplus" else "has no identities to match)"))
+    if class_map and fmt not in FOLDER_FORMATS:
+        raise MsdeError(f"--map: only with --format {' or '.join(FOLDER_FORMATS)} (class folders)")
+    if fmt == "imagefolder":
+        return read_imagefolder(src, report, subject_pattern, class_map)
+    if fmt == "ckplus":
+        return read_ckplus(src, report, class_map)
+    return READERS[fmt](src, report)
+
+
 def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_style: str = "random",
-            landmarks: str = "auto", progress: Callable[[int], None] | None = None) -> Report:
+            landmarks: str = "auto", progress: Callable[[int], None] | None = None,
+            subject_pattern: str | None = None, class_map: dict[str, str] | None = None) -> Report:
     from msde_bench.data.masking import make_masker
 
     if fmt not in READERS:
@@ -269,16 +375,21 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
     src, out = Path(src), Path(out)
     if not src.exists():
         raise DataError(src, "source not found")
-    masker = make_masker(seed, mask_style, landmarks)
+    class_map = dict(class_map or {})
     report = Report()
+    items = list(_reader(fmt, src, report, subject_pattern, class_map))  # lazy loaders: no image read yet
+    numbers = subject_numbers(items)
+    with_ids = bool(numbers)
+    masker = make_masker(seed, mask_style, landmarks)
     check_writable(out, "output folder")
     # until the last file is written, readers refuse OUT (a crash never leaves a set that validates)
     write_text_atomic(out / CONVERTING, "msde-bench data convert did not finish here; run it again to resume\n")
     (out / NON_MASKED_DIR).mkdir(parents=True, exist_ok=True)
     (out / MASKED_DIR).mkdir(parents=True, exist_ok=True)
-    names, splits, subject = [], {}, 0
-    for item in READERS[fmt](src, report):
-        name = f"{subject}_{item.label}_{_safe(item.key)}{item.ext}"
+    names, splits, pair_info, subject = [], {}, {}, 0
+    for item in items:
+        number = numbers[item.subject] if with_ids else subject  # without identities: one subject per image
+        name = f"{number}_{item.label}_{_safe(item.key)}{item.ext}"
         nm_path, m_path = out / NON_MASKED_DIR / name, out / MASKED_DIR / name
         if nm_path.is_file() and m_path.is_file() and _readable(nm_path) and _readable(m_path):
             report.kept += 1  # resumed: already written and verified
@@ -299,6 +410,10 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
             report.masks[f"placement:{info['placement']}"] += 1
         names.append(name)
         splits[name] = item.split
+        info = dict(source=_relative(item.source, src))
+        if with_ids:
+            info.update(subject=item.subject, **({"sequence": item.sequence} if item.sequence else {}))
+        pair_info[name] = info
         subject += 1
         if progress is not None:
             progress(subject)
@@ -307,9 +422,17 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
     write_text_atomic(out / PAIR_LIST, "".join(n + "\n" for n in names))
     meta = dict(kind="msde-bench converted", source_format=fmt, source=str(src.resolve()),
                 label_mapping={str(k): CLASS_NAMES[v] for k, v in MAPPINGS[fmt].items()},
-                splits=splits, masking=dict(masker=masker.name, seed=seed, style=mask_style),
+                splits=splits, pairs=pair_info, masking=dict(masker=masker.name, seed=seed, style=mask_style),
+                subjects=dict(
+                    how=(SUBJECTS_FROM_CKPLUS if fmt == "ckplus" else f"--subject-pattern {subject_pattern}")
+                    if with_ids else SUBJECTS_NONE,
+                    ids={str(n): i for i, n in sorted(numbers.items(), key=lambda t: t[1])},
+                    sequences=len({i["sequence"] for i in pair_info.values() if "sequence" in i})),
+                class_map=class_map,
                 counts=dict(pairs=len(names), written=report.written, kept=report.kept, skipped=len(report.skipped),
                             dropped=dict(report.dropped), masks=dict(report.masks)))
+    n_subjects = len({n.split("_", 1)[0] for n in names})
+    report.subjects = f"{n_subjects} ({meta['subjects']['how']})"
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
     write_text_atomic(out / "skipped.txt", "".join(s + "\n" for s in report.skipped))
     (out / CONVERTING).unlink()
