@@ -842,10 +842,10 @@ def data_validate(root):
     Example:
       msde-bench data validate /path/to/MSD-E-root
     """
-    from msde_bench.data.msde import read_msde, subjects_how
+    from msde_bench.data.msde import read_msde
 
     ds = read_msde(root, check_images=True)
-    click.echo(f"ok: {len(ds)} pairs, {len(set(ds.subjects.tolist()))} subjects (from {subjects_how(ds)}), "
+    click.echo(f"ok: {len(ds)} pairs, {len(set(ds.subjects.tolist()))} subjects (from {ds.subjects_how()}), "
                f"fingerprint {ds.fingerprint()}")
 
 

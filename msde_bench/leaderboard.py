@@ -540,8 +540,13 @@ def dataset_note(rows: list[Row]) -> str:
         return (f"_Smoke numbers on the embedded synthetic set {code(root)} (drawn faces with procedural masks; "
                 f"{size}). They show that every method and paradigm runs end to end under the protocol; they are "
                 "not MSD-E numbers and say little about how the methods compare on real faces._")
-    return (f"_Dataset {md_text(ds['name'])} ({size}, fingerprint {code(ds['fingerprint'])}): the numbers of the "
+    text = (f"_Dataset {md_text(ds['name'])} ({size}, fingerprint {code(ds['fingerprint'])}): the numbers of the "
             "images these results were computed on; a set with another fingerprint gets a table of its own._")
+    if ds.get("folds_by") == "image":
+        text += (" **Image-level folds:** this set records no subject identities (every image is its own subject), "
+                 "so one person can be on both sides of a fold and these numbers are optimistic; they are not "
+                 "subject-disjoint results.")
+    return text
 
 
 def render_dirs(results_dirs: list[Path], strict: bool = False, notes: Path | None = None) -> tuple[str, list, list]:

@@ -62,7 +62,8 @@ class RunResult(TypedDict, total=False):
     msde_bench_version: str  # msde_bench.__version__ that ran it
     spec: dict  # RunSpec.to_dict(): everything the run needs to be repeated
     dataset: dict  # name, root, fingerprint, n_pairs, n_subjects
-    protocol: dict  # name, version, folds, split (the protocol: clean/faithful/holdout), selection, run_folds, complete
+    protocol: dict  # name, version, folds, split (the protocol: clean/faithful/holdout), selection, run_folds, complete,
+    # folds_by ("subject", or "image" for a set without identities; since 0.4.0)
     env: dict  # python, torch, timm, numpy, sklearn, platform, device, device_name, threads, compile,
     # memory_format, optimizer_impl, cpu_bf16 (since 0.4.0)
     folds: list  # [FoldResult], in the order they were selected

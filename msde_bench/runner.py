@@ -43,6 +43,12 @@ from msde_bench.training import Trainer, compile_setting, cpu_bf16, evaluate, me
 
 CELL_FORMAT = "msde-bench/cell/1"
 
+#: a run's warning on a set without subject identities (the result's protocol.folds_by says "image")
+IMAGE_LEVEL_WARNING = (
+    "{name} has no subject identities (every image is its own subject), so these folds are image-level, not "
+    "subject-disjoint: one person, and near-identical frames of one video, can be on both sides of a fold, "
+    "which inflates accuracy. Convert with --subject-pattern REGEX (or --format ckplus) to keep identities")
+
 # ------------------------------------------------------------------------------------------
 # choosing protocol and recipe
 
@@ -287,7 +293,8 @@ def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
         created=min(c["created"] for c in cells), finished=max(c["finished"] for c in cells),
         msde_bench_version=first["msde_bench_version"], git_sha=first["git_sha"], git_dirty=first["git_dirty"],
         method_plugin=first["method_plugin"], spec=spec.to_dict(), dataset=first["dataset"],
-        protocol={**P.describe(spec.protocol, spec.folds), "run_folds": selected, "complete": len(selected) == n_folds},
+        protocol={**P.describe(spec.protocol, spec.folds), "run_folds": selected, "complete": len(selected) == n_folds,
+                  **({"folds_by": first["dataset"]["folds_by"]} if "folds_by" in first["dataset"] else {})},
         env=first["env"], folds=fold_list, summary=M.summarise(fold_list),
     )
     return result
@@ -360,6 +367,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     done = {f: obj for f, obj in done.items() if obj is not None}
     if done:
         console.print(f"resuming {spec.run_id(dataset.name)}: folds {sorted(done)} already done")
+    if dataset.fold_grouping() == "image" and spec.protocol != "holdout":
+        console.print(f"[yellow]warning[/]: {IMAGE_LEVEL_WARNING.format(name=dataset.name)}")
     if save_models is None:
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)

@@ -174,9 +174,26 @@ def test_ckplus_subjects_and_sequences_come_from_the_file_names(tmp_path):
     stats = CliRunner().invoke(main, ["data", "stats", str(tmp_path / "out")])
     assert "| subjects from" in stats.output and "file names (CK+" in stats.output
     assert "3 subjects (from file names (CK+" in CliRunner().invoke(main, ["data", "validate", str(tmp_path / "out")]).output
+    # grayscale faces get grayscale masks, in their partner's mode and size: the views differ only by the mask
+    for p in ds.pairs:
+        with Image.open(p.non_masked) as a, Image.open(p.masked) as b:
+            assert a.mode == b.mode == "L" and a.size == b.size
     # contempt mapped onto a class: its subject comes in
     mapped = convert("ckplus", src, tmp_path / "mapped", landmarks="off", class_map={"contempt": "disgust"})
     assert not mapped.dropped and len(read_msde(tmp_path / "mapped")) == 18
+
+
+def test_colour_masks_only_on_colour_faces(tmp_path):
+    src = tmp_path / "folder"
+    (src / "happy").mkdir(parents=True)
+    _face(0).save(src / "happy" / "colour.png")  # a colour face
+    _face(1).convert("L").convert("RGB").save(src / "happy" / "grey-as-rgb.png")  # grey pixels in an RGB file
+    convert("imagefolder", src, tmp_path / "out", landmarks="off", mask_style="cloth", seed=3)
+    for p in read_msde(tmp_path / "out").pairs:
+        with Image.open(p.masked) as m:
+            a = np.asarray(m.convert("RGB")).astype(int)
+            grey = np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2])
+            assert m.mode == "RGB" and grey == ("grey-as-rgb" in p.name), p.name
 
 
 def test_a_name_the_subject_pattern_does_not_match_is_skipped_with_its_path(tmp_path):
@@ -226,6 +243,9 @@ def test_real_ckplus_keeps_its_106_subjects(tmp_path):
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert len(ds) == 927 and len(set(ds.subjects.tolist())) == 106
     assert all(meta["pairs"][p.name]["subject"] == f"S{p.subject:03d}" for p in ds.pairs)
+    for p in ds.pairs:  # CK+ is grayscale: no coloured mask on any face
+        with Image.open(p.masked) as m:
+            assert m.mode == "L"
 
 
 def test_template_mask_covers_mouth_and_nose_and_leaves_the_eyes():
@@ -325,6 +345,40 @@ def test_a_set_without_a_test_split_defaults_to_clean_folds_and_folds_are_never_
                                     "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "--folds 5: the holdout protocol has one fold" in res.output
     assert "use --protocol clean for 5 subject-disjoint folds" in res.output and not (tmp_path / "r").exists()
+
+
+def test_a_set_without_identities_runs_image_level_folds_and_says_so(tmp_path):
+    """Issue 24: without subject identities the folds cannot keep a person on one side; the run warns
+    (naming --subject-pattern), the result records protocol.folds_by = image, the leaderboard's table
+    says so. With CK+'s identities the folds are by subject and never split a person or a sequence."""
+    from msde_bench.protocol import make_folds
+
+    src = _ckplus(tmp_path / "ck", subjects=(10, 11, 12, 13))
+    convert("imagefolder", src, tmp_path / "flat", landmarks="off")
+    convert("ckplus", src, tmp_path / "ids", landmarks="off")
+    flat, ids = read_msde(tmp_path / "flat"), read_msde(tmp_path / "ids")
+    assert (flat.fold_grouping(), ids.fold_grouping()) == ("image", "subject")
+    meta = json.loads((tmp_path / "ids" / "meta.json").read_text())
+    for fold in make_folds("clean", ids.subjects, ids.labels, 2, 0):
+        seq = [meta["pairs"][ids.pairs[i].name]["sequence"] for i in range(len(ids))]
+        train, test = {seq[i] for i in fold.train}, {seq[i] for i in fold.test}
+        assert not train & test and not set(ids.subjects[fold.train]) & set(ids.subjects[fold.test])
+    args = ["run", "--protocol", "clean", "--folds", "2", "--fold", "0", "--epochs", "1", "--image-size", "32",
+            "--batch-size", "8", "--device", "cpu", "--no-progress", "--no-save-models"]
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "has no subject identities" in text and "image-level, not subject-disjoint" in text
+    assert "--subject-pattern REGEX" in text
+    result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    assert result["protocol"]["folds_by"] == "image" and result["dataset"]["folds_by"] == "image"
+    board = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path / "r"), "--output",
+                                      str(tmp_path / "LB.md")])
+    assert board.exit_code == 0, board.output
+    assert "**Image-level folds:**" in (tmp_path / "LB.md").read_text()
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "ids"), "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 0 and "no subject identities" not in res.output
+    assert json.loads(next((tmp_path / "r2").glob("*.json")).read_text())["protocol"]["folds_by"] == "subject"
 
 
 def _astronaut_crop():

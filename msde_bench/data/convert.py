@@ -34,7 +34,7 @@ from PIL import Image
 from msde_bench import CLASS_NAMES
 from msde_bench.atomic import atomic_target, check_writable, write_text_atomic
 from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
-from msde_bench.data.pairs import load_image
+from msde_bench.data.pairs import load_image, open_image
 from msde_bench.errors import DataError, MsdeError
 
 FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
@@ -319,6 +319,25 @@ FOLDER_FORMATS = ("imagefolder", "ckplus")
 # writing
 
 
+#: partner modes that are grayscale: the masked view is then written in mode L
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _like_partner(masked: Image.Image, face: Image.Image, copy_from: Path | None) -> Image.Image:
+    """The masked view in its partner's colours: a grayscale face (every pixel's channels equal)
+    gets a grayscale mask, in mode L when its partner file is grayscale, so that the two views of a
+    pair differ only by the mask, never by colour; a colour face keeps its coloured mask."""
+    a = np.asarray(face)
+    if a.ndim == 3 and not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2])):
+        return masked
+    grey = masked.convert("L")
+    mode = "RGB"
+    if copy_from is not None:
+        with open_image(copy_from) as im:
+            mode = im.mode
+    return grey if mode in GREY_MODES else grey.convert("RGB")
+
+
 def _relative(source: str, src: Path) -> str:
     """A source file (or file:line) relative to the converted folder where it lies inside it."""
     try:
@@ -400,6 +419,7 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
                 report.skipped.append(f"{item.source}: {e.problem}")
                 continue
             masked, info = masker(img, name)
+            masked = _like_partner(masked, img, item.copy_from)
             if item.copy_from is not None:
                 _copy_atomic(item.copy_from, nm_path)
             else:

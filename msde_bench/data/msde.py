@@ -140,19 +140,6 @@ def _default_name(root: Path, meta: dict) -> str:
     return root.resolve().name or "msde"
 
 
-def subjects_how(ds: PairedDataset) -> str:
-    """Where a dataset's subject identities come from: what a conversion recorded, else the file names
-    (the MSD-E layout's {subject}_ prefix), or the synthetic generator."""
-    meta = ds.meta or {}
-    if meta.get("kind") == "msde-bench synthetic":
-        return "drawn: the synthetic set's subjects"
-    if meta.get("kind") == "msde-bench converted":
-        how = (meta.get("subjects") or {}).get("how")
-        # a conversion before 0.4 recorded nothing: it gave every image its own subject
-        return how or "none: one subject per image (folds are image-level)"
-    return "file names ({subject}_{label}_... in the MSD-E layout)"
-
-
 def stats(ds: PairedDataset) -> dict:
     """Counts for `msde-bench data stats`: pairs per class, per subject, image sizes; an image that
     cannot be read is a DataError naming it."""
@@ -168,7 +155,7 @@ def stats(ds: PairedDataset) -> dict:
         n_pairs=len(ds.pairs),
         n_images=2 * len(ds.pairs),
         n_subjects=len(per_subject),
-        subjects_from=subjects_how(ds),
+        subjects_from=ds.subjects_how(),
         per_class={CLASS_NAMES[c]: labels.get(c, 0) for c in range(NUM_CLASSES)},
         pairs_per_subject=dict(min=int(counts.min()), mean=float(counts.mean()), max=int(counts.max())),
         image_sizes=dict(sizes.most_common()),

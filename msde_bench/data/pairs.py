@@ -71,9 +71,26 @@ class PairedDataset:
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
+    def subjects_how(self) -> str:
+        """Where the subject identities come from: what a conversion recorded (a conversion before
+        0.4 recorded nothing: it gave every image its own subject), the synthetic generator, or the
+        file names of the MSD-E layout."""
+        meta = self.meta or {}
+        if meta.get("kind") == "msde-bench synthetic":
+            return "drawn: the synthetic set's subjects"
+        if meta.get("kind") == "msde-bench converted":
+            return (meta.get("subjects") or {}).get("how") or "none: one subject per image (folds are image-level)"
+        return "file names ({subject}_{label}_... in the MSD-E layout)"
+
+    def fold_grouping(self) -> str:
+        """"subject" when folds can keep each person on one side, "image" when the set has no
+        identities (every image its own subject: the folds are then image-level, not subject-disjoint)."""
+        return "image" if self.subjects_how().startswith("none") else "subject"
+
     def describe(self) -> dict:
         return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(),
-                    n_pairs=len(self.pairs), n_subjects=int(len(np.unique(self.subjects))))
+                    n_pairs=len(self.pairs), n_subjects=int(len(np.unique(self.subjects))),
+                    folds_by=self.fold_grouping())
 
 
 def _file_size(path: Path) -> int:
