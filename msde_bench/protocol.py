@@ -14,7 +14,7 @@ Every fold asserts that no subject is on both sides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,9 @@ class Fold:
     train: np.ndarray  # pair indices
     test: np.ndarray
     test_subjects: tuple[int, ...]
+    #: holdout: the official validation split (FER-2013's PublicTest), scored beside the test split and
+    #: never trained on or merged into it; empty otherwise
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def subjects_of(idx: np.ndarray, subjects: np.ndarray) -> list[int]:
@@ -77,7 +80,8 @@ def faithful_folds(subjects: np.ndarray, k: int) -> list[Fold]:
 
 
 def holdout_folds(subjects: np.ndarray, official: list[str] | None) -> list[Fold]:
-    """One fold: train on the official train split, test on its test split (public datasets)."""
+    """One fold: train on the official train split, test on its test split (public datasets); the
+    validation split, where the set has one, is the fold's `val`."""
     if official is None:
         raise MsdeError("the holdout protocol needs a dataset with an official train/test split (meta.json "
                         "'splits', written by `msde-bench data convert`)")
@@ -86,7 +90,7 @@ def holdout_folds(subjects: np.ndarray, official: list[str] | None) -> list[Fold
     if len(train) == 0 or len(test) == 0:
         raise MsdeError(f"holdout: the official split has {len(train)} train and {len(test)} test pairs; use "
                         "--protocol clean for subject-disjoint folds over the whole set")
-    return [Fold(0, train, test, tuple(subjects_of(test, subjects)))]
+    return [Fold(0, train, test, tuple(subjects_of(test, subjects)), np.flatnonzero(split == "val"))]
 
 
 def make_folds(protocol: str, subjects: np.ndarray, labels: np.ndarray, k: int, seed: int,

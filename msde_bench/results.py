@@ -48,9 +48,10 @@ class FoldResult(TypedDict, total=False):
 #: (the evaluated epoch), n_params, train_history ([{epoch, loss, <every loss term>, train_acc,
 #: lr}], per epoch), history (faithful protocol: per-epoch test accuracies), paradigm (what the
 #: paradigm reports, e.g. the teacher's origin), init (--init report), model_file (saved model,
-#: relative to the result's folder)
+#: relative to the result's folder), val (holdout on a set with an official validation split:
+#: {n_pairs, acc_non_masked, acc_masked, acc_overall} of that split, beside the test split's numbers)
 OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
-                      "paradigm", "init", "model_file")
+                      "paradigm", "init", "model_file", "val")
 
 
 class RunResult(TypedDict, total=False):

@@ -185,6 +185,10 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
         metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec), spec.epochs
     rec = dict(**metrics, **timing, selected_epoch=selected,
                n_params=sum(p.numel() for p in trainer.method.parameters()))
+    if len(fold.val):  # the official validation split (holdout): scored beside the test split, never merged
+        v = evaluate(trainer.method, cache, fold.val, device, spec)
+        rec["val"] = dict(n_pairs=int(len(fold.val)), acc_non_masked=v["acc_non_masked"], acc_masked=v["acc_masked"],
+                          acc_overall=v["acc_overall"])
     if history:
         rec["history"] = history
     if paradigm.report():

@@ -82,7 +82,8 @@ def test_fer2013_labels_splits_and_bad_rows(tmp_path):
     ds = read_msde(tmp_path / "out")
     assert sorted((p.name.split("_", 2)[2], p.label) for p in ds.pairs) == [
         ("fer00000.png", 5), ("fer00001.png", 3), ("fer00002.png", 6), ("fer00005.png", 0)]
-    assert sorted(ds.official_splits()) == ["test", "test", "train", "train"]
+    # PublicTest is the validation split, kept apart from PrivateTest (the test split), never merged
+    assert sorted(ds.official_splits()) == ["test", "train", "train", "val"]
     assert any("fer2013.csv:5: 2303 pixels, expected 2304" in s for s in report.skipped)
     assert any("fer2013.csv:6: emotion 9 outside 0-6" in s for s in report.skipped)
     assert (tmp_path / "out" / "skipped.txt").read_text().count("\n") == 2
@@ -379,6 +380,29 @@ def test_a_set_without_identities_runs_image_level_folds_and_says_so(tmp_path):
     res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "ids"), "--out", str(tmp_path / "r2")])
     assert res.exit_code == 0 and "no subject identities" not in res.output
     assert json.loads(next((tmp_path / "r2").glob("*.json")).read_text())["protocol"]["folds_by"] == "subject"
+
+
+def test_a_validation_split_is_kept_and_scored_beside_the_test_split(tmp_path):
+    """Issue 24: imagefolder reads train/, validation/ (or val/) and test/; under holdout the model trains
+    on train only, the reported numbers are the test split's, and the validation split's stand beside."""
+    src = tmp_path / "folder"
+    n = {"train": 12, "validation": 4, "test": 6}
+    for split, count in n.items():
+        for i in range(count):
+            cls = ("happy", "angry", "sad")[i % 3]
+            (src / split / cls).mkdir(parents=True, exist_ok=True)
+            _face(i + 100 * len(split)).save(src / split / cls / f"{split}{i}.png")
+    convert("imagefolder", src, tmp_path / "out", landmarks="off")
+    ds = read_msde(tmp_path / "out")
+    assert sorted(set(ds.official_splits())) == ["test", "train", "val"]
+    assert {k: ds.official_splits().count(v) for k, v in (("train", "train"), ("validation", "val"), ("test", "test"))} == n
+    res = CliRunner().invoke(main, ["run", "--data", str(tmp_path / "out"), "--recipe", "quick", "--epochs", "1",
+                                    "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--out",
+                                    str(tmp_path / "r"), "--no-progress", "--no-save-models"])
+    assert res.exit_code == 0, res.output
+    fold = json.loads(next((tmp_path / "r").glob("*.json")).read_text())["folds"][0]
+    assert fold["n_train_pairs"] == 12 and fold["n_test_pairs"] == 6
+    assert fold["val"]["n_pairs"] == 4 and 0 <= fold["val"]["acc_masked"] <= 1
 
 
 def _astronaut_crop():

@@ -48,8 +48,10 @@ SYNONYMS = {
     "surprise": 0, "surprised": 0, "fear": 1, "fearful": 1, "afraid": 1, "scared": 1, "disgust": 2, "disgusted": 2,
     "happiness": 3, "happy": 3, "joy": 3, "sadness": 4, "sad": 4, "anger": 5, "angry": 5, "neutral": 6, "calm": 6,
 }
-SPLITS = {"train": "train", "training": "train", "test": "test", "val": "test", "validation": "test",
-          "publictest": "test", "privatetest": "test"}
+#: a source split's name -> the converted set's split; a validation split (FER-2013's PublicTest) stays
+#: its own ("val"): the holdout protocol scores it beside the test split and never merges the two
+SPLITS = {"train": "train", "training": "train", "test": "test", "val": "val", "validation": "val",
+          "publictest": "val", "privatetest": "test"}
 #: CK+ as commonly distributed: S<subject>_<sequence>_<frame>; a sequence's frames are near duplicates
 CKPLUS_PATTERN = r"(?:^|/)(?P<subject>S\d+)_(?P<sequence>\d+)_\d+\.[^/]+$"
 #: what meta.json's subjects.from says for each way of obtaining identities
@@ -237,7 +239,8 @@ def read_imagefolder(src: Path, report: Report, subject_pattern: str | None = No
         raise DataError(src, "folder not found")
     pattern = compile_subject_pattern(subject_pattern) if subject_pattern else None
     class_map = class_map or {}
-    roots = [(src / s, SPLITS[s]) for s in ("train", "test") if (src / s).is_dir()] or [(src, "train")]
+    roots = [(src / s, SPLITS[s]) for s in ("train", "val", "validation", "test") if (src / s).is_dir()] or [
+        (src, "train")]
     for root, split in roots:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             label = _class_label(folder.name, class_map)
