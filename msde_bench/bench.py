@@ -31,7 +31,15 @@ from msde_bench.factory import build_method, build_paradigm
 from msde_bench.paradigms.base import Batch, FoldContext
 from msde_bench.runner import default_recipe
 from msde_bench.spec import RunSpec
-from msde_bench.training import Trainer, autocast, channels_last, check_precision, default_precision, optimizer_impl
+from msde_bench.training import (
+    Trainer,
+    autocast,
+    channels_last,
+    check_precision,
+    default_precision,
+    make_optimizer,
+    optimizer_impl,
+)
 
 
 @contextlib.contextmanager
@@ -94,8 +102,7 @@ def run_bench(model: str, paradigm: str, batch_size: int, image_size: int, steps
         bare_model = bare_model.to(memory_format=torch.channels_last)
         nm = nm.contiguous(memory_format=torch.channels_last)
         m = m.contiguous(memory_format=torch.channels_last)
-    bare_opt = torch.optim.Adam(bare_model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
-                                **({"fused": True} if optimizer_impl(device) == "fused" else {}))
+    bare_opt = make_optimizer(spec, [{"params": list(bare_model.parameters())}], device)
     bare_model.train()
     trainer.method.train()
     batch = Batch(nm, m, y, None, torch.arange(batch_size, device=device))

@@ -34,7 +34,7 @@ from PIL import Image
 from msde_bench import CLASS_NAMES
 from msde_bench.atomic import atomic_target, check_writable, write_text_atomic
 from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
-from msde_bench.data.pairs import load_image, open_image
+from msde_bench.data.pairs import NO_IDENTITIES, load_image, open_image
 from msde_bench.errors import DataError, MsdeError
 
 FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
@@ -54,9 +54,8 @@ SPLITS = {"train": "train", "training": "train", "test": "test", "val": "val", "
           "publictest": "val", "privatetest": "test"}
 #: CK+ as commonly distributed: S<subject>_<sequence>_<frame>; a sequence's frames are near duplicates
 CKPLUS_PATTERN = r"(?:^|/)(?P<subject>S\d+)_(?P<sequence>\d+)_\d+\.[^/]+$"
-#: what meta.json's subjects.from says for each way of obtaining identities
+#: meta.json's subjects.how of a CK+ conversion (pairs.NO_IDENTITIES: of one without identities)
 SUBJECTS_FROM_CKPLUS = "file names (CK+: S<subject>_<sequence>_<frame>)"
-SUBJECTS_NONE = "none: one subject per image (folds are image-level)"
 
 
 @dataclass
@@ -380,11 +379,10 @@ def _reader(fmt: str, src: Path, report: Report, subject_pattern: str | None,
                         + ("reads the subject from CK+'s file names)" if fmt == "ckplus" else "has no identities to match)"))
     if class_map and fmt not in FOLDER_FORMATS:
         raise MsdeError(f"--map: only with --format {' or '.join(FOLDER_FORMATS)} (class folders)")
+    options = dict(class_map=class_map) if fmt in FOLDER_FORMATS else {}
     if fmt == "imagefolder":
-        return read_imagefolder(src, report, subject_pattern, class_map)
-    if fmt == "ckplus":
-        return read_ckplus(src, report, class_map)
-    return READERS[fmt](src, report)
+        options["subject_pattern"] = subject_pattern
+    return READERS[fmt](src, report, **options)
 
 
 def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_style: str = "random",
@@ -448,7 +446,7 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
                 splits=splits, pairs=pair_info, masking=dict(masker=masker.name, seed=seed, style=mask_style),
                 subjects=dict(
                     how=(SUBJECTS_FROM_CKPLUS if fmt == "ckplus" else f"--subject-pattern {subject_pattern}")
-                    if with_ids else SUBJECTS_NONE,
+                    if with_ids else NO_IDENTITIES,
                     ids={str(n): i for i, n in sorted(numbers.items(), key=lambda t: t[1])},
                     sequences=len({i["sequence"] for i in pair_info.values() if "sequence" in i})),
                 class_map=class_map,

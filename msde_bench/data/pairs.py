@@ -18,6 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from msde_bench import NUM_CLASSES
 from msde_bench.errors import DataError
 
+#: how a set without subject identities gets its subjects (meta.json's subjects.how of such a
+#: conversion, and what a conversion from before 0.4, which recorded nothing, did)
+NO_IDENTITIES = "none: one subject per image (folds are image-level)"
 
 @dataclass(frozen=True)
 class Pair:
@@ -79,13 +82,13 @@ class PairedDataset:
         if meta.get("kind") == "msde-bench synthetic":
             return "drawn: the synthetic set's subjects"
         if meta.get("kind") == "msde-bench converted":
-            return (meta.get("subjects") or {}).get("how") or "none: one subject per image (folds are image-level)"
+            return (meta.get("subjects") or {}).get("how") or NO_IDENTITIES
         return "file names ({subject}_{label}_... in the MSD-E layout)"
 
     def fold_grouping(self) -> str:
         """"subject" when folds can keep each person on one side, "image" when the set has no
         identities (every image its own subject: the folds are then image-level, not subject-disjoint)."""
-        return "image" if self.subjects_how().startswith("none") else "subject"
+        return "image" if self.subjects_how() == NO_IDENTITIES else "subject"
 
     def describe(self) -> dict:
         return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(),
