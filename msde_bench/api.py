@@ -58,7 +58,7 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     reference quirks)."""
     spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
                       quirks=quirks, **overrides)
-    dataset = factory.load_dataset(spec.data, progress=_synth_progress(Console(stderr=True)))
+    dataset = factory.load_dataset(spec.data, progress=_data_progress(Console(stderr=True), spec.data))
     return runner.with_protocol(spec, dataset, protocol, overrides.get("folds")), dataset
 
 
@@ -125,7 +125,7 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
     user_opts = _compare.check_user_options(model, options, recipe)
     specs = _compare.build_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
     console = console or Console(stderr=True)
-    dataset = factory.load_dataset(specs[0][1].data, progress=_synth_progress(console))
+    dataset = factory.load_dataset(specs[0][1].data, progress=_data_progress(console, specs[0][1].data))
     specs = [(title, runner.with_protocol(s, dataset, protocol, overrides.get("folds"))) for title, s in specs]
     first = specs[0][1]
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
@@ -134,9 +134,14 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
     return _compare.run_all(specs, dataset, out, console, progress)
 
 
-def _synth_progress(console: Console):
+def _data_progress(console: Console, data: str):
+    """The loader's progress callback: one line when a set is made for the cache (done 0: a
+    conversion starts; done 1 of a synthetic set: its generation)."""
     def cb(done: int, total: int) -> None:
-        if done == 1:
+        if done == 0:
+            console.print(f"converting {data} into the cache (once; reused while its files and settings stay the "
+                          "same) ...")
+        elif done == 1 and data.startswith("synth"):
             console.print(f"generating the synthetic dataset ({total} pairs) into the cache ...")
 
     return cb

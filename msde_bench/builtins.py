@@ -18,3 +18,7 @@ def msde_bench_register_paradigms(register):
 @hookimpl
 def msde_bench_register_datasets(register):
     register("synth", sources.load_synth, description="the embedded synthetic paired set (synth:VARIANT)")
+    # `data convert`'s formats (convert.FORMATS; a test checks the list): FORMAT:SRC converted once into the cache
+    for fmt in ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus"):
+        register(fmt, sources.load_converted,
+                 description=f"a public dataset converted with masks once into the cache ({fmt}:SRC[?KEY=VALUE&...])")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msde_bench import CLASS_NAMES, NUM_CLASSES
+from msde_bench import CLASS_NAMES
 from msde_bench import protocol as P
 from msde_bench import results as R
 from msde_bench.atomic import write_text_atomic
@@ -34,10 +34,10 @@ CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eige
 # loading fold models
 
 
-def load_model(path: Path, spec: RunSpec) -> nn.Module:
-    """A saved fold model, rebuilt from its spec, in eval mode, told the evaluation's input
-    normalisation (it sees evaluation inputs only)."""
-    method, _ = build_method(spec, load=False)
+def load_model(path: Path, spec: RunSpec, num_classes: int) -> nn.Module:
+    """A saved fold model, rebuilt from its spec with `num_classes` outputs (its dataset's classes),
+    in eval mode, told the evaluation's input normalisation (it sees evaluation inputs only)."""
+    method, _ = build_method(spec, load=False, num_classes=num_classes)
     method.load_state_dict(read_model(path)["state_dict"])
     set_input_normalisation(method, eval_augment(spec).normalisation)
     return method.eval()
@@ -68,7 +68,6 @@ def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
     record = next(x for x in result["folds"] if x["fold"] == fold)
     saved = record.get("model_file")
     path = result_path.parent / saved if saved else model_path(result_path, result["run_id"], fold)
-    method = load_model(path, spec)
     dataset = load_dataset(spec.data)
     if dataset.fingerprint() != result["dataset"]["fingerprint"]:
         raise MsdeError(f"{spec.data}: the dataset changed since {result_path} was written (fingerprint "
@@ -78,6 +77,7 @@ def load_fold(result_path: str | Path, fold: int | None = None) -> Explained:
     f = folds[fold]
     if list(f.test_subjects) != list(record["test_subjects"]):
         raise MsdeError(f"{result_path}: fold {fold}'s test subjects cannot be reproduced")
+    method = load_model(path, spec, len(dataset.classes))
     return Explained(result, result_path, spec, fold, method, ImageCache(dataset, spec.image_size), f.test, f.train)
 
 
@@ -106,14 +106,19 @@ def outputs(ex: Explained, idx: np.ndarray, view: str, batch: int = 128) -> tupl
     return np.concatenate(preds), np.concatenate(embs)
 
 
+def class_name(ex: Explained, index: int) -> str:
+    """The expression a head index of the fold's model stands for (ImageCache.classes)."""
+    return CLASS_NAMES[ex.cache.classes[int(index)]]
+
+
 def pick_pairs(ex: Explained, n: int) -> np.ndarray:
     """n test pairs, balanced over classes: round robin over the classes in label order, each class's
     pairs in dataset order; deterministic."""
     labels = ex.cache.labels.numpy()
-    by_class = [list(ex.test_idx[labels[ex.test_idx] == c]) for c in range(NUM_CLASSES)]
+    by_class = [list(ex.test_idx[labels[ex.test_idx] == c]) for c in range(len(ex.cache.classes))]
     out = []
     while len(out) < n and any(by_class):
-        for c in range(NUM_CLASSES):
+        for c in range(len(ex.cache.classes)):
             if by_class[c] and len(out) < n:
                 out.append(by_class[c].pop(0))
     return np.array(out, dtype=np.int64)
@@ -218,10 +223,10 @@ def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: 
                 c0 = 4 * r + 2 * v
                 tag = f"{ex.spec.paradigm} · " if len(ex_list) > 1 else ""
                 axes[i, c0].imshow(rgb[i])
-                axes[i, c0].set_title(f"{tag}{view}\ntrue {CLASS_NAMES[labels[i]]}", fontsize=7)
+                axes[i, c0].set_title(f"{tag}{view}\ntrue {class_name(ex, labels[i])}", fontsize=7)
                 axes[i, c0 + 1].imshow(show_cam_on_image(rgb[i], maps[i], use_rgb=True))
                 ok = "✓" if preds[i] == labels[i] else "✗"
-                axes[i, c0 + 1].set_title(f"pred {CLASS_NAMES[preds[i]]} {ok}", fontsize=7)
+                axes[i, c0 + 1].set_title(f"pred {class_name(ex, preds[i])} {ok}", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -242,9 +247,9 @@ def figure_tsne(ex: Explained, path: Path, with_train: bool = False, lines: int 
     colours = plt.get_cmap("tab10")
     for k in range(min(lines, n)):
         ax.plot([xy[k, 0], xy[n + k, 0]], [xy[k, 1], xy[n + k, 1]], color="0.6", lw=0.7, zorder=1)
-    for c in range(NUM_CLASSES):
+    for c in range(len(ex.cache.classes)):
         sel = labels == c
-        ax.scatter(xy[:n][sel, 0], xy[:n][sel, 1], s=18, color=colours(c), marker="o", label=f"{CLASS_NAMES[c]}",
+        ax.scatter(xy[:n][sel, 0], xy[:n][sel, 1], s=18, color=colours(c), marker="o", label=class_name(ex, c),
                    zorder=2)
         ax.scatter(xy[n:][sel, 0], xy[n:][sel, 1], s=22, color=colours(c), marker="x", zorder=2)
     ax.set_title(f"t-SNE of pooled embeddings ({'test + train' if with_train else 'test'} fold {ex.fold}): "
@@ -254,7 +259,8 @@ def figure_tsne(ex: Explained, path: Path, with_train: bool = False, lines: int 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     header = "pair,view,label,x,y"
-    rows = [f"{int(p)},{v},{int(labels[i])},{xy[j, 0]:.6f},{xy[j, 1]:.6f}"
+    ids = ex.cache.class_ids(labels)  # in the MSD-E order, as the dataset's file names give them
+    rows = [f"{int(p)},{v},{int(ids[i])},{xy[j, 0]:.6f},{xy[j, 1]:.6f}"
             for j, (i, p, v) in enumerate([(i, p, "non-masked") for i, p in enumerate(idx)] +
                                           [(i, p, "masked") for i, p in enumerate(idx)])]
     write_text_atomic(path.with_suffix(".csv"), header + "\n" + "\n".join(rows) + "\n")
@@ -270,16 +276,17 @@ def figure_confusion(ex: Explained, path: Path) -> dict:
     out = {}
     for ax, view in zip(axes, ("non-masked", "masked")):
         preds, _ = outputs(ex, ex.test_idx, view)
-        cm = confusion_matrix(labels, preds, labels=list(range(NUM_CLASSES)))
+        k = len(ex.cache.classes)
+        cm = confusion_matrix(labels, preds, labels=list(range(k)))
         norm = row_normalised(cm)
         out[view] = norm
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        for i in range(NUM_CLASSES):
-            for j in range(NUM_CLASSES):
+        for i in range(k):
+            for j in range(k):
                 ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=6,
                         color="white" if norm[i, j] > 0.6 else "black")
-        ax.set_xticks(range(NUM_CLASSES), [c[:4] for c in CLASS_NAMES], fontsize=7)
-        ax.set_yticks(range(NUM_CLASSES), list(CLASS_NAMES), fontsize=7)
+        ax.set_xticks(range(k), [class_name(ex, c)[:4] for c in range(k)], fontsize=7)
+        ax.set_yticks(range(k), [class_name(ex, c) for c in range(k)], fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{view} (rows sum to 1; counts in brackets)", fontsize=9)
@@ -335,8 +342,9 @@ def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | Non
     labels = ex.cache.labels.numpy()[idx]
     m_nm = cams(ex, idx, "non-masked", labels, cam, layer=layer)
     m_m = cams(ex, idx, "masked", labels, cam, layer=layer)
-    fig, axes = plt.subplots(NUM_CLASSES, 3, figsize=(6.5, 2.0 * NUM_CLASSES), squeeze=False)
-    for c in range(NUM_CLASSES):
+    k = len(ex.cache.classes)
+    fig, axes = plt.subplots(k, 3, figsize=(6.5, 2.0 * k), squeeze=False)
+    for c in range(k):
         sel = labels == c
         if not sel.any():
             for ax in axes[c]:
@@ -349,7 +357,7 @@ def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | Non
                                    (axes[c, 1], b, "masked", dict(cmap="jet", vmin=0, vmax=1)),
                                    (axes[c, 2], d, "masked − non-masked", dict(cmap="RdBu_r", vmin=-lim, vmax=lim))):
             ax.imshow(img, **kw)
-            ax.set_title(f"{CLASS_NAMES[c]}: {title}", fontsize=7)
+            ax.set_title(f"{class_name(ex, c)}: {title}", fontsize=7)
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -199,15 +199,16 @@ def complete_spec(spec: dict) -> dict:
 # building
 
 
-def build_method(spec: RunSpec, *, load: bool = True) -> tuple[Method, dict | None]:
-    """The model of a spec (a registered method, or a plain timm backbone + linear head), with
-    `--init` loaded unless `load` is False; returns it and the init report."""
+def build_method(spec: RunSpec, *, load: bool = True, num_classes: int = NUM_CLASSES) -> tuple[Method, dict | None]:
+    """The model of a spec (a registered method, or a plain timm backbone + linear head) with
+    `num_classes` outputs (the dataset's classes: ImageCache.classes), with `--init` loaded unless
+    `load` is False; returns it and the init report."""
     opts = dict(spec.options)
     entry = method_entry(spec.model)
     if entry is not None:
-        method = entry.obj(num_classes=NUM_CLASSES, pretrained=spec.pretrained, options=method_values(spec.model, opts))
+        method = entry.obj(num_classes=num_classes, pretrained=spec.pretrained, options=method_values(spec.model, opts))
     else:
-        method = PlainClassifier(spec.model, NUM_CLASSES, pretrained=spec.pretrained)
+        method = PlainClassifier(spec.model, num_classes, pretrained=spec.pretrained)
     report = None
     if spec.init and load:
         report = load_init(method.trunk if hasattr(method, "trunk") else method, spec.init)

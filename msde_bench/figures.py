@@ -10,8 +10,6 @@ import io
 import numpy as np
 import pandas as pd
 
-from msde_bench.stats import CHANCE
-
 #: a marker per paradigm label; others cycle through the rest
 MARKERS = {"baseline (mixed)": "o", "baseline (non-masked)": "s", "baseline (masked)": "D", "contrastive": "^",
            "distill": "v"}
@@ -70,9 +68,10 @@ def _err(rec, key: str) -> tuple[float, float]:
     return (std, std) if np.isfinite(std) else (0.0, 0.0)
 
 
-def accuracy_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
+def accuracy_figure(df: pd.DataFrame, title: str, classes: int = 7) -> dict[str, bytes]:
     """Non-masked (x) against masked (y) accuracy, one point per row with its 95 % intervals; colour =
-    method, marker = paradigm; the diagonal (no mask gap) and chance (1/7) drawn in."""
+    method, marker = paradigm; the diagonal (no mask gap) and chance (1 / `classes`) drawn in."""
+    chance = 1 / classes
     plt = _plt()
     with plt.rc_context(_style()):
         fig, ax = plt.subplots(figsize=(7.5, 5.5))
@@ -85,9 +84,9 @@ def accuracy_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
                         xerr=np.array([_err(rec, "acc_non_masked")]).T, yerr=np.array([_err(rec, "acc_masked")]).T,
                         fmt=markers[_label(rec)], color=colours[rec["model"]], ms=6, capsize=2, lw=0.8, alpha=0.9)
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        ax.axhline(CHANCE, ls=":", color="grey", lw=0.8)
-        ax.axvline(CHANCE, ls=":", color="grey", lw=0.8)
-        ax.text(CHANCE + 0.01, 0.01, "chance (1/7)", ha="left", va="bottom", fontsize=7, color="grey")
+        ax.axhline(chance, ls=":", color="grey", lw=0.8)
+        ax.axvline(chance, ls=":", color="grey", lw=0.8)
+        ax.text(chance + 0.01, 0.01, f"chance (1/{classes})", ha="left", va="bottom", fontsize=7, color="grey")
         ax.text(0.97, 0.93, "no mask gap", ha="right", rotation=38, fontsize=7, color="grey")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

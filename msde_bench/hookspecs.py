@@ -23,8 +23,10 @@ def msde_bench_register_methods(register):
         class attributes of the same names. A name already taken by a built-in or in-tree
         method, or a timm model name, is refused (the plugin is then skipped with that error).
 
-    The core builds the method of a run as ``cls(num_classes=7, pretrained=spec.pretrained,
-    options=dict)``, ``options`` holding the method's own ``--opt`` values by their bare names
+    The core builds the method of a run as ``cls(num_classes=K, pretrained=spec.pretrained,
+    options=dict)``, ``K`` the number of classes the dataset has (7 for MSD-E and the synthetic set;
+    6 for CK+ without neutral: its ``Batch.y`` are then 0-5, positions in the dataset's sorted
+    labels), ``options`` holding the method's own ``--opt`` values by their bare names
     with defaults filled in (``cls.options``: ``{name: Option}``), and wraps it in nothing else
     (except ``DoubleSoftmax`` under ``quirk_double_softmax``). ``cls`` must subclass Method.
     """

@@ -9,7 +9,7 @@ accuracy; a row whose runs did not finish every fold of the protocol is shown ap
 ranked. In each column the best value is bold and every mean has its 95 % confidence interval;
 rows whose masked accuracy is not significantly different from the best row's (corrected
 resampled t-test over the shared (seed, fold) pairs, p >= 0.05; msde_bench.stats) carry a dagger,
-and an accuracy whose interval reaches chance (1/7) is marked.
+and an accuracy whose interval reaches chance (1 / the dataset's number of classes) is marked.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from msde_bench.atomic import check_writable, write_bytes_atomic, write_text_ato
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.options import QUIRKS, is_method_key, method_values
 from msde_bench.spec import RunSpec
-from msde_bench.stats import CHANCE, corrected_ci, corrected_ttest
+from msde_bench.stats import corrected_ci, corrected_ttest
 
 P_THRESHOLD = 0.05
 #: the accuracy columns checked against chance
@@ -147,6 +147,11 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
         for row in rows.values():
             row.runs.sort(key=lambda r: r["spec"]["seed"])
     return {k: list(v.values()) for k, v in sorted(tables.items())}, sorted(superseded, key=lambda r: r["run_id"])
+
+
+def n_classes(rows: list[Row]) -> int:
+    """How many classes the table's dataset has (its results record them; 7 where they do not)."""
+    return len(rows[0].runs[0]["dataset"].get("classes") or range(7))
 
 
 def paired_p(a: dict, b: dict, test_train_ratio: float) -> float | None:
@@ -301,6 +306,7 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
             if p is not None and p >= P_THRESHOLD:
                 marks[i] = " †"
     lines = []
+    k = n_classes(rows)
     chance = spread = False
     used: list[dict] = []
     for i, (_, rec) in enumerate(df.iterrows()):
@@ -318,7 +324,7 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
             ci = rec[f"{key}_ci"]
             if ci is not None:
                 text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-                if key in CHANCE_METRICS and ci[0] <= CHANCE:
+                if key in CHANCE_METRICS and ci[0] <= 1 / k:
                     text += " ◦"
                     chance = True
             if key == "acc_masked":
@@ -341,7 +347,7 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
         notes.append("[a, b]: 95 % confidence interval of the mean over seeds × folds (t distribution with the same "
                      "corrected variance).")
     if chance:
-        notes.append("◦: cannot be told from chance (1/7): the accuracy's confidence interval reaches it.")
+        notes.append(f"◦: cannot be told from chance (1/{k}): the accuracy's confidence interval reaches it.")
     notes.append("train time / fold: the median over the folds (and seeds), distill's including the training of "
                  "its teacher.")
     if spread:
@@ -373,6 +379,24 @@ def read_notes(path: Path | None) -> list[dict]:
         if unknown:
             raise MsdeError(f"{path}: note[{i}] matches on {unknown[0]!r}, which is not a spec field "
                             f"({', '.join(sorted(known))}) or options.KEY")
+    return notes
+
+
+def read_dataset_notes(path: Path | None) -> list[dict]:
+    """[[dataset]] tables of the notes file: `text` (what the set is, where to get it, how to cite
+    it), shown under the heading of every table whose dataset has the given `name`."""
+    if path is None or not path.is_file():
+        return []
+    try:
+        notes = tomllib.loads(path.read_text(encoding="utf-8")).get("dataset", [])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MsdeError(f"{path}: not a valid TOML file ({e})") from None
+    for i, note in enumerate(notes):
+        if not isinstance(note, dict) or not isinstance(note.get("text"), str) or not isinstance(note.get("name"), str):
+            raise MsdeError(f"{path}: dataset[{i}] needs a `name` (the dataset's) and a `text` string")
+        unknown = sorted(set(note) - {"name", "text"})
+        if unknown:
+            raise MsdeError(f"{path}: dataset[{i}] has {unknown[0]!r}; a dataset note has only `name` and `text`")
     return notes
 
 
@@ -430,8 +454,11 @@ def budget_note(rows: list[Row]) -> str:
 
 def render(results: list[dict], problems: list[tuple[str, str]], sources: list[str],
            row_notes: list[dict] | None = None, figures: dict[str, bytes] | None = None,
-           page_tables: list[dict] | None = None, result_dir: Path = Path(".")) -> str:
-    """The markdown leaderboard. With `figures` (a dict to fill), each ranked table also gets its
+           page_tables: list[dict] | None = None, result_dir: Path = Path("."),
+           dataset_notes: list[dict] | None = None) -> str:
+    """The markdown leaderboard: real-face sets first, the embedded synthetic set's smoke numbers
+    last; under each table's heading what its dataset is (`dataset_note`, then the `dataset_notes`
+    of its name: read_dataset_notes). With `figures` (a dict to fill), each ranked table also gets its
     two figures (figures.py), added as {path relative to the markdown: bytes} and embedded; with
     `page_tables` (a list to fill), each table's data for the web page (webpage.py), its result
     files linked relative to `result_dir`."""
@@ -457,12 +484,15 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
     ]
     if not tables:
         out += ["", "_No results yet._"]
-    for (name, fp, proto, version, split, folds), rows in tables.items():
+    order = sorted(tables.items(), key=lambda kv: (_is_synthetic(kv[1]), kv[0]))
+    for (name, fp, proto, version, split, folds), rows in order:
         complete = [r for r in rows if r.complete]
         incomplete = [r for r in rows if not r.complete]
         out += ["", f"## {md_text(name)} (fingerprint {code(fp)}) · protocol {code(proto)} v{md_text(version)} "
                     f"({md_text(split)}, {md_text(folds)} folds)", ""]
         out += [dataset_note(rows), ""]
+        about = [n["text"].strip() for n in dataset_notes or [] if n["name"] == name]
+        out += [x for text in about for x in (text, "")]
         if split == "faithful":
             out += ["_Reference-code protocol: overlapping subject windows and the best epoch chosen on the test "
                     "fold; optimistic by construction, for comparison with the paper only._", ""]
@@ -476,7 +506,7 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
                 figures.update(figure_files)
         if page_tables is not None:
             page_tables.append(_page_table(complete, incomplete, f"{name} · fingerprint {fp} · protocol {proto} "
-                                           f"v{version} ({split}, {folds} folds)", figure_files, result_dir))
+                                           f"v{version} ({split}, {folds} folds)", figure_files, result_dir, about))
         if incomplete:
             md, _ = render_table(incomplete, ranked=False)
             out += ["", "Incomplete runs (not every fold of the protocol finished; not ranked):", "", md]
@@ -508,7 +538,7 @@ def table_figures(rows: list[Row], key: tuple, figures: dict[str, bytes]) -> lis
     lines = []
     for kind, draw, alt in (("accuracy", F.accuracy_figure, "non-masked against masked accuracy per row"),
                             ("mask-gap", F.gap_figure, "mask gap per method and paradigm")):
-        files = draw(df, title)
+        files = F.accuracy_figure(df, title, n_classes(rows)) if kind == "accuracy" else draw(df, title)
         base = f"{FIGURES_DIR}/{slug}-{kind}"
         figures[f"{base}.png"], figures[f"{base}.svg"] = files["png"], files["svg"]
         lines += [f"![{alt}]({base}.png) ([SVG]({base}.svg))", ""]
@@ -516,18 +546,22 @@ def table_figures(rows: list[Row], key: tuple, figures: dict[str, bytes]) -> lis
 
 
 def _page_table(complete: list[Row], incomplete: list[Row], title: str, figure_files: dict[str, bytes],
-                result_dir: Path) -> dict:
+                result_dir: Path, about: list[str] = ()) -> dict:
     ranked = sorted(complete, key=lambda r: (-r.stat("acc_masked")[0], r.key))
     rows = []
     for group, ranks in ((ranked, True), (incomplete, False)):
         if group:
             for i, ((_, rec), row) in enumerate(zip(frame(group).iterrows(), group)):
                 rows.append(W.row_data(rec, row, i + 1 if ranks else None, result_dir))
-    note = dataset_note(complete or incomplete).strip("_").replace("`", "")
+    note = " ".join([dataset_note(complete or incomplete).strip("_"), *about]).replace("`", "")
     note += (" " + budget_note(complete)) if complete else ""
     figs = [dict(alt=rel.rsplit("/", 1)[-1], svg=data) for rel, data in sorted(figure_files.items())
             if rel.endswith(".svg")]
     return dict(title=title, note=note, rows=rows, figures=figs)
+
+
+def _is_synthetic(rows: list[Row]) -> bool:
+    return str(rows[0].runs[0]["dataset"].get("root", "")).startswith("synth:")
 
 
 def dataset_note(rows: list[Row]) -> str:
@@ -542,6 +576,11 @@ def dataset_note(rows: list[Row]) -> str:
                 "not MSD-E numbers and say little about how the methods compare on real faces._")
     text = (f"_Dataset {md_text(ds['name'])} ({size}, fingerprint {code(ds['fingerprint'])}): the numbers of the "
             "images these results were computed on; a set with another fingerprint gets a table of its own._")
+    conv = ds.get("conversion")
+    if isinstance(conv, dict):
+        text += " " + conversion_note(ds, conv)
+    elif ds.get("classes") and len(ds["classes"]) < 7:
+        text += f" Classes: {md_text(', '.join(ds['classes']))} (trained and scored over these; chance 1/{len(ds['classes'])})."
     if ds.get("folds_by") == "image":
         text += (" **Image-level folds:** this set records no subject identities (every image is its own subject), "
                  "so one person can be on both sides of a fold and these numbers are optimistic; they are not "
@@ -549,10 +588,31 @@ def dataset_note(rows: list[Row]) -> str:
     return text
 
 
+def conversion_note(ds: dict, conv: dict) -> str:
+    """How a converted set was made, from what its results record (PairedDataset.conversion)."""
+    masking = conv.get("masking") or {}
+    placed = ", ".join(f"{v} by {k}" for k, v in sorted((masking.get("placement") or {}).items()))
+    text = (f"Converted from {code(conv.get('source', '?'))} (`--format {md_text(conv.get('format', '?'))}`) "
+            f"by `msde-bench data convert`: each face kept as it is, its masked partner drawn with a synthetic mask "
+            f"(drawing v{md_text(masking.get('version', 1))}, style {md_text(masking.get('style', '?'))}, seed "
+            f"{md_text(masking.get('seed', '?'))}; placed {md_text(placed or masking.get('masker', '?'))}).")
+    if ds.get("subjects_from"):
+        text += f" Subjects from {md_text(ds['subjects_from'])}."
+    classes = ds.get("classes") or []
+    if classes:
+        text += f" Classes: {md_text(', '.join(classes))}"
+        text += f" (trained and scored over these; chance 1/{len(classes)})" if len(classes) < 7 else ""
+        dropped = conv.get("dropped") or {}
+        text += (f"; dropped: {md_text(', '.join(f'{k} ({v} images)' for k, v in sorted(dropped.items())))}"
+                 if dropped else "") + "."
+    return text
+
+
 def render_dirs(results_dirs: list[Path], strict: bool = False, notes: Path | None = None) -> tuple[str, list, list]:
     """(markdown, results, problems) of the result files in the folders."""
     results, problems = load_all(results_dirs, strict)
-    return render(results, problems, [str(d) for d in results_dirs], read_notes(notes)), results, problems
+    return render(results, problems, [str(d) for d in results_dirs], read_notes(notes),
+                  dataset_notes=read_dataset_notes(notes)), results, problems
 
 
 def _count(files: dict) -> str:
@@ -571,7 +631,7 @@ def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: 
     figures: dict[str, bytes] = {}
     page_tables: list[dict] = []
     text = render(results, problems, [str(d) for d in results_dirs], read_notes(notes), figures, page_tables,
-                  output.parent)
+                  output.parent, read_dataset_notes(notes))
     figures[PAGE] = W.page(page_tables, PAGE_INTRO).encode()
     folder = output.parent / FIGURES_DIR
     stale = sorted(p for p in folder.glob("*") if p.suffix in (".png", ".svg")

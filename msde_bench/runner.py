@@ -39,7 +39,7 @@ from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed
-from msde_bench.training import Trainer, compile_setting, cpu_bf16, evaluate, memory_layout, optimizer_impl
+from msde_bench.training import Trainer, compile_setting, cpu_bf16, epoch_steps, evaluate, memory_layout, optimizer_impl
 
 CELL_FORMAT = "msde-bench/cell/1"
 
@@ -128,7 +128,7 @@ def fit_model(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, device: t
               progress: RunProgress | None = None) -> tuple[Method, dict]:
     """A model of `spec` trained on `train_idx` from `seed` (what FoldContext.fit does)."""
     torch.manual_seed(seed)
-    model, _ = build_method(spec)
+    model, _ = build_method(spec, num_classes=len(cache.classes))
     trainer = Trainer(spec, model, build_paradigm(spec), device)
     timing = trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed), progress=progress)
     return trainer.method, timing
@@ -152,9 +152,9 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
         spec=spec, cache=cache, train_idx=fold.train, test_idx=fold.test, subjects=subjects, device=device,
         seed=seed, fold=fold.index, console=console,
         fit=lambda s, sd: fit_model(s, cache, fold.train, device, sd),
-        build=lambda s: build_method(s, load=False)[0]))
+        build=lambda s: build_method(s, load=False, num_classes=len(cache.classes))[0]))
     torch.manual_seed(seed)
-    method, init_report = build_method(spec, load=not paradigm.skip_init())
+    method, init_report = build_method(spec, load=not paradigm.skip_init(), num_classes=len(cache.classes))
     gen = torch.Generator().manual_seed(seed)
     trainer = Trainer(spec, method, paradigm, device)
     history: list[dict] = []
@@ -346,6 +346,38 @@ def merge_all(out: str | Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------
 # one run
 
+#: the CPU-sized recipe for real faces that a long CPU run's estimate names (spec.RECIPES)
+CPU_RECIPE = "real48"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
+    """The callback (RunProgress.on_step_time) that prints the run's estimated training time, from the
+    seconds per step of its first timed steps and the steps its folds will take; on a CPU, a long
+    run of a GPU-sized recipe also names the CPU-sized one."""
+    paradigm = build_paradigm(spec)
+    steps = sum(epoch_steps(spec, paradigm, len(f.train)) * spec.epochs for f in folds)
+
+    def show(seconds: float, done: int) -> None:
+        total = seconds * steps
+        text = (f"estimated training time: {_duration(total)} ({seconds:.3f} s a step, timed on the first steps; "
+                f"{steps:,} steps in {len(folds)} fold{'s' if len(folds) > 1 else ''}"
+                + ("; each distill fold also trains its teacher unless it is cached" if spec.paradigm == "distill"
+                   else "") + ")")
+        if spec.device == "cpu" and spec.recipe in ("paper", "official") and total > 30 * 60:
+            text += (f". On a CPU, --recipe {CPU_RECIPE} (48 px, sized for a few CPU cores; README: \"Recipes\") "
+                     "trains real faces in minutes a fold")
+        console.print(text, highlight=False)
+
+    return show
+
+
 
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
         console: Console | None = None, show_progress: bool | str | None = None,
@@ -377,6 +409,9 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)
     with RunProgress(console, len(cells), spec.epochs, progress_mode(show_progress, console)) as progress:
+        todo = [c for c in cells if c.fold not in done]
+        if todo:
+            progress.on_step_time = _estimate(spec, [folds[c.fold] for c in todo], console)
         for cell in cells:
             if cell.fold in done:
                 progress.end_fold()

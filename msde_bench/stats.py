@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats as _st
 
-CHANCE = 1 / 7  # seven balanced expressions
+CHANCE = 1 / 7  # seven balanced expressions (a set with fewer classes: 1 / its number of classes)
 
 
 def _corrected_se(values: np.ndarray, test_train_ratio: float) -> float:

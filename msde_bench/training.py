@@ -22,7 +22,7 @@ from msde_bench.errors import MsdeError
 from msde_bench.home import cache_home
 from msde_bench.models.base import Method, input_normalisation
 from msde_bench.paradigms.base import BATCH_VIEWS, Batch, Paradigm
-from msde_bench.spec import PRECISIONS, RunSpec
+from msde_bench.spec import CPU_RECIPES, PRECISIONS, RunSpec
 
 if TYPE_CHECKING:
     from msde_bench.progress import RunProgress
@@ -131,7 +131,7 @@ def cpu_bf16() -> str | None:
 
 
 def default_precision(device: torch.device, quirks: str = "none", recipe: str | None = None) -> str:
-    """bf16 autocast on CUDA, and under the quick recipe on a CPU with bf16 hardware (cpu_bf16:
+    """bf16 autocast on CUDA, and under the CPU-sized recipes (quick, real48) on a CPU with bf16 hardware (cpu_bf16:
     AMX or avx512_bf16; measured in benchmarks/precision/: no significant accuracy difference from
     fp32 on the default run's 5 folds x 3 seeds); fp32 elsewhere, and under the reference quirks
     (the reference trains in fp32)."""
@@ -139,7 +139,7 @@ def default_precision(device: torch.device, quirks: str = "none", recipe: str | 
         return "fp32"
     if device.type == "cuda":
         return "bf16"
-    if device.type == "cpu" and recipe == "quick" and cpu_bf16() is not None:
+    if device.type == "cpu" and recipe in CPU_RECIPES and cpu_bf16() is not None:
         return "bf16"
     return "fp32"
 
@@ -207,6 +207,18 @@ def budget_plan(spec: RunSpec, paradigm: Paradigm) -> tuple[int, int]:
 DEVICE_CACHE_SHARE = 0.25
 
 
+def epoch_steps(spec: RunSpec, paradigm: Paradigm, n_pairs: int) -> int:
+    """Optimiser steps of an epoch of `paradigm` over n_pairs training pairs under the spec's budget
+    (Trainer.batches drops a last batch of one item)."""
+    items_per_batch, passes = budget_plan(spec, paradigm)
+    full, rest = divmod(n_pairs * paradigm.views_per_pair * passes, items_per_batch)
+    return full + (rest >= 2)
+
+
+#: the steps a run's time estimate is measured on: after the first WARMUP_STEPS (one-off costs), TIMED_STEPS
+WARMUP_STEPS, TIMED_STEPS = 2, 8
+
+
 def place_cache(cache: ImageCache, device: torch.device) -> ImageCache:
     """Where training and evaluation read the images from: the training device itself when the
     cache takes at most DEVICE_CACHE_SHARE of its free memory (a batch is then an index into device
@@ -246,8 +258,7 @@ class Trainer:
 
     def steps_per_epoch(self, n_pairs: int) -> int:
         """Optimiser steps of an epoch over n_pairs training pairs (batches() drops a last batch of one item)."""
-        full, rest = divmod(self._items_per_epoch(n_pairs), self.items_per_batch)
-        return full + (rest >= 2)
+        return epoch_steps(self.spec, self.paradigm, n_pairs)
 
     def _items_per_epoch(self, n_pairs: int) -> int:
         return n_pairs * self.paradigm.views_per_pair * self.passes
@@ -337,6 +348,7 @@ class Trainer:
         slots = -(-self._items_per_epoch(len(train_idx)) // self.items_per_batch)
         history = []
         step = 0
+        timing = progress is not None and progress.wants_step_time() and steps >= WARMUP_STEPS + TIMED_STEPS
         for epoch in range(self.spec.epochs):
             self.method.on_epoch_start(epoch)
             if progress:
@@ -348,6 +360,13 @@ class Trainer:
             seen = 0
             for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
                 out = self.train_step(batch)
+                if timing and epoch == 0 and i in (WARMUP_STEPS - 1, WARMUP_STEPS + TIMED_STEPS - 1):
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    if i == WARMUP_STEPS - 1:
+                        t_timed = time.perf_counter()
+                    else:  # the run's time estimate (RunProgress.step_time)
+                        progress.step_time((time.perf_counter() - t_timed) / TIMED_STEPS, WARMUP_STEPS + TIMED_STEPS)
                 n = out["targets"].shape[0]
                 seen += n
                 for k, v in out.items():
@@ -389,7 +408,8 @@ class Trainer:
 def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device,
             batch_size: int = 128, augment: PairedAugment | None = None,
             precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked)."""
+    """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked), as
+    labels in the MSD-E order (the head's outputs stand for `cache.classes`)."""
     augment = augment or PairedAugment("none")
     cache = place_cache(cache, device)
     method.eval()
@@ -404,7 +424,7 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, precision):
                     dst.append(method(x).logits.argmax(1))  # read back once, at the end
-    return (cache.labels[idx_t].cpu().numpy(), torch.cat(preds_nm).cpu().numpy(), torch.cat(preds_m).cpu().numpy())
+    return tuple(cache.class_ids(t.cpu().numpy()) for t in (cache.labels[idx_t], torch.cat(preds_nm), torch.cat(preds_m)))
 
 
 def eval_augment(spec: RunSpec) -> PairedAugment:

@@ -52,6 +52,10 @@ SYNONYMS = {
 #: its own ("val"): the holdout protocol scores it beside the test split and never merges the two
 SPLITS = {"train": "train", "training": "train", "test": "test", "val": "val", "validation": "val",
           "publictest": "val", "privatetest": "test"}
+#: the mask drawing of a conversion (meta.json's masking.version): 1 drew the synthetic set's flat
+#: polygons; 2 fits them to the face's landmarks (face_masks.draw_fitted_mask). A cached conversion
+#: (`--data FORMAT:SRC`) is made again when it changes.
+MASKS_VERSION = 2
 #: CK+ as commonly distributed: S<subject>_<sequence>_<frame>; a sequence's frames are near duplicates
 CKPLUS_PATTERN = r"(?:^|/)(?P<subject>S\d+)_(?P<sequence>\d+)_\d+\.[^/]+$"
 #: meta.json's subjects.how of a CK+ conversion (pairs.NO_IDENTITIES: of one without identities)
@@ -386,7 +390,7 @@ def _reader(fmt: str, src: Path, report: Report, subject_pattern: str | None,
 
 
 def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_style: str = "random",
-            landmarks: str = "auto", progress: Callable[[int], None] | None = None,
+            landmarks: str = "auto", progress: Callable[[int, int], None] | None = None,
             subject_pattern: str | None = None, class_map: dict[str, str] | None = None) -> Report:
     from msde_bench.data.masking import make_masker
 
@@ -437,13 +441,14 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
         pair_info[name] = info
         subject += 1
         if progress is not None:
-            progress(subject)
+            progress(subject, len(items))
     if not names:
         raise DataError(src, "nothing to convert: no usable images found")
     write_text_atomic(out / PAIR_LIST, "".join(n + "\n" for n in names))
     meta = dict(kind="msde-bench converted", source_format=fmt, source=str(src.resolve()),
                 label_mapping={str(k): CLASS_NAMES[v] for k, v in MAPPINGS[fmt].items()},
-                splits=splits, pairs=pair_info, masking=dict(masker=masker.name, seed=seed, style=mask_style),
+                splits=splits, pairs=pair_info,
+                masking=dict(masker=masker.name, seed=seed, style=mask_style, version=MASKS_VERSION),
                 subjects=dict(
                     how=(SUBJECTS_FROM_CKPLUS if fmt == "ckplus" else f"--subject-pattern {subject_pattern}")
                     if with_ids else NO_IDENTITIES,

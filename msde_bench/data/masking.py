@@ -1,17 +1,19 @@
 """Synthetic face masks on real face images.
 
-With the `landmarks` extra (dlib-bin and face-recognition-models, which ship dlib's 68-point
-predictor inside the package: nothing is downloaded) the mask follows the face the way MaskTheFace
-does: its sides follow the jaw line (points 1-15), its top sits on the nose bridge, its bottom on
-the chin, and it is tilted with the head (the eye line's roll). On aligned crops the predictor
-runs on the whole image, without a detector. When the landmarks look implausible, or without the
-extra, the template masker is used and the count is reported.
+The mask is fitted to the face's 68 landmarks (dlib's layout; face_masks.draw_fitted_mask): its
+sides follow the jaw line (points 1-15) a little outside the skin, its bottom passes under the chin,
+and its top edge rises from the cheeks, below the eyes, to a peak on the nose bridge, as a mask's
+nose wire does; it takes its light from the face it covers (a brightness plane fitted to the skin
+it leaves visible, never to what it hides), turns darker towards the sides, and carries the
+photograph's own noise level. Styles: surgical (pleats), cloth (stripes, dots, checks or plain),
+N95 (a cup with a rim), KN95 (a centre seam), seeded per image (colour, how high it sits on the
+nose, how loose it is, how far below the chin it reaches).
 
-The template masker places the embedded set's procedural masks (surgical with pleats, cloth with
-stripes/dots/checks or plain, N95, KN95; seeded colour, height on the nose and fit) from canonical
-proportions of an aligned face crop (RAF-DB's aligned 100 x 100, FER-2013's 48 x 48): eyes at about
-39 % of the height, mouth at 73 %, chin at 97 %, face half-width 40 %. The mask is drawn at twice the
-resolution and shaded to the face's brightness; pixels outside the mask are the original's.
+With the `landmarks` extra (dlib-bin and face-recognition-models, which ship dlib's 68-point
+predictor inside the package: nothing is downloaded) the landmarks are the face's own; on aligned
+crops the predictor runs on the whole image, without a detector. When they look implausible, or
+without the extra, the template masker places the mask from the landmarks of an average aligned
+crop (face_masks.CANONICAL_68), jittered per image, and the count of each placement is reported.
 """
 
 from __future__ import annotations
@@ -24,18 +26,17 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from msde_bench.data.face_masks import MASK_KINDS, FaceFrame, draw_mask
+from msde_bench.data.face_masks import CANONICAL_68, MASK_KINDS, draw_fitted_mask
 from msde_bench.errors import MsdeError
 
-#: canonical aligned-face geometry, in the synthetic faces' coordinates (see face_masks.FaceFrame)
-ALIGNED = dict(face_w=0.40, face_h=0.49, cx=0.5, cy=0.48)
 STYLES = ("random", *MASK_KINDS)
 #: --landmarks: dlib placement when the landmarks extra is installed (auto), required (on), or never (off)
 LANDMARK_MODES = ("auto", "on", "off")
 
 
 class TemplateMasker:
-    """Masks an aligned face crop from canonical proportions; no landmarks needed."""
+    """Masks an aligned face crop placed from canonical landmarks (face_masks.CANONICAL_68, the
+    average aligned crop), jittered per image; no landmark model needed."""
 
     name = "template"
 
@@ -53,37 +54,15 @@ class TemplateMasker:
         img = img.convert("RGB")
         rng = self.rng(key)
         w, h = img.size
-        big = img.resize((2 * w, 2 * h), Image.BICUBIC)
-        canvas = big.copy()
         jitter = rng.normal(0, 0.01, 3)
-        geo = dict(face_w=ALIGNED["face_w"] * (1 + jitter[0]), face_h=ALIGNED["face_h"])
-        face = FaceFrame(2 * w, geo, cx=ALIGNED["cx"] + jitter[1], cy=ALIGNED["cy"] + jitter[2])
-        kind = self._draw(canvas, face, rng)
-        return _shade_and_merge(img, big, canvas), dict(mask=kind, placement=TemplateMasker.name)
+        pts = CANONICAL_68 - 0.5
+        pts = np.stack([(0.5 + jitter[1] + pts[:, 0] * (1 + jitter[0])) * w, (0.5 + jitter[2] + pts[:, 1]) * h], axis=1)
+        return self._draw(img, pts, rng), dict(mask=self._kind, placement=TemplateMasker.name)
 
-    def _draw(self, canvas: Image.Image, face: FaceFrame, rng: np.random.Generator) -> str:
-        """Draws the mask on the doubled-resolution canvas; returns its kind. `face` is laid out on
-        a square of the canvas's width; a non-square crop scales its vertical axis to the height."""
-        w, h = canvas.size
-        if h != w:
-            face.cy, face.b = face.cy * h / w, face.b * h / w
-        return draw_mask(canvas, face, rng, None if self.style == "random" else self.style)
-
-
-def _shade_and_merge(img: Image.Image, big: Image.Image, canvas: Image.Image) -> Image.Image:
-    """Keeps the original pixels outside the drawn mask; inside, the mask (downsampled) is shaded by
-    the brightness of the face around it."""
-    w, h = img.size
-    a, b = np.asarray(big, dtype=np.int16), np.asarray(canvas, dtype=np.int16)
-    region = (np.abs(a - b).sum(axis=2) > 0).astype(np.uint8) * 255
-    alpha = np.asarray(Image.fromarray(region).resize((w, h), Image.BILINEAR), dtype=np.float32)[..., None] / 255
-    drawn = np.asarray(canvas.resize((w, h), Image.LANCZOS), dtype=np.float32)
-    orig = np.asarray(img, dtype=np.float32)
-    around = orig[alpha[..., 0] < 0.05]
-    luma = float(around.mean()) if around.size else 128.0
-    shade = float(np.clip(luma / 150.0, 0.6, 1.15))
-    out = orig * (1 - alpha) + np.clip(drawn * shade, 0, 255) * alpha
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+    def _draw(self, img: Image.Image, pts: np.ndarray, rng: np.random.Generator) -> Image.Image:
+        """The mask fitted to the landmarks `pts` (68 x 2, pixels); its kind is left in `_kind`."""
+        out, self._kind = draw_fitted_mask(np.asarray(img), pts, rng, None if self.style == "random" else self.style)
+        return Image.fromarray(out, "RGB")
 
 
 def predictor_path() -> str | None:
@@ -127,28 +106,17 @@ class LandmarkMasker(TemplateMasker):
         pts = self.landmarks(np.asarray(img))
         if pts is None:
             return super().__call__(img, key)
-        rng = self.rng(key)
-        w, h = img.size
         left, right = pts[36:42].mean(axis=0), pts[42:48].mean(axis=0)
         roll = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
-        centre = np.array([w / 2, h / 2])
-        # work in the frame where the eye line is horizontal; PIL rotates counter-clockwise
-        t = math.radians(roll)
-        rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
-        p = (pts - centre) @ rot.T + centre
-        big = img.resize((2 * w, 2 * h), Image.BICUBIC)
-        upright = big.rotate(roll, resample=Image.BICUBIC, center=(w, h))
-        # face geometry: lower nose bridge (point 30) -> v = -0.03, chin (point 9) -> v = 1, jaw (points 2, 16)
-        # -> u = +-1; the mask's top then reaches about point 29, below the inner eye corners
-        chin_y, bridge_y = p[8, 1], p[29, 1]
-        b = (chin_y - bridge_y) / 1.03
-        geo = dict(face_w=(np.linalg.norm(p[15] - p[1]) / 2) / w, face_h=b / h)
-        face = FaceFrame(2 * w, geo, cx=(p[1, 0] + p[15, 0]) / 2 / w, cy=(chin_y - b) / h)
-        canvas = upright.copy()
-        kind = self._draw(canvas, face, rng)
-        back = canvas.rotate(-roll, resample=Image.BICUBIC, center=(w, h))
-        ref = upright.rotate(-roll, resample=Image.BICUBIC, center=(w, h))
-        return _shade_and_merge(img, ref, back), dict(mask=kind, placement=self.name, roll=round(roll, 2))
+        return self._draw(img, pts, self.rng(key)), dict(mask=self._kind, placement=self.name, roll=round(roll, 2))
+
+
+def effective_placement(landmarks: str) -> str:
+    """How `make_masker(landmarks=...)` places masks here: "landmarks" or "template" (a conversion
+    cached for one must not be reused for the other)."""
+    if landmarks not in LANDMARK_MODES:
+        raise MsdeError(f"--landmarks {landmarks}: choose auto, on or off")
+    return "landmarks" if landmarks != "off" and predictor_path() is not None else "template"
 
 
 def make_masker(seed: int = 0, style: str = "random", landmarks: str = "auto"):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from msde_bench import NUM_CLASSES
+from msde_bench import CLASS_NAMES, NUM_CLASSES
 from msde_bench.errors import DataError
 
 #: how a set without subject identities gets its subjects (meta.json's subjects.how of such a
@@ -55,6 +55,12 @@ class PairedDataset:
     def labels(self) -> np.ndarray:
         return np.array([p.label for p in self.pairs], dtype=np.int64)
 
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The labels (MSD-E order) the set has, sorted: a model of this set is trained and scored
+        over these (CK+ without contempt has six: no neutral), its head's outputs in this order."""
+        return tuple(sorted({p.label for p in self.pairs}))
+
     def official_splits(self) -> list[str] | None:
         """Each pair's official split ("train"/"test") when the dataset carries one (converted
         public datasets), else None."""
@@ -91,9 +97,28 @@ class PairedDataset:
         return "image" if self.subjects_how() == NO_IDENTITIES else "subject"
 
     def describe(self) -> dict:
-        return dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(),
-                    n_pairs=len(self.pairs), n_subjects=int(len(np.unique(self.subjects))),
-                    folds_by=self.fold_grouping())
+        out = dict(name=self.name, root=self.source or str(self.root), fingerprint=self.fingerprint(),
+                   n_pairs=len(self.pairs), n_subjects=int(len(np.unique(self.subjects))),
+                   folds_by=self.fold_grouping(), classes=[CLASS_NAMES[c] for c in self.classes],
+                   subjects_from=self.subjects_how())
+        conversion = self.conversion()
+        if conversion:
+            out["conversion"] = conversion
+        return out
+
+    def conversion(self) -> dict | None:
+        """What `data convert` recorded of a converted set (its meta.json): source format and folder
+        name, the masking (masker, seed, style, drawing version, how many masks each placement
+        drew) and the classes it dropped; None for any other set."""
+        meta = self.meta or {}
+        if meta.get("kind") != "msde-bench converted":
+            return None
+        counts = meta.get("counts") or {}
+        masks = counts.get("masks") or {}
+        masking = dict(meta.get("masking") or {})
+        masking["placement"] = {k.split(":", 1)[1]: v for k, v in sorted(masks.items()) if k.startswith("placement:")}
+        return dict(format=meta.get("source_format"), source=Path(str(meta.get("source", ""))).name,
+                    masking=masking, dropped=counts.get("dropped") or {}, class_map=meta.get("class_map") or {})
 
 
 def _file_size(path: Path) -> int:
@@ -162,13 +187,20 @@ class ImageCache:
     """Every image of a dataset decoded once, resized to `size`, as uint8 tensors N x 3 x H x W.
 
     Training and evaluation index into these tensors; nothing is decoded again during a run.
+    `labels` are the pairs' class indices as the model's head sees them: positions in `classes`,
+    the labels (MSD-E order) the set has (range(7) for a set with all seven, so the two agree);
+    `class_ids` maps them back.
     """
+
+    #: every class, unless the dataset lacks some (a subclass that fills the tensors itself has all seven)
+    classes: tuple[int, ...] = tuple(range(NUM_CLASSES))
 
     def __init__(self, dataset: PairedDataset, size: int, threads: int | None = None):
         self.size = size
         self.fingerprint = dataset.fingerprint()
         n = len(dataset.pairs)
-        self.labels = torch.as_tensor(dataset.labels)
+        self.classes = dataset.classes
+        self.labels = torch.as_tensor(np.searchsorted(np.array(self.classes), dataset.labels))
         self.non_masked = torch.empty((n, size, size, 3), dtype=torch.uint8)
         self.masked = torch.empty((n, size, size, 3), dtype=torch.uint8)
         threads = threads or min(8, os.cpu_count() or 1)
@@ -187,6 +219,10 @@ class ImageCache:
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    def class_ids(self, indices) -> np.ndarray:
+        """Head indices (labels or predictions) as labels in the MSD-E order."""
+        return np.asarray(self.classes, dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
 
     @property
     def nbytes(self) -> int:

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from msde_bench import CLASS_NAMES
 from msde_bench.atomic import check_writable, current_umask
-from msde_bench.data.face_masks import FaceFrame, draw_mask, rgb
+from msde_bench.data.face_masks import FaceFrame, draw_mask, frame_landmarks, rgb
 from msde_bench.errors import MsdeError
 from msde_bench.home import cache_home
 
@@ -261,7 +261,9 @@ def _draw_face(d: ImageDraw.ImageDraw, f: FaceFrame, sp: dict, cues: dict, rng: 
 
 
 def draw_pair(seed: int, subject: int, label: int, size: int) -> tuple[Image.Image, Image.Image, dict]:
-    """Draws one (non-masked, masked) pair and returns it with the image's parameters."""
+    """Draws one (non-masked, masked) pair and returns it with the image's parameters, among them
+    `landmarks`: the face's 68 points (dlib's layout, face_masks.frame_landmarks) in the output
+    image's pixels, posed as the face is (they take no random draw: the images are the same)."""
     sp = subject_params(seed, subject)
     rng = np.random.default_rng([seed, subject, label])
     t = float(rng.uniform(0.5, 1.0)) if label != NEUTRAL else 0.0
@@ -299,7 +301,9 @@ def draw_pair(seed: int, subject: int, label: int, size: int) -> tuple[Image.Ima
         img = img.resize((size, size), Image.LANCZOS)
         arr = np.asarray(img, dtype=np.float64) * light + noise
         out.append(Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB"))
-    return out[0], out[1], dict(intensity=round(t, 4), mask=mask_kind, angle=round(angle, 3))
+    inv = np.array(_affine(n, angle, dx, dy, scale)).reshape(2, 3)  # output -> canvas pixels
+    pts = (frame_landmarks(f) - inv[:, 2]) @ np.linalg.inv(inv[:, :2]).T / SUPERSAMPLE
+    return out[0], out[1], dict(intensity=round(t, 4), mask=mask_kind, angle=round(angle, 3), landmarks=pts)
 
 
 def _affine(n: int, angle: float, dx: float, dy: float, scale: float) -> tuple[float, ...]:

@@ -82,8 +82,9 @@ def cross_entropy_terms(out: Output, y: torch.Tensor) -> dict[str, torch.Tensor]
 class Method(nn.Module, metaclass=ABCMeta):
     """A FER method: `forward(x) -> Output` and its own supervised objective `loss`.
 
-    The harness builds it as `cls(num_classes=7, pretrained=bool, options=dict)` (options: the
-    method's `--opt` values by their bare names, defaults filled in), moves it to the device, to
+    The harness builds it as `cls(num_classes=K, pretrained=bool, options=dict)` (K: the classes the
+    dataset has, 7 for MSD-E, 6 for CK+ without neutral; options: the method's `--opt` values by
+    their bare names, defaults filled in), moves it to the device, to
     channels_last where that layout is the faster one (CUDA; the CPU under bf16), and trains it in
     the spec's precision (bf16 autocast by default on CUDA and, under the quick recipe, on a CPU with
     bf16 hardware; fp32 otherwise): a method's code must work in both layouts. Inputs are float
