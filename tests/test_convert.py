@@ -264,6 +264,53 @@ def test_template_mask_covers_mouth_and_nose_and_leaves_the_eyes():
         assert info["placement"] == "template"
 
 
+def _changed(face, masked) -> np.ndarray:
+    return np.abs(np.asarray(face, dtype=float) - np.asarray(masked, dtype=float)).sum(axis=2) > 0
+
+
+def test_the_mask_follows_the_face_not_a_flat_polygon():
+    """Issue 24: the top edge rises over the nose bridge (higher in the middle than under the eyes),
+    and the mask takes the face's light: a darker photograph gets a darker mask."""
+    masker = TemplateMasker(seed=0, style="surgical")
+    for i in range(6):
+        face = _face(i, 100)
+        masked, _ = masker(face, f"k{i}")
+        changed = _changed(face, masked)
+        top = [int(np.argmax(changed[:, x])) for x in (32, 50, 68)]  # under the left eye, the nose, the right eye
+        assert top[1] < top[0] - 2 and top[1] < top[2] - 2, top
+    # the light: the same mask on a bright and on a dark photograph (plain grey, the template's placement)
+    bright, dark = (Image.new("RGB", (100, 100), (v, v, v)) for v in (180, 90))
+    (on_bright, _), (on_dark, _) = masker(bright, "k"), masker(dark, "k")
+    inside = _changed(bright, on_bright) & _changed(dark, on_dark)
+    assert np.asarray(on_dark, dtype=float)[inside].mean() < 0.7 * np.asarray(on_bright, dtype=float)[inside].mean()
+
+
+def test_the_mask_shows_nothing_of_what_it_covers():
+    """The mask's light comes from the skin it leaves visible: whatever the mouth does under it, the
+    masked image is the same (a mask must not show the expression through it)."""
+    masker = TemplateMasker(seed=1)
+    face = _face(3, 100)
+    other = np.array(face)
+    other[68:82, 38:62] = 0  # a wide-open dark mouth
+    a, _ = masker(face, "k")
+    b, _ = masker(Image.fromarray(other), "k")
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_synthetic_faces_landmarks_place_the_fitted_mask_where_their_own_mask_is():
+    """draw_pair returns its face's 68 points (the README's before/after figure draws from them): the
+    fitted mask covers most of what the synthetic set's own mask covers and leaves the eyes."""
+    from msde_bench.data.face_masks import draw_fitted_mask
+
+    for subject in range(5):
+        face, own, info = draw_pair(0, subject, subject % 7, 96)
+        fitted, _ = draw_fitted_mask(np.asarray(face), info["landmarks"], np.random.default_rng(subject))
+        old, new = _changed(face, own), _changed(face, fitted)
+        assert (old & new).sum() > 0.7 * old.sum()
+        eyes = info["landmarks"][36:48].round().astype(int)
+        assert not new[eyes[:, 1], eyes[:, 0]].any()
+
+
 def test_same_seed_same_output_and_style(tmp_path):
     src = _rafdb(tmp_path / "raf", 4)
     convert("rafdb", src, tmp_path / "a", seed=3)

@@ -152,8 +152,8 @@ def fitted_outline(pts: np.ndarray, rng: np.random.Generator, kind: str) -> tupl
     """The mask's top edge (left to right) and its lower contour (left, round the chin, to right),
     each 64 points, for a face with dlib's 68 landmarks `pts` (pixels). The sides follow the jaw
     line (points 1-15) a little outside the skin, the bottom passes under the chin, and the top
-    rises from the cheeks, below the eyes, to a peak on the nose bridge (between points 28 and 30:
-    how high a mask sits varies), the shape of a mask's nose wire."""
+    rises from the cheeks, below the eyes (how far below varies), to a peak on the nose bridge (points
+    27-30) always above them, the shape of a mask's nose wire."""
     ex = pts[45] - pts[36]
     ex = ex / (np.linalg.norm(ex) + 1e-9)
     ey = np.array([-ex[1], ex[0]])  # down the face
@@ -164,17 +164,21 @@ def fitted_outline(pts: np.ndarray, rng: np.random.Generator, kind: str) -> tupl
     jaw = nose + (pts[1:16] - nose) * loose
     drop = np.clip(((pts[1:16] - nose) @ ey) / (np.linalg.norm(pts[8] - nose) + 1e-9), 0, 1) ** 2
     jaw = jaw + np.outer(drop * chin * width, ey)
-    bridge_at = rng.uniform(0.9, 1.8) if kind in ("surgical", "cloth") else rng.uniform(0.8, 1.4)
-    i = int(bridge_at)
-    bridge = pts[27 + i] + (pts[28 + i] - pts[27 + i]) * (bridge_at - i)
     eye_y = (pts[[40, 41, 46, 47]] @ ey).mean()
     nose_y = pts[30] @ ey
-    gap = rng.uniform(0.35, 0.6)
+    drop_to_nose = nose_y - eye_y
+    cheek_y = eye_y + rng.uniform(0.5, 0.75) * drop_to_nose
     cheeks = []
     for eye in ((36, 39), (42, 45)):
         c = pts[list(eye)].mean(axis=0)
-        c = c + ey * ((eye_y + gap * (nose_y - eye_y)) - c @ ey)
-        cheeks.append(c)
+        cheeks.append(c + ey * (cheek_y - c @ ey))
+    # the peak: on the nose line (points 27-30), a rise above the cheeks; respirators sit higher
+    rise = rng.uniform(0.25, 0.45) if kind in ("surgical", "cloth") else rng.uniform(0.3, 0.5)
+    line = pts[27:31]
+    depth = line @ ey
+    bridge_y = cheek_y - rise * drop_to_nose
+    bridge = np.array([np.interp(bridge_y, depth, line[:, k]) for k in (0, 1)])
+    bridge = bridge + ey * (bridge_y - bridge @ ey)
     top = _spline(np.array([jaw[0], cheeks[0], bridge, cheeks[1], jaw[-1]]), 16)
     bottom = _spline(jaw, 8)
     return _resample(top, 64), _resample(bottom, 64)
