@@ -869,7 +869,11 @@ def data_stats(root):
                                               ("subjects", st["n_subjects"]),
                                               ("subjects from", st["subjects_from"]),
                                               ("pairs per subject (min / mean / max)",
-                                               f"{pps['min']} / {pps['mean']:.2f} / {pps['max']}"))],
+                                               f"{pps['min']} / {pps['mean']:.2f} / {pps['max']}"),
+                                              *((("masks placed by", ", ".join(
+                                                  f"{k} {v}" for k, v in st["mask_placement"].items())),
+                                                 ("mask drawing", f"v{st['mask_drawing']}"))
+                                                if st["mask_placement"] else ()))],
                         headers=["", "count"], tablefmt="github"))
     click.echo()
     click.echo(tabulate(list(st["per_class"].items()), headers=["expression", "pairs"], tablefmt="github"))

@@ -62,7 +62,8 @@ class RunResult(TypedDict, total=False):
     created: str  # ISO time the first fold started
     msde_bench_version: str  # msde_bench.__version__ that ran it
     spec: dict  # RunSpec.to_dict(): everything the run needs to be repeated
-    dataset: dict  # name, root, fingerprint, n_pairs, n_subjects
+    dataset: dict  # name, root, fingerprint, n_pairs, n_subjects; folds_by (since 0.4.0); classes, subjects_from and,
+    # for a converted set, conversion (format, source, masking, dropped, class_map) (since 0.5.0)
     protocol: dict  # name, version, folds, split (the protocol: clean/faithful/holdout), selection, run_folds, complete,
     # folds_by ("subject", or "image" for a set without identities; since 0.4.0)
     env: dict  # python, torch, timm, numpy, sklearn, platform, device, device_name, threads, compile,

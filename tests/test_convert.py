@@ -174,6 +174,7 @@ def test_ckplus_subjects_and_sequences_come_from_the_file_names(tmp_path):
     assert "file names (CK+" in meta["subjects"]["how"]
     stats = CliRunner().invoke(main, ["data", "stats", str(tmp_path / "out")])
     assert "| subjects from" in stats.output and "file names (CK+" in stats.output
+    assert "| masks placed by" in stats.output and "template 15" in stats.output and "| mask drawing" in stats.output
     assert "3 subjects (from file names (CK+" in CliRunner().invoke(main, ["data", "validate", str(tmp_path / "out")]).output
     # grayscale faces get grayscale masks, in their partner's mode and size: the views differ only by the mask
     for p in ds.pairs:
@@ -534,3 +535,20 @@ def test_an_interrupted_conversion_never_validates_and_a_rerun_completes_it(tmp_
     report = convert("rafdb", src, tmp_path / "out")
     assert report.kept == 4 and report.written == 2
     assert CliRunner().invoke(main, ["data", "validate", str(tmp_path / "out")]).exit_code == 0
+
+
+def test_the_readme_mask_figure_is_what_the_script_draws():
+    """docs/masks-before-after.png (the README's figure) is scripts/mask_figure.py's drawing of the
+    current masks: drawing them otherwise means regenerating it. Compared by pixels, within what
+    another Pillow's resampling may change."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("mask_figure", root / "scripts" / "mask_figure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    drawn = np.asarray(module.draw(), dtype=float)
+    with Image.open(root / "docs" / "masks-before-after.png") as im:
+        committed = np.asarray(im.convert("RGB"), dtype=float)
+    assert drawn.shape == committed.shape
+    assert np.abs(drawn - committed).mean() < 1.0

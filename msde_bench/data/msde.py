@@ -151,6 +151,8 @@ def stats(ds: PairedDataset) -> dict:
             with open_image(path) as im:
                 sizes[f"{im.size[0]}x{im.size[1]}"] += 1
     counts = np.array(list(per_subject.values()))
+    conversion = ds.conversion() or {}
+    masking = conversion.get("masking") or {}
     return dict(
         n_pairs=len(ds.pairs),
         n_images=2 * len(ds.pairs),
@@ -159,4 +161,7 @@ def stats(ds: PairedDataset) -> dict:
         per_class={CLASS_NAMES[c]: labels.get(c, 0) for c in range(NUM_CLASSES)},
         pairs_per_subject=dict(min=int(counts.min()), mean=float(counts.mean()), max=int(counts.max())),
         image_sizes=dict(sizes.most_common()),
+        # a converted set: how its masks were placed (landmarks, or the template where none were found)
+        mask_placement=masking.get("placement") or None,
+        mask_drawing=masking.get("version", 1) if conversion else None,
     )
