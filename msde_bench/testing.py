@@ -47,11 +47,12 @@ def check_registered(name: str, paper_fragment: str) -> None:
 
 
 def check_shapes(method: Method, size: int, batch: int = 2) -> Output:
-    """forward() on a random batch of `size` px gives Output of the contract's shapes, finite logits."""
+    """forward() on a random batch of `size` px gives Output of the contract's shapes (one logit per
+    class the method was built for: `method.num_classes`, 7 by default), finite logits."""
     torch.manual_seed(0)
     method.eval()
     out = method(torch.randn(batch, 3, size, size))
-    assert out.logits.shape == (batch, 7)
+    assert out.logits.shape == (batch, getattr(method, "num_classes", 7))
     assert out.embedding.ndim == 2 and out.embedding.shape[0] == batch
     assert out.feature_map.ndim == 4 and out.feature_map.shape[0] == batch
     assert torch.isfinite(out.logits).all()
@@ -84,6 +85,23 @@ def check_one_step_reduces_loss(method: Method, size: int = 32, steps: int = 5) 
         after = loss().item()
     assert after < before, (before, after)
     return before, after
+
+
+def check_fewer_classes(method: Method, size: int = 32) -> None:
+    """A method built for a set with fewer than seven classes (CK+ without neutral has 6: the core
+    builds `cls(num_classes=6, ...)` and its labels are 0-5) gives that many logits, and its own loss
+    on such labels is finite and trains (a backward pass reaches its parameters): nothing in it
+    assumes 7."""
+    num_classes = method.num_classes
+    assert num_classes < 7, "build the method with num_classes < 7 for this check"
+    check_shapes(method, size)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, size, size), torch.arange(8) % num_classes
+    method.train()
+    terms = method.loss(x, y, method(x), LossState(epoch=0, index=torch.arange(8), view="non-masked"))
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
 
 
 def check_end_to_end(name: str, paradigm: str, root, out, extra=()) -> dict:

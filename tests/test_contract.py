@@ -70,6 +70,19 @@ def test_the_core_builds_a_method_as_the_hookspec_says(monkeypatch):
     assert set(kw["options"]) == set(real.options)
 
 
+@pytest.mark.parametrize("model", ["resnet18", "scn", "eac", "dan", "ran", "scan", "dacl", "arm", "manet"])
+def test_every_method_trains_on_a_set_with_fewer_classes(model):
+    """CK+ without neutral has six classes: the core builds each method with num_classes=6 (labels 0-5)."""
+    from msde_bench.factory import canonical_spec
+    from msde_bench.testing import check_fewer_classes
+
+    spec = canonical_spec(RunSpec(model=model, image_size=32, options=tuple(sorted(
+        check_options(model, "baseline", []).items()))))
+    method, _ = build_method(spec, num_classes=6)
+    check_fewer_classes(method)
+    assert method.num_classes == 6
+
+
 def test_register_takes_paper_and_description_from_the_class():
     entry = registry().methods["dacl"]
     assert entry.paper == entry.obj.paper and entry.description == entry.obj.description and entry.paper

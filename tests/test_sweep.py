@@ -136,13 +136,38 @@ def test_a_killed_sweep_resumes_from_its_cells(tiny_root, tmp_path):
     assert "fold 1: non-masked" in log and json.loads((out / run_id / "fold1.json").read_text())["record"]["fold"] == 1
 
 
-def test_the_committed_grid_is_the_committed_leaderboard():
-    """leaderboard/grid.toml plans exactly the committed results, every cell done."""
+def _real_grid_run_ids(path) -> set[str]:
+    """The run ids a real-face grid plans, known without converting its data (its protocol is given)."""
+    from msde_bench.api import build_spec
+    from msde_bench.data.sources import converted_name
+    from msde_bench.grid import load_grid
+
+    ids = set()
+    for run in load_grid(path)[0]:
+        args = dict(run.args)
+        protocol = args.pop("protocol")
+        spec = build_spec(**args)
+        spec = spec.with_(protocol=protocol, folds=1 if protocol == "holdout" else spec.folds).whole()
+        ids.add(spec.run_id(converted_name(spec.data)))
+    return ids
+
+
+def test_the_committed_grids_are_the_committed_leaderboard():
+    """Every committed result is planned by one of the leaderboard's grids: leaderboard/grid.toml (the
+    synthetic set) plans exactly its results, every cell done; the real-face grids plan the others
+    (their sweeps take hours of CPU: the README says how far they are)."""
     root = os.path.join(os.path.dirname(__file__), "..")
-    planned, out = plan(os.path.join(root, "leaderboard", "grid.toml"), os.path.join(root, "leaderboard", "results"))
-    names = sorted(f"{p.run_id}.json" for p in planned)
-    assert names == sorted(p for p in os.listdir(os.path.join(root, "leaderboard", "results")) if p.endswith(".json"))
+    results = os.path.join(root, "leaderboard", "results")
+    planned, out = plan(os.path.join(root, "leaderboard", "grid.toml"), results)
+    committed = {p[:-5] for p in os.listdir(results) if p.endswith(".json")}
+    synthetic = {p.run_id for p in planned}
     assert all(s == "done" for p in planned for s in p.state.values())
+    assert synthetic == {c for c in committed if "-synth-" in c}
+    real = set()
+    for grid in ("real-ckplus.toml", "real-fer2013.toml"):
+        real |= _real_grid_run_ids(os.path.join(root, "leaderboard", grid))
+    assert len(real) == 15 + 24 + 5  # M-CK+: 5 ResNet-18 rows x 3 seeds, 8 methods x 3 paradigms; M-FER-2013: 5
+    assert committed - synthetic <= real, sorted(committed - synthetic - real)
 
 
 FAKE_SLURM = os.path.join(os.path.dirname(__file__), "fake_slurm")
@@ -246,3 +271,47 @@ def test_the_slurm_jobs_through_submitits_local_executor(tiny_root, tmp_path):
     reports = slurm.run(tasks, cluster="local")
     assert sorted(t.fold for t, _ in reports) == [0, 1] and all(r["status"] == "done" for _, r in reports)
     assert all(t.cell.path(out).is_file() for t in tasks)
+
+
+def test_a_local_worker_ends_with_its_sweep(tmp_path):
+    """Killing `msde-bench sweep` (SIGTERM or SIGKILL) ends its local workers too, within seconds: an
+    orphaned worker would train on, write cells nobody waits for and compete with the next sweep."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from msde_bench.executors import local\n"
+        "def work(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = mp.get_context('spawn')\n"
+        "    with ProcessPoolExecutor(1, mp_context=ctx, initializer=local._init_worker,\n"
+        "                             initargs=(ctx.Value('i', 0), 1, 1, 0, 1, os.getpid())) as pool:\n"
+        "        pool.submit(work, sys.argv[1]).result()\n")
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its sweep")
+    finally:
+        parent.kill()

@@ -74,6 +74,13 @@ def parse_converted(data: str) -> tuple[str, Path, dict]:
     return fmt, Path(os.path.expanduser(src)), settings
 
 
+def converted_name(data: str) -> str:
+    """The dataset name of `FORMAT:SRC[?settings]` (`name=`, else `m-<SRC's folder name>`), known
+    without converting anything: what its run ids are made of."""
+    _, src, settings = parse_converted(data)
+    return settings["name"] or f"m-{src.resolve().stem.lower()}"
+
+
 def _source_listing(src: Path) -> str:
     """A digest of every file under SRC (relative path and size): a changed source converts again."""
     h = hashlib.sha256()
@@ -100,7 +107,7 @@ def load_converted(data: str, *, progress=None) -> PairedDataset:
     key = dict(format=fmt, source=str(src.resolve()), files=_source_listing(src), masks=MASKS_VERSION,
                placement=placement, **{k: v for k, v in settings.items() if k not in ("name", "allow-skips")})
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    name = settings["name"] or f"m-{src.resolve().stem.lower()}"
+    name = converted_name(data)
     path = cache_home() / "datasets" / f"converted-{fmt}-{src.resolve().stem.lower()}-{digest}"
     if not (path / "meta.json").is_file() or (path / CONVERTING).exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,18 @@
 On CPU the cores are divided between the workers (torch threads), so that N workers on N cores do
 not oversubscribe. With GPUs each worker is pinned to one device through CUDA_VISIBLE_DEVICES,
 `per_gpu` workers to a device. Workers are spawned, never forked, so no CUDA or OpenMP state is
-inherited.
+inherited. A worker ends within a second of the sweep that started it (killed, or stopped by a
+signal that Python does not turn into an exception, such as SIGTERM): it never runs on, orphaned,
+writing cells nobody waits for and competing with the next sweep for the cores; a cell it had not
+finished leaves no file (cells are written atomically when they finish).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -23,7 +28,21 @@ def default_workers(per_gpu: int = 1) -> int:
     return torch.cuda.device_count() * per_gpu if torch.cuda.is_available() else 1
 
 
-def _init_worker(counter, workers: int, per_gpu: int, gpus: int, threads: int | None = None) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Ends this worker as soon as its parent process is gone (it is then re-parented)."""
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(counter, workers: int, per_gpu: int, gpus: int, threads: int | None = None,
+                 parent: int | None = None) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
@@ -49,7 +68,7 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1,
     done = []
     n = max(1, min(workers, len(tasks) or 1))
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(counter, n, per_gpu, gpus, threads)) as pool:
+                             initargs=(counter, n, per_gpu, gpus, threads, os.getpid())) as pool:
         futures = {pool.submit(execute, t): t for t in tasks}
         for fut in as_completed(futures):  # a worker killed or out of memory fails its cell only
             collect(futures[fut], fut.result, "worker died", done, on_done)
