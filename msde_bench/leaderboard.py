@@ -536,9 +536,9 @@ def table_figures(rows: list[Row], key: tuple, figures: dict[str, bytes]) -> lis
     df = frame(sorted(rows, key=lambda r: (-r.stat("acc_masked")[0], r.key)))
     title = f"{name} · {proto} ({split})"
     lines = []
-    for kind, draw, alt in (("accuracy", F.accuracy_figure, "non-masked against masked accuracy per row"),
-                            ("mask-gap", F.gap_figure, "mask gap per method and paradigm")):
-        files = F.accuracy_figure(df, title, n_classes(rows)) if kind == "accuracy" else draw(df, title)
+    for kind, files, alt in (("accuracy", F.accuracy_figure(df, title, n_classes(rows)),
+                              "non-masked against masked accuracy per row"),
+                             ("mask-gap", F.gap_figure(df, title), "mask gap per method and paradigm")):
         base = f"{FIGURES_DIR}/{slug}-{kind}"
         figures[f"{base}.png"], figures[f"{base}.svg"] = files["png"], files["svg"]
         lines += [f"![{alt}]({base}.png) ([SVG]({base}.svg))", ""]
@@ -579,8 +579,8 @@ def dataset_note(rows: list[Row]) -> str:
     conv = ds.get("conversion")
     if isinstance(conv, dict):
         text += " " + conversion_note(ds, conv)
-    elif ds.get("classes") and len(ds["classes"]) < 7:
-        text += f" Classes: {md_text(', '.join(ds['classes']))} (trained and scored over these; chance 1/{len(ds['classes'])})."
+    elif len(ds.get("classes") or range(7)) < 7:
+        text += f" {_classes_text(ds['classes'])}."
     if ds.get("folds_by") == "image":
         text += (" **Image-level folds:** this set records no subject identities (every image is its own subject), "
                  "so one person can be on both sides of a fold and these numbers are optimistic; they are not "
@@ -598,14 +598,17 @@ def conversion_note(ds: dict, conv: dict) -> str:
             f"{md_text(masking.get('seed', '?'))}; placed {md_text(placed or masking.get('masker', '?'))}).")
     if ds.get("subjects_from"):
         text += f" Subjects from {md_text(ds['subjects_from'])}."
-    classes = ds.get("classes") or []
-    if classes:
-        text += f" Classes: {md_text(', '.join(classes))}"
-        text += f" (trained and scored over these; chance 1/{len(classes)})" if len(classes) < 7 else ""
+    if ds.get("classes"):
         dropped = conv.get("dropped") or {}
-        text += (f"; dropped: {md_text(', '.join(f'{k} ({v} images)' for k, v in sorted(dropped.items())))}"
-                 if dropped else "") + "."
+        text += f" {_classes_text(ds['classes'])}" + (
+            f"; dropped: {md_text(', '.join(f'{k} ({v} images)' for k, v in sorted(dropped.items())))}"
+            if dropped else "") + "."
     return text
+
+
+def _classes_text(classes: list[str]) -> str:
+    text = f"Classes: {md_text(', '.join(classes))}"
+    return text + (f" (trained and scored over these; chance 1/{len(classes)})" if len(classes) < 7 else "")
 
 
 def render_dirs(results_dirs: list[Path], strict: bool = False, notes: Path | None = None) -> tuple[str, list, list]:

@@ -47,7 +47,7 @@ class RunProgress:
         self.folds = self.progress.add_task("folds", total=n_folds, info="")
         self.epochs = self.progress.add_task("epochs", total=epochs, info="")
         self.steps = self.progress.add_task("batches", total=1, info="")
-        #: called once, with (seconds per step, steps done), after the first timed steps of the run
+        #: called once, with the seconds a step took, after the first timed steps of the run
         self.on_step_time = None
 
     def __enter__(self):
@@ -78,9 +78,9 @@ class RunProgress:
         """Whether the trainer should time its first steps (once per run: the time estimate)."""
         return self.on_step_time is not None
 
-    def step_time(self, seconds: float, done: int) -> None:
+    def step_time(self, seconds: float) -> None:
         callback, self.on_step_time = self.on_step_time, None
-        callback(seconds, done)
+        callback(seconds)
 
     def batch(self, done: int, loss: float, acc: float) -> None:
         self.progress.update(self.steps, completed=done, info=f"loss {loss:.3f} acc {acc:.3f}")

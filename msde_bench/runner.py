@@ -364,7 +364,7 @@ def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
     paradigm = build_paradigm(spec)
     steps = sum(epoch_steps(spec, paradigm, len(f.train)) * spec.epochs for f in folds)
 
-    def show(seconds: float, done: int) -> None:
+    def show(seconds: float) -> None:
         total = seconds * steps
         text = (f"estimated training time: {_duration(total)} ({seconds:.3f} s a step, timed on the first steps; "
                 f"{steps:,} steps in {len(folds)} fold{'s' if len(folds) > 1 else ''}"
@@ -376,7 +376,6 @@ def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
         console.print(text, highlight=False)
 
     return show
-
 
 
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,

@@ -366,7 +366,7 @@ class Trainer:
                     if i == WARMUP_STEPS - 1:
                         t_timed = time.perf_counter()
                     else:  # the run's time estimate (RunProgress.step_time)
-                        progress.step_time((time.perf_counter() - t_timed) / TIMED_STEPS, WARMUP_STEPS + TIMED_STEPS)
+                        progress.step_time((time.perf_counter() - t_timed) / TIMED_STEPS)
                 n = out["targets"].shape[0]
                 seen += n
                 for k, v in out.items():

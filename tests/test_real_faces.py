@@ -129,13 +129,13 @@ def test_a_run_estimates_its_training_time_and_names_the_cpu_recipe(capsys):
     folds = [Fold(k, np.arange(834), np.arange(93), ()) for k in range(10)]
     paper = make_spec(model="resnet18", paradigm="baseline", recipe="paper", data="x")
     console = Console(file=None, force_terminal=False, width=400)
-    _estimate(paper, folds, console)(3.5, 10)  # 3.5 s a step at 224 px on 2 cores
+    _estimate(paper, folds, console)(3.5)  # 3.5 s a step at 224 px on 2 cores
     out = capsys.readouterr().out
     # 10 folds x 25 epochs x ceil(2 x 834 / 96) = 18 steps an epoch (the mixed baseline's items are views)
     assert "estimated training time: 4 h 22 min (3.500 s a step" in out and "4,500 steps in 10 folds" in out
     assert "--recipe real48" in out
     quick = make_spec(model="resnet18", paradigm="distill", recipe="real48", data="x")
-    _estimate(quick, folds[:1], console)(0.1, 10)
+    _estimate(quick, folds[:1], console)(0.1)
     out = capsys.readouterr().out
     assert "estimated training time: 1 min" in out and "also trains its teacher" in out and "real48 (" not in out
 
