@@ -134,6 +134,7 @@ def test_a_killed_sweep_resumes_from_its_cells(tiny_root, tmp_path):
         assert _per_fold(R.load(out / name)) == _per_fold(full[name])
     log = (out / run_id / "fold1.log").read_text()
     assert "fold 1: non-masked" in log and json.loads((out / run_id / "fold1.json").read_text())["record"]["fold"] == 1
+    assert "fold 1 epoch 1/1 · loss" in log  # a line per epoch: a long cell's log shows how far it is
 
 
 def _real_grid_run_ids(path) -> set[str]:

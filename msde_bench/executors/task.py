@@ -20,6 +20,7 @@ from msde_bench import results as R
 from msde_bench.data.pairs import ImageCache
 from msde_bench.errors import MsdeError
 from msde_bench.factory import load_dataset
+from msde_bench.progress import RunProgress
 from msde_bench.runner import Cell, cells_of, run_cell
 from msde_bench.spec import RunSpec
 from msde_bench.training import compile_setting
@@ -92,7 +93,10 @@ def execute(task: Task) -> dict:
                                 f"{dataset.fingerprint()} vs {cell.dataset['fingerprint']})")
             _, folds = cells_of(cell.spec, dataset)
             cache = ImageCache(dataset, cell.spec.image_size)
-            obj = run_cell(cell, folds[cell.fold], dataset, cache, task.out, keep_model=task.keep_model, console=console)
+            with RunProgress(console, 1, cell.spec.epochs, "lines") as progress:  # a line per epoch in the log
+                progress.start_fold(cell.fold)
+                obj = run_cell(cell, folds[cell.fold], dataset, cache, task.out, keep_model=task.keep_model,
+                               progress=progress, console=console)
             rec = obj["record"]
             console.print(f"fold {cell.fold}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}")
             task.failed_marker.unlink(missing_ok=True)
