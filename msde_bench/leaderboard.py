@@ -217,7 +217,7 @@ def frame(rows: list[Row]) -> pd.DataFrame:
         rec["variant"] = variant
         for key, _, _ in METRICS:
             mean, std, n = row.stat(key)
-            rec[f"{key}_mean"], rec[f"{key}_std"] = mean, std
+            rec[f"{key}_mean"], rec[f"{key}_std"], rec[f"{key}_n"] = mean, std, n
             rec[f"{key}_ci"] = row.ci(key)
         seeds = len({r["spec"]["seed"] for r in row.runs})
         rec["folds"] = len({f["fold"] for r in row.runs for f in r["folds"]})
@@ -307,7 +307,7 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
                 marks[i] = " †"
     lines = []
     k = n_classes(rows)
-    chance = spread = False
+    chance = spread = single = False
     used: list[dict] = []
     for i, (_, rec) in enumerate(df.iterrows()):
         paradigm = md_text(rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else ""))
@@ -318,7 +318,11 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
         cells = [str(i + 1) if ranked else "–", md_text(rec["model"]), paradigm, md_text(rec["backbone"]),
                  md_text(rec["recipe"]), md_text(rec["init"])]
         for key, _, _ in METRICS:
-            text = f"{rec[f'{key}_mean']:.3f} ± {rec[f'{key}_std']:.3f}"
+            text = f"{rec[f'{key}_mean']:.3f}"
+            if rec[f"{key}_n"] > 1:
+                text += f" ± {rec[f'{key}_std']:.3f}"
+            else:
+                single = True  # one value (one fold of one seed): no spread to show
             if ranked and math.isclose(rec[f"{key}_mean"], best[key], rel_tol=0, abs_tol=1e-12):
                 text = f"**{text}**"
             ci = rec[f"{key}_ci"]
@@ -346,6 +350,11 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
     if any(rec[f"{key}_ci"] is not None for _, rec in df.iterrows() for key, _, _ in METRICS):
         notes.append("[a, b]: 95 % confidence interval of the mean over seeds × folds (t distribution with the same "
                      "corrected variance).")
+    if single:
+        n_test = min(int(f.get("n_test_pairs") or 0) for row in rows for r in row.runs for f in r["folds"])
+        notes.append("A value without ± is one fold of one seed (a fixed split): no spread, interval or significance "
+                     "test; one accuracy over n test images has a binomial standard error of at most 0.5/√n"
+                     + (f" ({0.5 / math.sqrt(n_test):.3f} for the {n_test} test pairs here)." if n_test else "."))
     if chance:
         notes.append(f"◦: cannot be told from chance (1/{k}): the accuracy's confidence interval reaches it.")
     notes.append("train time / fold: the median over the folds (and seeds), distill's including the training of "
@@ -490,7 +499,7 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         complete = [r for r in rows if r.complete]
         incomplete = [r for r in rows if not r.complete]
         out += ["", f"## {md_text(name)} (fingerprint {code(fp)}) · protocol {code(proto)} v{md_text(version)} "
-                    f"({md_text(split)}, {md_text(folds)} folds)", ""]
+                    f"({md_text(split)}, {md_text(folds)} fold{'' if folds == 1 else 's'})", ""]
         out += [dataset_note(rows), ""]
         about = [n["text"].strip() for n in dataset_notes or [] if n["name"] == name]
         out += [x for text in about for x in (text, "")]
@@ -507,7 +516,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
                 figures.update(figure_files)
         if page_tables is not None:
             page_tables.append(_page_table(complete, incomplete, f"{name} · fingerprint {fp} · protocol {proto} "
-                                           f"v{version} ({split}, {folds} folds)", figure_files, result_dir, about))
+                                           f"v{version} ({split}, {folds} fold{'' if folds == 1 else 's'})",
+                                           figure_files, result_dir, about))
         if incomplete:
             md, _ = render_table(incomplete, ranked=False)
             out += ["", "Incomplete runs (not every fold of the protocol finished; not ranked):", "", md]
@@ -582,7 +592,11 @@ def dataset_note(rows: list[Row]) -> str:
         text += " " + conversion_note(ds, conv)
     elif len(ds.get("classes") or range(7)) < 7:
         text += f" {_classes_text(ds['classes'])}."
-    if ds.get("folds_by") == "image":
+    protocol = rows[0].runs[0].get("protocol", {})
+    if ds.get("folds_by") == "image" and protocol.get("split") == "holdout":
+        text += (" **No identities:** the set records no subjects, so its official split is the protocol and "
+                 "whether a person is on both sides of it is not known (as for every result on that split).")
+    elif ds.get("folds_by") == "image":
         text += (" **Image-level folds:** this set records no subject identities (every image is its own subject), "
                  "so one person can be on both sides of a fold and these numbers are optimistic; they are not "
                  "subject-disjoint results.")
@@ -597,7 +611,9 @@ def conversion_note(ds: dict, conv: dict) -> str:
             f"by `msde-bench data convert`: each face kept as it is, its masked partner drawn with a synthetic mask "
             f"(drawing v{md_text(masking.get('version', 1))}, style {md_text(masking.get('style', '?'))}, seed "
             f"{md_text(masking.get('seed', '?'))}; placed {md_text(placed or masking.get('masker', '?'))}).")
-    if ds.get("subjects_from"):
+    if str(ds.get("subjects_from", "")).startswith("none"):
+        text += " No subject identities (every image is its own subject)."
+    elif ds.get("subjects_from"):
         text += f" Subjects from {md_text(ds['subjects_from'])}."
     if ds.get("classes"):
         dropped = conv.get("dropped") or {}

@@ -46,7 +46,7 @@ function fmt(v) { return (v === null || v === undefined) ? "–" :
 function cell(row, key) {
   const v = row[key];
   if (v && typeof v === "object" && "mean" in v) {
-    let t = v.mean.toFixed(3) + " ± " + v.std.toFixed(3);
+    let t = v.mean.toFixed(3) + (v.std === null ? "" : " ± " + v.std.toFixed(3));
     if (v.ci) t += " [" + v.ci[0].toFixed(3) + ", " + v.ci[1].toFixed(3) + "]";
     return t;
   }
@@ -150,7 +150,8 @@ def row_data(rec: dict, row, rank: int | None, result_dir: Path) -> dict:
            "provider": rec["provider"], "run_ids": [r["run_id"] for r in row.runs]}
     for key in ("acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement", "macro_f1_masked"):
         ci = rec[f"{key}_ci"]
-        out[key] = dict(mean=round(float(rec[f"{key}_mean"]), 6), std=round(float(rec[f"{key}_std"]), 6),
+        std = round(float(rec[f"{key}_std"]), 6) if rec[f"{key}_n"] > 1 else None  # one value: no spread
+        out[key] = dict(mean=round(float(rec[f"{key}_mean"]), 6), std=std,
                         ci=None if ci is None else [round(float(ci[0]), 6), round(float(ci[1]), 6)])
     run = row.runs[0]
     out["settings"] = run["spec"]

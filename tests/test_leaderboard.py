@@ -395,3 +395,22 @@ def test_train_time_is_the_median_fold_with_distill_teachers_counted_and_wide_sp
     assert "31.0 s (?)" in cells["resnet18", "distill"]  # median of 10 + 20, 11 + 20, 32 + 0
     assert "11.0 s (?) ‡" in cells["eac", "baseline (mixed)"]
     assert "distill's including the training of its teacher" in text and "‡: the fold times spread widely" in text
+
+
+def test_a_fixed_split_without_identities_shows_one_value_and_says_what_its_split_is():
+    """FER-2013's case: the official split (holdout, one fold, one seed) of a set that records no subjects.
+    A single value has no spread (no "± 0.000"), and the table names the split as the protocol instead of
+    calling its one fold image-level."""
+    rows = [make_result(model=m, nm=(nm,), m=(ms,)) for m, nm, ms in (("a", 0.595, 0.252), ("b", 0.567, 0.439))]
+    for r in rows:
+        r["protocol"].update(split="holdout", name="msde-holdout", folds=1)
+        r["dataset"].update(folds_by="image", subjects_from="none: one subject per image (folds are image-level)")
+        r["folds"][0]["n_test_pairs"] = 3589
+    text = render([dict(r, _path=r["run_id"]) for r in rows], [], ["x"])
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert "**0.439**" in lines[0] and "0.595" in lines[1] and "±" not in "".join(lines)
+    assert "(holdout, 1 fold)" in text and "A value without ± is one fold of one seed" in text
+    assert "0.008 for the 3589 test pairs" in text
+    assert "**No identities:**" in text and "Image-level folds" not in text
+    two = make_result(model="c", nm=(0.8, 0.7), m=(0.5, 0.4))  # several values: the spread is shown
+    assert "0.450 ± 0.071" in render([dict(two, _path="c")], [], ["x"])
