@@ -4,7 +4,7 @@ A method plugin needs only this module (and msde_bench.testing for its tests):
 
     from msde_bench.api import BackboneMethod, LossState, Option, Output, hookimpl
 
-Running from Python, as `msde-bench run` and `msde-bench compare` do:
+Running from Python, as `msde-bench run`, `msde-bench compare` and `msde-bench evaluate` do:
 
     from msde_bench.api import run_benchmark
     result, path = run_benchmark("resnet18", "contrastive", data="synth:tiny", epochs=1)
@@ -25,6 +25,7 @@ from rich.console import Console
 
 from msde_bench import CLASS_NAMES, NUM_CLASSES, __version__, factory, runner
 from msde_bench import compare as _compare
+from msde_bench import evaluation as _evaluation
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from msde_bench.errors import DataError, MsdeError
@@ -40,7 +41,8 @@ from msde_bench.training import check_precision, default_precision, resolve_devi
 __all__ = [
     "BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
     "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm",
-    "RunSpec", "build_spec", "cells_of", "compare_benchmark", "create_trunk", "cross_entropy_terms", "hookimpl", "merge",
+    "RunSpec", "build_spec", "cells_of", "compare_benchmark", "create_trunk", "cross_entropy_terms",
+    "evaluate_benchmark", "hookimpl", "merge",
     "merge_all", "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec",
 ]
 
@@ -95,32 +97,33 @@ def _settings(options, device: str, data: str | None, recipe: str | None, init: 
 
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
              resume: bool = False, console: Console | None = None, progress: bool | str | None = None,
-             save_models: bool | None = None) -> tuple[dict, Path]:
-    """Runs a ready spec (e.g. one read back from a result file); returns (result, path)."""
+             save_models: bool | None = None, log_samples: bool = False) -> tuple[dict, Path]:
+    """Runs a ready spec (e.g. one read back from a result file); returns (result, path).
+    `log_samples`: each fold also writes its per-image predictions (msde_bench.samples)."""
     dataset = dataset or factory.load_dataset(spec.data)
     return runner.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
-                      save_models=save_models)
+                      save_models=save_models, log_samples=log_samples)
 
 
 def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
                   recipe: str | None = None, protocol: str | None = None, options=(), out: str | Path = "results",
                   device: str = "auto", init: str | None = None, resume: bool = False, console: Console | None = None,
                   progress: bool | str | None = False, save_models: bool | None = None,
-                  **overrides: Any) -> tuple[dict, Path]:
+                  log_samples: bool = False, **overrides: Any) -> tuple[dict, Path]:
     """One model with one paradigm under the MSD-E protocol, exactly as `msde-bench run`; returns
-    (result, path of the result file)."""
+    (result, path of the result file). `log_samples`: as `--log-samples`."""
     spec, dataset = prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=options,
                                  device=device, init=init, **overrides)
     return run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
-                    save_models=save_models)
+                    save_models=save_models, log_samples=log_samples)
 
 
 def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recipe: str | None = None,
                       protocol: str | None = None, options=(), out: str | Path = "results", device: str = "auto",
                       init: str | None = None, console: Console | None = None, progress: bool | str | None = False,
-                      quirks: str = "none", **overrides: Any) -> list[dict]:
+                      quirks: str = "none", log_samples: bool = False, **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
-    reused); returns [{title, result, path}] in row order."""
+    reused); returns [{title, result, path}] in row order. `log_samples`: as `--log-samples`."""
     options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides, quirks)
     user_opts = _compare.check_user_options(model, options, recipe)
     specs = _compare.build_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
@@ -131,7 +134,19 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{first.data} · protocol {first.protocol} ({first.folds} folds) · {first.budget} budget · "
                   f"{first.precision} · seed {first.seed} · device {dev}")
-    return _compare.run_all(specs, dataset, out, console, progress)
+    return _compare.run_all(specs, dataset, out, console, progress, log_samples)
+
+
+def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: str | None = None,
+                       fold: int | None = None, cross_dataset: bool = False, device: str | None = None,
+                       out: str | Path = "results", log_samples: bool = False, image_size: int | None = None,
+                       console: Console | None = None) -> tuple[dict, Path]:
+    """Scores trained models without training, as `msde-bench evaluate` (msde_bench.evaluation):
+    `target` is a result file whose fold models were saved, one fold model, or a plain checkpoint
+    with `model`. Returns (the evaluation-only result, its path)."""
+    return _evaluation.evaluate_models(target, data=data, model=model, fold=fold, cross_dataset=cross_dataset,
+                                       device=device, out=out, log_samples=log_samples, image_size=image_size,
+                                       console=console)
 
 
 def _data_progress(console: Console, data: str):

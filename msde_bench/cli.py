@@ -125,6 +125,10 @@ def run_options(*, single: bool):
                               "training accuracy, lr, seconds), for logs, CI and SLURM jobs; none; auto: bar on a "
                               "terminal, lines otherwise."),
             click.option("--no-progress", "no_progress", is_flag=True, help="The same as --progress none."),
+            click.option("--log-samples", is_flag=True,
+                         help="Write each fold's per-image predictions (pair, view, subject, label, prediction, "
+                              "class probabilities) to <run_id>/fold<k>.samples.jsonl beside the result; "
+                              "`msde-bench results show RUN --predictions` reads them."),
         ]
         if single:
             opts.insert(1, click.option("--paradigm", default="baseline",
@@ -169,8 +173,8 @@ def _header(console, spec, dev) -> None:
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-        batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, spec_file,
-        resume, save_models):
+        batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, log_samples,
+        spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -215,7 +219,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     _header(console, spec, dev)
     result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
                                 progress="none" if no_progress else progress,
-                                save_models=save_models)
+                                save_models=save_models, log_samples=log_samples)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
     models = [path.parent / f["model_file"] for f in result["folds"] if f.get("model_file")]
@@ -241,7 +245,8 @@ def summary_table(result: dict) -> str:
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-            batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, fmt):
+            batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress,
+            log_samples, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -265,10 +270,55 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
                                  progress="none" if no_progress else progress, epochs=epochs,
                                  folds=folds, budget=budget, precision=precision, quirks=quirks, run_folds=run_folds,
                                  image_size=image_size, batch_size=batch_size,
-                                 lr=lr, seed=seed, pretrained=pretrained)
+                                 lr=lr, seed=seed, pretrained=pretrained, log_samples=log_samples)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")
+
+
+@main.command(context_settings=dict(show_default=True))
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--data", default=None,
+              help="The set to score on [default: the data the models were trained on, each fold model on its own "
+                   "test fold]. Another set is a cross-dataset test (--cross-dataset).")
+@click.option("--cross-dataset", is_flag=True,
+              help="Allow --data to name another set than the models' training data: they are scored on its "
+                   "official test split, or on all its pairs.")
+@click.option("--model", default=None,
+              help="For a plain checkpoint (a state dict of the whole model, head included): the model it is.")
+@click.option("--fold", type=int, default=None, help="Only this fold's model of a result file.")
+@click.option("--image-size", type=int, default=None, help="For a plain checkpoint: its input size [default: 48].")
+@click.option("--out", type=click.Path(file_okay=False), default="results", help="Folder for the result file.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps [default: the device the models' run used].")
+@click.option("--threads", type=int, default=None, help="torch threads on CPU (as for run).")
+@click.option("--log-samples", is_flag=True, help="Write the per-image predictions beside the result (as run's).")
+def evaluate(target, data, cross_dataset, model, fold, image_size, out, device, threads, log_samples):
+    """Score trained models without training them, and write an evaluation-only result.
+
+    TARGET: a result file whose fold models were saved (run --save-models), one fold model
+    (<run_id>/fold<k>.pt), or a plain checkpoint with --model. Without --data each fold model is
+    scored on its own fold's test pairs (never on people it was trained on), which reproduces the
+    run's numbers on the same machine and thread count (said per fold). The result's protocol is
+    msde-evaluation: the leaderboard shows it in a table of its own, never ranked. From Python:
+    msde_bench.api.evaluate_benchmark.
+
+    \b
+    Examples:
+      msde-bench evaluate results/resnet18-baseline-synth-small-89b21afd7b.json
+      msde-bench evaluate results/RUN.json --data ckplus:../shared/data/ckplus48 --cross-dataset
+      msde-bench evaluate my_model.pt --model resnet18 --data DIR --image-size 112
+    """
+    from rich.console import Console
+
+    from msde_bench import api
+
+    console = Console(stderr=True)
+    _set_threads(console, threads)
+    result, path = api.evaluate_benchmark(target, data=data, model=model, fold=fold, cross_dataset=cross_dataset,
+                                          device=device, out=out, log_samples=log_samples, image_size=image_size,
+                                          console=console)
+    click.echo(summary_table(result))
+    click.echo(f"result (evaluation-only, {result['evaluation']['mode']}): {path}")
 
 
 @main.command(context_settings=dict(show_default=True))
@@ -291,6 +341,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
               help="As --dry-run, with the SLURM state (sacct) of each cell a slurm sweep submitted to --out.")
 @click.option("--retry-failed", is_flag=True, help="Run only the cells that failed before.")
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
+@click.option("--log-samples", is_flag=True,
+              help="Each cell that runs writes its per-image predictions beside it (as `run --log-samples`).")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
               help="Regenerate leaderboard/README.md from the results folder at the end.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar over cells [default: on a terminal].")
@@ -307,8 +359,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
 @click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
 @click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
 def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, status, retry_failed, save_models,
-          update_leaderboard, progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time,
-          slurm_array_parallelism, slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
+          log_samples, update_leaderboard, progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task,
+          slurm_mem, slurm_time, slurm_array_parallelism, slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
@@ -340,7 +392,7 @@ def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, sta
         raise MsdeError(f"--workers {workers}: must be at least 1")
     if per_gpu < 1:
         raise MsdeError(f"--per-gpu {per_gpu}: must be at least 1")
-    planned, out = S.plan(grid, out, keep_models=save_models, compile=compile_)
+    planned, out = S.plan(grid, out, keep_models=save_models, compile=compile_, log_samples=log_samples)
     cells = [(p, t) for p in planned for t in p.tasks]
     counts = {k: sum(1 for p, t in cells if p.state[t.fold] == k) for k in ("done", "todo", "failed")}
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(planned)} runs, {len(cells)} cells "
@@ -639,19 +691,26 @@ def results_upgrade(out):
 
 @results.command("show")
 @click.argument("run")
+@click.option("--predictions", is_flag=True,
+              help="Print the per-image predictions of a run made with --log-samples instead (checked against "
+                   "the file digests the result records), and the metrics recomputed from them.")
+@click.option("--fold", "only_fold", type=int, default=None, help="With --predictions: only this fold.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default=None,
+              help="As `results --format` (either place) [default: table].")
 @click.pass_context
-def results_show(ctx, run):
+def results_show(ctx, run, predictions, only_fold, fmt):
     """Print one run's per-fold numbers (RUN: a run id, a prefix of one, or a result file).
 
     \b
-    Example:
+    Examples:
       msde-bench results show resnet18-baseline-synth-small --format markdown
+      msde-bench results show resnet18-baseline-synth-small --predictions --fold 0 --format csv
     """
     from msde_bench import results as R
     from msde_bench.leaderboard import load_all
 
     if Path(run).is_file():
-        result = R.load(run)
+        result = dict(R.load(run), _path=run)
     else:
         found, _ = load_all(ctx.obj["dirs"])
         matches = [r for r in found if r["run_id"] == run] or [r for r in found if r["run_id"].startswith(run)]
@@ -660,15 +719,52 @@ def results_show(ctx, run):
             raise MsdeError(f"run {run!r}: {len(matches)} matching result files in "
                             f"{', '.join(map(str, ctx.obj['dirs']))} ({names})")
         result = matches[0]
+    fmt = fmt or ctx.obj["fmt"]
+    if predictions:
+        _show_predictions(result, only_fold, fmt)
+        return
     rows = [dict(fold=f["fold"], test_subjects=len(f["test_subjects"]), pairs=f["n_test_pairs"],
                  non_masked=round(f["acc_non_masked"], 4), masked=round(f["acc_masked"], 4),
                  overall=round(f["acc_overall"], 4), mask_gap=round(f["mask_gap"], 4),
                  pair_agreement=round(f["pair_agreement"], 4), macro_f1_masked=round(f["macro_f1_masked"], 4),
                  train_seconds=round(f["train_seconds"], 1)) for f in result["folds"]]
-    if ctx.obj["fmt"] == "table":
+    if fmt == "table":
         click.echo(f"{result['run_id']}  ({result['spec']['model']} · {result['spec']['paradigm']} · "
                    f"{result['dataset']['name']} · {result['protocol']['split']})")
-    _emit(rows, ctx.obj["fmt"])
+    _emit(rows, fmt)
+
+
+def _show_predictions(result: dict, only_fold: int | None, fmt: str) -> None:
+    """The per-image rows of a result's samples files; on a table, each fold's metrics recomputed
+    from them beside the recorded ones (they must be equal)."""
+    from msde_bench import samples as S
+
+    folds = [f for f in result["folds"] if only_fold is None or f["fold"] == only_fold]
+    if not folds:
+        raise MsdeError(f"{result['run_id']}: no fold {only_fold} in this result")
+    missing = [f["fold"] for f in folds if not f.get("samples_file")]
+    if missing:
+        raise MsdeError(f"{result['run_id']}: folds {missing} were run without --log-samples (no predictions file)")
+    base = Path(result["_path"]).parent if result.get("_path") else Path(".")
+    rows, checks = [], []
+    for f in folds:
+        path = base / f["samples_file"]
+        _, lines = S.read(path, f.get("samples_sha256"))
+        again = S.metrics(lines)
+        same = all(again[k] == f[k] for k in S.RECOMPUTED if k in f)
+        checks.append(f"fold {f['fold']}: {len(lines)} images; recomputed non-masked {again['acc_non_masked']:.4f} "
+                      f"masked {again['acc_masked']:.4f} pair agreement {again['pair_agreement']:.4f}: "
+                      + ("equal to the record" if same else "DIFFERENT from the record"))
+        if not same:
+            raise MsdeError(f"{path}: the metrics recomputed from the predictions differ from the record of fold "
+                            f"{f['fold']}")
+        for r in lines:
+            rows.append(dict(fold=f["fold"], pair=r["pair"], view=r["view"], subject=r["subject"], label=r["label"],
+                             prediction=r["prediction"], p_prediction=r["probs"].get(r["prediction"])))
+    _emit(rows, fmt)
+    if fmt == "table":
+        for line in checks:
+            click.echo(line)
 
 
 def _emit(rows: list[dict], fmt: str) -> None:

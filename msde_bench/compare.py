@@ -59,11 +59,12 @@ def check_user_options(model: str, pairs, recipe: str | None = None) -> dict:
     return {**official, **{k: v for k, v in values.items() if k in given}}
 
 
-def run_all(specs: list, dataset, out: str | Path, console, show_progress) -> list[dict]:
+def run_all(specs: list, dataset, out: str | Path, console, show_progress, log_samples: bool = False) -> list[dict]:
     results = []
     for title, spec in specs:
         console.print(f"[bold]{title}[/]")
-        result, path = runner.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress)
+        result, path = runner.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress,
+                                  log_samples=log_samples)
         results.append(dict(title=title, result=result, path=str(path)))
     return results
 

@@ -133,6 +133,8 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
                                            r["run_id"], r["_path"]))
     for r in order:
         k = _spec_key(r["spec"], with_seed=True)
+        if r.get("evaluation"):  # an evaluation of a run's models never stands in for the run, nor for another test
+            k = f"evaluation:{r['run_id']}"
         if k in newest:
             superseded.append(newest[k])
         newest[k] = r
@@ -147,6 +149,12 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
         for row in rows.values():
             row.runs.sort(key=lambda r: r["spec"]["seed"])
     return {k: list(v.values()) for k, v in sorted(tables.items())}, sorted(superseded, key=lambda r: r["run_id"])
+
+
+def _sources(row: Row) -> list[str]:
+    """The runs whose models an evaluation-only row scored (their run ids, or the files)."""
+    found = [m.get("run_id") or Path(m["file"]).name for r in row.runs for m in r["evaluation"].get("models", [])]
+    return sorted(set(found))
 
 
 def n_classes(rows: list[Row]) -> int:
@@ -335,8 +343,10 @@ def render_table(rows: list[Row], ranked: bool, row_notes: list[dict] | None = N
                 text += marks[i]
             cells.append(text)
         spread |= rec["time_spread"]
+        trained = not rows[i].runs[0].get("evaluation")
         cells += [f"{rec['folds']} × {rec['seeds']}", _fmt_params(rec["params"]),
-                  md_text(f"{rec['train_seconds']:.1f} s ({rec['device']})") + (" ‡" if rec["time_spread"] else ""),
+                  (md_text(f"{rec['train_seconds']:.1f} s ({rec['device']})") + (" ‡" if rec["time_spread"] else ""))
+                  if trained else "– (models of " + md_text(", ".join(_sources(rows[i]))) + ")",
                   md_text(rec["provider"])]
         lines.append(cells)
     headers = ["#", "model", "paradigm", "backbone", "recipe", "init", *[t for _, t, _ in METRICS], "folds × seeds",
@@ -507,8 +517,13 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
             out += ["_Reference-code protocol: overlapping subject windows and the best epoch chosen on the test "
                     "fold; optimistic by construction, for comparison with the paper only._", ""]
         figure_files: dict[str, bytes] = {}
+        evaluation = split == "evaluation"
+        if evaluation:
+            out += ["_Evaluation-only: trained models scored on this set without training (`msde-bench evaluate`); "
+                    "each row names the runs its models come from. Not ranked, and never mixed with trained rows._",
+                    ""]
         if complete:
-            md, notes = render_table(complete, ranked=True, row_notes=row_notes)
+            md, notes = render_table(complete, ranked=not evaluation, row_notes=row_notes)
             out += [md]
             out += ["", *notes] if notes else []
             if figures is not None:

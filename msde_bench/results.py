@@ -49,9 +49,11 @@ class FoldResult(TypedDict, total=False):
 #: lr}], per epoch), history (faithful protocol: per-epoch test accuracies), paradigm (what the
 #: paradigm reports, e.g. the teacher's origin), init (--init report), model_file (saved model,
 #: relative to the result's folder), val (holdout on a set with an official validation split:
-#: {n_pairs, acc_non_masked, acc_masked, acc_overall} of that split, beside the test split's numbers)
+#: {n_pairs, acc_non_masked, acc_masked, acc_overall} of that split, beside the test split's numbers),
+#: samples_file and samples_sha256 (--log-samples: the per-image predictions, relative to the
+#: result's folder, and the file's SHA-256; msde_bench.samples)
 OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
-                      "paradigm", "init", "model_file", "val")
+                      "paradigm", "init", "model_file", "val", "samples_file", "samples_sha256")
 
 
 class RunResult(TypedDict, total=False):
@@ -74,8 +76,10 @@ class RunResult(TypedDict, total=False):
 
 #: keys a result may have: finished (ISO time), git_sha and git_dirty (the msde-bench checkout it ran
 #: from, and whether it had uncommitted changes), method_plugin ({plugin, version, source,
-#: distribution}: what provided --model), upgraded_from ({schema, run_id} of the file `upgrade_file` rewrote)
-OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from")
+#: distribution}: what provided --model), upgraded_from ({schema, run_id} of the file `upgrade_file` rewrote),
+#: evaluation (an evaluation-only result of `msde-bench evaluate`: mode, test_data, scored_on, models
+#: [{file, sha256, run_id, fold, trained_on, equals_run}], seconds; its protocol is msde-evaluation)
+OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation")
 
 _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
               "pair_agreement")
@@ -190,7 +194,8 @@ def upgrade_file(path: str | os.PathLike, complete_spec=None) -> Path | None:
         obj["spec"] = complete_spec(obj["spec"])
     spec = RunSpec.from_dict(obj["spec"])
     obj["spec"] = spec.to_dict()  # fields added to RunSpec since the run get their defaults
-    run_id = spec.run_id(obj["dataset"]["name"])
+    # an evaluation-only result (msde_bench.evaluation) is named by its models and test set, not its spec
+    run_id = raw["run_id"] if obj.get("evaluation") else spec.run_id(obj["dataset"]["name"])
     if raw.get("schema") == SCHEMA and run_id == raw["run_id"] and obj["spec"] == raw["spec"]:
         return None
     # the first name a file had is the one worth keeping

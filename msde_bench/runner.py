@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from msde_bench import __version__, teachers
+from msde_bench import CLASS_NAMES, __version__, teachers
 from msde_bench import metrics as M
 from msde_bench import protocol as P
 from msde_bench import results as R
+from msde_bench import samples as S
 from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
@@ -141,10 +142,12 @@ def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
 
 def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
              progress: RunProgress | None = None, console: Console | None = None,
-             save_to: Path | None = None) -> dict:
+             save_to: Path | None = None, samples_to: Path | None = None,
+             pair_names: list[str] | None = None) -> dict:
     """Trains and evaluates one fold of the whole spec; its result depends only on (spec, fold),
     never on which folds ran before. With `save_to`, the final model is written there (with the
-    spec, to rebuild it)."""
+    spec, to rebuild it); with `samples_to` (and the dataset's `pair_names`), the evaluated model's
+    per-image predictions on the test pairs (msde_bench.samples)."""
     seed = derive_seed(spec.seed, "fold", fold.index)
     paradigm = build_paradigm(spec)
     check_init_subjects(spec.init, spec.data, fold.index, fold.test_subjects)
@@ -161,11 +164,12 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     best: dict = {}
 
     def on_epoch(epoch: int) -> None:  # faithful protocol: pick the best epoch on the test fold
-        m = evaluate(trainer.method, cache, fold.test, device, spec)
+        preds: list | None = [] if samples_to is not None else None
+        m = evaluate(trainer.method, cache, fold.test, device, spec, preds)
         history.append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"], acc_masked=m["acc_masked"],
                             acc_overall=m["acc_overall"]))
         if not best or m["acc_overall"] > best["metrics"]["acc_overall"]:
-            best.update(metrics=m, epoch=epoch + 1)
+            best.update(metrics=m, epoch=epoch + 1, predictions=preds)
 
     selection = P.describe(spec.protocol, spec.folds)["selection"]
     # a non-masked baseline fold is the distill teacher of the same settings: cache it for distill
@@ -180,11 +184,18 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
         if claimed:
             publisher.release()
     if selection == "best-on-test":
-        metrics, selected = best["metrics"], best["epoch"]
+        metrics, selected, predictions = best["metrics"], best["epoch"], best["predictions"]
     else:
-        metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec), spec.epochs
+        predictions = [] if samples_to is not None else None
+        metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec, predictions), spec.epochs
     rec = dict(**metrics, **timing, selected_epoch=selected,
                n_params=sum(p.numel() for p in trainer.method.parameters()))
+    if samples_to is not None:  # the predictions of the evaluated model (the selected epoch's)
+        lines = S.rows(pair_names, subjects, fold.test, cache.classes, *predictions[0])
+        header = dict(run_id=samples_to.parent.name, fold=fold.index, classes=[CLASS_NAMES[c] for c in cache.classes],
+                      n_images=len(lines))
+        rec["samples_sha256"] = S.write(samples_to, header, lines)
+        rec["samples_file"] = f"{samples_to.parent.name}/{samples_to.name}"
     if len(fold.val):  # the official validation split (holdout): scored beside the test split, never merged
         v = evaluate(trainer.method, cache, fold.val, device, spec)
         rec["val"] = dict(n_pairs=int(len(fold.val)), acc_non_masked=v["acc_non_masked"], acc_masked=v["acc_masked"],
@@ -272,13 +283,16 @@ def _checked_cell(path: Path, cell: Cell) -> dict:
 
 def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache, out: str | Path, *,
              keep_model: bool = True, progress: RunProgress | None = None,
-             console: Console | None = None) -> dict:
-    """Trains one cell and writes its file (atomically); returns the cell object."""
+             console: Console | None = None, log_samples: bool = False) -> dict:
+    """Trains one cell and writes its file (atomically); returns the cell object. `log_samples`:
+    its per-image predictions too (`<run_id>/fold<k>.samples.jsonl`, written before the cell file)."""
     created = _now()
     device = torch.device(cell.spec.device)
     rec = {**fold_record(fold, dataset.subjects),
            **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
-                      cell.model_path(out) if keep_model else None)}
+                      cell.model_path(out) if keep_model else None,
+                      S.samples_path(cell.path(out)) if log_samples else None,
+                      [p.name for p in dataset.pairs] if log_samples else None)}
     sha, dirty = git_state()
     obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
                created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
@@ -380,13 +394,14 @@ def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
 
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
         console: Console | None = None, show_progress: bool | str | None = None,
-        save_models: bool | None = None) -> tuple[dict, Path]:
+        save_models: bool | None = None, log_samples: bool = False) -> tuple[dict, Path]:
     """Runs every selected fold of a spec as cells and writes the result file; returns (result, path).
 
     With `resume`, finished cells are reused (a killed run continues from its last finished
     fold) and a finished result is returned as it is. `save_models` (default: when at most 10
     folds run) writes each fold's final model to `<out>/<run_id>/fold<k>.pt` for
-    `msde-bench explain`. A `--fold` subset also writes the whole spec's complete result once
+    `msde-bench explain`. `log_samples` writes each fold's per-image predictions beside its cell
+    (msde_bench.samples). A `--fold` subset also writes the whole spec's complete result once
     every fold's cell is there."""
     console = console or Console(stderr=True)
     out_dir = check_writable(out_dir, "results folder")  # before any fold trains
@@ -402,6 +417,10 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     done = {f: obj for f, obj in done.items() if obj is not None}
     if done:
         console.print(f"resuming {spec.run_id(dataset.name)}: folds {sorted(done)} already done")
+        without = sorted(f for f, obj in done.items() if "samples_file" not in obj["record"])
+        if log_samples and without:
+            console.print(f"[yellow]warning[/]: folds {without} finished without --log-samples: they have no "
+                          "predictions file (delete their fold<k>.json to run them again)")
     if dataset.fold_grouping() == "image" and spec.protocol != "holdout":
         console.print(f"[yellow]warning[/]: {IMAGE_LEVEL_WARNING.format(name=dataset.name)}")
     if save_models is None:
@@ -417,7 +436,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                 continue
             progress.start_fold(cell.fold)
             obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, keep_model=save_models,
-                           progress=progress, console=console)
+                           progress=progress, console=console, log_samples=log_samples)
             done[cell.fold] = obj
             progress.end_fold()
             rec = obj["record"]

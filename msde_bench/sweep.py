@@ -47,9 +47,10 @@ class Planned:
 
 
 def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool = False,
-         compile: bool = False) -> tuple[list[Planned], Path]:
+         compile: bool = False, log_samples: bool = False) -> tuple[list[Planned], Path]:
     """Every run of the grid file with its cells and their state under `out` (default: the grid's
-    `out`, else ./results); returns them and the folder. `compile`: the cells run with --compile."""
+    `out`, else ./results); returns them and the folder. `compile`: the cells run with --compile;
+    `log_samples`: they write their per-image predictions (a finished cell stays as it is)."""
     grid = Path(grid)
     runs, settings = load_grid(grid)
     out = Path(out or settings.get("out") or "results")
@@ -73,7 +74,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
         seen.add((whole, tuple(c.fold for c in cells)))
         # absolute: a worker of Ray or SLURM may start in another folder
         p = Planned(run, whole, dataset.describe(), [Task(whole.to_dict(), c.fold, c.dataset, str(out.resolve()),
-                                                          keep_models, compile) for c in cells])
+                                                          keep_models, compile, log_samples) for c in cells])
         complete = _complete_result(Path(out), p)
         for task in p.tasks:
             if complete or read_cell(task.cell, out, strict=False) is not None:

@@ -407,24 +407,35 @@ class Trainer:
 @torch.no_grad()
 def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device,
             batch_size: int = 128, augment: PairedAugment | None = None,
-            precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            precision: str = "fp32", probabilities: bool = False) -> tuple[np.ndarray, ...]:
     """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked), as
-    labels in the MSD-E order (the head's outputs stand for `cache.classes`)."""
+    labels in the MSD-E order (the head's outputs stand for `cache.classes`). With `probabilities`,
+    also each view's class probabilities (softmax of the logits, float32, N x len(cache.classes),
+    columns in `cache.classes` order): (labels, pred nm, pred m, prob nm, prob m). The predictions
+    are the same either way (the argmax of the same logits)."""
     augment = augment or PairedAugment("none")
     cache = place_cache(cache, device)
     method.eval()
-    preds_nm, preds_m = [], []
+    preds = {"nm": [], "m": []}
+    probs: dict[str, list] = {"nm": [], "m": []}
     idx_t = torch.as_tensor(idx).to(cache.device)
     with input_normalisation(method, augment.normalisation):
         for start in range(0, len(idx_t), batch_size):
             sel = idx_t[start:start + batch_size]
-            for src, dst in ((cache.non_masked, preds_nm), (cache.masked, preds_m)):
+            for src, view in ((cache.non_masked, "nm"), (cache.masked, "m")):
                 x = augment.eval(src[sel], device)
                 if channels_last(device, precision):
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, precision):
-                    dst.append(method(x).logits.argmax(1))  # read back once, at the end
-    return tuple(cache.class_ids(t.cpu().numpy()) for t in (cache.labels[idx_t], torch.cat(preds_nm), torch.cat(preds_m)))
+                    logits = method(x).logits
+                preds[view].append(logits.argmax(1))  # read back once, at the end
+                if probabilities:
+                    probs[view].append(torch.softmax(logits.float(), dim=1))
+    out = tuple(cache.class_ids(t.cpu().numpy()) for t in (cache.labels[idx_t], torch.cat(preds["nm"]),
+                                                             torch.cat(preds["m"])))
+    if probabilities:
+        out += tuple(torch.cat(probs[v]).cpu().numpy() for v in ("nm", "m"))
+    return out
 
 
 def eval_augment(spec: RunSpec) -> PairedAugment:
@@ -434,6 +445,13 @@ def eval_augment(spec: RunSpec) -> PairedAugment:
     return PairedAugment("none")
 
 
-def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec) -> dict:
+def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec,
+             predictions: list | None = None) -> dict:
+    """The fold metrics of `method` on the pairs `idx`. With `predictions` (a list), also appends
+    (labels, pred non-masked, pred masked, prob non-masked, prob masked) to it (samples.rows)."""
     bs = max(2 * spec.batch_size, 64)
-    return M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec), spec.precision))
+    out = predict(method, cache, idx, device, bs, eval_augment(spec), spec.precision,
+                  probabilities=predictions is not None)
+    if predictions is not None:
+        predictions.append(out)
+    return M.fold_metrics(*out[:3])

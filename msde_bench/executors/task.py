@@ -37,6 +37,8 @@ class Task:
     keep_model: bool = True
     #: --compile (training.compile_setting)
     compile: bool = False
+    #: --log-samples: the cell's per-image predictions beside it (msde_bench.samples)
+    log_samples: bool = False
 
     @property
     def cell(self) -> Cell:
@@ -96,7 +98,7 @@ def execute(task: Task) -> dict:
             with RunProgress(console, 1, cell.spec.epochs, "lines") as progress:  # a line per epoch in the log
                 progress.start_fold(cell.fold)
                 obj = run_cell(cell, folds[cell.fold], dataset, cache, task.out, keep_model=task.keep_model,
-                               progress=progress, console=console)
+                               progress=progress, console=console, log_samples=task.log_samples)
             rec = obj["record"]
             console.print(f"fold {cell.fold}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}")
             task.failed_marker.unlink(missing_ok=True)
