@@ -125,6 +125,10 @@ def run_options(*, single: bool):
                               "training accuracy, lr, seconds), for logs, CI and SLURM jobs; none; auto: bar on a "
                               "terminal, lines otherwise."),
             click.option("--no-progress", "no_progress", is_flag=True, help="The same as --progress none."),
+            click.option("--test-data", default=None, metavar="DATA",
+                         help="Cross-dataset: train each fold on --data's fold training pairs as usual, and score it "
+                              "on this other set (its official test split, or every pair) instead of its own test "
+                              "fold, which is recorded beside it (in_domain). Recorded in the spec."),
             click.option("--log-samples", is_flag=True,
                          help="Write each fold's per-image predictions (pair, view, subject, label, prediction, "
                               "class probabilities) to <run_id>/fold<k>.samples.jsonl beside the result; "
@@ -157,7 +161,9 @@ def _header(console, spec, dev) -> None:
     for warning in registry().warnings:
         console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"[bold]msde-bench {__version__}[/] recipe [bold]{spec.recipe}[/] · model {spec.model} · "
-                  f"paradigm {spec.paradigm} · data {spec.data} · protocol {spec.protocol} ({spec.folds} folds) · "
+                  f"paradigm {spec.paradigm} · data {spec.data}"
+                  + (f" · tested on {spec.test_data}" if spec.test_data else "")
+                  + f" · protocol {spec.protocol} ({spec.folds} folds) · "
                   f"device {dev} {spec.precision} · {spec.epochs} epochs ({spec.budget} budget) · "
                   f"{spec.image_size} px · "
                   f"batch {spec.batch_size} · {spec.optimizer} lr {spec.lr:g} · seed {spec.seed}")
@@ -173,8 +179,8 @@ def _header(console, spec, dev) -> None:
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
-        batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, log_samples,
-        spec_file, resume, save_models):
+        batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, test_data,
+        log_samples, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -200,7 +206,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
                                    "precision", "quirks", "run_folds",
-                                   "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained")
+                                   "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained", "test_data")
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
             raise MsdeError(f"--spec {spec_file}: cannot be combined with --{given[0].replace('_', '-')}")
@@ -214,7 +220,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
                                          device=device, init=init, epochs=epochs, folds=folds, budget=budget,
                                          precision=precision, quirks=quirks, run_folds=run_folds,
                                          image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                                         pretrained=pretrained)
+                                         pretrained=pretrained, test_data=test_data)
         dev = spec.device
     _header(console, spec, dev)
     result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
@@ -246,7 +252,7 @@ def summary_table(result: dict) -> str:
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
             batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress,
-            log_samples, fmt):
+            test_data, log_samples, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -270,7 +276,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
                                  progress="none" if no_progress else progress, epochs=epochs,
                                  folds=folds, budget=budget, precision=precision, quirks=quirks, run_folds=run_folds,
                                  image_size=image_size, batch_size=batch_size,
-                                 lr=lr, seed=seed, pretrained=pretrained, log_samples=log_samples)
+                                 lr=lr, seed=seed, pretrained=pretrained, test_data=test_data,
+                                 log_samples=log_samples)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")

@@ -21,13 +21,11 @@ data, and each model's file, SHA-256, run, fold and training data); its protocol
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -41,7 +39,7 @@ from msde_bench.checkpoints import MODEL_FORMAT, load_torch, model_path
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, load_dataset, method_provider
-from msde_bench.runner import _now, cells_of, environment, git_state
+from msde_bench.runner import _now, cells_of, cross_test_pairs, environment, git_state
 from msde_bench.spec import RunSpec
 from msde_bench.training import evaluate, resolve_device
 
@@ -182,18 +180,6 @@ def build(src: Source, classes: list[int], data: str) -> torch.nn.Module:
     return method.eval()
 
 
-def _cache_over(cache: ImageCache, classes: list[int]) -> ImageCache:
-    """The cache with its labels as positions in `classes` (a model's outputs), which must hold
-    every class the dataset has."""
-    if list(cache.classes) == list(classes):
-        return cache
-    view = copy.copy(cache)
-    ids = cache.class_ids(cache.labels.cpu().numpy())
-    view.classes = tuple(classes)
-    view.labels = torch.as_tensor(np.searchsorted(np.array(classes), ids))
-    return view
-
-
 def _mode(srcs: list[Source], dataset: PairedDataset, data: str | None, cross_dataset: bool) -> str:
     trained = [s for s in srcs if s.trained_on is not None or s.fold is not None]
     if not trained:
@@ -213,13 +199,6 @@ def _mode(srcs: list[Source], dataset: PairedDataset, data: str | None, cross_da
                         "set is a cross-dataset test: add --cross-dataset (people can be on both sides when the "
                         "two sets share a source)")
     return "cross-dataset"
-
-
-def _test_pairs(dataset: PairedDataset) -> tuple[np.ndarray, str]:
-    splits = dataset.official_splits()
-    if splits is not None and "test" in splits:
-        return np.array([i for i, s in enumerate(splits) if s == "test"]), "the official test split"
-    return np.arange(len(dataset)), "every pair"
 
 
 def evaluate_models(target: str | Path, *, data: str | None = None, model: str | None = None, fold: int | None = None,
@@ -250,7 +229,7 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
                 raise MsdeError(f"{src.path}: fold {src.fold}'s test subjects cannot be reproduced from {test_data}")
             idx, scored_on = f.test, "its own test fold"
         else:
-            idx, scored_on = _test_pairs(dataset)
+            idx, scored_on = cross_test_pairs(dataset)
         classes = _model_classes(src, dataset)
         missing = sorted(set(dataset.classes) - set(classes))
         if missing:
@@ -260,7 +239,7 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
         size = src.spec.image_size
         if size not in caches:
             caches[size] = ImageCache(dataset, size)
-        cache = _cache_over(caches[size], classes)
+        cache = caches[size].over_classes(classes)
         preds: list | None = [] if log_samples else None
         e0 = time.perf_counter()
         spec = src.spec.with_(device=str(dev))

@@ -36,7 +36,7 @@ else:  # pragma: no cover - Python 3.10
 KEYS = {
     "model": None, "paradigm": None, "data": None, "recipe": None, "protocol": None, "epochs": None, "folds": None,
     "budget": None, "precision": None, "quirks": None, "fold": "run_folds", "image_size": None, "batch_size": None,
-    "lr": None, "seed": None, "device": None, "init": None, "pretrained": None, "opt": "options",
+    "lr": None, "seed": None, "device": None, "init": None, "pretrained": None, "opt": "options", "test_data": None,
 }
 
 
@@ -88,8 +88,8 @@ def _expand(table: dict, fixed: dict) -> list[dict]:
         for k, v in values.items():
             if isinstance(k, tuple):
                 args.setdefault("options", {})[k[1]] = v
-            else:
-                args[KEYS[k] or k] = v
+            else:  # `fold` selects folds (a list, never an axis); a single fold may be written bare
+                args[KEYS[k] or k] = [v] if k == "fold" and not isinstance(v, list) else v
         runs.append(args)
     return runs
 

@@ -140,8 +140,9 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
         newest[k] = r
     tables: dict[tuple, dict[str, Row]] = {}
     for r in newest.values():
-        ds, pr = r["dataset"], r["protocol"]
-        tkey = (ds["name"], ds["fingerprint"], pr["name"], pr["version"], pr["split"], pr["folds"])
+        ds, pr = r.get("test_dataset") or r["dataset"], r["protocol"]  # a cross-dataset run: the set it was scored on
+        name = ds["name"] + (f" (trained on {r['dataset']['name']})" if r.get("test_dataset") else "")
+        tkey = (name, ds["fingerprint"], pr["name"], pr["version"], pr["split"], pr["folds"])
         rows = tables.setdefault(tkey, {})
         k = _spec_key(r["spec"], with_seed=False)
         rows.setdefault(k, Row(k)).runs.append(r)
@@ -511,7 +512,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         out += ["", f"## {md_text(name)} (fingerprint {code(fp)}) · protocol {code(proto)} v{md_text(version)} "
                     f"({md_text(split)}, {md_text(folds)} fold{'' if folds == 1 else 's'})", ""]
         out += [dataset_note(rows), ""]
-        about = [n["text"].strip() for n in dataset_notes or [] if n["name"] == name]
+        scored = (rows[0].runs[0].get("test_dataset") or rows[0].runs[0]["dataset"])["name"]
+        about = [n["text"].strip() for n in dataset_notes or [] if n["name"] == scored]
         out += [x for text in about for x in (text, "")]
         if split == "faithful":
             out += ["_Reference-code protocol: overlapping subject windows and the best epoch chosen on the test "
@@ -593,7 +595,8 @@ def _is_synthetic(rows: list[Row]) -> bool:
 def dataset_note(rows: list[Row]) -> str:
     """What the table's dataset is, from what its results record: the embedded synthetic set (its
     `synth:` root) gets the smoke-numbers caveat; any other set is named with its size."""
-    ds = rows[0].runs[0]["dataset"]
+    run = rows[0].runs[0]
+    ds = run.get("test_dataset") or run["dataset"]
     size = f"{ds['n_pairs']} pairs of {ds['n_subjects']} subjects"
     root = str(ds.get("root", ""))
     if root.startswith("synth:"):
@@ -607,8 +610,14 @@ def dataset_note(rows: list[Row]) -> str:
         text += " " + conversion_note(ds, conv)
     elif len(ds.get("classes") or range(7)) < 7:
         text += f" {_classes_text(ds['classes'])}."
-    protocol = rows[0].runs[0].get("protocol", {})
-    if ds.get("folds_by") == "image" and protocol.get("split") == "holdout":
+    protocol = run.get("protocol", {})
+    if run.get("test_dataset"):
+        train = run["dataset"]
+        text += (f" **Cross-dataset:** trained on {md_text(train['name'])} (fingerprint {code(train['fingerprint'])}) "
+                 f"under its protocol's folds, each fold's model scored on {md_text(ds.get('scored_on', 'every pair'))} "
+                 "of this set; each result keeps the fold's own test numbers too (`in_domain`). Nothing checks that "
+                 "the two sets share no people.")
+    elif ds.get("folds_by") == "image" and protocol.get("split") == "holdout":
         text += (" **No identities:** the set records no subjects, so its official split is the protocol and "
                  "whether a person is on both sides of it is not known (as for every result on that split).")
     elif ds.get("folds_by") == "image":

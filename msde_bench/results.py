@@ -51,9 +51,12 @@ class FoldResult(TypedDict, total=False):
 #: relative to the result's folder), val (holdout on a set with an official validation split:
 #: {n_pairs, acc_non_masked, acc_masked, acc_overall} of that split, beside the test split's numbers),
 #: samples_file and samples_sha256 (--log-samples: the per-image predictions, relative to the
-#: result's folder, and the file's SHA-256; msde_bench.samples)
+#: result's folder, and the file's SHA-256; msde_bench.samples); for a cross-dataset run, test_dataset
+#: (the set scored) and in_domain ({n_pairs, acc_non_masked, acc_masked, acc_overall} of the fold's own
+#: test pairs), its test_subjects being the scored set's
 OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
-                      "paradigm", "init", "model_file", "val", "samples_file", "samples_sha256")
+                      "paradigm", "init", "model_file", "val", "samples_file", "samples_sha256", "test_dataset",
+                      "in_domain")
 
 
 class RunResult(TypedDict, total=False):
@@ -78,8 +81,10 @@ class RunResult(TypedDict, total=False):
 #: from, and whether it had uncommitted changes), method_plugin ({plugin, version, source,
 #: distribution}: what provided --model), upgraded_from ({schema, run_id} of the file `upgrade_file` rewrote),
 #: evaluation (an evaluation-only result of `msde-bench evaluate`: mode, test_data, scored_on, models
-#: [{file, sha256, run_id, fold, trained_on, equals_run}], seconds; its protocol is msde-evaluation)
-OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation")
+#: [{file, sha256, run_id, fold, trained_on, equals_run}], seconds; its protocol is msde-evaluation),
+#: test_dataset (a cross-dataset run, spec.test_data: the set its folds were scored on, as `dataset`,
+#: with scored_on; `dataset` stays the training set)
+OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation", "test_dataset")
 
 _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
               "pair_agreement")

@@ -16,6 +16,7 @@ or where, so:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import platform
 import subprocess
@@ -35,7 +36,7 @@ from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError, ResultError
-from msde_bench.factory import build_method, build_paradigm, method_provider
+from msde_bench.factory import build_method, build_paradigm, load_dataset, method_provider
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
@@ -135,6 +136,52 @@ def fit_model(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, device: t
     return trainer.method, timing
 
 
+def cross_test_pairs(dataset: PairedDataset) -> tuple[np.ndarray, str]:
+    """The pairs a cross-dataset test scores on another set: its official test split if it has
+    one, else every pair; and the words for it."""
+    splits = dataset.official_splits()
+    if splits is not None and "test" in splits:
+        return np.array([i for i, s in enumerate(splits) if s == "test"]), "the official test split"
+    return np.arange(len(dataset)), "every pair"
+
+
+@functools.lru_cache(maxsize=2)
+def _test_set(data: str, image_size: int) -> tuple[PairedDataset, ImageCache]:
+    """A cross-dataset run's test set (`--test-data`) and its decoded images, once per process."""
+    dataset = load_dataset(data)
+    return dataset, ImageCache(dataset, image_size)
+
+
+def check_test_data(spec: RunSpec, dataset: PairedDataset) -> PairedDataset | None:
+    """Before anything trains: a cross-dataset spec's test set loads, is not the training set, has
+    no class the training set lacks, and the protocol is not `faithful` (which picks its epoch on
+    the test fold). Returns the test set (None without --test-data)."""
+    if not spec.test_data:
+        return None
+    if spec.protocol == "faithful":
+        raise MsdeError(f"--test-data {spec.test_data}: not with --protocol faithful (it picks the epoch on the "
+                        "test fold); use clean or holdout")
+    test = load_dataset(spec.test_data)
+    if test.fingerprint() == dataset.fingerprint():
+        raise MsdeError(f"--test-data {spec.test_data}: the same images as --data {spec.data}; leave --test-data "
+                        "out to score each fold on its own test pairs")
+    missing = sorted(set(test.classes) - set(dataset.classes))
+    if missing:
+        raise MsdeError(f"--test-data {spec.test_data}: has classes {[CLASS_NAMES[c] for c in missing]} that "
+                        f"--data {spec.data} has not, so the model cannot predict them")
+    return test
+
+
+def cross_test(spec: RunSpec, cache: ImageCache) -> tuple[PairedDataset, ImageCache, np.ndarray, dict]:
+    """A cross-dataset run's test set, its images over the training set's classes (over_classes
+    refuses a class the model lacks), the pairs to score and what the record says of it."""
+    dataset, test_cache = _test_set(spec.test_data, spec.image_size)
+    if dataset.fingerprint() == cache.fingerprint:  # check_test_data said so before training; a cell checks again
+        raise MsdeError(f"--test-data {spec.test_data}: the same images as --data {spec.data}")
+    idx, scored_on = cross_test_pairs(dataset)
+    return dataset, test_cache.over_classes(cache.classes), idx, dict(dataset.describe(), scored_on=scored_on)
+
+
 def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
     return dict(fold=fold.index, test_subjects=list(fold.test_subjects), n_train_pairs=int(len(fold.train)),
                 train_subjects=P.subjects_of(fold.train, subjects))
@@ -183,16 +230,30 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     finally:
         if claimed:
             publisher.release()
+    cross = None
     if selection == "best-on-test":
         metrics, selected, predictions = best["metrics"], best["epoch"], best["predictions"]
+    elif spec.test_data:  # cross-dataset: scored on the other set; its own test fold recorded beside it
+        test_set, test_cache, test_idx, about = cross_test(spec, cache)
+        own = evaluate(trainer.method, cache, fold.test, device, spec) if len(fold.test) else None
+        predictions = [] if samples_to is not None else None
+        metrics, selected = evaluate(trainer.method, test_cache, test_idx, device, spec, predictions), spec.epochs
+        cross = dict(test_subjects=P.subjects_of(test_idx, test_set.subjects), test_dataset=about)
+        if own is not None:
+            cross["in_domain"] = dict(n_pairs=int(len(fold.test)), acc_non_masked=own["acc_non_masked"],
+                                      acc_masked=own["acc_masked"], acc_overall=own["acc_overall"])
+        pair_names, subjects, scored, scored_classes = ([p.name for p in test_set.pairs], test_set.subjects, test_idx,
+                                                        test_cache.classes)
     else:
         predictions = [] if samples_to is not None else None
         metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec, predictions), spec.epochs
+    if cross is None:
+        scored, scored_classes = fold.test, cache.classes
     rec = dict(**metrics, **timing, selected_epoch=selected,
-               n_params=sum(p.numel() for p in trainer.method.parameters()))
+               n_params=sum(p.numel() for p in trainer.method.parameters()), **(cross or {}))
     if samples_to is not None:  # the predictions of the evaluated model (the selected epoch's)
-        lines = S.rows(pair_names, subjects, fold.test, cache.classes, *predictions[0])
-        header = dict(run_id=samples_to.parent.name, fold=fold.index, classes=[CLASS_NAMES[c] for c in cache.classes],
+        lines = S.rows(pair_names, subjects, scored, scored_classes, *predictions[0])
+        header = dict(run_id=samples_to.parent.name, fold=fold.index, classes=[CLASS_NAMES[c] for c in scored_classes],
                       n_images=len(lines))
         rec["samples_sha256"] = S.write(samples_to, header, lines)
         rec["samples_file"] = f"{samples_to.parent.name}/{samples_to.name}"
@@ -311,6 +372,7 @@ def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
         created=min(c["created"] for c in cells), finished=max(c["finished"] for c in cells),
         msde_bench_version=first["msde_bench_version"], git_sha=first["git_sha"], git_dirty=first["git_dirty"],
         method_plugin=first["method_plugin"], spec=spec.to_dict(), dataset=first["dataset"],
+        **({"test_dataset": first["record"]["test_dataset"]} if spec.test_data else {}),
         protocol={**P.describe(spec.protocol, spec.folds), "run_folds": selected, "complete": len(selected) == n_folds,
                   **({"folds_by": first["dataset"]["folds_by"]} if "folds_by" in first["dataset"] else {})},
         env=first["env"], folds=fold_list, summary=M.summarise(fold_list),
@@ -406,6 +468,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     console = console or Console(stderr=True)
     out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     cells, folds = cells_of(spec, dataset)
+    test_set = check_test_data(spec, dataset)
     for folder in (out_dir, cells[0].path(out_dir).parent):
         remove_stale_temporaries(folder)
     final = out_dir / f"{spec.run_id(dataset.name)}.json"
@@ -421,8 +484,12 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
         if log_samples and without:
             console.print(f"[yellow]warning[/]: folds {without} finished without --log-samples: they have no "
                           "predictions file (delete their fold<k>.json to run them again)")
-    if dataset.fold_grouping() == "image" and spec.protocol != "holdout":
+    if dataset.fold_grouping() == "image" and spec.protocol != "holdout" and test_set is None:
         console.print(f"[yellow]warning[/]: {IMAGE_LEVEL_WARNING.format(name=dataset.name)}")
+    if test_set is not None:
+        console.print(f"cross-dataset: each fold's model is scored on {cross_test_pairs(test_set)[1]} of "
+                      f"{test_set.name} ({spec.test_data}), its own test fold recorded beside it (in_domain); "
+                      "nothing checks that the two sets share no people")
     if save_models is None:
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)

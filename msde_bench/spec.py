@@ -86,9 +86,15 @@ class RunSpec:
     #: PRECISIONS: fp32, or bf16/fp16 autocast (training and evaluation); results written before the
     #: field existed ran bf16 on CUDA and fp32 elsewhere (factory.complete_spec)
     precision: str = "fp32"
+    #: cross-dataset runs (`--test-data`): each fold's model is scored on this set instead of its own
+    #: test fold (recorded beside it as `in_domain`). None (every run before it) is left out of the
+    #: dict, so specs without it keep their digests (run ids)
+    test_data: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["test_data"] is None:
+            del d["test_data"]
         d["run_folds"] = list(self.run_folds)
         d["milestones"] = list(self.milestones)
         d["options"] = {k: v for k, v in self.options}

@@ -24,7 +24,7 @@ from msde_bench.errors import MsdeError, ResultError
 from msde_bench.executors.task import Task
 from msde_bench.factory import load_dataset
 from msde_bench.grid import GridError, Run, load_grid
-from msde_bench.runner import cells_of, merge, read_cell, with_protocol
+from msde_bench.runner import cells_of, check_test_data, merge, read_cell, with_protocol
 from msde_bench.spec import RunSpec
 from msde_bench.teachers import is_teacher_spec
 
@@ -66,6 +66,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
             dataset = datasets[spec.data]
             spec = with_protocol(spec, dataset, protocol, args.get("folds"))
             cells, _ = cells_of(spec, dataset)
+            check_test_data(spec, dataset)
         except (MsdeError, TypeError, ValueError) as e:
             raise GridError(grid, f"{run.origin} ({run.label()}): {e}") from None
         whole = spec.whole()

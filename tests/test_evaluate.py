@@ -141,8 +141,10 @@ def test_a_set_with_fewer_classes_is_scored_over_the_models_outputs(tiny_root):
     six = PairedDataset("six", full.root, [p for p in full.pairs if p.label != 0], dict(full.meta))
     cache = ImageCache(six, 32)
     assert cache.classes == (1, 2, 3, 4, 5, 6)
-    view = E._cache_over(cache, list(range(7)))
+    view = cache.over_classes(range(7))
     assert view.classes == tuple(range(7)) and view is not cache
     assert (view.class_ids(view.labels.numpy()) == cache.class_ids(cache.labels.numpy())).all()
     assert (view.labels.numpy() == six.labels).all()  # positions in range(7) are the labels themselves
-    assert E._cache_over(cache, [1, 2, 3, 4, 5, 6]) is cache
+    assert cache.over_classes([1, 2, 3, 4, 5, 6]) is cache
+    with pytest.raises(ValueError, match="not among"):
+        cache.over_classes([2, 3, 4, 5, 6])

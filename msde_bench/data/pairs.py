@@ -224,6 +224,23 @@ class ImageCache:
         """Head indices (labels or predictions) as labels in the MSD-E order."""
         return np.asarray(self.classes, dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
 
+    def over_classes(self, classes) -> ImageCache:
+        """This cache with its labels as positions in `classes` (a model's outputs, MSD-E labels in
+        order), which must hold every class the dataset has: a model trained on more classes scored
+        on this set. Itself when they are its own classes; the images are shared, never copied."""
+        classes = tuple(int(c) for c in classes)
+        if classes == tuple(self.classes):
+            return self
+        missing = sorted(set(self.classes) - set(classes))
+        if missing:
+            raise ValueError(f"classes {missing} of the set are not among {list(classes)}")
+        view = copy.copy(self)
+        view.__dict__.pop("_copies", None)
+        ids = self.class_ids(self.labels.cpu().numpy())
+        view.classes = classes
+        view.labels = torch.as_tensor(np.searchsorted(np.array(classes), ids)).to(self.labels.device)
+        return view
+
     @property
     def nbytes(self) -> int:
         """Bytes of the decoded images of both views."""
