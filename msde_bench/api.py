@@ -26,6 +26,7 @@ from rich.console import Console
 from msde_bench import CLASS_NAMES, NUM_CLASSES, __version__, factory, runner
 from msde_bench import compare as _compare
 from msde_bench import evaluation as _evaluation
+from msde_bench import pretrain as _pretrain
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from msde_bench.errors import DataError, MsdeError
@@ -91,7 +92,9 @@ def _settings(options, device: str, data: str | None, recipe: str | None, init: 
     check_precision(overrides["precision"], dev)
     if "run_folds" in overrides:
         overrides["run_folds"] = tuple(overrides["run_folds"])
-    overrides.update(device=str(dev), init=str(Path(init).resolve()) if init else None)
+    # a local checkpoint is named by its absolute path; `pretrain:DATA` (msde_bench.pretrain) stays as written
+    overrides.update(device=str(dev), init=(init if _pretrain.is_pretrain(init) else str(Path(init).resolve()))
+                     if init else None)
     return list(options), dev, recipe, overrides
 
 

@@ -174,8 +174,23 @@ def _describe(row: Row) -> dict:
     s = row.spec
     opts = s.get("options", {})
     backbone = method_values(s["model"], opts).get("backbone", s["model"])
-    init = "pretrained (timm)" if s.get("pretrained") else (Path(s["init"]).name if s.get("init") else "random")
-    return dict(model=s["model"], paradigm=_paradigm_label(s), backbone=backbone, recipe=s["recipe"], init=init)
+    return dict(model=s["model"], paradigm=_paradigm_label(s), backbone=backbone, recipe=s["recipe"],
+                init=_init_label(s, row.runs[0]))
+
+
+def _init_label(spec: dict, run: dict) -> str:
+    """Where a row's weights started: random, timm's pretrained weights, a file (its name), or the
+    harness's pretraining on another set (`pretrain:DATA`: "pretrained on <the set's name>", as the
+    result records it)."""
+    init = spec.get("init")
+    if spec.get("pretrained"):
+        return "pretrained (timm)"
+    if not init:
+        return "random"
+    if str(init).startswith("pretrain:"):
+        name = (run.get("pretrained") or {}).get("dataset", {}).get("name")
+        return f"pretrained on {name or str(init)[len('pretrain:'):].partition('#')[0]}"
+    return Path(init).name
 
 
 def _paradigm_label(spec: dict) -> str:
@@ -493,7 +508,8 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         "One table per dataset (by fingerprint) and protocol, real faces first; each says what its dataset is. "
         "To add results, run `msde-bench run --data /path/to/MSD-E ...` (or `msde-bench compare`, or `msde-bench "
         "sweep` over a grid) and copy the result JSON files into `leaderboard/results/`; the committed rows are "
-        "defined by `leaderboard/real-ckplus.toml`, `leaderboard/real-fer2013.toml` (the real-face sets) and "
+        "defined by `leaderboard/real-ckplus.toml`, `leaderboard/real-ckplus-fer-pretrained.toml`, "
+        "`leaderboard/real-fer2013.toml` (the real-face sets) and "
         "`leaderboard/grid.toml` (the embedded synthetic set).",
         "",
         "Accuracies are fractions: mean ± sample standard deviation over every fold of every seed. Mask gap = "

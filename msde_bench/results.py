@@ -83,8 +83,11 @@ class RunResult(TypedDict, total=False):
 #: evaluation (an evaluation-only result of `msde-bench evaluate`: mode, test_data, scored_on, models
 #: [{file, sha256, run_id, fold, trained_on, equals_run}], seconds; its protocol is msde-evaluation),
 #: test_dataset (a cross-dataset run, spec.test_data: the set its folds were scored on, as `dataset`,
-#: with scored_on; `dataset` stays the training set)
-OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation", "test_dataset")
+#: with scored_on; `dataset` stays the training set), pretrained (`--init pretrain:DATA`, msde_bench.pretrain:
+#: the pretrained model's file, sha256, dataset {name, root, fingerprint, n_train_pairs, classes}, spec,
+#: train_seconds; every fold record has it too)
+OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation", "test_dataset",
+                 "pretrained")
 
 _FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
               "pair_agreement")

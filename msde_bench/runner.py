@@ -29,6 +29,7 @@ from rich.console import Console
 
 from msde_bench import CLASS_NAMES, __version__, teachers
 from msde_bench import metrics as M
+from msde_bench import pretrain as PT
 from msde_bench import protocol as P
 from msde_bench import results as R
 from msde_bench import samples as S
@@ -196,6 +197,11 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     spec, to rebuild it); with `samples_to` (and the dataset's `pair_names`), the evaluated model's
     per-image predictions on the test pairs (msde_bench.samples)."""
     seed = derive_seed(spec.seed, "fold", fold.index)
+    pretrained = None
+    if PT.is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
+        path, pretrained = PT.ensure(spec, device, fit=lambda s, c, i, d, sd: fit_model(s, c, i, d, sd),
+                                     console=console)
+        spec = spec.with_(init=str(path))
     paradigm = build_paradigm(spec)
     check_init_subjects(spec.init, spec.data, fold.index, fold.test_subjects)
     paradigm.prepare(FoldContext(
@@ -268,6 +274,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if init_report:
         rec["init"] = dict(loaded=init_report["loaded"], missing=len(init_report["missing"]),
                            unexpected=len(init_report["unexpected"]))
+    if pretrained is not None:
+        rec["pretrained"] = pretrained
     if save_to is not None:
         save_model(save_to, trainer.method, spec.to_dict(), fold.index, fold.test_subjects)
         rec["model_file"] = f"{save_to.parent.name}/{save_to.name}"
@@ -373,6 +381,7 @@ def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
         msde_bench_version=first["msde_bench_version"], git_sha=first["git_sha"], git_dirty=first["git_dirty"],
         method_plugin=first["method_plugin"], spec=spec.to_dict(), dataset=first["dataset"],
         **({"test_dataset": first["record"]["test_dataset"]} if spec.test_data else {}),
+        **({"pretrained": first["record"]["pretrained"]} if "pretrained" in first["record"] else {}),
         protocol={**P.describe(spec.protocol, spec.folds), "run_folds": selected, "complete": len(selected) == n_folds,
                   **({"folds_by": first["dataset"]["folds_by"]} if "folds_by" in first["dataset"] else {})},
         env=first["env"], folds=fold_list, summary=M.summarise(fold_list),
@@ -469,6 +478,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     cells, folds = cells_of(spec, dataset)
     test_set = check_test_data(spec, dataset)
+    PT.check(spec, dataset)
     for folder in (out_dir, cells[0].path(out_dir).parent):
         remove_stale_temporaries(folder)
     final = out_dir / f"{spec.run_id(dataset.name)}.json"

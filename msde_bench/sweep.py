@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msde_bench import atomic
+from msde_bench import pretrain as PT
 from msde_bench import results as R
 from msde_bench.api import build_spec
 from msde_bench.errors import MsdeError, ResultError
@@ -67,6 +68,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
             spec = with_protocol(spec, dataset, protocol, args.get("folds"))
             cells, _ = cells_of(spec, dataset)
             check_test_data(spec, dataset)
+            PT.check(spec, dataset)
         except (MsdeError, TypeError, ValueError) as e:
             raise GridError(grid, f"{run.origin} ({run.label()}): {e}") from None
         whole = spec.whole()

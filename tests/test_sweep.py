@@ -165,9 +165,10 @@ def test_the_committed_grids_are_the_committed_leaderboard():
     assert all(s == "done" for p in planned for s in p.state.values())
     assert synthetic == {c for c in committed if "-synth-" in c}
     real = set()
-    for grid in ("real-ckplus.toml", "real-fer2013.toml"):
+    for grid in ("real-ckplus.toml", "real-fer2013.toml", "real-ckplus-fer-pretrained.toml"):
         real |= _real_grid_run_ids(os.path.join(root, "leaderboard", grid))
-    assert len(real) == 15 + 24 + 5  # M-CK+: 5 ResNet-18 rows x 3 seeds, 8 methods x 3 paradigms; M-FER-2013: 5
+    # M-CK+: 5 ResNet-18 rows x 3 seeds, 8 methods x 3 paradigms; M-FER-2013: 5; M-CK+ from FER-2013: 5 x 3
+    assert len(real) == 15 + 24 + 5 + 15
     assert committed - synthetic <= real, sorted(committed - synthetic - real)
 
 

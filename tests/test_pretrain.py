@@ -1,0 +1,78 @@
+"""`--init pretrain:DATA`: a pretrained start the harness trains once on another set, caches, loads into
+every fold, and records (digest, dataset, spec); refused on the run's own data or with bad settings."""
+
+import pytest
+from click.testing import CliRunner
+
+from msde_bench import pretrain as PT
+from msde_bench import results as R
+from msde_bench.cli import main
+from msde_bench.data.msde import read_msde
+from msde_bench.data.synth import SynthConfig, write_dataset
+from msde_bench.errors import MsdeError
+from msde_bench.spec import RunSpec
+
+TINY = ["--recipe", "quick", "--epochs", "1", "--folds", "2", "--image-size", "32", "--batch-size", "16",
+        "--device", "cpu", "--no-progress", "--no-save-models"]
+
+
+@pytest.fixture(scope="module")
+def other_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("other") / "other"
+    write_dataset(SynthConfig(subjects=8, image_size=32, seed=1, variant="tiny"), out)
+    return out
+
+
+def test_pretrained_once_loaded_into_every_fold_and_recorded(tiny_root, other_set, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(home))
+    init = f"pretrain:{other_set}#epochs=1&recipe=quick"
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--init", init, "--out", str(tmp_path / "a"),
+                                    *TINY])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("pretraining resnet18 on 56 training pairs") == 1  # once for both folds
+    (path,) = (tmp_path / "a").glob("*.json")
+    run = R.load(path)
+    assert run["spec"]["init"] == init  # the string names the run, not a machine's cache path
+    files = list((home / "pretrained").glob("*.pt"))
+    assert len(files) == 1
+    pre = run["pretrained"]
+    assert pre["dataset"]["fingerprint"] == read_msde(other_set).fingerprint() and pre["dataset"]["n_train_pairs"] == 56
+    assert pre["spec"]["options"]["train_on"] == "mixed" and pre["spec"]["epochs"] == 1 and pre["file"] == files[0].name
+    assert len(pre["sha256"]) == 64 and pre["train_seconds"] > 0
+    for f in run["folds"]:
+        assert f["pretrained"] == pre and f["init"]["loaded"] > 100  # the whole trunk
+    # a second run with the same start reuses the file
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--init", init, "--seed", "1", "--out",
+                                    str(tmp_path / "b"), *TINY])
+    assert res.exit_code == 0 and "pretraining" not in res.output, res.output
+    (path_b,) = (tmp_path / "b").glob("*.json")
+    assert R.load(path_b)["pretrained"]["sha256"] == pre["sha256"]
+    # the same run from random weights is another run
+    plain = RunSpec.from_dict(dict(run["spec"], init=None))
+    assert plain.digest() != RunSpec.from_dict(run["spec"]).digest()
+
+
+def test_refused_on_the_runs_own_data_before_anything_trains(tiny_root, tmp_path):
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--init", f"pretrain:{tiny_root}", "--out",
+                                    str(tmp_path), *TINY])
+    assert res.exit_code == 2 and "pretrains on the run's own images" in res.output, res.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("init, problem", [("pretrain:", "name the set"), ("pretrain:x#lr=1", "unknown setting"),
+                                           ("pretrain:x#recipe=big", "recipe 'big'"),
+                                           ("pretrain:x#epochs=two", "expected a whole number"),
+                                           ("pretrain:x#train_on=both", "train_on 'both'")])
+def test_bad_settings_are_named(init, problem):
+    with pytest.raises(MsdeError, match=problem):
+        PT.parse(init)
+
+
+def test_the_leaderboard_says_where_a_row_started(tiny_root, other_set, tmp_path, monkeypatch):
+    from msde_bench.leaderboard import _init_label
+
+    spec = {"init": f"pretrain:{other_set}#epochs=1"}
+    run = {"pretrained": {"dataset": {"name": "m-fer2013"}}}
+    assert _init_label(spec, run) == "pretrained on m-fer2013"
+    assert _init_label({"init": None}, {}) == "random" and _init_label({"init": "/x/model.pt"}, {}) == "model.pt"
