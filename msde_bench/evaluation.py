@@ -122,7 +122,8 @@ def sources(target: str | Path, *, model: str | None = None, fold: int | None = 
             obj = _read(path)
             if not (isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT):
                 raise MsdeError(f"{path}: not an msde-bench fold model")
-            if obj.get("spec") != run["spec"] or obj.get("fold") != rec["fold"]:
+            whole = RunSpec.from_dict(run["spec"]).whole().to_dict()  # a --fold run's cells are the whole spec's
+            if obj.get("spec") != whole or obj.get("fold") != rec["fold"]:
                 raise MsdeError(f"{path}: this model is not fold {rec['fold']} of {target}'s run")
             out.append(from_model_file(path, obj, rec, run))
         return out

@@ -197,10 +197,9 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     spec, to rebuild it); with `samples_to` (and the dataset's `pair_names`), the evaluated model's
     per-image predictions on the test pairs (msde_bench.samples)."""
     seed = derive_seed(spec.seed, "fold", fold.index)
-    pretrained = None
+    recorded, pretrained = spec, None  # `recorded`: the spec as results and saved models name it
     if PT.is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
-        path, pretrained = PT.ensure(spec, device, fit=lambda s, c, i, d, sd: fit_model(s, c, i, d, sd),
-                                     console=console)
+        path, pretrained = PT.ensure(spec, device, fit=fit_model, console=console)
         spec = spec.with_(init=str(path))
     paradigm = build_paradigm(spec)
     check_init_subjects(spec.init, spec.data, fold.index, fold.test_subjects)
@@ -236,7 +235,9 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     finally:
         if claimed:
             publisher.release()
-    cross = None
+    cross: dict = {}
+    # what was scored, for the predictions file: pair names, subjects, pairs, the head's classes
+    scored = (pair_names, subjects, fold.test, cache.classes)
     if selection == "best-on-test":
         metrics, selected, predictions = best["metrics"], best["epoch"], best["predictions"]
     elif spec.test_data:  # cross-dataset: scored on the other set; its own test fold recorded beside it
@@ -248,18 +249,15 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
         if own is not None:
             cross["in_domain"] = dict(n_pairs=int(len(fold.test)), acc_non_masked=own["acc_non_masked"],
                                       acc_masked=own["acc_masked"], acc_overall=own["acc_overall"])
-        pair_names, subjects, scored, scored_classes = ([p.name for p in test_set.pairs], test_set.subjects, test_idx,
-                                                        test_cache.classes)
+        scored = ([p.name for p in test_set.pairs], test_set.subjects, test_idx, test_cache.classes)
     else:
         predictions = [] if samples_to is not None else None
         metrics, selected = evaluate(trainer.method, cache, fold.test, device, spec, predictions), spec.epochs
-    if cross is None:
-        scored, scored_classes = fold.test, cache.classes
     rec = dict(**metrics, **timing, selected_epoch=selected,
-               n_params=sum(p.numel() for p in trainer.method.parameters()), **(cross or {}))
+               n_params=sum(p.numel() for p in trainer.method.parameters()), **cross)
     if samples_to is not None:  # the predictions of the evaluated model (the selected epoch's)
-        lines = S.rows(pair_names, subjects, scored, scored_classes, *predictions[0])
-        header = dict(run_id=samples_to.parent.name, fold=fold.index, classes=[CLASS_NAMES[c] for c in scored_classes],
+        lines = S.rows(*scored, *predictions[0])
+        header = dict(run_id=samples_to.parent.name, fold=fold.index, classes=[CLASS_NAMES[c] for c in scored[3]],
                       n_images=len(lines))
         rec["samples_sha256"] = S.write(samples_to, header, lines)
         rec["samples_file"] = f"{samples_to.parent.name}/{samples_to.name}"
@@ -277,7 +275,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if pretrained is not None:
         rec["pretrained"] = pretrained
     if save_to is not None:
-        save_model(save_to, trainer.method, spec.to_dict(), fold.index, fold.test_subjects)
+        save_model(save_to, trainer.method, recorded.to_dict(), fold.index, fold.test_subjects)
         rec["model_file"] = f"{save_to.parent.name}/{save_to.name}"
     return rec
 

@@ -76,3 +76,14 @@ def test_the_leaderboard_says_where_a_row_started(tiny_root, other_set, tmp_path
     run = {"pretrained": {"dataset": {"name": "m-fer2013"}}}
     assert _init_label(spec, run) == "pretrained on m-fer2013"
     assert _init_label({"init": None}, {}) == "random" and _init_label({"init": "/x/model.pt"}, {}) == "model.pt"
+
+
+def test_a_pretrained_runs_fold_model_is_evaluated_as_recorded(tiny_root, other_set, tmp_path):
+    init = f"pretrain:{other_set}#epochs=1&recipe=quick"
+    args = [a for a in TINY if a != "--no-save-models"]
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--init", init, "--fold", "0", "--save-models",
+                                    "--out", str(tmp_path), *args])
+    assert res.exit_code == 0, res.output
+    (path,) = tmp_path.glob("*.json")
+    res = CliRunner().invoke(main, ["evaluate", str(path), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0 and "equal to the run's record" in res.output, res.output
