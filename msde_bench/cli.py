@@ -650,12 +650,16 @@ def _result_dirs(out: str | None) -> list[Path]:
 
 @results.command("merge")
 @click.argument("out", type=click.Path(file_okay=False), required=False)
-def results_merge(out):
+@click.option("--force", is_flag=True,
+              help="Replace a complete result whose per-fold numbers differ from its cells' (kept as .replaced).")
+def results_merge(out, force):
     """Write the complete result of every run whose folds all finished as separate cells.
 
     OUT is a results folder [default: the --results folders]; each `<run_id>/fold<k>.json` cell
     under it counts, whichever `msde-bench run --fold k` (or machine) wrote it. `msde-bench run
-    --fold` merges by itself once the last fold of a spec is done.
+    --fold` merges by itself once the last fold of a spec is done. A corrupt or edited cell (its
+    record digest) is an error naming it; a complete result whose numbers differ from its cells'
+    is never replaced without --force.
 
     \b
     Example:
@@ -664,7 +668,7 @@ def results_merge(out):
     from msde_bench.runner import merge_all
 
     for d in _result_dirs(out):
-        written = merge_all(d)
+        written = merge_all(d, force=force)
         for path in written:
             click.echo(f"merged: {path}")
         if not written:

@@ -292,9 +292,9 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
 
 
 def _run_id(srcs: list[Source], dataset: PairedDataset, mode: str) -> str:
-    key = "|".join([mode, dataset.fingerprint(), *sorted(s.sha256 for s in srcs)])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return f"eval-{srcs[0].spec.model}-{srcs[0].spec.paradigm}-{dataset.name}-{digest}"
+    return R.evaluation_run_id(srcs[0].spec.model, srcs[0].spec.paradigm,
+                               dict(name=dataset.name, fingerprint=dataset.fingerprint()), mode,
+                               [s.sha256 for s in srcs])
 
 
 def same_as_recorded(rec: dict, recorded: dict) -> bool:

@@ -294,9 +294,11 @@ def _provider(run: dict) -> str:
 
 def md_text(value) -> str:
     """A value from a result file as markdown text: nothing in it can open a table column (`|`),
-    an HTML tag or an entity, a code span, or a new line. Result files come from contributors."""
+    an HTML tag or an entity, a code span, a link or an image (`[`, `]`), or a new line. Result
+    files come from contributors."""
     text = " ".join(str(value).split())
-    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`")):
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`"), ("[", "\\["),
+                      ("]", "\\]")):
         text = text.replace(raw, safe)
     return text
 

@@ -9,6 +9,7 @@ numbers is a minor version (0.x) bump, fixes that change no number a patch bump.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -149,13 +150,82 @@ def check_fold(fold: Any, path: str | os.PathLike, where: str) -> None:
             raise ResultError(path, f"{where}.{key} = {fold[key]} is not a fraction in [0, 1]")
 
 
-def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
+def evaluation_run_id(model: str, paradigm: str, dataset: dict, mode: str, sha256s) -> str:
+    """The run id of an evaluation-only result (msde_bench.evaluation): its models' digests and the
+    set they were scored on, so that the same models on the same images always name one result."""
+    key = "|".join([mode, dataset["fingerprint"], *sorted(sha256s)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in f"eval-{model}-{paradigm}-{dataset['name']}")
+    return f"{safe}-{digest}"
+
+
+#: the first version whose cells and results carry record digests; older files have none and are read as before
+DIGESTS_SINCE = (0, 6, 0)
+
+
+def record_digest(record: dict) -> str:
+    """The SHA-256 of a fold record (without its own `record_sha256`) in canonical JSON: what a
+    cell file and each fold of a result carry, so that an edited number is noticed."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+                          .encode()).hexdigest()
+
+
+def _version(text) -> tuple:
+    try:
+        return tuple(int(x) for x in str(text).split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
+def check_digest(record: dict, digest: str | None, version, path, where: str) -> None:
+    """A record must match its digest; a file of a version that writes digests must have one."""
+    if digest is None:
+        if _version(version) >= DIGESTS_SINCE:
+            raise ResultError(path, f"{where} has no record digest (record_sha256), which msde-bench {version} "
+                                    "writes: edited")
+        return
+    if record_digest(record) != digest:
+        raise ResultError(path, f"{where} does not match its record digest: its numbers were edited")
+
+
+def expected_run_id(obj: dict) -> str:
+    """The run id a result's contents name: its spec's (RunSpec.run_id) or, for an evaluation-only
+    result, its models' and test set's (evaluation_run_id)."""
+    ev = obj.get("evaluation")
+    if isinstance(ev, dict):
+        return evaluation_run_id(obj["spec"]["model"], obj["spec"]["paradigm"], obj["dataset"], str(ev.get("mode")),
+                                 [str(m.get("sha256")) for m in ev.get("models") or [] if isinstance(m, dict)])
+    return RunSpec.from_dict(obj["spec"]).run_id(obj["dataset"]["name"])
+
+
+def _check_folds(obj: dict, path) -> None:
+    """Each fold index once; for a trained run, every index among the protocol's folds, and a
+    result marked complete holds exactly all of them."""
+    indices = [f["fold"] for f in obj["folds"]]
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise ResultError(path, f"fold {repeated[0]} appears {indices.count(repeated[0])} times (folds {indices})")
+    if obj.get("evaluation"):
+        return
+    n = obj["protocol"]["folds"]
+    outside = [i for i in indices if not 0 <= i < n]
+    if outside:
+        raise ResultError(path, f"fold {outside[0]} is not one of the protocol's folds 0-{n - 1}")
+    if obj["protocol"].get("complete") and sorted(indices) != list(range(n)):
+        raise ResultError(path, f"marked complete but holds folds {sorted(indices)} of the protocol's {n}")
+
+
+def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bool = True) -> dict:
     """Checks a loaded result against the schema (upgrading an older one); raises ResultError
-    naming the file and field. Returns the (upgraded) result."""
+    naming the file and field. Returns the (upgraded) result. A result in the current schema must
+    carry the run id its contents name (`expected_run_id`: an edited spec no longer does), unless
+    `check_run_id` is False (`upgrade_file`, which renames such files)."""
     if not isinstance(obj, dict):
         raise ResultError(path, "not a JSON object")
     if obj.get("schema") in OLD_SCHEMAS:
         obj = upgrade(obj)
+        check_run_id = False  # upgraded in memory: its id is the old schema's until `results upgrade` renames it
     if obj.get("schema") != SCHEMA:
         raise ResultError(path, f"schema is {obj.get('schema')!r}, expected {SCHEMA!r} (not an msde-bench result)")
     _check_keys(obj, RunResult, path)
@@ -180,6 +250,15 @@ def validate(obj: Any, path: str | os.PathLike = "<result>") -> dict:
         RunSpec.from_dict(obj["spec"])
     except (TypeError, ValueError) as e:
         raise ResultError(path, f"spec is not a valid run spec ({e})") from None
+    _check_folds(obj, path)
+    for i, fold in enumerate(obj["folds"]):
+        check_digest(fold, fold.get("record_sha256"), obj.get("msde_bench_version"), path, f"folds[{i}]")
+    if check_run_id:
+        want = expected_run_id(obj)
+        if obj["run_id"] != want:
+            raise ResultError(path, f"run id {obj['run_id']!r} is not the one its contents name ({want!r}): the spec, "
+                                    "dataset or models were edited (or it predates the current spec form: "
+                                    "`msde-bench results upgrade`)")
     return obj
 
 
@@ -197,7 +276,7 @@ def upgrade_file(path: str | os.PathLike, complete_spec=None) -> Path | None:
     raw = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         return None
-    obj = validate(raw, path)
+    obj = validate(raw, path, check_run_id=False)
     if complete_spec is not None:
         obj["spec"] = complete_spec(obj["spec"])
     spec = RunSpec.from_dict(obj["spec"])

@@ -345,7 +345,16 @@ def _checked_cell(path: Path, cell: Cell) -> dict:
         R.check_fold(obj.get("record"), path, "record")
     except ResultError as e:
         raise MsdeError(f"{e}; delete it to run the fold again") from None
+    try:
+        R.check_digest(obj["record"], obj.get("record_sha256"), obj.get("msde_bench_version"), path, "its record")
+    except ResultError as e:
+        raise EditedCell(f"{e}; delete it to run the fold again") from None
     return obj
+
+
+class EditedCell(MsdeError):
+    """A cell file whose record does not match its digest: its numbers were edited. `run --resume`
+    trains such a fold again (saying so); merging refuses it."""
 
 
 def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache, out: str | Path, *,
@@ -363,14 +372,17 @@ def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache
     sha, dirty = git_state()
     obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
                created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
-               method_plugin=method_provider(cell.spec.model), env=environment(device, cell.spec.precision), record=rec)
+               method_plugin=method_provider(cell.spec.model), env=environment(device, cell.spec.precision), record=rec,
+               record_sha256=R.record_digest(rec))
     R.write_json_atomic(cell.path(out), obj)
     return obj
 
 
 def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
     """The result file of `spec` from the cell files of its selected folds (in their order)."""
-    fold_list = [c["record"] for c in cells]
+    # each fold carries its cell's record digest (a cell from before digests: none)
+    fold_list = [dict(c["record"], **({"record_sha256": c["record_sha256"]} if c.get("record_sha256") else {}))
+                 for c in cells]
     selected = [f["fold"] for f in fold_list]
     first = cells[0]
     result = dict(
@@ -394,33 +406,59 @@ def _write_result(result: dict, out: Path) -> Path:
     return path
 
 
-def merge(spec: RunSpec, dataset_info: dict, out: str | Path) -> tuple[dict, Path] | None:
+#: what `merge` compares between a complete result and the one its cells make now
+_NUMBERS = ("fold", "test_subjects", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement",
+            "macro_f1_non_masked", "macro_f1_masked", "confusion_non_masked", "confusion_masked")
+
+
+def merge(spec: RunSpec, dataset_info: dict, out: str | Path, *, strict: bool = False,
+          force: bool = False) -> tuple[dict, Path] | None:
     """Writes the complete result of the whole spec when every fold of its protocol has its cell
-    under `out`; returns it, or None while a cell is missing."""
+    under `out`; returns it, or None while a cell is missing. A cell file that is corrupt, edited
+    (its record digest) or of another spec counts as missing, or with `strict` is an error naming
+    it. A complete result already there whose per-fold numbers differ from the cells' is never
+    replaced (an error naming it) unless `force`, and then it is kept aside as `<file>.replaced`."""
     whole = spec.whole()
     n_folds = P.describe(spec.protocol, spec.folds)["folds"]
     cells = [Cell(whole, f, dataset_info) for f in range(n_folds)]
-    found = [read_cell(c, out, strict=False) for c in cells]  # a stale or foreign cell: not merged
+    found = [read_cell(c, out, strict=strict) for c in cells]
     if any(c is None for c in found):
         return None
     result = assemble(whole, found, n_folds)
+    path = Path(out) / f"{result['run_id']}.json"
+    if path.is_file():
+        try:
+            old = R.load(path)
+        except ResultError:
+            old = None
+        numbers = [[f.get(k) for k in _NUMBERS] for f in (old or {}).get("folds", [])]
+        if (old is not None and old["protocol"].get("complete")
+                and numbers != [[f.get(k) for k in _NUMBERS] for f in result["folds"]]):
+            if not force:
+                raise MsdeError(f"{path}: a complete result whose per-fold numbers differ from its cells' under "
+                                f"{path.parent / result['run_id']}; not replaced (`results merge --force` replaces it "
+                                "and keeps it as .replaced)")
+            path.replace(path.with_name(path.name + ".replaced"))
     return result, _write_result(result, Path(out))
 
 
-def merge_all(out: str | Path) -> list[Path]:
-    """Every complete result that the cell folders under `out` make, written; returns their paths."""
+def merge_all(out: str | Path, force: bool = False) -> list[Path]:
+    """Every complete result that the cell folders under `out` make, written; returns their paths.
+    A corrupt or edited cell file is an error naming it (merge's `strict`)."""
     out = Path(out)
     written = []
     for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        cell_files = sorted(folder.glob("fold*.json"))
-        if not cell_files:
+        cell_files = sorted(p for p in folder.glob("fold*.json") if p.stem[len("fold"):].isdigit())
+        if not cell_files:  # (fold<k>.failed.json: a failed cell's marker, not a cell)
             continue
-        try:
-            first = json.loads(cell_files[0].read_text(encoding="utf-8"))
-            spec = RunSpec.from_dict(first["spec"])
-        except (ValueError, OSError, KeyError, TypeError) as e:
-            raise MsdeError(f"{cell_files[0]}: not a readable cell file ({e})") from None
-        merged = merge(spec, first["dataset"], out)
+        for cell_file in cell_files:
+            try:
+                first = json.loads(cell_file.read_text(encoding="utf-8"))
+                spec = RunSpec.from_dict(first["spec"])
+            except (ValueError, OSError, KeyError, TypeError) as e:
+                raise MsdeError(f"{cell_file}: corrupt, not a readable cell file ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:80]}); delete it to run the fold again") from None
+        merged = merge(spec, first["dataset"], out, strict=True, force=force)
         if merged is not None:
             written.append(merged[1])
     return written
@@ -484,8 +522,15 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
         result = R.load(final)
         console.print(f"run {result['run_id']} is already complete: {final}")
         return result, final
-    done = {c.fold: read_cell(c, out_dir) for c in cells} if resume else {}
-    done = {f: obj for f, obj in done.items() if obj is not None}
+    done = {}
+    for c in cells if resume else []:
+        try:
+            obj = read_cell(c, out_dir)
+        except EditedCell as e:  # edited numbers are never trusted: the fold trains again
+            console.print(f"[yellow]warning[/]: {str(e).split('; delete it')[0]}: training fold {c.fold} again")
+            obj = None
+        if obj is not None:
+            done[c.fold] = obj
     if done:
         console.print(f"resuming {spec.run_id(dataset.name)}: folds {sorted(done)} already done")
         without = sorted(f for f, obj in done.items() if "samples_file" not in obj["record"])

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 _COLUMNS = [  # (key, title): what the table shows, in order
     ("rank", "#"), ("model", "model"), ("paradigm", "paradigm"), ("backbone", "backbone"), ("recipe", "recipe"),
@@ -157,5 +158,6 @@ def row_data(rec: dict, row, rank: int | None, result_dir: Path) -> dict:
     out["settings"] = run["spec"]
     out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k)) for k in _FOLD_KEYS}
                     for r in row.runs for f in r["folds"]]
-    out["result_file"] = os.path.relpath(run["_path"], result_dir).replace(os.sep, "/")
+    # a relative URL that stays one whatever the file is called (`javascript:...json` included)
+    out["result_file"] = "./" + quote(os.path.relpath(run["_path"], result_dir).replace(os.sep, "/"), safe="/")
     return out

@@ -29,8 +29,7 @@ def make_result(model="resnet18", paradigm="baseline", seed=0, nm=(0.8, 0.7), m=
                           acc_overall=(a + b) / 2, mask_gap=a - b, macro_f1_non_masked=a, macro_f1_masked=b,
                           pair_agreement=0.5, per_class={}, confusion_non_masked=[], confusion_masked=[],
                           train_seconds=10.0 + i, train_images_per_second=100.0, n_params=11_000_000))
-    digest = RunSpec.from_dict(spec).digest()
-    return dict(schema=R.SCHEMA, run_id=f"{model}-{paradigm}-synth-small-{digest}", created=created, finished=created,
+    return dict(schema=R.SCHEMA, run_id=RunSpec.from_dict(spec).run_id("synth-small"), created=created, finished=created,
                 msde_bench_version="0.1.0", git_sha=None, spec=spec,
                 dataset=dict(name="synth-small", fingerprint="abc", n_pairs=840, n_subjects=120),
                 protocol=dict(name="msde-clean", version=1, folds=n_folds or len(nm), split="clean",
@@ -239,7 +238,7 @@ def test_a_run_of_every_reference_quirk_is_labelled_so():
     spec = build_spec("resnet18", "distill", recipe="quick", device="cpu", quirks="reference").to_dict()
     r = make_result(paradigm="distill")
     r["spec"], r["run_id"] = spec, "resnet18-distill-synth-small-" + RunSpec.from_dict(spec).digest()
-    assert "| distill [reference quirks] |" in render([dict(r, _path="a")], [], ["x"]).replace("  ", " ")
+    assert "| distill \\[reference quirks\\] |" in render([dict(r, _path="a")], [], ["x"]).replace("  ", " ")
 
 
 def test_notes_stand_next_to_the_rows_they_match(tmp_path):
@@ -267,6 +266,7 @@ def test_names_from_result_files_cannot_shift_columns_or_inject_html(tmp_path):
     evil = make_result(model="x|y<script>alert(1)", paradigm="contrastive")
     evil["dataset"] = dict(evil["dataset"], name="set|<b>")
     evil["spec"] = dict(evil["spec"], recipe="quick|`rm`")
+    evil["run_id"] = R.expected_run_id(evil)  # named by its contents, as every valid result is
     text = render([dict(evil, _path="a"), dict(make_result(), _path="b")], [("bad|file<i>.json", "oops <b>|")], ["x"])
     outside_code = re.sub(r"`[^`]*`", "", text)  # inside a code span markdown shows `<i>` as text
     assert "<script>" not in outside_code and "<b>" not in outside_code and "<i>" not in outside_code
@@ -316,7 +316,8 @@ def test_mistyped_result_files_are_reported_and_skipped(tmp_path, how, problem):
     out = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(tmp_path / "lb.md")])
     assert out.exit_code == 0, out.output
     text = (tmp_path / "lb.md").read_text()
-    assert "## Skipped files" in text and problem in text and "| 1   | resnet18 |" in text
+    md = problem.replace("[", "\\[").replace("]", "\\]")  # markdown text: brackets escaped, shown as written
+    assert "## Skipped files" in text and md in text and "| 1   | resnet18 |" in text
     strict = CliRunner().invoke(main, ["leaderboard", "--strict", "--results", str(d), "--output", str(tmp_path / "s.md")])
     assert strict.exit_code == 2 and problem in strict.output and "Traceback" not in strict.output
     listed = CliRunner().invoke(main, ["results", "--results", str(d)])
@@ -414,3 +415,14 @@ def test_a_fixed_split_without_identities_shows_one_value_and_says_what_its_spli
     assert "**No identities:**" in text and "Image-level folds" not in text
     two = make_result(model="c", nm=(0.8, 0.7), m=(0.5, 0.4))  # several values: the spread is shown
     assert "0.450 ± 0.071" in render([dict(two, _path="c")], [], ["x"])
+
+
+def test_a_markdown_link_from_a_result_file_stays_text(tmp_path):
+    evil = make_result(model="[click me](javascript:alert(3))", nm=(0.6, 0.5), m=(0.3, 0.2))
+    evil["method_plugin"] = {"plugin": "p", "version": "1", "source": "x", "distribution": "![img](http://e/x.png)"}
+    text = render([dict(evil, _path="a")], [], ["x"])
+    assert "\\[click me\\](javascript:alert(3))" in text and "](javascript:" not in text.replace("\\](", "")
+    assert "![img](" not in text
+    write(tmp_path / "r", evil)
+    out = CliRunner().invoke(main, ["results", "--results", str(tmp_path / "r"), "--format", "markdown"])
+    assert out.exit_code == 0 and "[click me](" not in out.output and "\\[click me\\]" in out.output

@@ -97,3 +97,27 @@ def test_the_page_is_one_self_contained_file(page):
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # no CDN
     assert "<script src" not in html and "<link" not in html and "data:image/svg+xml;base64," in html
     assert "<img src=q" not in html and "\\u003cimg src=q" in html  # in the JSON data, < escaped
+
+
+def test_a_result_file_name_never_becomes_a_script_link(browser, tmp_path):
+    """The page beside its result files (one folder): a file called `javascript:...json` is a relative
+    link to that file, never a javascript: URL (it ran the script when clicked)."""
+    from selenium.webdriver.common.by import By
+
+    from msde_bench import results as R
+
+    d = tmp_path / "one"
+    d.mkdir()
+    good = make_result(nm=(0.8, 0.7), m=(0.5, 0.4))
+    R.write_json_atomic(d / "javascript:window.pwned=2;x.json", R.validate(good))
+    res = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(d / "README.md")])
+    assert res.exit_code == 0, res.output
+    browser.get((d / "index.html").as_uri())
+    browser.find_element(By.CSS_SELECTOR, "tr.row").click()
+    link = browser.find_element(By.CSS_SELECTOR, "tr.details a")
+    href = link.get_attribute("href")
+    assert href.startswith("file://") and href.endswith("javascript%3Awindow.pwned%3D2%3Bx.json"), href
+    link.click()
+    assert browser.current_url.startswith("file://")  # navigated to the file, ran nothing
+    browser.get((d / "index.html").as_uri())
+    assert browser.execute_script("return window.pwned === undefined")

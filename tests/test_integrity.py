@@ -1,0 +1,134 @@
+"""Results that cannot lie (issue 26): a result carries the run id its contents name, and its folds
+are the protocol's, each once; such a file is refused with one line, never listed or ranked."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from msde_bench import results as R
+from msde_bench.cli import main
+from msde_bench.errors import ResultError
+from tests.test_leaderboard import make_result, write
+
+
+def _bad(how: str) -> dict:
+    r = make_result(nm=(0.8, 0.7), m=(0.5, 0.4))
+    if how == "edited spec":  # a better-looking recipe written into a finished result
+        r["spec"] = dict(r["spec"], lr=0.5, epochs=25)
+    elif how == "edited dataset":
+        r["dataset"] = dict(r["dataset"], name="msd-e")
+    elif how == "repeated fold":
+        r["folds"][1] = dict(r["folds"][1], fold=0)
+    elif how == "fold outside the protocol":
+        r["folds"][1] = dict(r["folds"][1], fold=7)
+    elif how == "complete with a fold missing":
+        r["protocol"] = dict(r["protocol"], folds=3)
+        r["spec"] = dict(r["spec"], folds=3)
+        r["run_id"] = R.expected_run_id(r)
+    return r
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("edited spec", "is not the one its contents name"),
+    ("edited dataset", "is not the one its contents name"),
+    ("repeated fold", "fold 0 appears 2 times"),
+    ("fold outside the protocol", "fold 7 is not one of the protocol's folds 0-1"),
+    ("complete with a fold missing", "marked complete but holds folds [0, 1] of the protocol's 3"),
+])
+def test_an_edited_or_inconsistent_result_is_refused_never_ranked(tmp_path, how, problem):
+    bad = _bad(how)
+    with pytest.raises(ResultError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        R.validate(json.loads(json.dumps(bad)))
+    good = make_result(model="scn", nm=(0.6, 0.6), m=(0.3, 0.3))
+    folder = tmp_path / "r"
+    write(folder, good)
+    (folder / "edited.json").write_text(json.dumps(bad))
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md")])
+    text = (tmp_path / "LB.md").read_text()
+    assert out.exit_code == 0 and "edited.json" in text and problem.split(" [")[0] in text
+    ranked = [ln for ln in text.splitlines() if ln.startswith("| 1 ")]
+    assert len(ranked) == 1 and "scn" in ranked[0]  # only the good result is a row
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md"),
+                                    "--strict"])
+    assert out.exit_code != 0 and "edited.json" in out.output
+
+
+TINY = ["--recipe", "quick", "--epochs", "1", "--folds", "2", "--image-size", "32", "--batch-size", "16",
+        "--device", "cpu", "--no-progress", "--no-save-models"]
+
+
+@pytest.fixture
+def finished(tiny_root, tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    (path,) = out.glob("*.json")
+    return out, path, R.load(path)
+
+
+def _edit_cell(out, run, fold=0, acc=0.95):
+    cell = out / run["run_id"] / f"fold{fold}.json"
+    obj = json.loads(cell.read_text())
+    obj["record"]["acc_masked"] = acc
+    cell.write_text(json.dumps(obj))
+    return cell
+
+
+def test_an_edited_cell_is_retrained_on_resume_and_refused_by_merge(finished, tiny_root):
+    out, path, run = finished
+    cell = _edit_cell(out, run)
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--out", str(out), "--resume", *TINY])
+    assert res.exit_code == 0, res.output  # the result is complete: --resume returns it as it is
+    path.unlink()
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--out", str(out), "--resume", *TINY])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # rich wraps long lines
+    assert "does not match its record digest" in said and "training fold 0 again" in said
+    again = R.load(path)
+    assert again["folds"][0]["acc_masked"] == run["folds"][0]["acc_masked"] != 0.95  # retrained, deterministic
+    cell = _edit_cell(out, run)
+    res = CliRunner().invoke(main, ["results", "merge", str(out)])
+    assert res.exit_code == 2 and str(cell) in res.output and "record digest" in res.output
+    assert R.load(path)["folds"][0]["acc_masked"] == run["folds"][0]["acc_masked"]  # the good result is kept
+
+
+def test_an_edited_result_fold_is_refused(finished):
+    out, path, run = finished
+    edited = json.loads(path.read_text())
+    edited["folds"][1]["acc_masked"] = 0.99
+    with pytest.raises(ResultError, match=r"folds\[1\] does not match its record digest"):
+        R.validate(edited)
+    del edited["folds"][1]["record_sha256"]  # and without its digest: 0.6 always writes one
+    with pytest.raises(ResultError, match=r"folds\[1\] has no record digest"):
+        R.validate(edited)
+    old = json.loads(path.read_text())
+    old["msde_bench_version"] = "0.5.0"  # files from before digests are read as before
+    for f in old["folds"]:
+        del f["record_sha256"]
+    R.validate(old)
+
+
+def test_merge_never_replaces_a_complete_result_with_other_numbers_unless_forced(finished):
+    out, path, run = finished
+    cell = out / run["run_id"] / "fold1.json"
+    obj = json.loads(cell.read_text())
+    obj["record"]["acc_masked"] = 0.42
+    obj["record_sha256"] = R.record_digest(obj["record"])  # consistent, e.g. a cell trained on another machine
+    cell.write_text(json.dumps(obj))
+    res = CliRunner().invoke(main, ["results", "merge", str(out)])
+    assert res.exit_code == 2 and "not replaced" in res.output and str(path) in res.output
+    assert R.load(path)["folds"][1]["acc_masked"] == run["folds"][1]["acc_masked"]
+    res = CliRunner().invoke(main, ["results", "merge", str(out), "--force"])
+    assert res.exit_code == 0, res.output
+    assert R.load(path)["folds"][1]["acc_masked"] == 0.42
+    kept = path.with_name(path.name + ".replaced")
+    assert json.loads(kept.read_text())["folds"][1]["acc_masked"] == run["folds"][1]["acc_masked"]
+
+
+def test_a_truncated_cell_is_called_corrupt(finished):
+    out, path, run = finished
+    cell = out / run["run_id"] / "fold1.json"
+    cell.write_text(cell.read_text()[:200])
+    res = CliRunner().invoke(main, ["results", "merge", str(out)])
+    assert res.exit_code == 2 and f"{cell}: corrupt" in res.output and "missing" not in res.output
