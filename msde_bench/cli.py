@@ -7,7 +7,9 @@ option) is printed as one line on stderr with exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -129,6 +131,9 @@ def run_options(*, single: bool):
                          help="Cross-dataset: train each fold on --data's fold training pairs as usual, and score it "
                               "on this other set (its official test split, or every pair) instead of its own test "
                               "fold, which is recorded beside it (in_domain). Recorded in the spec."),
+            click.option("--traceback", "show_traceback", is_flag=True,
+                         help="When a fold fails inside a method (a plugin's bug), print its full traceback "
+                              "instead of one line."),
             click.option("--log-samples", is_flag=True,
                          help="Write each fold's per-image predictions (pair, view, subject, label, prediction, "
                               "class probabilities) to <run_id>/fold<k>.samples.jsonl beside the result; "
@@ -142,6 +147,20 @@ def run_options(*, single: bool):
         return f
 
     return decorate
+
+
+@contextlib.contextmanager
+def _plugin_tracebacks(show: bool):
+    """With --traceback, a fold that failed inside a method prints the original traceback (on
+    stderr) before its one-line error; without, the one line only."""
+    from msde_bench.errors import FoldFailed
+
+    try:
+        yield
+    except FoldFailed as e:
+        if show and e.__cause__ is not None:
+            click.echo("".join(traceback.format_exception(e.__cause__)), err=True, nl=False)
+        raise
 
 
 def _set_threads(console, threads: int | None, compile_: bool = False) -> None:
@@ -180,7 +199,7 @@ def _header(console, spec, dev) -> None:
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
         batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, test_data,
-        log_samples, spec_file, resume, save_models):
+        show_traceback, log_samples, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -223,9 +242,10 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
                                          pretrained=pretrained, test_data=test_data)
         dev = spec.device
     _header(console, spec, dev)
-    result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
-                                progress="none" if no_progress else progress,
-                                save_models=save_models, log_samples=log_samples)
+    with _plugin_tracebacks(show_traceback):
+        result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
+                                    progress="none" if no_progress else progress,
+                                    save_models=save_models, log_samples=log_samples)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
     models = [path.parent / f["model_file"] for f in result["folds"] if f.get("model_file")]
@@ -252,7 +272,7 @@ def summary_table(result: dict) -> str:
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
             batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress,
-            test_data, log_samples, fmt):
+            test_data, show_traceback, log_samples, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -271,13 +291,14 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
 
     console = Console(stderr=True)
     _set_threads(console, threads, compile_)
-    rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
-                                 device=device, init=init, console=console,
-                                 progress="none" if no_progress else progress, epochs=epochs,
-                                 folds=folds, budget=budget, precision=precision, quirks=quirks, run_folds=run_folds,
-                                 image_size=image_size, batch_size=batch_size,
-                                 lr=lr, seed=seed, pretrained=pretrained, test_data=test_data,
-                                 log_samples=log_samples)
+    with _plugin_tracebacks(show_traceback):
+        rows = api.compare_benchmark(model, data=data, recipe=recipe, protocol=protocol, options=opts, out=out,
+                                     device=device, init=init, console=console,
+                                     progress="none" if no_progress else progress, epochs=epochs,
+                                     folds=folds, budget=budget, precision=precision, quirks=quirks,
+                                     run_folds=run_folds, image_size=image_size, batch_size=batch_size,
+                                     lr=lr, seed=seed, pretrained=pretrained, test_data=test_data,
+                                     log_samples=log_samples)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")
@@ -350,6 +371,8 @@ def evaluate(target, data, cross_dataset, model, fold, image_size, out, device, 
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
 @click.option("--log-samples", is_flag=True,
               help="Each cell that runs writes its per-image predictions beside it (as `run --log-samples`).")
+@click.option("--max-runs", type=int, default=10_000,
+              help="Refuse a grid that expands to more runs (counted before anything is planned).")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
               help="Regenerate leaderboard/README.md from the results folder at the end.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar over cells [default: on a terminal].")
@@ -366,7 +389,7 @@ def evaluate(target, data, cross_dataset, model, fold, image_size, out, device, 
 @click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
 @click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
 def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, status, retry_failed, save_models,
-          log_samples, update_leaderboard, progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task,
+          log_samples, max_runs, update_leaderboard, progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task,
           slurm_mem, slurm_time, slurm_array_parallelism, slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
@@ -399,7 +422,8 @@ def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, sta
         raise MsdeError(f"--workers {workers}: must be at least 1")
     if per_gpu < 1:
         raise MsdeError(f"--per-gpu {per_gpu}: must be at least 1")
-    planned, out = S.plan(grid, out, keep_models=save_models, compile=compile_, log_samples=log_samples)
+    planned, out = S.plan(grid, out, keep_models=save_models, compile=compile_, log_samples=log_samples,
+                          max_runs=max_runs)
     cells = [(p, t) for p in planned for t in p.tasks]
     counts = {k: sum(1 for p, t in cells if p.state[t.fold] == k) for k in ("done", "todo", "failed")}
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(planned)} runs, {len(cells)} cells "

@@ -31,3 +31,11 @@ class ResultError(FileError):
 class SpecError(MsdeError, ValueError):
     """A run setting out of range (`--epochs 0`, `--lr nan`); the message names the option. A
     ValueError too, so that a result file whose spec holds such a value is reported as malformed."""
+
+
+class FoldFailed(MsdeError):
+    """A fold's training or evaluation raised (a method plugin's forward, say): one line naming the
+    plugin, the method, the fold and the exception (exit code 1, the cells already written kept);
+    the original exception is its __cause__, which `--traceback` prints."""
+
+    exit_code = 1

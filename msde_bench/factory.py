@@ -14,7 +14,7 @@ from msde_bench.models.base import BackboneMethod, DoubleSoftmax, Method
 from msde_bench.models.plain import PlainClassifier
 from msde_bench.options import QUIRK_SETS, QUIRKS, Option, alias_keys, method_key, method_values, parse_options
 from msde_bench.paradigms.base import Paradigm
-from msde_bench.plugins import Entry, registry
+from msde_bench.plugins import Entry, contested_text, registry
 from msde_bench.spec import RunSpec
 from msde_bench.training import budget_plan
 
@@ -42,7 +42,11 @@ def require_model(model: str) -> None:
 
 
 def _plugin_hint(name: str) -> str:
-    """Why a name may be missing: a plugin of that name failed to load or is disabled."""
+    """Why a name may be missing: two installed plugins register it, or a plugin of that name failed
+    to load or is disabled."""
+    owners = registry().contested.get(("method", name))
+    if owners:
+        return "; " + contested_text("method", name, owners)
     info = registry().plugins.get(name)
     if info is None:
         return ""

@@ -71,6 +71,22 @@ def _norm(path: Path, table: dict, where: str) -> dict:
     return out
 
 
+#: the most runs a grid may expand to unless the sweep lifts it (`--max-runs`): the product is
+#: counted before anything is expanded, so a mistyped grid of a million runs fails at once
+MAX_RUNS = 10_000
+
+
+def _count(table: dict, fixed: dict) -> int:
+    """How many runs `_expand(table, fixed)` makes, without making them."""
+    flat = {**fixed, **{k: v for k, v in table.items() if k != "opt"}, **{("opt", k): v for k, v in
+                                                                           table.get("opt", {}).items()}}
+    n = 1
+    for key, value in flat.items():
+        if isinstance(value, list) and key != "fold":
+            n *= len(value)
+    return n
+
+
 def _expand(table: dict, fixed: dict) -> list[dict]:
     """The product of the table's axes (lists) over `fixed`; `opt` values expand the same way."""
     flat = dict(fixed)
@@ -107,9 +123,10 @@ def _matches(args: dict, rule: dict) -> bool:
     return True
 
 
-def load_grid(path: str | Path) -> tuple[list[Run], dict]:
+def load_grid(path: str | Path, max_runs: int = MAX_RUNS) -> tuple[list[Run], dict]:
     """The runs of a grid file and its sweep settings (`out`: the default results folder); a file
-    that does not parse or has an unknown key is a GridError naming the file (and line and column)."""
+    that does not parse or has an unknown key is a GridError naming the file (and line and column),
+    and so is one whose product and includes come to more than `max_runs` runs (counted first)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -130,6 +147,11 @@ def load_grid(path: str | Path) -> tuple[list[Run], dict]:
     fixed = {k: v for k, v in top.items() if not isinstance(v, (list, dict)) or k == "fold"}
     fixed_opts = {k: v for k, v in top.get("opt", {}).items() if not isinstance(v, list)}
     rules = [_norm(path, t, f"exclude[{i}]") for i, t in enumerate(excludes)]
+    tables = [_norm(path, table, f"include[{i}]") for i, table in enumerate(includes)]
+    total = _count(top, {}) + sum(_count({**fixed, **inc}, {}) for inc in tables)
+    if total > max_runs:
+        raise GridError(path, f"expands to {total:,} runs (before [[exclude]]), more than {max_runs:,}; "
+                              "check its lists, or lift the limit with `sweep --max-runs N`")
     runs = [Run(a, "product") for a in _expand(top, {}) if not any(_matches(a, r) for r in rules)]
     for i, table in enumerate(includes):
         inc = _norm(path, table, f"include[{i}]")

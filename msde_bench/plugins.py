@@ -3,7 +3,9 @@ of the group "msde_bench".
 
 Precedence is that load order: a name already registered by a built-in or an in-tree plugin can
 never be taken over by an installed one (its registration is refused and recorded as that
-plugin's error), and no plugin may register a method under a timm model's name. A plugin that
+plugin's error), and no plugin may register a method under a timm model's name. A name that two
+installed plugins register is used by neither (`Registry.contested`; a warning says so, and asking
+for it is an error naming both), since which one ran would otherwise depend on their names' order. A plugin that
 fails to import or to register is recorded with its error and traceback and skipped; everything
 else keeps working. `MSDE_BENCH_DISABLE_PLUGINS` (comma list of plugin names, or `*` for every
 plugin outside msde_bench) turns plugins off.
@@ -11,7 +13,9 @@ plugin outside msde_bench) turns plugins off.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,13 +63,25 @@ class Registry:
         self.datasets: dict[str, Entry] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.warnings: list[str] = []
+        #: (kind, name) -> the installed plugins that all registered it: none of them is used for it
+        self.contested: dict[tuple[str, str], list[str]] = {}
 
     def _registrar(self, table: dict[str, Entry], kind: str, plugin: str) -> Callable:
         def register(name: str, obj: Any, *, paper: str | None = None, description: str | None = None) -> None:
             if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
                 raise MsdeError(f"plugin {plugin!r}: invalid {kind} name {name!r}")
+            if (kind, name) in self.contested:  # a third installed plugin for a contested name
+                self.contested[kind, name].append(plugin)
+                return
             if name in table:
                 owner = self.plugins[table[name].plugin]
+                if owner.source == "installed" and self.plugins[plugin].source == "installed":
+                    # two installed plugins, one name: which one runs must never depend on their names'
+                    # order, so neither does (their other registrations stay)
+                    del table[name]
+                    owner.registers.remove(f"{kind}:{name}")
+                    self.contested[kind, name] = [owner.name, plugin]
+                    return
                 raise MsdeError(f"{kind} {name!r} is already registered by {owner.source} plugin {owner.name!r}; "
                                 f"plugin {plugin!r} may not replace it")
             if kind == "method" and is_timm_model(name):
@@ -116,6 +132,11 @@ def _entry_points() -> list[tuple[str, Any, PluginInfo]]:
     return sorted(found, key=lambda t: (SOURCES.index(t[2].source), t[0], t[2].distribution))
 
 
+def contested_text(kind: str, name: str, owners: list[str]) -> str:
+    return (f"{kind} {name!r} is registered by {len(owners)} installed plugins ({', '.join(map(repr, owners))}), so "
+            f"none of them provides it; uninstall all but one, or turn the others off with {DISABLE_ENV}")
+
+
 _REGISTRY: Registry | None = None
 
 
@@ -140,12 +161,16 @@ def registry(reload: bool = False) -> Registry:
             info.disabled = True
             continue
         try:
-            module = ep.load()
-            info.version = str(getattr(module, "__version__", info.version))
-            reg.load_plugin(pm, name, module)
+            # what a plugin prints while it loads goes to stderr: stdout may be a document (`leaderboard --output -`)
+            with contextlib.redirect_stdout(sys.stderr):
+                module = ep.load()
+                info.version = str(getattr(module, "__version__", info.version))
+                reg.load_plugin(pm, name, module)
         except Exception as e:  # noqa: BLE001 - a broken plugin never breaks the harness
             info.error = f"{type(e).__name__}: {e}".splitlines()[0]
             info.traceback = traceback.format_exc()
+    for (kind, name), owners in sorted(reg.contested.items()):
+        reg.warnings.append(contested_text(kind, name, owners))
     unknown = sorted(disabled - set(reg.plugins) - {"*"})
     if unknown:
         reg.warnings.append(f"{DISABLE_ENV} names no plugin called {', '.join(map(repr, unknown))} "

@@ -36,7 +36,7 @@ from msde_bench import samples as S
 from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
-from msde_bench.errors import MsdeError, ResultError
+from msde_bench.errors import FoldFailed, MsdeError, ResultError
 from msde_bench.factory import build_method, build_paradigm, load_dataset, method_provider
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
@@ -135,6 +135,51 @@ def fit_model(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, device: t
     trainer = Trainer(spec, model, build_paradigm(spec), device)
     timing = trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed), progress=progress)
     return trainer.method, timing
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (MemAvailable on Linux), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+#: about the activation memory of one 224 px image in a ResNet-18 training step (forward and backward);
+#: it grows with the pixels
+STEP_BYTES_224 = 100e6
+
+
+def check_memory(spec: RunSpec, dataset: PairedDataset, console: Console | None = None) -> None:
+    """Before anything is decoded: the decoded images (both views at --image-size) and one training
+    step's activations must fit in the memory left, else one line with the numbers; an image size
+    far above the images' own is said too (they are upscaled: slower, not sharper)."""
+    n = len(dataset.pairs)
+    cache = 2 * n * spec.image_size ** 2 * 3
+    step = spec.batch_size * (spec.image_size / 224) ** 2 * STEP_BYTES_224
+    free = available_memory()
+    need = cache + (step if spec.device == "cpu" else 0)  # on a GPU the step's activations are its memory
+    if free is not None and need > free:
+        raise MsdeError(f"--image-size {spec.image_size}: the {n} pairs decoded at {spec.image_size} px take "
+                        f"{cache / 1e9:.1f} GB" + (f" and a training step about {step / 1e9:.1f} GB more"
+                                                    if spec.device == "cpu" else "")
+                        + f", above the {free / 1e9:.1f} GB of memory available; choose a smaller --image-size"
+                        + (" or --batch-size" if spec.device == "cpu" else ""))
+    if console is not None and dataset.pairs:
+        try:
+            from PIL import Image
+
+            with Image.open(dataset.pairs[0].non_masked) as im:
+                native = max(im.size)
+        except OSError:
+            return
+        if spec.image_size >= 4 * native:
+            console.print(f"[yellow]warning[/]: --image-size {spec.image_size} is {spec.image_size / native:.0f}x "
+                          f"the images' own {native} px: every image is upscaled (slower, not sharper)")
 
 
 def cross_test_pairs(dataset: PairedDataset) -> tuple[np.ndarray, str]:
@@ -511,10 +556,11 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     (msde_bench.samples). A `--fold` subset also writes the whole spec's complete result once
     every fold's cell is there."""
     console = console or Console(stderr=True)
-    out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     cells, folds = cells_of(spec, dataset)
-    test_set = check_test_data(spec, dataset)
+    test_set = check_test_data(spec, dataset)  # these refuse before anything is written
     PT.check(spec, dataset)
+    check_memory(spec, dataset, console)
+    out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     for folder in (out_dir, cells[0].path(out_dir).parent):
         remove_stale_temporaries(folder)
     final = out_dir / f"{spec.run_id(dataset.name)}.json"
@@ -555,8 +601,17 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                 progress.end_fold()
                 continue
             progress.start_fold(cell.fold)
-            obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, keep_model=save_models,
-                           progress=progress, console=console, log_samples=log_samples)
+            try:
+                obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, keep_model=save_models,
+                               progress=progress, console=console, log_samples=log_samples)
+            except MsdeError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a plugin's bug is one line; --traceback shows where
+                who = method_provider(spec.model)
+                detail = (str(e).strip().splitlines() or [""])[0][:200]
+                raise FoldFailed(f"fold {cell.fold}: method {spec.model} (plugin {who['plugin']} "
+                                 f"{who['version']}, {who['source']}) failed: {type(e).__name__}: {detail} "
+                                 "(--traceback shows where)") from e
             done[cell.fold] = obj
             progress.end_fold()
             rec = obj["record"]

@@ -24,8 +24,8 @@ from msde_bench.api import build_spec
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.executors.task import Task
 from msde_bench.factory import load_dataset
-from msde_bench.grid import GridError, Run, load_grid
-from msde_bench.runner import cells_of, check_test_data, merge, read_cell, with_protocol
+from msde_bench.grid import MAX_RUNS, GridError, Run, load_grid
+from msde_bench.runner import cells_of, check_memory, check_test_data, merge, read_cell, with_protocol
 from msde_bench.spec import RunSpec
 from msde_bench.teachers import is_teacher_spec
 
@@ -48,12 +48,12 @@ class Planned:
 
 
 def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool = False,
-         compile: bool = False, log_samples: bool = False) -> tuple[list[Planned], Path]:
+         compile: bool = False, log_samples: bool = False, max_runs: int = MAX_RUNS) -> tuple[list[Planned], Path]:
     """Every run of the grid file with its cells and their state under `out` (default: the grid's
     `out`, else ./results); returns them and the folder. `compile`: the cells run with --compile;
     `log_samples`: they write their per-image predictions (a finished cell stays as it is)."""
     grid = Path(grid)
-    runs, settings = load_grid(grid)
+    runs, settings = load_grid(grid, max_runs)
     out = Path(out or settings.get("out") or "results")
     datasets: dict = {}
     planned, seen = [], set()
@@ -69,6 +69,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
             cells, _ = cells_of(spec, dataset)
             check_test_data(spec, dataset)
             PT.check(spec, dataset)
+            check_memory(spec, dataset)
         except (MsdeError, TypeError, ValueError) as e:
             raise GridError(grid, f"{run.origin} ({run.label()}): {e}") from None
         whole = spec.whole()

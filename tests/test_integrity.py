@@ -132,3 +132,49 @@ def test_a_truncated_cell_is_called_corrupt(finished):
     cell.write_text(cell.read_text()[:200])
     res = CliRunner().invoke(main, ["results", "merge", str(out)])
     assert res.exit_code == 2 and f"{cell}: corrupt" in res.output and "missing" not in res.output
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tiny_copy, tmp_path):
+    import os
+    import shutil
+
+    src = next((tiny_copy / "MSD-E").iterdir())
+    for folder in ("MSD-E", "MSD-ME"):
+        shutil.copy(src, os.path.join(os.fsencode(tiny_copy / folder), b"0_0_\xff\xfe.png"))
+    (tiny_copy / "Paired_files.txt").unlink(missing_ok=True)
+    res = CliRunner().invoke(main, ["data", "validate", str(tiny_copy)])
+    assert res.exit_code == 2 and "0_0_\\xff\\xfe.png: its file name is not valid UTF-8" in res.output, res.output
+    assert "Traceback" not in res.output
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_copy), "--out", str(out), *TINY])
+    assert res.exit_code == 2 and "not valid UTF-8" in res.output and not out.exists()
+
+
+def test_a_grid_of_a_million_runs_is_refused_at_once(tmp_path):
+    grid = tmp_path / "huge.toml"
+    grid.write_text('data = "synth:tiny"\nseed = [' + ", ".join(map(str, range(1000))) + ']\nepochs = ['
+                    + ", ".join(map(str, range(1, 1001))) + ']\n')
+    res = CliRunner().invoke(main, ["sweep", str(grid), "--dry-run"])  # counted, not expanded: answers at once
+    assert res.exit_code == 2 and "expands to 1,000,000 runs" in res.output and "--max-runs" in res.output
+    small = tmp_path / "small.toml"
+    small.write_text('data = "synth:tiny"\nepochs = 1\nseed = [0, 1, 2]\n')
+    res = CliRunner().invoke(main, ["sweep", str(small), "--dry-run", "--max-runs", "2"])
+    assert res.exit_code == 2 and "expands to 3 runs" in res.output
+    res = CliRunner().invoke(main, ["sweep", str(small), "--dry-run", "--max-runs", "3", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+
+
+def test_an_image_size_that_cannot_fit_is_refused_before_anything_is_decoded(tiny_root, tmp_path, monkeypatch):
+    from msde_bench import runner
+
+    monkeypatch.setattr(runner, "available_memory", lambda: 2 * 10**9)  # a 2 GB machine, whatever this one has
+    out = tmp_path / "out"
+    args = ["run", "--data", str(tiny_root), "--out", str(out), "--recipe", "quick", "--epochs", "1", "--folds", "2",
+            "--batch-size", "16", "--device", "cpu", "--no-progress"]
+    res = CliRunner().invoke(main, [*args, "--image-size", "4096"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--image-size 4096: the 56 pairs decoded at 4096 px take 5.6 GB" in said, said
+    assert "above the 2.0 GB of memory available" in said and not out.exists()
+    res = CliRunner().invoke(main, [*args, "--image-size", "128", "--fold", "0"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "--image-size 128 is 4x the images' own 32 px" in said, said

@@ -12,6 +12,7 @@ a DataError naming the file (and line of the pair list) and the problem.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -57,6 +58,11 @@ def _listing(folder: Path) -> dict[str, Path]:
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_dir():
             continue
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes (surrogate-escaped): shown as \xNN, never a traceback
+            shown = os.fsencode(str(p)).decode("utf-8", "backslashreplace")
+            raise DataError(shown, "its file name is not valid UTF-8; rename it") from None
         if p.suffix.lower() not in EXTENSIONS:
             raise DataError(p, f"unsupported extension {p.suffix or '(none)'!r}; use one of {', '.join(EXTENSIONS)}")
         files[p.name] = p
