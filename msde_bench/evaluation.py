@@ -209,7 +209,6 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
     """Scores the models `target` names; writes the evaluation-only result and returns (result, path)."""
     console = console or Console(stderr=True)
     srcs = sources(target, model=model, fold=fold, image_size=image_size)
-    out = check_writable(out, "results folder")
     test_data = data or srcs[0].spec.data
     dataset = load_dataset(test_data)
     mode = _mode(srcs, dataset, data, cross_dataset)
@@ -263,6 +262,7 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
         if preds is not None:
             folds[-1]["_predictions"] = (idx, cache, preds[0])
     run_id = _run_id(srcs, dataset, mode)
+    out = check_writable(out, "results folder")  # only now: a refused evaluation writes nothing
     for rec in folds:
         if "_predictions" in rec:
             idx, cache, pred = rec.pop("_predictions")
@@ -273,6 +273,8 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
             path.parent.mkdir(parents=True, exist_ok=True)
             rec["samples_sha256"] = S.write(path, header, lines)
             rec["samples_file"] = f"{run_id}/{path.name}"
+    for rec in folds:
+        rec["record_sha256"] = R.record_digest(rec)
     sha, dirty = git_state()
     first = srcs[0]
     result = dict(
