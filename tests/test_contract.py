@@ -181,7 +181,7 @@ def test_methods_name_lists_options():
 def test_schema_1_results_are_read_and_upgraded(tmp_path):
     from msde_bench import results as R
 
-    (path,) = (ROOT / "leaderboard" / "results").glob("eac-baseline-*.json")
+    (path,) = (ROOT / "leaderboard" / "results").glob("eac-baseline-synth-*.json")  # the synthetic set's
     current = json.loads(path.read_text())
     assert current["schema"] == R.SCHEMA
     old = {k: v for k, v in current.items() if k != "upgraded_from"}  # as schema 1 wrote it
@@ -215,7 +215,7 @@ def test_results_upgrade_fills_options_added_since_the_run(tmp_path):
     run id the spec has today, so sweeps and --resume recognise it."""
     from msde_bench import results as R
 
-    (path,) = (ROOT / "leaderboard" / "results").glob("scan-baseline-*.json")
+    (path,) = (ROOT / "leaderboard" / "results").glob("scan-baseline-synth-*.json")  # the synthetic set's
     current = json.loads(path.read_text())
     older = dict(current, spec=dict(current["spec"], options={k: v for k, v in current["spec"]["options"].items()
                                                               if k != "scan.quirk_row_patches"}))
