@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ def load_torch(path: str | os.PathLike, *, missing: str = "checkpoint not found"
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure becomes one line
         raise MsdeError(f"{path}: {unreadable} ({type(e).__name__})") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (a checkpoint's provenance), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_torch_atomic(path: str | os.PathLike, obj: Any) -> Path:

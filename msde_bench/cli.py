@@ -119,7 +119,8 @@ def run_options(*, single: bool):
                                if single else "Applied to every row whose paradigm accepts the key (e.g. alpha=2, "
                                "lambda=10, quirks).")),
             click.option("--init", type=click.Path(dir_okay=False), default=None,
-                         help="Initialise the backbone from a local checkpoint (classifier head ignored)."),
+                         help="Initialise the backbone from a local checkpoint (classifier head ignored), or from "
+                              "'pretrain:DATA[#KEY=VALUE&...]': the run's model trained once on another set, cached."),
             click.option("--pretrained", is_flag=True, default=None,
                          help="Ask timm for pretrained weights (needs network access)."),
             click.option("--progress", type=click.Choice(PROGRESS_MODES), default="auto",
@@ -772,6 +773,7 @@ def results_show(ctx, run, predictions, only_fold, fmt):
 def _show_predictions(result: dict, only_fold: int | None, fmt: str) -> None:
     """The per-image rows of a result's samples files; on a table, each fold's metrics recomputed
     from them beside the recorded ones (they must be equal)."""
+    from msde_bench import metrics as M
     from msde_bench import samples as S
 
     folds = [f for f in result["folds"] if only_fold is None or f["fold"] == only_fold]
@@ -786,7 +788,7 @@ def _show_predictions(result: dict, only_fold: int | None, fmt: str) -> None:
         path = base / f["samples_file"]
         _, lines = S.read(path, f.get("samples_sha256"))
         again = S.metrics(lines)
-        same = all(again[k] == f[k] for k in S.RECOMPUTED if k in f)
+        same = M.same_metrics(again, f)
         checks.append(f"fold {f['fold']}: {len(lines)} images; recomputed non-masked {again['acc_non_masked']:.4f} "
                       f"masked {again['acc_masked']:.4f} pair agreement {again['pair_agreement']:.4f}: "
                       + ("equal to the record" if same else "DIFFERENT from the record"))

@@ -21,7 +21,6 @@ data, and each model's file, SHA-256, run, fold and training data); its protocol
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from msde_bench import protocol as P
 from msde_bench import results as R
 from msde_bench import samples as S
 from msde_bench.atomic import check_writable
-from msde_bench.checkpoints import MODEL_FORMAT, load_torch, model_path
+from msde_bench.checkpoints import MODEL_FORMAT, file_sha256, load_torch, model_path
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, load_dataset, method_provider
@@ -45,9 +44,6 @@ from msde_bench.training import evaluate, resolve_device
 
 EVAL_PROTOCOL = "msde-evaluation"
 EVAL_VERSION = 1
-#: the metrics a fold record shares with the run it came from (compared by `same_as_recorded`)
-COMPARED = ("n_test_pairs", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "macro_f1_non_masked",
-            "macro_f1_masked", "pair_agreement", "per_class", "confusion_non_masked", "confusion_masked")
 
 
 @dataclass
@@ -69,14 +65,6 @@ class Source:
                     trained_on=self.trained_on)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _state_dict(obj, path: Path) -> dict:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise MsdeError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
@@ -94,7 +82,7 @@ def from_model_file(path: Path, obj: dict, recorded: dict | None = None, run: di
         ds = run["dataset"]
         trained_on = dict(name=ds["name"], root=ds.get("root", spec.data), fingerprint=ds["fingerprint"],
                           classes=ds.get("classes") or list(CLASS_NAMES))
-    return Source(path, _sha256(path), spec, _state_dict(obj.get("state_dict"), path), fold=obj.get("fold"),
+    return Source(path, file_sha256(path), spec, _state_dict(obj.get("state_dict"), path), fold=obj.get("fold"),
                   test_subjects=list(obj.get("test_subjects") or []), run_id=run["run_id"] if run else None,
                   trained_on=trained_on, recorded=recorded)
 
@@ -141,7 +129,7 @@ def sources(target: str | Path, *, model: str | None = None, fold: int | None = 
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     spec = RunSpec(model=model, image_size=image_size or RunSpec.image_size)
-    return [Source(target, _sha256(target), spec, _state_dict(obj, target))]
+    return [Source(target, file_sha256(target), spec, _state_dict(obj, target))]
 
 
 def _read(path: Path):
@@ -252,7 +240,7 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
         models.append(src.describe())
         said = ""
         if mode == "own-test-folds" and src.recorded is not None:
-            models[-1]["equals_run"] = same_as_recorded(rec, src.recorded)
+            models[-1]["equals_run"] = M.same_metrics(rec, src.recorded)
             said = ("  (equal to the run's record)" if models[-1]["equals_run"] else
                     "  (differs from the run's record: " + (
                         "its saved model is the last epoch's, the run reported the best epoch's)"
@@ -297,8 +285,3 @@ def _run_id(srcs: list[Source], dataset: PairedDataset, mode: str) -> str:
     return R.evaluation_run_id(srcs[0].spec.model, srcs[0].spec.paradigm,
                                dict(name=dataset.name, fingerprint=dataset.fingerprint()), mode,
                                [s.sha256 for s in srcs])
-
-
-def same_as_recorded(rec: dict, recorded: dict) -> bool:
-    """Whether a fold scored on its own test fold has exactly its run's recorded metrics."""
-    return all(rec[k] == recorded[k] for k in COMPARED if k in recorded)

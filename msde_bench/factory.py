@@ -3,6 +3,7 @@ and `--opt` values resolved against the options they accept."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from msde_bench import NUM_CLASSES
@@ -243,3 +244,11 @@ def load_dataset(data: str, *, progress=None) -> PairedDataset:
     if prefix in datasets and not Path(data).exists():
         return datasets[prefix].obj(data, progress=progress)
     return load_folder(data)
+
+
+@functools.lru_cache(maxsize=8)
+def other_dataset(data: str) -> PairedDataset:
+    """A set a run reads besides its own (a cross-dataset test set, a pretraining set), loaded once
+    per process however many runs, folds and checks of a sweep name it (its fingerprint stats every
+    file)."""
+    return load_dataset(data)

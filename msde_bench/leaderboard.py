@@ -123,6 +123,12 @@ def load_all(dirs: list[Path], strict: bool = False) -> tuple[list[dict], list[t
     return found, problems
 
 
+def scored_set(run: dict) -> dict:
+    """The dataset block of the set a result's numbers were computed on: its test set for a
+    cross-dataset run (`test_dataset`), else its own."""
+    return run.get("test_dataset") or run["dataset"]
+
+
 def build(results: list[dict]) -> tuple[dict, list[dict]]:
     """Groups results into tables of rows; returns ({table key: [Row]}, superseded runs)."""
     newest: dict[str, dict] = {}
@@ -140,7 +146,7 @@ def build(results: list[dict]) -> tuple[dict, list[dict]]:
         newest[k] = r
     tables: dict[tuple, dict[str, Row]] = {}
     for r in newest.values():
-        ds, pr = r.get("test_dataset") or r["dataset"], r["protocol"]  # a cross-dataset run: the set it was scored on
+        ds, pr = scored_set(r), r["protocol"]
         name = ds["name"] + (f" (trained on {r['dataset']['name']})" if r.get("test_dataset") else "")
         tkey = (name, ds["fingerprint"], pr["name"], pr["version"], pr["split"], pr["folds"])
         rows = tables.setdefault(tkey, {})
@@ -530,8 +536,7 @@ def render(results: list[dict], problems: list[tuple[str, str]], sources: list[s
         out += ["", f"## {md_text(name)} (fingerprint {code(fp)}) · protocol {code(proto)} v{md_text(version)} "
                     f"({md_text(split)}, {md_text(folds)} fold{'' if folds == 1 else 's'})", ""]
         out += [dataset_note(rows), ""]
-        scored = (rows[0].runs[0].get("test_dataset") or rows[0].runs[0]["dataset"])["name"]
-        about = [n["text"].strip() for n in dataset_notes or [] if n["name"] == scored]
+        about = [n["text"].strip() for n in dataset_notes or [] if n["name"] == scored_set(rows[0].runs[0])["name"]]
         out += [x for text in about for x in (text, "")]
         if split == "faithful":
             out += ["_Reference-code protocol: overlapping subject windows and the best epoch chosen on the test "
@@ -614,7 +619,7 @@ def dataset_note(rows: list[Row]) -> str:
     """What the table's dataset is, from what its results record: the embedded synthetic set (its
     `synth:` root) gets the smoke-numbers caveat; any other set is named with its size."""
     run = rows[0].runs[0]
-    ds = run.get("test_dataset") or run["dataset"]
+    ds = scored_set(run)
     size = f"{ds['n_pairs']} pairs of {ds['n_subjects']} subjects"
     root = str(ds.get("root", ""))
     if root.startswith("synth:"):

@@ -12,6 +12,17 @@ SUMMARY_KEYS = ("acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "macr
                 "macro_f1_masked", "pair_agreement", "train_seconds", "train_images_per_second")
 
 
+#: the keys `fold_metrics` returns: a fold's numbers, compared whenever a fold is scored again
+#: (evaluate against its run, a predictions file against its record, merge against a result)
+FOLD_METRICS = ("n_test_pairs", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "macro_f1_non_masked",
+                "macro_f1_masked", "pair_agreement", "per_class", "confusion_non_masked", "confusion_masked")
+
+
+def same_metrics(rec: dict, recorded: dict) -> bool:
+    """Whether a fold scored again has exactly the numbers `recorded` holds."""
+    return all(rec[k] == recorded[k] for k in FOLD_METRICS if k in recorded)
+
+
 def fold_metrics(y: np.ndarray, pred_nm: np.ndarray, pred_m: np.ndarray) -> dict:
     """Scores both views of every test pair. Accuracies are fractions; overall is over all test
     images of the fold (both views), as in the reference code."""

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from msde_bench.checkpoints import cpu_state, load_torch, save_torch_atomic
+from msde_bench.checkpoints import cpu_state, file_sha256, load_torch, save_torch_atomic
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
-from msde_bench.factory import canonical_spec, load_dataset, paradigm_class
+from msde_bench.factory import canonical_spec, other_dataset, paradigm_class
 from msde_bench.home import cache_home
 from msde_bench.spec import RECIPES, RunSpec, derive_seed, make_spec
 
@@ -86,26 +86,18 @@ def check(run: RunSpec, dataset: PairedDataset) -> PairedDataset | None:
     if not is_pretrain(run.init):
         return None
     data, _ = pretrain_spec(run, run.init)
-    pre = load_dataset(data)
+    pre = other_dataset(data)
     if pre.fingerprint() == dataset.fingerprint():
         raise MsdeError(f"--init {run.init}: pretrains on the run's own images ({dataset.name}); a pretrained "
                         "start must come from another set")
     return pre
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ensure(run: RunSpec, device: torch.device, fit: Callable, console=None) -> tuple[Path, dict]:
     """The cached pretrained model of `run.init` (trained now by `fit(spec, cache, idx, device,
     seed) -> (method, timing)` if it is not cached), and what results record of it."""
     data, spec = pretrain_spec(run, run.init)
-    dataset = load_dataset(data)
+    dataset = other_dataset(data)
     key = hashlib.sha256(json.dumps(dict(spec=spec.to_dict(), data=dataset.fingerprint()),
                                     sort_keys=True).encode()).hexdigest()[:16]
     path = cache_home() / "pretrained" / f"{key}.pt"
@@ -126,5 +118,5 @@ def ensure(run: RunSpec, device: torch.device, fit: Callable, console=None) -> t
     obj = load_torch(path)
     if not isinstance(obj, dict) or obj.get("format") != PRETRAINED_FORMAT:
         raise MsdeError(f"{path}: not a pretrained model file of msde-bench; delete it to pretrain again")
-    about = dict(obj["meta"], file=path.name, sha256=_sha256(path))
+    about = dict(obj["meta"], file=path.name, sha256=file_sha256(path))
     return path, about

@@ -37,7 +37,7 @@ from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import FoldFailed, MsdeError, ResultError
-from msde_bench.factory import build_method, build_paradigm, load_dataset, method_provider
+from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
@@ -192,10 +192,9 @@ def cross_test_pairs(dataset: PairedDataset) -> tuple[np.ndarray, str]:
 
 
 @functools.lru_cache(maxsize=2)
-def _test_set(data: str, image_size: int) -> tuple[PairedDataset, ImageCache]:
-    """A cross-dataset run's test set (`--test-data`) and its decoded images, once per process."""
-    dataset = load_dataset(data)
-    return dataset, ImageCache(dataset, image_size)
+def _test_images(data: str, image_size: int) -> ImageCache:
+    """A cross-dataset run's test set (`--test-data`) decoded, once per process."""
+    return ImageCache(other_dataset(data), image_size)
 
 
 def check_test_data(spec: RunSpec, dataset: PairedDataset) -> PairedDataset | None:
@@ -207,7 +206,7 @@ def check_test_data(spec: RunSpec, dataset: PairedDataset) -> PairedDataset | No
     if spec.protocol == "faithful":
         raise MsdeError(f"--test-data {spec.test_data}: not with --protocol faithful (it picks the epoch on the "
                         "test fold); use clean or holdout")
-    test = load_dataset(spec.test_data)
+    test = other_dataset(spec.test_data)
     if test.fingerprint() == dataset.fingerprint():
         raise MsdeError(f"--test-data {spec.test_data}: the same images as --data {spec.data}; leave --test-data "
                         "out to score each fold on its own test pairs")
@@ -221,11 +220,10 @@ def check_test_data(spec: RunSpec, dataset: PairedDataset) -> PairedDataset | No
 def cross_test(spec: RunSpec, cache: ImageCache) -> tuple[PairedDataset, ImageCache, np.ndarray, dict]:
     """A cross-dataset run's test set, its images over the training set's classes (over_classes
     refuses a class the model lacks), the pairs to score and what the record says of it."""
-    dataset, test_cache = _test_set(spec.test_data, spec.image_size)
-    if dataset.fingerprint() == cache.fingerprint:  # check_test_data said so before training; a cell checks again
-        raise MsdeError(f"--test-data {spec.test_data}: the same images as --data {spec.data}")
+    dataset = other_dataset(spec.test_data)  # checked by check_test_data (run, sweep planning) before training
     idx, scored_on = cross_test_pairs(dataset)
-    return dataset, test_cache.over_classes(cache.classes), idx, dict(dataset.describe(), scored_on=scored_on)
+    test_cache = _test_images(spec.test_data, spec.image_size).over_classes(cache.classes)
+    return dataset, test_cache, idx, dict(dataset.describe(), scored_on=scored_on)
 
 
 def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
@@ -379,7 +377,7 @@ def _checked_cell(path: Path, cell: Cell) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
-        raise MsdeError(f"{path}: not a readable cell file ({e}); delete it to run the fold again") from None
+        raise MsdeError(f"{path}: corrupt, not a readable cell file ({e}); delete it to run the fold again") from None
     if not isinstance(obj, dict) or obj.get("format") != CELL_FORMAT:
         raise MsdeError(f"{path}: not an msde-bench cell file; delete it to run the fold again")
     if obj.get("spec") != cell.spec.to_dict():
@@ -451,9 +449,9 @@ def _write_result(result: dict, out: Path) -> Path:
     return path
 
 
-#: what `merge` compares between a complete result and the one its cells make now
-_NUMBERS = ("fold", "test_subjects", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement",
-            "macro_f1_non_masked", "macro_f1_masked", "confusion_non_masked", "confusion_masked")
+def _numbers(result: dict) -> list[list]:
+    """A result's per-fold numbers: what `merge` compares between a complete result and its cells'."""
+    return [[f.get(k) for k in ("fold", "test_subjects", *M.FOLD_METRICS)] for f in result["folds"]]
 
 
 def merge(spec: RunSpec, dataset_info: dict, out: str | Path, *, strict: bool = False,
@@ -471,19 +469,16 @@ def merge(spec: RunSpec, dataset_info: dict, out: str | Path, *, strict: bool = 
         return None
     result = assemble(whole, found, n_folds)
     path = Path(out) / f"{result['run_id']}.json"
-    if path.is_file():
-        try:
-            old = R.load(path)
-        except ResultError:
-            old = None
-        numbers = [[f.get(k) for k in _NUMBERS] for f in (old or {}).get("folds", [])]
-        if (old is not None and old["protocol"].get("complete")
-                and numbers != [[f.get(k) for k in _NUMBERS] for f in result["folds"]]):
-            if not force:
-                raise MsdeError(f"{path}: a complete result whose per-fold numbers differ from its cells' under "
-                                f"{path.parent / result['run_id']}; not replaced (`results merge --force` replaces it "
-                                "and keeps it as .replaced)")
-            path.replace(path.with_name(path.name + ".replaced"))
+    try:
+        old = R.load(path) if path.is_file() else None
+    except ResultError:
+        old = None
+    if old is not None and old["protocol"].get("complete") and _numbers(old) != _numbers(result):
+        if not force:
+            raise MsdeError(f"{path}: a complete result whose per-fold numbers differ from its cells' under "
+                            f"{path.parent / result['run_id']}; not replaced (`results merge --force` replaces it "
+                            "and keeps it as .replaced)")
+        path.replace(path.with_name(path.name + ".replaced"))
     return result, _write_result(result, Path(out))
 
 
@@ -496,13 +491,11 @@ def merge_all(out: str | Path, force: bool = False) -> list[Path]:
         cell_files = sorted(p for p in folder.glob("fold*.json") if p.stem[len("fold"):].isdigit())
         if not cell_files:  # (fold<k>.failed.json: a failed cell's marker, not a cell)
             continue
-        for cell_file in cell_files:
-            try:
-                first = json.loads(cell_file.read_text(encoding="utf-8"))
-                spec = RunSpec.from_dict(first["spec"])
-            except (ValueError, OSError, KeyError, TypeError) as e:
-                raise MsdeError(f"{cell_file}: corrupt, not a readable cell file ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:80]}); delete it to run the fold again") from None
+        try:  # the spec from one cell; merge (strict) checks every cell of it
+            first = json.loads(cell_files[0].read_text(encoding="utf-8"))
+            spec = RunSpec.from_dict(first["spec"])
+        except (ValueError, OSError, KeyError, TypeError) as e:
+            raise MsdeError(f"{cell_files[0]}: corrupt, not a readable cell file ({e})") from None
         merged = merge(spec, first["dataset"], out, strict=True, force=force)
         if merged is not None:
             written.append(merged[1])

@@ -22,9 +22,6 @@ from msde_bench.errors import MsdeError
 
 SAMPLES_FORMAT = "msde-bench/samples/1"
 VIEWS = ("non-masked", "masked")
-#: the keys compared when the metrics are recomputed from a samples file
-RECOMPUTED = ("n_test_pairs", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "macro_f1_non_masked",
-              "macro_f1_masked", "pair_agreement", "per_class", "confusion_non_masked", "confusion_masked")
 
 
 def rows(names: list[str], subjects: np.ndarray, idx: np.ndarray, classes: tuple[int, ...], y: np.ndarray,

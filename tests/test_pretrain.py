@@ -8,19 +8,11 @@ from msde_bench import pretrain as PT
 from msde_bench import results as R
 from msde_bench.cli import main
 from msde_bench.data.msde import read_msde
-from msde_bench.data.synth import SynthConfig, write_dataset
 from msde_bench.errors import MsdeError
 from msde_bench.spec import RunSpec
 
 TINY = ["--recipe", "quick", "--epochs", "1", "--folds", "2", "--image-size", "32", "--batch-size", "16",
         "--device", "cpu", "--no-progress", "--no-save-models"]
-
-
-@pytest.fixture(scope="module")
-def other_set(tmp_path_factory):
-    out = tmp_path_factory.mktemp("other") / "other"
-    write_dataset(SynthConfig(subjects=8, image_size=32, seed=1, variant="tiny"), out)
-    return out
 
 
 def test_pretrained_once_loaded_into_every_fold_and_recorded(tiny_root, other_set, tmp_path, monkeypatch):
