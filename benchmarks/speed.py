@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from msde_bench.device import autocast, channels_last, cpu_bf16, default_precision, optimizer_impl
 from msde_bench.factory import build_method
 from msde_bench.spec import RunSpec
-from msde_bench.training import autocast, channels_last, cpu_bf16, default_precision, optimizer_impl
 
 #: (precision, layout, optimiser implementation)
 CONFIGS = [

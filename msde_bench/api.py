@@ -9,7 +9,13 @@ Running from Python, as `msde-bench run`, `msde-bench compare` and `msde-bench e
     from msde_bench.api import run_benchmark
     result, path = run_benchmark("resnet18", "contrastive", data="synth:tiny", epochs=1)
 
-The unit of work, for executors that fan a grid out: a Cell is (whole spec, fold);
+A grid of runs on an executor, as `msde-bench sweep` does:
+
+    from msde_bench.api import run_sweep
+    report = run_sweep("leaderboard/grid.toml", workers=2, threads=1)
+
+An executor plugin subclasses Executor (msde_bench.executors.base: the contract) and registers it
+with the `msde_bench_register_executors` hook. The unit of work, for executors that fan a grid out: a Cell is (whole spec, fold);
 `cells_of(spec, dataset)` lists a spec's cells and folds, `run_cell` trains one and writes its file,
 `read_cell` reads a finished one back, `merge(spec, ...)` / `merge_all(out)` write the complete
 result once every cell of a spec is there.
@@ -20,31 +26,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 
 from msde_bench import CLASS_NAMES, NUM_CLASSES, __version__, factory, runner
 from msde_bench import compare as _compare
 from msde_bench import evaluation as _evaluation
-from msde_bench import pretrain as _pretrain
+from msde_bench import spec_build as _build
+from msde_bench import sweep as _sweep
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from msde_bench.errors import DataError, MsdeError
+from msde_bench.executors.base import Executor, ExecutorOption, Task, collect
+from msde_bench.grid import MAX_RUNS
 from msde_bench.hookspecs import hookimpl
 from msde_bench.models.backbones import create_trunk
 from msde_bench.models.base import BackboneMethod, LossState, Method, Output, cross_entropy_terms
 from msde_bench.options import Option, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
 from msde_bench.runner import Cell, cells_of, merge, merge_all, read_cell, run_cell
-from msde_bench.spec import RunSpec, make_spec
-from msde_bench.training import check_precision, default_precision, resolve_device
+from msde_bench.spec import RunSpec
+from msde_bench.spec_build import build_spec
 
 __all__ = [
-    "BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD",
-    "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm",
-    "RunSpec", "build_spec", "cells_of", "compare_benchmark", "create_trunk", "cross_entropy_terms",
-    "evaluate_benchmark", "hookimpl", "merge",
-    "merge_all", "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec",
+    "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect", "compare_benchmark",
+    "create_trunk", "cross_entropy_terms", "DataError", "evaluate_benchmark", "Executor", "ExecutorOption",
+    "FoldContext", "hookimpl", "ImageCache", "IMAGENET_MEAN", "IMAGENET_STD", "LossState", "merge", "merge_all",
+    "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm", "plan_sweep", "positive",
+    "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec", "run_sweep", "RunSpec", "Task",
 ]
 
 
@@ -54,48 +62,15 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
     """The spec `msde-bench run` would build from these arguments, and its dataset.
 
     `options` are `--opt` strings ("alpha=2") or a {key: value} mapping; `quirks="reference"`
-    turns every reference-code quirk on (factory.reference_quirks); `overrides` are the RunSpec
+    turns every reference-code quirk on (spec_build.reference_quirks); `overrides` are the RunSpec
     fields the CLI can set (epochs, folds, budget, precision, run_folds, image_size, batch_size, lr,
-    seed, pretrained); None means the recipe's value (precision: training.default_precision, bf16
+    seed, pretrained); None means the recipe's value (precision: device.default_precision, bf16
     on CUDA and under the quick recipe on a CPU with bf16 hardware, fp32 elsewhere and under the
     reference quirks)."""
     spec = build_spec(model, paradigm, data=data, recipe=recipe, options=options, device=device, init=init,
                       quirks=quirks, **overrides)
     dataset = factory.load_dataset(spec.data, progress=_data_progress(Console(stderr=True), spec.data))
-    return runner.with_protocol(spec, dataset, protocol, overrides.get("folds")), dataset
-
-
-def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
-               recipe: str | None = None, options=(), device: str = "auto", init: str | None = None,
-               quirks: str = "none", **overrides: Any) -> RunSpec:
-    """The spec of these arguments before its protocol is chosen (that needs the dataset: see
-    prepare_spec); checks the model, paradigm and options."""
-    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides, quirks)
-    opts = factory.check_options(model, paradigm, options, recipe, quirks)
-    spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=factory.paradigm_class(paradigm).paper_lr,
-                     data=data, options=opts, official=factory.official_recipe(model), **overrides)
-    return factory.canonical_spec(spec)
-
-
-def _settings(options, device: str, data: str | None, recipe: str | None, init: str | None,
-              overrides: dict, quirks: str = "none") -> tuple[list[str], torch.device, str, dict]:
-    """What run and compare resolve alike: `--opt` strings, the device, the recipe (its default
-    depends on both), and the RunSpec overrides (None dropped, seed 0, device, precision, absolute
-    --init)."""
-    if isinstance(options, dict):
-        options = [f"{k}={v}" for k, v in options.items()]
-    dev = resolve_device(device)
-    recipe = recipe or runner.default_recipe(data, dev)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.setdefault("seed", 0)
-    overrides.setdefault("precision", default_precision(dev, quirks, recipe))
-    check_precision(overrides["precision"], dev)
-    if "run_folds" in overrides:
-        overrides["run_folds"] = tuple(overrides["run_folds"])
-    # a local checkpoint is named by its absolute path; `pretrain:DATA` (msde_bench.pretrain) stays as written
-    overrides.update(device=str(dev), init=(init if _pretrain.is_pretrain(init) else str(Path(init).resolve()))
-                     if init else None)
-    return list(options), dev, recipe, overrides
+    return _build.with_protocol(spec, dataset, protocol, overrides.get("folds")), dataset
 
 
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
@@ -127,12 +102,12 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
                       quirks: str = "none", log_samples: bool = False, **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
     reused); returns [{title, result, path}] in row order. `log_samples`: as `--log-samples`."""
-    options, dev, recipe, overrides = _settings(options, device, data, recipe, init, overrides, quirks)
-    user_opts = _compare.check_user_options(model, options, recipe)
-    specs = _compare.build_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
+    options, dev, recipe, overrides = _build.settings(options, device, data, recipe, init, overrides, quirks)
+    user_opts = _build.check_compare_options(model, options, recipe)
+    specs = _build.compare_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
     console = console or Console(stderr=True)
     dataset = factory.load_dataset(specs[0][1].data, progress=_data_progress(console, specs[0][1].data))
-    specs = [(title, runner.with_protocol(s, dataset, protocol, overrides.get("folds"))) for title, s in specs]
+    specs = [(title, _build.with_protocol(s, dataset, protocol, overrides.get("folds"))) for title, s in specs]
     first = specs[0][1]
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{first.data} · protocol {first.protocol} ({first.folds} folds) · {first.budget} budget · "
@@ -150,6 +125,32 @@ def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: st
     return _evaluation.evaluate_models(target, data=data, model=model, fold=fold, cross_dataset=cross_dataset,
                                        device=device, out=out, log_samples=log_samples, image_size=image_size,
                                        console=console)
+
+
+def plan_sweep(grid: str | Path, *, out: str | Path | None = None, save_models: bool = False, compile: bool = False,
+               log_samples: bool = False, max_runs: int = MAX_RUNS) -> _sweep.SweepPlan:
+    """The cells of a grid file (`msde-bench sweep GRID --dry-run`): every run resolved to its
+    spec (a bad entry is an error naming it, before anything runs), each cell done, to run or
+    failed before under `out` (default: the grid's `out`, else ./results)."""
+    return _sweep.plan_sweep(grid, out, keep_models=save_models, compile=compile, log_samples=log_samples,
+                             max_runs=max_runs)
+
+
+def run_sweep(grid: str | Path | _sweep.SweepPlan, *, out: str | Path | None = None, executor: str = "local",
+              workers: int | None = None, retry_failed: bool = False, save_models: bool = False,
+              compile: bool = False, log_samples: bool = False, max_runs: int = MAX_RUNS,
+              leaderboard: str | Path | None = None, on_done=None, **options: Any) -> _sweep.SweepReport:
+    """A grid of runs as cells on an executor, as `msde-bench sweep` (lm-eval's simple_evaluate
+    pattern): plans `grid` (a file, or a plan_sweep result), runs the cells to run (with
+    `retry_failed`, only those that failed before) on the executor registered as `executor`,
+    `options` being that executor's (e.g. threads=1 for local, partition="gpu" for slurm:
+    `msde-bench sweep --help` lists them), merges every run whose cells are all done, and with
+    `leaderboard` (a markdown file) regenerates it from the results folder. `on_done(task, report)`
+    is called as each cell finishes. Returns a SweepReport (a row per cell, the merged files)."""
+    plan = grid if isinstance(grid, _sweep.SweepPlan) else plan_sweep(
+        grid, out=out, save_models=save_models, compile=compile, log_samples=log_samples, max_runs=max_runs)
+    return _sweep.run_planned(plan, executor=executor, workers=workers, retry_failed=retry_failed, on_done=on_done,
+                              leaderboard=Path(leaderboard) if leaderboard is not None else None, **options)
 
 
 def _data_progress(console: Console, data: str):

@@ -27,19 +27,12 @@ import torch.nn.functional as F
 from msde_bench import NUM_CLASSES
 from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
+from msde_bench.device import autocast, channels_last, check_precision, default_precision, optimizer_impl
 from msde_bench.factory import build_method, build_paradigm
 from msde_bench.paradigms.base import Batch, FoldContext
-from msde_bench.runner import default_recipe
 from msde_bench.spec import RunSpec
-from msde_bench.training import (
-    Trainer,
-    autocast,
-    channels_last,
-    check_precision,
-    default_precision,
-    make_optimizer,
-    optimizer_impl,
-)
+from msde_bench.spec_build import default_recipe
+from msde_bench.training import Trainer, make_optimizer
 
 
 @contextlib.contextmanager

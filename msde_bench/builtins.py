@@ -1,8 +1,11 @@
-"""The built-in paradigms and datasets, registered through the same hooks as any plugin."""
+"""The built-in paradigms, datasets and sweep executors, registered through the same hooks as any plugin."""
 
 from __future__ import annotations
 
 from msde_bench.data import sources
+from msde_bench.executors.local import LocalExecutor
+from msde_bench.executors.ray import RayExecutor
+from msde_bench.executors.slurm import SlurmExecutor
 from msde_bench.hookspecs import hookimpl
 from msde_bench.paradigms.baseline import Baseline
 from msde_bench.paradigms.contrastive import Contrastive
@@ -22,3 +25,9 @@ def msde_bench_register_datasets(register):
     for fmt in ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus"):
         register(fmt, sources.load_converted,
                  description=f"a public dataset converted with masks once into the cache ({fmt}:SRC[?KEY=VALUE&...])")
+
+
+@hookimpl
+def msde_bench_register_executors(register):
+    for cls in (LocalExecutor, SlurmExecutor, RayExecutor):
+        register(cls.name, cls)

@@ -24,10 +24,9 @@ from msde_bench.protocol import PROTOCOLS
 from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
 
 #: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
-#: them against explain.CAM_METHODS, convert.FORMATS and sweep.EXECUTORS
+#: them against explain.CAM_METHODS and convert.FORMATS
 CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
 FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
-SWEEP_EXECUTORS = ("local", "slurm", "ray")
 
 
 class _Group(click.Group):
@@ -167,7 +166,7 @@ def _plugin_tracebacks(show: bool):
 def _set_threads(console, threads: int | None, compile_: bool = False) -> None:
     """--threads (or the default), and the warning when the machine's load leaves too few cores;
     --compile."""
-    from msde_bench.training import compile_setting, threads_default
+    from msde_bench.device import compile_setting, threads_default
 
     compile_setting(compile_)
     busy = threads_default(threads)
@@ -217,8 +216,8 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
 
     from msde_bench import api
     from msde_bench import results as R
+    from msde_bench.device import resolve_device
     from msde_bench.spec import RunSpec
-    from msde_bench.training import resolve_device
 
     console = Console(stderr=True)
     _set_threads(console, threads, compile_)
@@ -350,24 +349,87 @@ def evaluate(target, data, cross_dataset, model, fold, image_size, out, device, 
     click.echo(f"result (evaluation-only, {result['evaluation']['mode']}): {path}")
 
 
-@main.command(context_settings=dict(show_default=True))
+class _SweepCommand(click.Command):
+    """`sweep`, whose executor flags are built from the registered executors' options (built-in and
+    plugins': msde_bench.executors.base), added when the command is parsed or its help shown, so that
+    the other commands never load the executors."""
+
+    _built: tuple = (None, [])  # (the registry the flags were built from, the parameters added)
+
+    def get_params(self, ctx):
+        from msde_bench.plugins import registry
+
+        reg = registry()
+        if self._built[0] is not reg:
+            for param in self._built[1]:
+                self.params.remove(param)
+            self._built = (reg, _executor_params(reg, {o for p in self.params for o in p.opts}))
+            self.params.extend(self._built[1])
+        return super().get_params(ctx)
+
+
+def _executor_params(reg, taken: set[str]) -> list[click.Option]:
+    """A flag per option of every registered executor (`--<executor>-<option>`; a flag that is taken
+    is left out, with a warning)."""
+    params = []
+    for name, entry in sorted(reg.executors.items()):
+        for opt in entry.obj.options:
+            flag = opt.cli_flag(name)
+            if flag in taken:
+                click.echo(f"warning: executor {name!r}: option {opt.name!r} would take {flag}, which is taken; it "
+                           "is left out of the command line", err=True)
+                continue
+            taken.add(flag)
+            shown = opt.default is not None and opt.default is not False and not opt.multiple
+            kw: dict = dict(help=opt.help + (f"  [default: {opt.default}]" if shown else ""), default=None)
+            if opt.type is bool:
+                kw.update(is_flag=True)
+            elif opt.multiple:
+                kw.update(multiple=True, metavar="KEY=VALUE", default=())
+            else:
+                kw.update(type=opt.type)
+            params.append(click.Option([flag, f"executor__{name}__{opt.name}"], **kw))
+    return params
+
+
+def _executor_options(executor: str, values: dict) -> dict:
+    """The chosen executor's options from its flags, checked before anything is planned; a flag of
+    another executor is an error."""
+    from msde_bench.executors.base import check_options
+    from msde_bench.factory import executor_class
+
+    cls = executor_class(executor)
+    options = {}
+    for key, value in values.items():
+        _, name, opt = key.split("__", 2)
+        if value is None or value == ():
+            continue
+        if name != executor:
+            flag = next(p.opts[0] for p in click.get_current_context().command.params if p.name == key)
+            raise MsdeError(f"{flag}: an option of the {name} executor, not of --executor {executor}")
+        options[opt] = value
+    check_options(cls, options)
+    return options
+
+
+@main.command(cls=_SweepCommand, context_settings=dict(show_default=True))
 @click.argument("grid", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: the grid's `out`, else ./results].")
-@click.option("--executor", type=click.Choice(SWEEP_EXECUTORS), default="local",
-              help="local: worker processes on this machine; slurm: one submitit job array, a task per cell "
-                   "(pip install 'msde-bench[slurm]'); ray: a Ray task per cell (pip install 'msde-bench[ray]').")
+@click.option("--executor", default="local",
+              help="Where the cells run: local (worker processes on this machine), slurm (one submitit job array, "
+                   "a task per cell; pip install 'msde-bench[slurm]'), ray (a Ray task per cell; pip install "
+                   "'msde-bench[ray]'), or an executor a plugin registers (`msde-bench plugins` lists them). Each "
+                   "executor's own options are the --<executor>-* flags below (local's: --per-gpu, --threads).")
 @click.option("--workers", type=int, default=None,
-              help="local: worker processes [default: one per GPU (times --per-gpu), or 1 on CPU]; on CPU the "
-                   "cores are divided between them.")
-@click.option("--per-gpu", type=int, default=1, help="local: cells that share one GPU.")
-@click.option("--threads", type=int, default=None,
-              help="local: torch threads per worker [default: the cores divided between the workers].")
+              help="Cells at once: local: worker processes [default: one per GPU (times --per-gpu), or 1 on CPU; on "
+                   "CPU the cores are divided between them]; ray: Ray CPUs when it starts Ray here.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run each model's forward through torch.compile in every cell (recorded in the results).")
 @click.option("--dry-run", is_flag=True, help="Print the cells, which are done and which would run; run nothing.")
 @click.option("--status", is_flag=True,
-              help="As --dry-run, with the SLURM state (sacct) of each cell a slurm sweep submitted to --out.")
+              help="As --dry-run, with the state each executor that submitted a cell to --out knows of it "
+                   "(slurm: sacct).")
 @click.option("--retry-failed", is_flag=True, help="Run only the cells that failed before.")
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
 @click.option("--log-samples", is_flag=True,
@@ -375,23 +437,10 @@ def evaluate(target, data, cross_dataset, model, fold, image_size, out, device, 
 @click.option("--max-runs", type=int, default=10_000,
               help="Refuse a grid that expands to more runs (counted before anything is planned).")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
-              help="Regenerate leaderboard/README.md from the results folder at the end.")
+              help="Regenerate the committed leaderboard (leaderboard/README.md) from the results folder at the end.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar over cells [default: on a terminal].")
-@click.option("--slurm-partition", default=None, help="slurm: the partition.")
-@click.option("--slurm-gpus-per-task", type=int, default=None, help="slurm: GPUs per cell.")
-@click.option("--slurm-cpus-per-task", type=int, default=None, help="slurm: CPU cores per cell.")
-@click.option("--slurm-mem", default=None, help="slurm: memory per cell, e.g. 16G.")
-@click.option("--slurm-time", type=int, default=None, help="slurm: time limit per cell in minutes (requeued on timeout).")
-@click.option("--slurm-array-parallelism", type=int, default=None, help="slurm: cells running at once.")
-@click.option("--slurm-opt", "slurm_opts", multiple=True, metavar="KEY=VALUE",
-              help="slurm: any other sbatch option (repeatable), e.g. account=myproj, qos=high.")
-@click.option("--ray-address", default=None,
-              help="ray: the address of a running Ray cluster [default: start Ray on this machine].")
-@click.option("--ray-cpus-per-cell", type=int, default=1, help="ray: CPUs (and torch threads) per cell.")
-@click.option("--ray-gpus-per-cell", type=float, default=0, help="ray: GPUs per cell (0.25 packs 4 cells on a GPU).")
-def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, status, retry_failed, save_models,
-          log_samples, max_runs, update_leaderboard, progress, slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task,
-          slurm_mem, slurm_time, slurm_array_parallelism, slurm_opts, ray_address, ray_cpus_per_cell, ray_gpus_per_cell):
+def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed, save_models, log_samples, max_runs,
+          update_leaderboard, progress, **executor_flags):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
@@ -400,7 +449,8 @@ def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, sta
     product; [[exclude]] tables drop matching
     runs, [[include]] tables add runs. Each (run, fold) is a cell; finished cells are skipped, a
     failed cell never stops the others and is reported with its log; a run's result file is
-    written when all its cells are done, with the same numbers as one `msde-bench run`.
+    written when all its cells are done, with the same numbers as one `msde-bench run`. From
+    Python: msde_bench.api.run_sweep.
 
     \b
     Examples:
@@ -414,77 +464,42 @@ def sweep(grid, out, executor, workers, per_gpu, threads, compile_, dry_run, sta
     from rich.progress import Progress
     from tabulate import tabulate
 
-    from msde_bench import sweep as S
-    from msde_bench.training import threads_default
+    from msde_bench import api
+    from msde_bench.device import threads_default
+    from msde_bench.leaderboard import DEFAULT_OUTPUT
 
     console = Console(stderr=True)
     threads_default()
-    if workers is not None and workers < 1:
-        raise MsdeError(f"--workers {workers}: must be at least 1")
-    if per_gpu < 1:
-        raise MsdeError(f"--per-gpu {per_gpu}: must be at least 1")
-    planned, out = S.plan(grid, out, keep_models=save_models, compile=compile_, log_samples=log_samples,
+    options = _executor_options(executor, executor_flags)
+    plan = api.plan_sweep(grid, out=out, save_models=save_models, compile=compile_, log_samples=log_samples,
                           max_runs=max_runs)
-    cells = [(p, t) for p in planned for t in p.tasks]
-    counts = {k: sum(1 for p, t in cells if p.state[t.fold] == k) for k in ("done", "todo", "failed")}
-    console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(planned)} runs, {len(cells)} cells "
-                  f"({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> {out}")
+    counts = plan.counts()
+    console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(plan.planned)} runs, {sum(counts.values())} "
+                  f"cells ({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> "
+                  f"{plan.out}")
     if dry_run or status:
-        rows = [[p.run.label(), p.run_id, t.fold, {"todo": "would run", "done": "done", "failed": "failed before"}
-                 [p.state[t.fold]]] for p, t in cells]
-        headers = ["run", "run id", "fold", "state"]
-        if status:
-            from msde_bench.executors.slurm import states
-
-            known = states(out)
-            rows = [[*r, known.get(f"{r[1]}/fold{r[2]}", "")] for r in rows]
-            headers.append("slurm")
-        click.echo(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+        rows = plan.cells(with_states=status)
+        click.echo(tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [],
+                            tablefmt="github", disable_numparse=True))
         return
-    S.check_writable(out)
-    options = {}
-    if executor == "slurm":
-        from msde_bench.executors.slurm import parameters
-
-        bad = [o for o in slurm_opts if "=" not in o]
-        if bad:
-            raise MsdeError(f"--slurm-opt {bad[0]!r}: expected KEY=VALUE")
-        options["slurm"] = parameters(slurm_partition, slurm_gpus_per_task, slurm_cpus_per_task, slurm_mem, slurm_time,
-                                      slurm_array_parallelism, dict(o.split("=", 1) for o in slurm_opts))
-    elif executor == "ray":
-        options.update(address=ray_address, cpus=ray_cpus_per_cell, gpus=ray_gpus_per_cell)
-    if threads is not None:
-        if executor != "local":
-            raise MsdeError("--threads: for the local executor (slurm: --slurm-cpus-per-task, ray: "
-                            "--ray-cpus-per-cell)")
-        if threads < 1:
-            raise MsdeError(f"--threads {threads}: must be at least 1")
-        options["threads"] = threads
-    to_run = counts["failed"] if retry_failed else counts["todo"]
     show = console.is_terminal if progress is None else progress
     with Progress(console=console, transient=True, disable=not show) as bar:
-        task_id = bar.add_task("cells", total=to_run)
-        rows = S.execute(planned, executor=executor, workers=workers, per_gpu=per_gpu, retry_failed=retry_failed,
-                         on_done=lambda task, report: bar.advance(task_id), **options)
-    merged = S.merge_results(planned, out)
-    summary = {}
-    for r in rows:
-        summary[r["status"]] = summary.get(r["status"], 0) + 1
-    click.echo(tabulate(sorted(summary.items()), headers=["cells", "count"], tablefmt="github"))
-    failed = [r for r in rows if r["status"] in ("failed", "failed earlier")]
-    if failed:
-        click.echo(tabulate([[r["run"], r["fold"], r["status"], r["error"], r["log"]] for r in failed],
+        task_id = bar.add_task("cells", total=counts["failed"] if retry_failed else counts["todo"])
+        report = api.run_sweep(plan, executor=executor, workers=workers, retry_failed=retry_failed,
+                               leaderboard=DEFAULT_OUTPUT if update_leaderboard else None,
+                               on_done=lambda task, rep: bar.advance(task_id), **options)
+    click.echo(tabulate(sorted(report.counts().items()), headers=["cells", "count"], tablefmt="github"))
+    if report.failed:
+        click.echo(tabulate([[r["run"], r["fold"], r["status"], r["error"], r["log"]] for r in report.failed],
                             headers=["run", "fold", "status", "error", "log"], tablefmt="github", disable_numparse=True))
         if not retry_failed:
             click.echo("rerun them with --retry-failed", err=True)
-    for path in merged:
+    for path in report.merged:
         click.echo(f"result: {path}")
-    if update_leaderboard:
-        from msde_bench.leaderboard import DEFAULT_NOTES, write_or_check
-
-        ok, message = write_or_check([out], Path("leaderboard/README.md"), False, False, DEFAULT_NOTES)
+    if report.leaderboard is not None:
+        ok, message = report.leaderboard
         click.echo(message, err=not ok)
-    if failed:
+    if report.failed:
         sys.exit(1)
 
 
@@ -612,14 +627,14 @@ def leaderboard(results_dirs, output, check, strict, notes):
       msde-bench leaderboard
       msde-bench leaderboard --check
     """
-    from msde_bench.leaderboard import DEFAULT_NOTES, DEFAULT_RESULTS, render_dirs, write_or_check
+    from msde_bench.leaderboard import DEFAULT_NOTES, DEFAULT_OUTPUT, DEFAULT_RESULTS, render_dirs, write_or_check
 
     dirs = [Path(d) for d in results_dirs] or [DEFAULT_RESULTS]
     if notes is not None and not Path(notes).is_file():
         raise MsdeError(f"--notes {notes}: file not found")
     notes_path = Path(notes) if notes else DEFAULT_NOTES
     if output is None:
-        output = "-" if results_dirs else "leaderboard/README.md"
+        output = "-" if results_dirs else str(DEFAULT_OUTPUT)
     if output == "-":
         if check:
             raise MsdeError("--check compares a file: give --output FILE")
@@ -715,7 +730,7 @@ def results_upgrade(out):
       msde-bench results upgrade leaderboard/results
     """
     from msde_bench import results as R
-    from msde_bench.factory import complete_spec
+    from msde_bench.spec_build import complete_spec
 
     for d in _result_dirs(out):
         changed = [(p, R.upgrade_file(p, complete_spec)) for p in sorted(d.glob("*.json"))]
@@ -1042,8 +1057,8 @@ def bench(model, paradigm, batch_size, image_size, steps, rounds, device, precis
       msde-bench bench --model resnet18 --batch-size 32 --image-size 48
     """
     from msde_bench.bench import run_bench
+    from msde_bench.device import resolve_device, threads_default
     from msde_bench.factory import paradigm_class, require_model
-    from msde_bench.training import resolve_device, threads_default
 
     threads_default()
     require_model(model)

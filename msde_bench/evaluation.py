@@ -36,11 +36,12 @@ from msde_bench import samples as S
 from msde_bench.atomic import check_writable
 from msde_bench.checkpoints import MODEL_FORMAT, file_sha256, load_torch, model_path
 from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.device import resolve_device
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, load_dataset, method_provider
 from msde_bench.runner import _now, cells_of, cross_test_pairs, environment, git_state
 from msde_bench.spec import RunSpec
-from msde_bench.training import evaluate, resolve_device
+from msde_bench.training import evaluate
 
 EVAL_PROTOCOL = "msde-evaluation"
 EVAL_VERSION = 1

@@ -58,3 +58,22 @@ def msde_bench_register_datasets(register):
     int, total: int)`` may be called while the loader generates or converts files. It returns a
     PairedDataset. Anything else given to ``--data`` is read as an MSD-E-layout folder.
     """
+
+
+@hookspec
+def msde_bench_register_executors(register):
+    """Register sweep executors (what `msde-bench sweep --executor NAME` runs cells on).
+
+    :param register: ``register(name: str, cls: type[Executor], *, paper: str | None = None,
+        description: str | None = None) -> None``; ``description`` defaults to the class
+        attribute. ``cls`` must subclass ``msde_bench.api.Executor``; its ``options``
+        (``ExecutorOption``) become ``--NAME-OPTION`` flags of ``msde-bench sweep`` and keywords of
+        ``api.run_sweep``.
+
+    The core builds the executor as ``cls()``, calls ``check()`` before anything is submitted,
+    then ``run(tasks, execute, workers=N | None, on_done=callback, **options)`` once per sweep.
+    ``run`` must call ``execute(task)`` (picklable, module level) exactly once per task in any
+    process or machine, report every task (``collect`` turns a lost worker into that cell's
+    failure), divide the threads of a machine between the cells it runs there, and return
+    ``[(task, report)]``. msde_bench.executors.base has the whole contract.
+    """

@@ -44,6 +44,8 @@ P_THRESHOLD = 0.05
 #: the accuracy columns checked against chance
 CHANCE_METRICS = ("acc_non_masked", "acc_masked", "acc_overall")
 DEFAULT_RESULTS = Path("leaderboard/results")
+#: the committed leaderboard (`msde-bench leaderboard`, `sweep --leaderboard`)
+DEFAULT_OUTPUT = Path("leaderboard/README.md")
 COMMAND = "msde-bench leaderboard"
 
 #: (result key, column title, higher is better)
@@ -464,7 +466,7 @@ BUDGET_TEXT = {
 
 
 def _budget_matters(spec: dict) -> bool:
-    """False where the paradigm trains identically under both budget rules (factory.canonical_budget).
+    """False where the paradigm trains identically under both budget rules (spec_build.canonical_budget).
     A built-in paradigm's shape is known without importing it (budget.builtin_shape: the leaderboard
     starts without torch); a plugin's paradigm is asked (that loads the plugins)."""
     try:

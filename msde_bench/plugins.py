@@ -26,6 +26,7 @@ import pluggy
 
 from msde_bench import __version__, builtins, hookspecs
 from msde_bench.errors import MsdeError
+from msde_bench.executors.base import check_executor_class
 from msde_bench.models.backbones import is_timm_model
 
 GROUP = "msde_bench"
@@ -61,6 +62,7 @@ class Registry:
         self.methods: dict[str, Entry] = {}
         self.paradigms: dict[str, Entry] = {}
         self.datasets: dict[str, Entry] = {}
+        self.executors: dict[str, Entry] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.warnings: list[str] = []
         #: (kind, name) -> the installed plugins that all registered it: none of them is used for it
@@ -84,6 +86,8 @@ class Registry:
                     return
                 raise MsdeError(f"{kind} {name!r} is already registered by {owner.source} plugin {owner.name!r}; "
                                 f"plugin {plugin!r} may not replace it")
+            if kind == "executor":
+                check_executor_class(name, obj, builtin=self.plugins[plugin].source == "built-in")
             if kind == "method" and is_timm_model(name):
                 raise MsdeError(f"method name {name!r} of plugin {plugin!r} is a timm model name; "
                                 "choose another (--model {name} means the plain timm model)")
@@ -96,7 +100,7 @@ class Registry:
 
     def load_plugin(self, pm: pluggy.PluginManager, name: str, module: Any) -> None:
         """Registers one plugin's contributions, all or nothing."""
-        saved = (dict(self.methods), dict(self.paradigms), dict(self.datasets))
+        saved = (dict(self.methods), dict(self.paradigms), dict(self.datasets), dict(self.executors))
         pm.register(module, name=name)
         try:
             pm.check_pending()  # a misspelled hook name is an error of this plugin
@@ -104,11 +108,12 @@ class Registry:
                 (pm.hook.msde_bench_register_methods, self.methods, "method"),
                 (pm.hook.msde_bench_register_paradigms, self.paradigms, "paradigm"),
                 (pm.hook.msde_bench_register_datasets, self.datasets, "dataset"),
+                (pm.hook.msde_bench_register_executors, self.executors, "executor"),
             ):
                 for impl in [i for i in hook.get_hookimpls() if i.plugin_name == name]:
                     impl.function(register=self._registrar(table, kind, name))
         except Exception:
-            self.methods, self.paradigms, self.datasets = saved
+            self.methods, self.paradigms, self.datasets, self.executors = saved
             self.plugins[name].registers.clear()
             pm.unregister(name=name)
             raise

@@ -26,17 +26,14 @@ from filelock import FileLock
 from msde_bench.checkpoints import cpu_state, file_sha256, load_torch, save_torch_atomic
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
-from msde_bench.factory import canonical_spec, other_dataset, paradigm_class
+from msde_bench.factory import other_dataset, paradigm_class
 from msde_bench.home import cache_home
-from msde_bench.spec import RECIPES, RunSpec, derive_seed, make_spec
+from msde_bench.spec import PRETRAIN_PREFIX, RECIPES, RunSpec, derive_seed, is_pretrain, make_spec
+from msde_bench.spec_build import canonical_spec
 
-PREFIX = "pretrain:"
+PREFIX = PRETRAIN_PREFIX
 PRETRAINED_FORMAT = "msde-bench/pretrained/1"
 SETTINGS = {"recipe": "real48", "epochs": None, "seed": "0", "train_on": "mixed"}
-
-
-def is_pretrain(init: str | None) -> bool:
-    return bool(init) and str(init).startswith(PREFIX)
 
 
 def parse(init: str) -> tuple[str, dict]:

@@ -265,7 +265,7 @@ def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bo
 def upgrade_file(path: str | os.PathLike, complete_spec=None) -> Path | None:
     """Rewrites a result file in the current schema and spec form, under the run id its spec has
     now; returns the new path, or None when the file is current. An older schema is upgraded
-    (`upgrade`); `complete_spec(spec) -> spec` (factory.complete_spec) adds options that were
+    (`upgrade`); `complete_spec(spec) -> spec` (spec_build.complete_spec) adds options that were
     introduced after the run with their default, which by the rule below is the behaviour the run
     had, and the fields that have a rule of their own (the budget). The numbers are untouched;
     `upgraded_from` records the schema and run id the file first had. Saved fold models stay where

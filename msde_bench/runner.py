@@ -36,13 +36,14 @@ from msde_bench import samples as S
 from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimizer_impl
 from msde_bench.errors import FoldFailed, MsdeError, ResultError
 from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed
-from msde_bench.training import Trainer, compile_setting, cpu_bf16, epoch_steps, evaluate, memory_layout, optimizer_impl
+from msde_bench.training import Trainer, epoch_steps, evaluate
 
 CELL_FORMAT = "msde-bench/cell/1"
 
@@ -51,35 +52,6 @@ IMAGE_LEVEL_WARNING = (
     "{name} has no subject identities (every image is its own subject), so these folds are image-level, not "
     "subject-disjoint: one person, and near-identical frames of one video, can be on both sides of a fold, "
     "which inflates accuracy. Convert with --subject-pattern REGEX (or --format ckplus) to keep identities")
-
-# ------------------------------------------------------------------------------------------
-# choosing protocol and recipe
-
-
-def default_protocol(dataset: PairedDataset) -> str:
-    """`holdout` for a dataset with an official train/test split (both sides non-empty), `clean`
-    otherwise (a class-folder set without train/ and test/ marks every pair "train")."""
-    official = dataset.official_splits()
-    return "holdout" if official is not None and {"train", "test"} <= set(official) else "clean"
-
-
-def with_protocol(spec: RunSpec, dataset: PairedDataset, protocol: str | None = None,
-                  folds: int | None = None) -> RunSpec:
-    """The spec under `protocol` (default: `default_protocol`); holdout has one fold, and an
-    explicit `folds` (--folds) other than 1 under it is an error, never silently dropped."""
-    protocol = protocol or default_protocol(dataset)
-    if protocol == "holdout" and folds not in (None, 1):
-        raise MsdeError(f"--folds {folds}: the holdout protocol has one fold (the dataset's official train/test "
-                        f"split); use --protocol clean for {folds} subject-disjoint folds")
-    return spec.with_(protocol=protocol, folds=1 if protocol == "holdout" else spec.folds)
-
-
-def default_recipe(data: str | None, device: torch.device) -> str:
-    """`paper` with a GPU or with a dataset folder (--data DIR), `quick` otherwise: on a CPU the
-    embedded synthetic set (no --data, or --data synth:VARIANT) keeps the CPU preset."""
-    on_folder = data is not None and not data.startswith("synth:")
-    return "paper" if (on_folder or device.type != "cpu") else "quick"
-
 
 # ------------------------------------------------------------------------------------------
 # environment
@@ -106,8 +78,8 @@ def git_state() -> tuple[str | None, bool | None]:
 
 def environment(device: torch.device, precision: str = "fp32") -> dict:
     """Where a cell ran and the speed choices that move its numbers in float round-off: the
-    memory layout (training.channels_last), the optimiser implementation (training.optimizer_impl),
-    the CPU's bf16 hardware (training.cpu_bf16), the thread count and --compile."""
+    memory layout (device.channels_last), the optimiser implementation (device.optimizer_impl),
+    the CPU's bf16 hardware (device.cpu_bf16), the thread count and --compile."""
     import sklearn
     import timm
 
@@ -268,7 +240,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
 
     selection = P.describe(spec.protocol, spec.folds)["selection"]
     # a non-masked baseline fold is the distill teacher of the same settings: cache it for distill
-    publisher = (teachers.Publisher(spec, fold.index, seed, cache.fingerprint, P.subjects_of(fold.train, subjects))
+    publisher = (teachers.TeacherCache(spec, fold.index, seed, cache.fingerprint, P.subjects_of(fold.train, subjects))
                  if teachers.is_teacher_spec(spec) else None)
     claimed = publisher is not None and publisher.claim()
     try:

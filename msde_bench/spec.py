@@ -37,7 +37,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 #: the recipes sized for a CPU: bf16 autocast by default where the CPU has bf16 hardware
-#: (training.default_precision)
+#: (device.default_precision)
 CPU_RECIPES = ("quick", "real48")
 
 #: How a run's length is counted, so that paradigms can be compared (training.budget_plan):
@@ -84,7 +84,7 @@ class RunSpec:
     #: BUDGETS; a spec that names none (results written before the rule existed) ran under `epochs`
     budget: str = "epochs"
     #: PRECISIONS: fp32, or bf16/fp16 autocast (training and evaluation); results written before the
-    #: field existed ran bf16 on CUDA and fp32 elsewhere (factory.complete_spec)
+    #: field existed ran bf16 on CUDA and fp32 elsewhere (spec_build.complete_spec)
     precision: str = "fp32"
     #: cross-dataset runs (`--test-data`): each fold's model is scored on this set instead of its own
     #: test fold (recorded beside it as `in_domain`). None (every run before it) is left out of the
@@ -168,6 +168,16 @@ class RunSpec:
     def whole(self) -> RunSpec:
         """The spec of the whole run: every fold (a `--fold k` run is one cell of it)."""
         return replace(self, run_folds=())
+
+
+#: `--init pretrain:DATA[#...]`: the harness's own pretraining on another set (msde_bench.pretrain)
+PRETRAIN_PREFIX = "pretrain:"
+
+
+def is_pretrain(init: str | None) -> bool:
+    """Whether an --init value asks for the harness's pretraining (it stays as written in the spec;
+    a file is recorded by its absolute path)."""
+    return bool(init) and str(init).startswith(PRETRAIN_PREFIX)
 
 
 def derive_seed(seed: int, *parts) -> int:

@@ -13,23 +13,23 @@ reports done / skipped / failed cells.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from msde_bench import atomic
 from msde_bench import pretrain as PT
 from msde_bench import results as R
-from msde_bench.api import build_spec
 from msde_bench.errors import MsdeError, ResultError
-from msde_bench.executors.task import Task
-from msde_bench.factory import load_dataset
+from msde_bench.executors.base import Executor, Task, check_options
+from msde_bench.executors.task import execute as task_execute
+from msde_bench.factory import executor_class, load_dataset
 from msde_bench.grid import MAX_RUNS, GridError, Run, load_grid
-from msde_bench.runner import cells_of, check_memory, check_test_data, merge, read_cell, with_protocol
+from msde_bench.leaderboard import DEFAULT_NOTES, write_or_check
+from msde_bench.plugins import registry
+from msde_bench.runner import cells_of, check_memory, check_test_data, merge, read_cell
 from msde_bench.spec import RunSpec
+from msde_bench.spec_build import build_spec, with_protocol
 from msde_bench.teachers import is_teacher_spec
-
-EXECUTORS = ("local", "slurm", "ray")
 
 
 @dataclass
@@ -80,8 +80,8 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
         p = Planned(run, whole, dataset.describe(), [Task(whole.to_dict(), c.fold, c.dataset, str(out.resolve()),
                                                           keep_models, compile, log_samples) for c in cells])
         complete = _complete_result(Path(out), p)
-        for task in p.tasks:
-            if complete or read_cell(task.cell, out, strict=False) is not None:
+        for cell, task in zip(cells, p.tasks):
+            if complete or read_cell(cell, out, strict=False) is not None:
                 p.state[task.fold] = "done"
             elif task.failed_marker.is_file():
                 p.state[task.fold] = "failed"
@@ -92,6 +92,12 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
     # (msde_bench.teachers), so a distill cell that comes later loads its teacher instead of training it
     planned.sort(key=lambda p: not is_teacher_spec(p.spec))
     return planned, out
+
+
+def plan_sweep(grid: str | Path, out: str | Path | None = None, **kw) -> SweepPlan:
+    """`plan` as a SweepPlan (keywords: plan's)."""
+    planned, out = plan(grid, out, **kw)
+    return SweepPlan(Path(grid), out, planned)
 
 
 def _complete_result(out: Path, p: Planned) -> bool:
@@ -110,29 +116,87 @@ def check_writable(out: Path) -> None:
     atomic.check_writable(out, "results folder")
 
 
-def executor_module(name: str):
-    """The executor module, imported only now; its `check()` (extra installed, commands on PATH)
-    runs before anything is submitted."""
-    if name not in EXECUTORS:
-        raise MsdeError(f"--executor {name}: choose one of {', '.join(EXECUTORS)}")
-    module = importlib.import_module(f"msde_bench.executors.{name}")
-    if hasattr(module, "check"):
-        module.check()
-    return module
+@dataclass
+class SweepPlan:
+    """A grid planned under a results folder: its runs, their cells and each cell's state."""
+
+    grid: Path
+    out: Path
+    planned: list[Planned]
+
+    def counts(self) -> dict[str, int]:
+        """How many cells are done, to run (todo) and failed before."""
+        states = [p.state[t.fold] for p in self.planned for t in p.tasks]
+        return {k: states.count(k) for k in ("done", "todo", "failed")}
+
+    def cells(self, with_states: bool = False) -> list[dict]:
+        """One row per cell: run, run id, fold, state; with_states: and the state each executor that
+        submitted it to `out` knows (a column per such executor, e.g. slurm from sacct)."""
+        word = {"todo": "would run", "done": "done", "failed": "failed before"}
+        rows = [dict(run=p.run.label(), run_id=p.run_id, fold=t.fold, state=word[p.state[t.fold]])
+                for p in self.planned for t in p.tasks]
+        if with_states:
+            for name, entry in sorted(registry().executors.items()):
+                known = entry.obj().states(self.out)
+                if known:
+                    for r in rows:
+                        r[name] = known.get(f"{r['run_id']}/fold{r['fold']}", "")
+        return rows
 
 
-def execute(planned: list[Planned], *, executor: str = "local", workers: int | None = None, per_gpu: int = 1,
-            retry_failed: bool = False, on_done=None, **options) -> list[dict]:
-    """Runs the cells to run; returns one report row per cell: run, fold, status, error, log.
-    `options` go to the executor (slurm: `slurm`, submitit's parameters)."""
-    module = executor_module(executor)
+@dataclass
+class SweepReport:
+    """What a sweep did: a row per cell (run, run_id, fold, status, error, log), the result files
+    it merged and, with `leaderboard`, (ok, message) of the leaderboard's regeneration."""
+
+    plan: SweepPlan
+    rows: list[dict]
+    merged: list[Path]
+    leaderboard: tuple[bool, str] | None = None
+
+    def counts(self) -> dict[str, int]:
+        """How many cells ended with each status (done, failed, skipped, failed earlier, not run)."""
+        out: dict[str, int] = {}
+        for r in self.rows:
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] in ("failed", "failed earlier")]
+
+
+def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | None = None, retry_failed: bool = False,
+                on_done=None, leaderboard: Path | None = None, **options) -> SweepReport:
+    """Runs the plan's cells to run (or, with `retry_failed`, those that failed before) on the
+    executor registered as `executor` with its `options` (defaults filled in; an unknown option
+    or a bad value is an error before anything runs), merges every run whose cells are all done,
+    and with `leaderboard` (a markdown path) regenerates that leaderboard from `out`."""
+    if workers is not None and workers < 1:
+        raise MsdeError(f"--workers {workers}: must be at least 1")
+    cls = executor_class(executor)
+    options = check_options(cls, options)
+    runner_ = cls()
+    runner_.check()
+    check_writable(plan_.out)
+    rows = execute(plan_.planned, runner_, workers=workers, retry_failed=retry_failed, on_done=on_done, **options)
+    merged = merge_results(plan_.planned, plan_.out)
+    lb = None
+    if leaderboard is not None:
+        lb = write_or_check([plan_.out], Path(leaderboard), False, False, DEFAULT_NOTES)
+    return SweepReport(plan_, rows, merged, lb)
+
+
+def execute(planned: list[Planned], executor: Executor, *, workers: int | None = None, retry_failed: bool = False,
+            on_done=None, **options) -> list[dict]:
+    """Runs the cells to run on `executor`; returns one report row per cell: run, run_id, fold,
+    status, error, log. `options`: the executor's (check_options)."""
     want = "failed" if retry_failed else "todo"
     tasks = [t for p in planned for t in p.tasks if p.state[t.fold] == want]
     reports: dict[tuple, dict] = {}
     if tasks:
-        n = workers or module.default_workers(per_gpu)
-        for task, report in module.run(tasks, workers=n, per_gpu=per_gpu, on_done=on_done, **options):
-            reports[(task.cell.run_id, task.fold)] = report
+        for task, report in executor.run(tasks, task_execute, workers=workers, on_done=on_done, **options):
+            reports[(task.run_id, task.fold)] = report
     out_rows = []
     for p in planned:
         for t in p.tasks:

@@ -16,16 +16,15 @@ cache home (`MSDE_BENCH_HOME` in a temporary folder), no model hub (`HF_HUB_OFFL
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from msde_bench.cli import main
+from msde_bench.api import run_benchmark
 from msde_bench.data.synth import SynthConfig, write_dataset
 from msde_bench.models.base import LossState, Method, Output
 from msde_bench.plugins import registry
@@ -39,11 +38,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def check_registered(name: str, paper_fragment: str) -> None:
-    """The method is registered with a paper and a description, and `msde-bench methods` lists it."""
-    entry = registry().methods[name]
+    """The method is registered (what `msde-bench methods` lists) with a paper and a description,
+    by a plugin that loaded."""
+    reg = registry()
+    assert name in reg.methods, f"method {name!r} is not registered"
+    entry = reg.methods[name]
     assert paper_fragment in entry.paper and entry.description
-    res = CliRunner().invoke(main, ["methods"])
-    assert res.exit_code == 0 and f"| {name} " in res.output
+    assert reg.plugins[entry.plugin].error is None
 
 
 def check_shapes(method: Method, size: int, batch: int = 2) -> Output:
@@ -104,15 +105,26 @@ def check_fewer_classes(method: Method, size: int = 32) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
 
 
-def check_end_to_end(name: str, paradigm: str, root, out, extra=()) -> dict:
-    """`msde-bench run` of the method under `paradigm` on the dataset at `root` (32 px, one epoch,
-    fold 0 of 2) exits 0 and writes a result of that model and paradigm; returns it."""
-    res = CliRunner().invoke(main, ["run", "--model", name, "--paradigm", paradigm, "--data", str(root), "--recipe",
-                                    "quick", "--epochs", "1", "--folds", "2", "--fold", "0", "--image-size", "32",
-                                    "--batch-size", "8", "--device", "cpu", "--out", str(out), "--no-progress",
-                                    *extra])
-    assert res.exit_code == 0, res.output
-    result = json.loads(next(Path(out).glob("*.json")).read_text())
+def check_end_to_end(name: str, paradigm: str, root, out, extra=(), *, options=None) -> dict:
+    """A run of the method under `paradigm` on the dataset at `root` (32 px, one epoch, fold 0 of
+    2, as `msde-bench run` would make it: msde_bench.api.run_benchmark) writes a result of that
+    model and paradigm under `out`; returns it. `options`: the run's --opt values ({key: value} or
+    "KEY=VALUE" strings).
+
+    `extra` (command-line words, only `--opt KEY=VALUE` pairs) is deprecated since 0.7.0 and
+    removed in 0.8.0: give `options`."""
+    opts = list(options.items()) if isinstance(options, dict) else list(options or ())
+    opts = [f"{k}={v}" for k, v in opts] if isinstance(options, dict) else opts
+    if extra:
+        warnings.warn("check_end_to_end(extra=[...]) is deprecated since msde-bench 0.7.0 and removed in 0.8.0; "
+                      "give options={KEY: VALUE}", DeprecationWarning, stacklevel=2)
+        words = list(extra)
+        if len(words) % 2 or any(w != "--opt" for w in words[::2]):
+            raise ValueError(f"check_end_to_end(extra={words!r}): only --opt KEY=VALUE pairs are understood; "
+                             "give options={KEY: VALUE}")
+        opts += words[1::2]
+    result, _ = run_benchmark(name, paradigm, data=str(root), recipe="quick", epochs=1, folds=2, run_folds=(0,),
+                              image_size=32, batch_size=8, device="cpu", out=out, options=opts, progress=False)
     assert result["spec"]["model"] == name and result["spec"]["paradigm"] == paradigm
     return result
 

@@ -164,8 +164,8 @@ def test_threads_are_set_checked_and_recorded(monkeypatch):
     import multiprocessing as mp
     import os
 
+    from msde_bench.device import threads_default
     from msde_bench.executors.local import _init_worker
-    from msde_bench.training import threads_default
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # restored after the test, whatever it was
     before = torch.get_num_threads()
@@ -184,7 +184,7 @@ def test_threads_are_set_checked_and_recorded(monkeypatch):
 
 
 def test_a_busy_machine_is_warned_about_not_silently_oversubscribed():
-    from msde_bench.training import busy_warning
+    from msde_bench.device import busy_warning
 
     assert busy_warning(2, load=0.2, cores=2) is None
     warning = busy_warning(2, load=1.1, cores=2)

@@ -10,8 +10,9 @@ import torch
 
 from msde_bench.api import build_spec
 from msde_bench.errors import MsdeError
-from msde_bench.factory import build_paradigm, complete_spec
+from msde_bench.factory import build_paradigm
 from msde_bench.spec import RunSpec, make_spec
+from msde_bench.spec_build import complete_spec
 from msde_bench.training import Trainer, budget_plan
 from tests.test_contract import Recorder, _Cache
 
@@ -97,15 +98,15 @@ def test_upgrade_gives_old_results_the_rule_they_ran_under():
 
 
 def test_precision_defaults_and_checks(monkeypatch):
-    from msde_bench import training
-    from msde_bench.training import check_precision, default_precision
+    from msde_bench import device as D
+    from msde_bench.device import check_precision, default_precision
 
     assert default_precision(torch.device("cuda")) == "bf16"
     assert default_precision(torch.device("cuda"), "reference") == "fp32"  # the reference trains in fp32
     assert default_precision(torch.device("cpu")) == "fp32"
     # bf16 on a CPU with bf16 hardware, under the quick recipe only (where fp32 / bf16 was measured)
     for hardware, quick in ((None, "fp32"), ("avx512_bf16", "bf16"), ("amx_bf16", "bf16")):
-        monkeypatch.setattr(training, "cpu_bf16", lambda hardware=hardware: hardware)
+        monkeypatch.setattr(D, "cpu_bf16", lambda hardware=hardware: hardware)
         assert default_precision(torch.device("cpu"), recipe="quick") == quick
         assert default_precision(torch.device("cpu"), recipe="paper") == "fp32"
         assert default_precision(torch.device("cpu"), "reference", recipe="quick") == "fp32"
@@ -120,7 +121,7 @@ def test_precision_defaults_and_checks(monkeypatch):
 
 
 def test_cpu_bf16_reads_the_hardware_torch_sees():
-    from msde_bench.training import cpu_bf16
+    from msde_bench.device import cpu_bf16
 
     expected = ("amx_bf16" if torch.cpu._is_amx_tile_supported() else
                 "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else None)
@@ -167,14 +168,15 @@ def test_one_computation_has_one_budget_label():
         masked = build_spec("resnet18", "baseline", recipe="quick", device="cpu", budget=budget,
                             options=["train_on=masked"])
         assert masked.budget == budget
-    from msde_bench.compare import build_specs
+    from msde_bench.spec_build import compare_specs as build_specs
 
     rows = dict(build_specs("resnet18", "paper", {}, data=None))
     assert rows["baseline (mixed)"].budget == "steps" and rows["contrastive"].budget == "epochs"
 
 
 def test_the_optimiser_is_fused_on_cuda_and_cpu():
-    from msde_bench.training import make_optimizer, optimizer_impl
+    from msde_bench.device import optimizer_impl
+    from msde_bench.training import make_optimizer
 
     params = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
     for optimizer in ("adam", "sgd"):
@@ -209,9 +211,9 @@ def test_a_fused_step_is_the_for_loop_update():
 def test_the_layout_follows_the_precision_on_cpu(precision, layout):
     """fp32 on the CPU trains in the plain layout, bf16 in channels_last (measured faster each);
     the model, every batch and the recorded environment agree."""
+    from msde_bench.device import channels_last, memory_layout
     from msde_bench.factory import build_method
     from msde_bench.runner import environment
-    from msde_bench.training import channels_last, memory_layout
 
     cpu = torch.device("cpu")
     assert memory_layout(cpu, precision) == layout and channels_last(torch.device("cuda"), precision)
@@ -235,7 +237,7 @@ def test_builtin_shapes_without_torch_agree_with_the_classes(paradigm, options, 
     """budget.builtin_shape (the leaderboard's torch-free view) is each built-in class's shape, and
     same_under_both is canonical_budget's verdict."""
     from msde_bench import budget
-    from msde_bench.factory import canonical_budget
+    from msde_bench.spec_build import canonical_budget
 
     spec = _spec(paradigm, options, "epochs", batch_size)
     par = build_paradigm(spec)

@@ -16,11 +16,12 @@ from msde_bench.api import Batch, LossState, Method, Output, Paradigm, cross_ent
 from msde_bench.cli import main
 from msde_bench.data.pairs import ImageCache
 from msde_bench.errors import MsdeError
-from msde_bench.factory import build_method, check_options
+from msde_bench.factory import build_method
 from msde_bench.options import parse_options
 from msde_bench.paradigms.baseline import Baseline
 from msde_bench.plugins import registry
 from msde_bench.spec import RunSpec
+from msde_bench.spec_build import check_options
 from msde_bench.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_the_core_builds_a_method_as_the_hookspec_says(monkeypatch):
 @pytest.mark.parametrize("model", ["resnet18", "scn", "eac", "dan", "ran", "scan", "dacl", "arm", "manet"])
 def test_every_method_trains_on_a_set_with_fewer_classes(model):
     """CK+ without neutral has six classes: the core builds each method with num_classes=6 (labels 0-5)."""
-    from msde_bench.factory import canonical_spec
+    from msde_bench.spec_build import canonical_spec
     from msde_bench.testing import check_fewer_classes
 
     spec = canonical_spec(RunSpec(model=model, image_size=32, options=tuple(sorted(
@@ -227,3 +228,23 @@ def test_results_upgrade_fills_options_added_since_the_run(tmp_path):
     (new,) = tmp_path.glob("*.json")
     assert new.name == path.name and R.load(new)["spec"] == current["spec"]
     assert CliRunner().invoke(main, ["results", "upgrade", str(tmp_path)]).output.count("0 result files") == 1
+
+
+def test_the_plugin_test_kit_runs_through_the_api_and_keeps_the_old_extra_form(tiny_root, tmp_path):
+    """msde_bench.testing sits below the command line (it imports no msde_bench.cli), and the
+    command-line `extra` of check_end_to_end (before 0.7.0) still works for one minor version, with
+    a DeprecationWarning."""
+    import subprocess
+    import sys
+
+    from msde_bench.testing import check_end_to_end
+
+    code = "import sys, msde_bench.testing; print('msde_bench.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    with pytest.warns(DeprecationWarning, match="removed in 0.8.0"):
+        old = check_end_to_end("resnet18", "contrastive", tiny_root, tmp_path / "old", ["--opt", "alpha=2"])
+    new = check_end_to_end("resnet18", "contrastive", tiny_root, tmp_path / "new", options={"alpha": 2})
+    assert old["spec"] == new["spec"] and old["spec"]["options"]["alpha"] == 2.0
+    assert old["folds"][0]["confusion_masked"] == new["folds"][0]["confusion_masked"]
+    with pytest.raises(ValueError, match="only --opt KEY=VALUE"), pytest.warns(DeprecationWarning):
+        check_end_to_end("resnet18", "baseline", tiny_root, tmp_path / "bad", ["--epochs", "2"])

@@ -148,7 +148,8 @@ METHODS = ["resnet18", "scn", "eac", "dan", "dacl", "ran", "scan", "arm", "manet
 def test_every_method_trains_in_either_cpu_layout_and_precision(model, precision):
     """On the CPU fp32 trains in the plain layout and bf16 in channels_last (issue 23); whichever the
     machine's default is, every in-tree method trains and evaluates in both, with finite losses."""
-    from msde_bench.training import evaluate, memory_layout
+    from msde_bench.device import memory_layout
+    from msde_bench.training import evaluate
 
     trainer = _trainer(model, "contrastive", "cpu", size=32, precision=precision)
     assert trainer.spec.precision == precision

@@ -75,12 +75,13 @@ def test_one_step_reduces_loss():
 
 @pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
 def test_end_to_end(tiny_root, tmp_path, paradigm):
-    check_end_to_end("dacl", paradigm, tiny_root, tmp_path, ["--opt", "attention_grid=1"])
+    check_end_to_end("dacl", paradigm, tiny_root, tmp_path, options={"attention_grid": 1})
 
 
 def test_attention_grid_defaults_to_the_trunk_map_size_capped_at_seven():
     from msde_bench.api import build_spec
-    from msde_bench.factory import build_method, complete_spec
+    from msde_bench.factory import build_method
+    from msde_bench.spec_build import complete_spec
 
     def grid(**kw):
         return dict(build_spec("dacl", "baseline", data="synth:small", device="cpu", **kw).options)["dacl.attention_grid"]

@@ -75,7 +75,7 @@ def test_one_step_reduces_loss():
 
 @pytest.mark.parametrize("paradigm", ["baseline", "contrastive"])
 def test_end_to_end(tiny_root, tmp_path, paradigm):
-    check_end_to_end("ran", paradigm, tiny_root, tmp_path, ["--opt", "crops=1"])
+    check_end_to_end("ran", paradigm, tiny_root, tmp_path, options={"crops": 1})
 
 
 def test_quirk_per_crop_bn_normalises_each_crop_slot_on_its_own():
@@ -119,7 +119,7 @@ def test_quirk_unnormalised_input_undoes_the_harness_normalisation():
 
 
 def test_official_recipe_batch_normalises_each_crop_slot():
-    from msde_bench.factory import check_options
+    from msde_bench.spec_build import check_options
 
     assert check_options("ran", "baseline", [], "official")["ran.quirk_per_crop_bn"] is True
     assert check_options("ran", "baseline", [], "quick")["ran.quirk_per_crop_bn"] is False

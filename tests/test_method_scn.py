@@ -100,7 +100,7 @@ def test_relabelling_starts_in_the_tenth_epoch_as_the_official_loop():
 
 
 def test_official_recipe_uses_the_official_relabelling_rule():
-    from msde_bench.factory import check_options
+    from msde_bench.spec_build import check_options
 
     assert check_options("scn", "baseline", [], "official")["scn.quirk_relabel_any"] is True
     assert check_options("scn", "baseline", ["quirk_relabel_any=false"], "official")["scn.quirk_relabel_any"] is False

@@ -359,8 +359,8 @@ def test_quirk_pool_normalised_is_refused_where_it_would_be_ignored():
 
 def test_quirks_reference_turns_on_every_reference_quirk():
     from msde_bench.api import build_spec
-    from msde_bench.compare import build_specs
     from msde_bench.leaderboard import _paradigm_label
+    from msde_bench.spec_build import compare_specs as build_specs
 
     spec = build_spec("resnet18", "distill", recipe="quick", device="cpu", quirks="reference")
     on = {k for k, v in spec.options if k.startswith("quirk_") and v}
@@ -443,8 +443,8 @@ def test_compare_rejects_an_option_no_row_accepts(tiny_root):
 
 def test_compare_rows_and_run_share_specs():
     """A compare row and the equivalent `msde-bench run` give the same spec, hence the same result file."""
-    from msde_bench.compare import build_specs
-    from msde_bench.factory import check_options
+    from msde_bench.spec_build import check_options
+    from msde_bench.spec_build import compare_specs as build_specs
 
     specs = dict(build_specs("resnet18", "quick", {}, seed=0, device="cpu"))
     for title, paradigm, opts in (("distill", "distill", []), ("baseline (masked)", "baseline", ["train_on=masked"])):
@@ -463,7 +463,7 @@ def test_epochs_override_scales_the_schedule():
 
 
 def test_teacher_spec_keeps_method_options_and_quirks():
-    from msde_bench.factory import check_options
+    from msde_bench.spec_build import check_options
 
     opts = check_options("scn", "distill", ["scn.beta=0.5", "quirk_double_softmax=true", "lambda=3"])
     spec = make_spec(model="scn", paradigm="distill", recipe="quick", options=opts)

@@ -109,13 +109,13 @@ def test_a_set_is_trained_and_scored_over_its_present_classes(tmp_path):
 
 
 def test_the_real48_recipe_and_its_precision(monkeypatch):
-    from msde_bench import training
+    from msde_bench import device as D
     from msde_bench.api import build_spec
 
-    monkeypatch.setattr(training, "cpu_bf16", lambda: "amx_bf16")
+    monkeypatch.setattr(D, "cpu_bf16", lambda: "amx_bf16")
     spec = build_spec(data="synth:tiny", recipe="real48", device="cpu")
     assert (spec.image_size, spec.folds, spec.epochs, spec.budget, spec.precision) == (48, 10, 6, "steps", "bf16")
-    monkeypatch.setattr(training, "cpu_bf16", lambda: None)
+    monkeypatch.setattr(D, "cpu_bf16", lambda: None)
     assert build_spec(data="synth:tiny", recipe="real48", device="cpu").precision == "fp32"
 
 

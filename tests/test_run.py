@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from msde_bench import results as R
-from msde_bench import runner
+from msde_bench import runner, spec_build
 from msde_bench.cli import main
 from msde_bench.data.msde import read_msde
 from msde_bench.errors import MsdeError, ResultError
@@ -252,8 +252,8 @@ def test_plain_progress_lines_when_not_on_a_terminal(tiny_root, tmp_path):
 
 def test_the_embedded_set_keeps_the_quick_recipe_on_a_cpu():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert runner.default_recipe(None, cpu) == "quick" and runner.default_recipe("synth:tiny", cpu) == "quick"
-    assert runner.default_recipe("/data/MSD-E", cpu) == "paper" and runner.default_recipe(None, gpu) == "paper"
+    assert spec_build.default_recipe(None, cpu) == "quick" and spec_build.default_recipe("synth:tiny", cpu) == "quick"
+    assert spec_build.default_recipe("/data/MSD-E", cpu) == "paper" and spec_build.default_recipe(None, gpu) == "paper"
 
 
 def test_leaderboard_of_your_own_results_goes_to_stdout(tmp_path, monkeypatch, cli_run):
@@ -298,7 +298,7 @@ def test_compile_runs_the_forward_through_torch_compile_and_records_it(tiny_root
 def test_compiled_graphs_are_cached_in_the_cache_home(tmp_path, monkeypatch):
     """--compile points TorchInductor's cache into $MSDE_BENCH_HOME/torch-compile (a later run or sweep
     worker finds the graphs compiled), unless the user set TORCHINDUCTOR_CACHE_DIR."""
-    from msde_bench.training import compile_setting
+    from msde_bench.device import compile_setting
 
     monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
@@ -352,13 +352,13 @@ def test_a_baseline_publishes_no_teacher_that_another_process_is_training(tmp_pa
 
     spec = RunSpec(paradigm="baseline", options=(("train_on", "non-masked"),))
     assert teachers.is_teacher_spec(spec) and not teachers.is_teacher_spec(spec.with_(options=()))
-    pub = teachers.Publisher(spec, 0, 123, "fingerprint", [1, 2])
-    other = teachers.lock(pub.path)
+    pub = teachers.TeacherCache(spec, 0, 123, "fingerprint", [1, 2])
+    other = teachers.TeacherCache(spec, 0, 123, "fingerprint", [1, 2]).lock()
     with other:  # a distill run training the teacher (a separate lock: another process's)
         assert pub.claim() is False
     assert pub.claim() is True
     pub.publish(torch.nn.Linear(2, 2), 1.5)
     pub.release()
     assert torch.load(pub.path, weights_only=True)["meta"]["train_seconds"] == 1.5
-    again = teachers.Publisher(spec, 0, 123, "fingerprint", [1, 2])
+    again = teachers.TeacherCache(spec, 0, 123, "fingerprint", [1, 2])
     assert again.path == pub.path and again.claim() is False

@@ -249,8 +249,11 @@ def test_a_requeued_slurm_cell_is_the_same_task():
     from msde_bench.executors.task import Task
 
     task = Task(spec={"model": "resnet18"}, fold=3, dataset={"name": "d", "fingerprint": "f"}, out="o")
-    again = CellJob().checkpoint(task)
-    assert isinstance(again.function, CellJob) and again.args == (task,) and again.kwargs == {}
+    from msde_bench.executors.task import execute
+
+    again = CellJob(execute).checkpoint(task)
+    assert isinstance(again.function, CellJob) and again.function.execute is execute
+    assert again.args == (task,) and again.kwargs == {}
 
 
 @pytest.mark.parametrize("executor,module", [("ray", "ray"), ("slurm", "submitit")])
@@ -265,14 +268,15 @@ def test_a_missing_extra_names_the_pip_command(tiny_root, tmp_path, monkeypatch,
 
 def test_the_slurm_jobs_through_submitits_local_executor(tiny_root, tmp_path):
     from msde_bench.executors import slurm
+    from msde_bench.executors.task import execute
 
     path = _grid(tmp_path, GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"')
                  .replace('paradigm = ["baseline", "distill"]', 'paradigm = "baseline"'), root=tiny_root)
     planned, out = plan(path, tmp_path / "out")
     tasks = [t for p in planned for t in p.tasks]
-    reports = slurm.run(tasks, cluster="local")
+    reports = slurm.run(tasks, execute, cluster="local")
     assert sorted(t.fold for t, _ in reports) == [0, 1] and all(r["status"] == "done" for _, r in reports)
-    assert all(t.cell.path(out).is_file() for t in tasks)
+    assert all(t.path.is_file() and t.path.parent.parent == out.resolve() for t in tasks)
 
 
 def test_a_local_worker_ends_with_its_sweep(tmp_path):

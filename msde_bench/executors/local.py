@@ -15,10 +15,10 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from msde_bench.executors.task import Task, collect, execute
+from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect
 
 
 def default_workers(per_gpu: int = 1) -> int:
@@ -55,11 +55,14 @@ def _init_worker(counter, workers: int, per_gpu: int, gpus: int, threads: int | 
     torch.set_num_threads(threads)
 
 
-def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1,
-        on_done: Callable[[Task, dict], None] | None = None, threads: int | None = None) -> list[tuple[Task, dict]]:
-    """Runs every task on `workers` processes (`threads` torch threads each; default: the cores
-    divided between them); returns (task, report) in the order they finished."""
+def run(tasks: Iterable[Task], execute: CellFunction, *, workers: int | None = None, per_gpu: int = 1,
+        on_done: OnDone | None = None, threads: int | None = None) -> list[tuple[Task, dict]]:
+    """Runs `execute` for every task on `workers` processes (default: default_workers), `threads`
+    torch threads each (default: the cores divided between them); returns (task, report) in the
+    order they finished."""
     import torch
+
+    workers = workers or default_workers(per_gpu)
 
     tasks = list(tasks)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -73,3 +76,16 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1,
         for fut in as_completed(futures):  # a worker killed or out of memory fails its cell only
             collect(futures[fut], fut.result, "worker died", done, on_done)
     return done
+
+
+class LocalExecutor(Executor):
+    name = "local"
+    description = "worker processes on this machine (concurrent.futures), the cores divided between them"
+    options = (
+        ExecutorOption("per_gpu", int, 1, "local: cells that share one GPU.", minimum=1, flag="--per-gpu"),
+        ExecutorOption("threads", int, None, "local: torch threads per worker [default: the cores divided between "
+                       "the workers].", minimum=1, flag="--threads"),
+    )
+
+    def run(self, tasks, execute, *, workers=None, on_done=None, per_gpu=1, threads=None):
+        return run(tasks, execute, workers=workers, per_gpu=per_gpu, on_done=on_done, threads=threads)

@@ -9,10 +9,10 @@ submitted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from msde_bench.errors import MsdeError
-from msde_bench.executors.task import Task, collect, execute, import_extra
+from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect, import_extra
 
 
 def _ray():
@@ -39,23 +39,25 @@ def _answers(address: str, timeout: float = 5.0) -> str | None:
     return None
 
 
-def default_workers(per_gpu: int = 1) -> int:
+def default_workers() -> int:
     import os
 
     return max(1, os.cpu_count() or 1)
 
 
-def _cell(task: Task, threads: int) -> dict:
+def _cell(task: Task, threads: int, execute: CellFunction) -> dict:
     import torch
 
     torch.set_num_threads(max(1, threads))
     return execute(task)
 
 
-def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1, on_done: Callable[[Task, dict], None] | None = None,
-        address: str | None = None, cpus: int = 1, gpus: float = 0) -> list[tuple[Task, dict]]:
-    """Runs every task as a Ray task; returns (task, report) in the order they finished."""
+def run(tasks: Iterable[Task], execute: CellFunction, *, workers: int | None = None,
+        on_done: OnDone | None = None, address: str | None = None, cpus: int = 1,
+        gpus: float = 0) -> list[tuple[Task, dict]]:
+    """Runs `execute` for every task as a Ray task; returns (task, report) in the order they finished."""
     ray = _ray()
+    workers = workers or default_workers()
     tasks = list(tasks)
     if not tasks:
         return []
@@ -73,7 +75,7 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1, on_done: Calla
                         f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
     try:
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_cell)
-        pending = {remote.remote(t, cpus): t for t in tasks}
+        pending = {remote.remote(t, cpus, execute): t for t in tasks}
         done = []
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -82,3 +84,21 @@ def run(tasks: Iterable[Task], *, workers: int, per_gpu: int = 1, on_done: Calla
     finally:
         if started:
             ray.shutdown()
+
+
+class RayExecutor(Executor):
+    name = "ray"
+    description = "a Ray task per cell, on this machine or a running cluster (pip install 'msde-bench[ray]')"
+    options = (
+        ExecutorOption("address", str, None, "ray: the address of a running Ray cluster [default: start Ray on "
+                       "this machine]."),
+        ExecutorOption("cpus_per_cell", int, 1, "ray: CPUs (and torch threads) per cell.", minimum=1),
+        ExecutorOption("gpus_per_cell", float, 0, "ray: GPUs per cell (0.25 packs 4 cells on a GPU).", minimum=0),
+    )
+
+    def check(self) -> None:
+        check()
+
+    def run(self, tasks, execute, *, workers=None, on_done=None, address=None, cpus_per_cell=1, gpus_per_cell=0):
+        return run(tasks, execute, workers=workers, on_done=on_done, address=address, cpus=cpus_per_cell,
+                   gpus=gpus_per_cell)

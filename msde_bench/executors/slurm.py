@@ -11,11 +11,11 @@ pickles go to `<out>/.submitit/`.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from msde_bench.errors import MsdeError
-from msde_bench.executors.task import Task, collect, execute, import_extra
+from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect, import_extra
 
 COMMANDS = ("sbatch", "sacct", "scancel", "srun")
 
@@ -32,20 +32,19 @@ def check() -> None:
         raise MsdeError(f"--executor slurm: {', '.join(missing)} not found on PATH (is this a SLURM login node?)")
 
 
-def default_workers(per_gpu: int = 1) -> int:
-    return 0  # every cell is its own array task; --slurm-array-parallelism bounds how many run at once
-
-
 class CellJob:
     """A Checkpointable callable: on timeout or preemption submitit resubmits it with the same task."""
 
+    def __init__(self, execute: CellFunction) -> None:
+        self.execute = execute
+
     def __call__(self, task: Task) -> dict:
-        return execute(task)
+        return self.execute(task)
 
     def checkpoint(self, task: Task):
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(CellJob(), task)
+        return DelayedSubmission(CellJob(self.execute), task)
 
 
 def _arrays_file(folder: Path) -> Path:
@@ -88,11 +87,12 @@ def parameters(partition: str | None = None, gpus_per_task: int | None = None, c
     return params
 
 
-def run(tasks: Iterable[Task], *, workers: int = 0, per_gpu: int = 1,
-        on_done: Callable[[Task, dict], None] | None = None, slurm: dict | None = None,
+def run(tasks: Iterable[Task], execute: CellFunction, *, on_done: OnDone | None = None, slurm: dict | None = None,
         folder: str | Path | None = None, cluster: str = "slurm") -> list[tuple[Task, dict]]:
-    """Submits one job array of the tasks and waits for them; returns (task, report) per task.
-    `cluster="local"` runs the same jobs through submitit's LocalExecutor (no SLURM needed)."""
+    """Submits one job array of the tasks (`execute` in each array task) and waits for them;
+    returns (task, report) per task. `cluster="local"` runs the same jobs through submitit's
+    LocalExecutor (no SLURM needed). Every cell is its own array task; `array_parallelism` in
+    `slurm` bounds how many run at once."""
     submitit = _submitit()
     tasks = list(tasks)
     if not tasks:
@@ -104,9 +104,35 @@ def run(tasks: Iterable[Task], *, workers: int = 0, per_gpu: int = 1,
         check()
         executor = submitit.SlurmExecutor(folder=folder / "%j")
         executor.update_parameters(job_name="msde-bench", **(slurm or {}))
-    jobs = executor.map_array(CellJob(), tasks)
-    record_array(folder, [(t.cell.run_id, t.fold, j.job_id) for t, j in zip(tasks, jobs)])
+    jobs = executor.map_array(CellJob(execute), tasks)
+    record_array(folder, [(t.run_id, t.fold, j.job_id) for t, j in zip(tasks, jobs)])
     done = []
     for job, task in zip(jobs, tasks):  # a job that failed outside the cell (node failure, cancelled) fails it only
         collect(task, job.result, f"slurm job {job.job_id}", done, on_done)
     return done
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+    description = "one submitit job array per sweep, a task per cell (pip install 'msde-bench[slurm]')"
+    options = (
+        ExecutorOption("partition", str, None, "slurm: the partition."),
+        ExecutorOption("gpus_per_task", int, None, "slurm: GPUs per cell.", minimum=0),
+        ExecutorOption("cpus_per_task", int, None, "slurm: CPU cores per cell.", minimum=1),
+        ExecutorOption("mem", str, None, "slurm: memory per cell, e.g. 16G."),
+        ExecutorOption("time", int, None, "slurm: time limit per cell in minutes (requeued on timeout).", minimum=1),
+        ExecutorOption("array_parallelism", int, None, "slurm: cells running at once.", minimum=1),
+        ExecutorOption("opt", str, None, "slurm: any other sbatch option (repeatable), e.g. account=myproj, "
+                       "qos=high.", multiple=True),
+    )
+
+    def check(self) -> None:
+        check()
+
+    def run(self, tasks, execute, *, workers=None, on_done=None, partition=None, gpus_per_task=None,
+            cpus_per_task=None, mem=None, time=None, array_parallelism=None, opt=None):
+        return run(tasks, execute, on_done=on_done,
+                   slurm=parameters(partition, gpus_per_task, cpus_per_task, mem, time, array_parallelism, opt))
+
+    def states(self, out):
+        return states(out)

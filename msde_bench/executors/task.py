@@ -1,4 +1,4 @@
-"""One cell of a sweep, as a picklable task, and the function any executor runs for it.
+"""The function any executor runs once per cell of a sweep (the task: executors.base.Task).
 
 `execute(task)` trains the cell in the current process, with everything it prints going to the
 cell's log file, and returns a small report; it never raises for a failure of the cell itself:
@@ -11,71 +11,23 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 
 from rich.console import Console
 
 from msde_bench import results as R
 from msde_bench.data.pairs import ImageCache
+from msde_bench.device import compile_setting
 from msde_bench.errors import MsdeError
+from msde_bench.executors.base import Task
 from msde_bench.factory import load_dataset
 from msde_bench.progress import RunProgress
 from msde_bench.runner import Cell, cells_of, run_cell
 from msde_bench.spec import RunSpec
-from msde_bench.training import compile_setting
 
 
-@dataclass(frozen=True)
-class Task:
-    """Everything a worker needs to run one cell (plain data, so it pickles to any machine)."""
-
-    spec: dict  # the whole spec, RunSpec.to_dict()
-    fold: int
-    dataset: dict  # PairedDataset.describe() the sweep planned with (its fingerprint is checked)
-    out: str
-    keep_model: bool = True
-    #: --compile (training.compile_setting)
-    compile: bool = False
-    #: --log-samples: the cell's per-image predictions beside it (msde_bench.samples)
-    log_samples: bool = False
-
-    @property
-    def cell(self) -> Cell:
-        return Cell(RunSpec.from_dict(self.spec), self.fold, self.dataset)
-
-    @property
-    def log(self) -> Path:
-        return Path(self.out) / self.cell.run_id / f"fold{self.fold}.log"
-
-    @property
-    def failed_marker(self) -> Path:
-        return Path(self.out) / self.cell.run_id / f"fold{self.fold}.failed.json"
-
-
-def import_extra(module: str, executor: str, extra: str):
-    """The module an executor needs, or one error line naming the pip command."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MsdeError(f"--executor {executor} needs {module}: pip install 'msde-bench[{extra}]'") from None
-
-
-def collect(task: Task, get, failed_as: str, done: list, on_done=None) -> dict:
-    """The report of a task from `get()` (a future's or a job's result); an exception there (the
-    worker, job or node died outside the cell) fails that cell only. Appends (task, report) to
-    `done` and tells `on_done`."""
-    try:
-        report = get()
-    except Exception as e:  # noqa: BLE001 - one lost worker never stops the sweep
-        report = dict(status="failed", error=f"{failed_as}: {type(e).__name__}: {e}".splitlines()[0],
-                      log=str(task.log), seconds=0.0)
-    done.append((task, report))
-    if on_done is not None:
-        on_done(task, report)
-    return report
+def cell_of(task: Task) -> Cell:
+    return Cell(RunSpec.from_dict(task.spec), task.fold, task.dataset)
 
 
 def execute(task: Task) -> dict:
@@ -87,7 +39,7 @@ def execute(task: Task) -> dict:
         console = Console(file=log, width=120)
         compile_setting(task.compile)
         try:
-            cell = task.cell
+            cell = cell_of(task)
             console.print(f"cell {cell.run_id} fold {cell.fold}")
             dataset = load_dataset(cell.spec.data)
             if dataset.fingerprint() != cell.dataset["fingerprint"]:

@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from msde_bench import teachers
-from msde_bench.checkpoints import load_torch
+from msde_bench.device import channels_last
 from msde_bench.errors import MsdeError
 from msde_bench.models.base import Method
 from msde_bench.options import QUIRKS, Option, is_method_key, positive
 from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
 from msde_bench.protocol import subjects_of
 from msde_bench.spec import RECIPES, RunSpec, derive_seed
-from msde_bench.training import channels_last
 
 
 class Distill(Paradigm):
@@ -79,24 +78,14 @@ class Distill(Paradigm):
         train_subjects = subjects_of(ctx.train_idx, subjects)
         test_subjects = subjects_of(ctx.test_idx, subjects)
         assert not set(train_subjects) & set(test_subjects), "teacher training pairs include test subjects"
+        tspec = self.teacher_spec(spec)
         if self.opts["teacher"]:
-            teacher, meta = self._load(Path(self.opts["teacher"]), ctx)
             source = str(self.opts["teacher"])
+            teacher, meta = teachers.load(Path(source), lambda: ctx.build(tspec), spec.model)
         else:
-            tspec = self.teacher_spec(spec)
             # the fold's seed: the teacher is the model the non-masked baseline run trains on this fold
-            path = teachers.cache_path(tspec, ctx.fold, ctx.seed, ctx.cache.fingerprint, train_subjects)
-            # one process trains a teacher at a time; another that needs it waits, then loads it
-            with teachers.lock(path):
-                if path.is_file():
-                    teacher, meta = self._load(path, ctx)
-                    source = f"cache {path}"
-                else:
-                    ctx.say(f"fold {ctx.fold}: training the non-masked teacher ({tspec.epochs} epochs)")
-                    teacher, timing = ctx.fit(tspec, ctx.seed)
-                    meta = teachers.save(path, teacher, tspec, ctx.fold, ctx.seed, train_subjects,
-                                         timing["train_seconds"])
-                    source = f"trained ({path})"
+            cached = teachers.TeacherCache(tspec, ctx.fold, ctx.seed, ctx.cache.fingerprint, train_subjects)
+            teacher, meta, source = cached.get(lambda: ctx.build(tspec), lambda: ctx.fit(tspec, ctx.seed), ctx.say)
         seen = meta.get("train_subjects")
         if seen is not None:
             leaked = sorted(set(seen) & set(test_subjects))
@@ -115,23 +104,6 @@ class Distill(Paradigm):
         self.teacher = teacher
         self.info = dict(teacher=source, teacher_train_subjects=seen, teacher_train_seconds=meta.get("train_seconds"))
         self.gen = torch.Generator().manual_seed(derive_seed(spec.seed, "distill-views", ctx.fold))
-
-    def _load(self, path: Path, ctx: FoldContext) -> tuple[Method, dict]:
-        obj = load_torch(path, missing="teacher checkpoint not found")
-        meta = {}
-        if isinstance(obj, dict) and obj.get("format") == teachers.TEACHER_FORMAT:
-            meta, state = obj.get("meta", {}), obj["state_dict"]
-        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            state = obj["state_dict"]
-        else:
-            state = obj
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        model = ctx.build(self.teacher_spec(ctx.spec))
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise MsdeError(f"{path}: does not fit model {ctx.spec.model!r} ({str(e).splitlines()[0]})") from None
-        return model, meta
 
     def report(self) -> dict:
         return dict(self.info)

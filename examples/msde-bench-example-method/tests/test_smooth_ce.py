@@ -33,5 +33,6 @@ def test_training_lowers_the_loss():
 
 def test_end_to_end(tiny_root, tmp_path):
     for paradigm in ("baseline", "contrastive"):
-        result = check_end_to_end("smooth-ce", paradigm, tiny_root, tmp_path / paradigm, ["--opt", "smoothing=0.2"])
+        result = check_end_to_end("smooth-ce", paradigm, tiny_root, tmp_path / paradigm,
+                                  options={"smoothing": 0.2})
         assert result["spec"]["options"]["smooth-ce.smoothing"] == 0.2
