@@ -31,10 +31,12 @@ from rich.console import Console
 from msde_bench import CLASS_NAMES, NUM_CLASSES, __version__, factory, runner
 from msde_bench import compare as _compare
 from msde_bench import evaluation as _evaluation
+from msde_bench import results as _results
 from msde_bench import spec_build as _build
 from msde_bench import sweep as _sweep
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from msde_bench.device import resolve_device
 from msde_bench.errors import DataError, MsdeError
 from msde_bench.executors.base import Executor, ExecutorOption, Task, collect
 from msde_bench.grid import MAX_RUNS
@@ -52,7 +54,8 @@ __all__ = [
     "create_trunk", "cross_entropy_terms", "DataError", "evaluate_benchmark", "Executor", "ExecutorOption",
     "FoldContext", "hookimpl", "ImageCache", "IMAGENET_MEAN", "IMAGENET_STD", "LossState", "merge", "merge_all",
     "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm", "plan_sweep", "positive",
-    "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec", "run_sweep", "RunSpec", "Task",
+    "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec", "run_sweep", "RunSpec", "spec_from_result",
+    "Task",
 ]
 
 
@@ -71,6 +74,13 @@ def prepare_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: s
                       quirks=quirks, **overrides)
     dataset = factory.load_dataset(spec.data, progress=_data_progress(Console(stderr=True), spec.data))
     return _build.with_protocol(spec, dataset, protocol, overrides.get("folds")), dataset
+
+
+def spec_from_result(path: str | Path, *, device: str | None = None) -> RunSpec:
+    """The spec a result file recorded, to run it again (`msde-bench run --spec FILE`); on `device`
+    when given (else the device it recorded, which must exist here)."""
+    spec = RunSpec.from_dict(_results.load(path)["spec"])
+    return spec.with_(device=str(resolve_device(device or spec.device)))
 
 
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",

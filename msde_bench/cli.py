@@ -15,18 +15,15 @@ from pathlib import Path
 import click
 
 from msde_bench import __version__
+from msde_bench.choices import CAM_METHODS, CONVERT_FORMATS
 from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
 from msde_bench.options import QUIRK_SETS
 from msde_bench.progress import PROGRESS_MODES
 from msde_bench.protocol import PROTOCOLS
+from msde_bench.results import FORMATS as RESULT_FORMATS
 from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
-
-#: the choices of commands whose modules are slow to import (torch, grad-cam); a test checks
-#: them against explain.CAM_METHODS and convert.FORMATS
-CAM_CHOICES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
-FORMAT_CHOICES = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
 
 
 class _Group(click.Group):
@@ -215,9 +212,6 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     from rich.console import Console
 
     from msde_bench import api
-    from msde_bench import results as R
-    from msde_bench.device import resolve_device
-    from msde_bench.spec import RunSpec
 
     console = Console(stderr=True)
     _set_threads(console, threads, compile_)
@@ -229,10 +223,9 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
             raise MsdeError(f"--spec {spec_file}: cannot be combined with --{given[0].replace('_', '-')}")
-        spec = RunSpec.from_dict(R.load(spec_file)["spec"])
-        if ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT:
-            spec = spec.with_(device=str(resolve_device(device)))
-        dev = resolve_device(spec.device)
+        given_device = ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT
+        spec = api.spec_from_result(spec_file, device=device if given_device else None)
+        dev = spec.device
         dataset = None
     else:
         spec, dataset = api.prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=opts,
@@ -259,11 +252,10 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
 def summary_table(result: dict) -> str:
     from tabulate import tabulate
 
-    s = result["summary"]
-    rows = []
-    for key, title in (("acc_non_masked", "non-masked"), ("acc_masked", "masked"), ("acc_overall", "overall")):
-        rows.append([title, f"{s[key]['mean']:.3f} ± {s[key]['std']:.3f}", s[key]["n"]])
-    return tabulate(rows, headers=["accuracy", "mean ± std", "folds"], tablefmt="github")
+    from msde_bench.results import summary_rows
+
+    rows = summary_rows(result)
+    return tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="github")
 
 
 @main.command(context_settings=dict(show_default=True))
@@ -479,8 +471,8 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
                   f"{plan.out}")
     if dry_run or status:
         rows = plan.cells(with_states=status)
-        click.echo(tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [],
-                            tablefmt="github", disable_numparse=True))
+        headers = [k.replace("_", " ") for k in rows[0]] if rows else []
+        click.echo(tabulate([list(r.values()) for r in rows], headers=headers, tablefmt="github", disable_numparse=True))
         return
     show = console.is_terminal if progress is None else progress
     with Progress(console=console, transient=True, disable=not show) as bar:
@@ -638,7 +630,7 @@ def leaderboard(results_dirs, output, check, strict, notes):
     if output == "-":
         if check:
             raise MsdeError("--check compares a file: give --output FILE")
-        text, _, _ = render_dirs(dirs, strict, notes_path)
+        text, _ = render_dirs(dirs, strict, notes_path)
         click.echo(text, nl=False)
         return
     ok, message = write_or_check(dirs, Path(output), check, strict, notes_path)
@@ -650,7 +642,7 @@ def leaderboard(results_dirs, output, check, strict, notes):
 @main.group(cls=_Group, invoke_without_command=True, context_settings=dict(show_default=True))
 @click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Folder of result files (repeatable) [default: ./results].")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(RESULT_FORMATS), default="table")
 @click.pass_context
 def results(ctx, results_dirs, fmt):
     """List result files: run id, model, paradigm, dataset, protocol, folds done, accuracies, date.
@@ -663,18 +655,10 @@ def results(ctx, results_dirs, fmt):
     ctx.obj = dict(dirs=[Path(d) for d in results_dirs] or [Path("results")], fmt=fmt)
     if ctx.invoked_subcommand is not None:
         return
-    from msde_bench.leaderboard import load_all
+    from msde_bench import results as R
 
-    found, problems = load_all(ctx.obj["dirs"])
-    rows = []
-    for r in sorted(found, key=lambda r: r["run_id"]):
-        s = r["summary"]
-        rows.append(dict(run_id=r["run_id"], model=r["spec"]["model"], paradigm=r["spec"]["paradigm"],
-                         dataset=r["dataset"]["name"], protocol=r["protocol"]["split"],
-                         folds=f"{len(r['folds'])}/{r['protocol']['folds']}",
-                         non_masked=round(s["acc_non_masked"]["mean"], 4), masked=round(s["acc_masked"]["mean"], 4),
-                         overall=round(s["acc_overall"]["mean"], 4), date=r.get("finished") or r["created"]))
-    _emit(rows, fmt)
+    found, problems = R.load_all(ctx.obj["dirs"])
+    click.echo(R.format_rows(R.list_rows(found), fmt), nl=False)
     for path, problem in problems:
         click.echo(f"skipped {path}: {problem}", err=True)
 
@@ -733,8 +717,7 @@ def results_upgrade(out):
     from msde_bench.spec_build import complete_spec
 
     for d in _result_dirs(out):
-        changed = [(p, R.upgrade_file(p, complete_spec)) for p in sorted(d.glob("*.json"))]
-        changed = [(p, new) for p, new in changed if new is not None]
+        changed = R.upgrade_folder(d, complete_spec)
         for old, new in changed:
             click.echo(f"{old.name} -> {new.name}")
         click.echo(f"{d}: {len(changed)} result files upgraded to {R.SCHEMA} and today's options")
@@ -746,7 +729,7 @@ def results_upgrade(out):
               help="Print the per-image predictions of a run made with --log-samples instead (checked against "
                    "the file digests the result records), and the metrics recomputed from them.")
 @click.option("--fold", "only_fold", type=int, default=None, help="With --predictions: only this fold.")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(RESULT_FORMATS), default=None,
               help="As `results --format` (either place) [default: table].")
 @click.pass_context
 def results_show(ctx, run, predictions, only_fold, fmt):
@@ -758,89 +741,20 @@ def results_show(ctx, run, predictions, only_fold, fmt):
       msde-bench results show resnet18-baseline-synth-small --predictions --fold 0 --format csv
     """
     from msde_bench import results as R
-    from msde_bench.leaderboard import load_all
 
-    if Path(run).is_file():
-        result = dict(R.load(run), _path=run)
-    else:
-        found, _ = load_all(ctx.obj["dirs"])
-        matches = [r for r in found if r["run_id"] == run] or [r for r in found if r["run_id"].startswith(run)]
-        if len(matches) != 1:
-            names = ", ".join(sorted(r["run_id"] for r in matches)) or "none"
-            raise MsdeError(f"run {run!r}: {len(matches)} matching result files in "
-                            f"{', '.join(map(str, ctx.obj['dirs']))} ({names})")
-        result = matches[0]
+    result = R.find(run, ctx.obj["dirs"])
     fmt = fmt or ctx.obj["fmt"]
     if predictions:
-        _show_predictions(result, only_fold, fmt)
+        rows, checks = R.prediction_rows(result, only_fold)
+        click.echo(R.format_rows(rows, fmt), nl=False)
+        if fmt == "table":
+            for line in checks:
+                click.echo(line)
         return
-    rows = [dict(fold=f["fold"], test_subjects=len(f["test_subjects"]), pairs=f["n_test_pairs"],
-                 non_masked=round(f["acc_non_masked"], 4), masked=round(f["acc_masked"], 4),
-                 overall=round(f["acc_overall"], 4), mask_gap=round(f["mask_gap"], 4),
-                 pair_agreement=round(f["pair_agreement"], 4), macro_f1_masked=round(f["macro_f1_masked"], 4),
-                 train_seconds=round(f["train_seconds"], 1)) for f in result["folds"]]
     if fmt == "table":
         click.echo(f"{result['run_id']}  ({result['spec']['model']} · {result['spec']['paradigm']} · "
                    f"{result['dataset']['name']} · {result['protocol']['split']})")
-    _emit(rows, fmt)
-
-
-def _show_predictions(result: dict, only_fold: int | None, fmt: str) -> None:
-    """The per-image rows of a result's samples files; on a table, each fold's metrics recomputed
-    from them beside the recorded ones (they must be equal)."""
-    from msde_bench import metrics as M
-    from msde_bench import samples as S
-
-    folds = [f for f in result["folds"] if only_fold is None or f["fold"] == only_fold]
-    if not folds:
-        raise MsdeError(f"{result['run_id']}: no fold {only_fold} in this result")
-    missing = [f["fold"] for f in folds if not f.get("samples_file")]
-    if missing:
-        raise MsdeError(f"{result['run_id']}: folds {missing} were run without --log-samples (no predictions file)")
-    base = Path(result["_path"]).parent if result.get("_path") else Path(".")
-    rows, checks = [], []
-    for f in folds:
-        path = base / f["samples_file"]
-        _, lines = S.read(path, f.get("samples_sha256"))
-        again = S.metrics(lines)
-        same = M.same_metrics(again, f)
-        checks.append(f"fold {f['fold']}: {len(lines)} images; recomputed non-masked {again['acc_non_masked']:.4f} "
-                      f"masked {again['acc_masked']:.4f} pair agreement {again['pair_agreement']:.4f}: "
-                      + ("equal to the record" if same else "DIFFERENT from the record"))
-        if not same:
-            raise MsdeError(f"{path}: the metrics recomputed from the predictions differ from the record of fold "
-                            f"{f['fold']}")
-        for r in lines:
-            rows.append(dict(fold=f["fold"], pair=r["pair"], view=r["view"], subject=r["subject"], label=r["label"],
-                             prediction=r["prediction"], p_prediction=r["probs"].get(r["prediction"])))
-    _emit(rows, fmt)
-    if fmt == "table":
-        for line in checks:
-            click.echo(line)
-
-
-def _emit(rows: list[dict], fmt: str) -> None:
-    import json
-
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
-    values = [list(r.values()) for r in rows]  # not df.values: it would turn integer columns into floats
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=1))
-    elif fmt == "csv":
-        click.echo(df.to_csv(index=False), nl=False)
-    elif df.empty:
-        click.echo("(no results)")
-    else:
-        from tabulate import tabulate
-
-        if fmt == "markdown":  # names and option values from result files must not shift columns or inject HTML
-            from msde_bench.leaderboard import md_text
-
-            values = [[md_text(v) if isinstance(v, str) else v for v in row] for row in values]
-        click.echo(tabulate(values, headers=list(df.columns), tablefmt="github" if fmt == "markdown" else "simple",
-                            disable_numparse=True))
+    click.echo(R.format_rows(R.fold_rows(result), fmt), nl=False)
 
 
 @main.command(context_settings=dict(show_default=True))
@@ -849,7 +763,7 @@ def _emit(rows: list[dict], fmt: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the figures [default: <run_id>-explain/fold<K> next to the result].")
 @click.option("--n", "n_pairs", type=int, default=14, help="Test pairs in the Grad-CAM grid (balanced over classes).")
-@click.option("--cam", type=click.Choice(CAM_CHOICES), default="gradcam", help="CAM method (pytorch-grad-cam).")
+@click.option("--cam", type=click.Choice(CAM_METHODS), default="gradcam", help="CAM method (pytorch-grad-cam).")
 @click.option("--layer", default=None,
               help="Grad-CAM on this module (e.g. trunk.layer3) instead of the method's declared layer; finer "
                    "maps at small input sizes (ResNet's layer4 is 2 x 2 at 48 px).")
@@ -918,7 +832,7 @@ def data_synth(out, variant, seed, subjects, image_size):
 
 
 @data.command("convert", context_settings=dict(show_default=True))
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), required=True,
+@click.option("--format", "fmt", type=click.Choice(CONVERT_FORMATS), required=True,
               help="rafdb: EmoLabel/list_patition_label.txt + Image/aligned; fer2013: fer2013.csv (+ FER+ votes in "
                    "fer2013new.csv beside it); affectnet: training.csv/validation.csv + images, cropped to the face "
                    "box; imagefolder: one folder per class (optionally under train/ and test/); ckplus: CK+'s class "

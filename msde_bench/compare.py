@@ -13,6 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from msde_bench import runner
+from msde_bench.metrics import metrics_in
 
 
 def run_all(specs: list, dataset, out: str | Path, console, show_progress, log_samples: bool = False) -> list[dict]:
@@ -26,19 +27,19 @@ def run_all(specs: list, dataset, out: str | Path, console, show_progress, log_s
 
 
 def table(rows: list[dict], fmt: str = "github") -> str:
+    """The paper-style table: a row per paradigm, the metrics of view `compare` (metrics.METRICS) as
+    mean ± std over folds, and the change of non-masked accuracy from the non-masked-only baseline."""
     ref = next((r for r in rows if r["title"] == "baseline (non-masked)"), None)
     ref_nm = ref["result"]["summary"]["acc_non_masked"]["mean"] if ref else None
+    shown = metrics_in("compare")
     out = []
     for r in rows:
         s = r["result"]["summary"]
-
-        def ms(key, s=s):
-            return f"{s[key]['mean']:.3f} ± {s[key]['std']:.3f}"
-
         delta = "" if ref_nm is None else f"{s['acc_non_masked']['mean'] - ref_nm:+.3f}"
-        out.append([r["title"], ms("acc_non_masked"), ms("acc_masked"), ms("acc_overall"),
-                    f"{s['mask_gap']['mean']:.3f}", delta, s["acc_masked"]["n"]])
-    headers = ["paradigm", "non-masked", "masked", "overall", "mask gap", "Δ non-masked vs NM baseline", "folds"]
+        out.append([r["title"], *(f"{m.text(s[m.key]['mean'])} ± {m.text(s[m.key]['std'])}" for m in shown), delta,
+                    s["acc_masked"]["n"]])
+    headers = ["paradigm", *(m.label for m in shown), "Δ non-masked vs NM baseline", "folds"]
     return tabulate(out, headers=headers, tablefmt=fmt, disable_numparse=True)
+
 
 

@@ -20,15 +20,13 @@ from msde_bench import protocol as P
 from msde_bench import results as R
 from msde_bench.atomic import write_text_atomic
 from msde_bench.checkpoints import model_path, read_model
+from msde_bench.choices import CAM_METHODS
 from msde_bench.data.pairs import ImageCache
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, load_dataset
 from msde_bench.models.base import set_input_normalisation
 from msde_bench.spec import RunSpec
 from msde_bench.training import eval_augment
-
-CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
-
 
 # ------------------------------------------------------------------------------------------
 # loading fold models

@@ -1,4 +1,4 @@
-"""The leaderboard's figures, drawn from a table's numbers (leaderboard.frame): non-masked against
+"""The leaderboard's figures, drawn from a table's numbers (board.frame): non-masked against
 masked accuracy per row, and the mask gap per method grouped by paradigm. PNG (embedded in the
 markdown) and SVG, byte-stable for the same numbers and matplotlib version (no dates, a fixed SVG
 hash salt, the bundled DejaVu fonts), so that `msde-bench leaderboard --check` can compare them."""
@@ -137,3 +137,20 @@ def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
         out = _save(fig)
         plt.close(fig)
     return out
+
+
+#: the figures' folder beside the markdown leaderboard
+FIGURES_DIR = "figures"
+#: (kind, alt text) of a table's figures, in the order they are embedded
+KINDS = (("accuracy", "non-masked against masked accuracy per row"), ("mask-gap", "mask gap per method and paradigm"))
+
+
+def figure_paths(slug: str) -> list[tuple[str, str]]:
+    """(path relative to the markdown, without suffix; alt text) of the figures of the table whose
+    slug (board.Table.slug) is given, in KINDS order."""
+    return [(f"{FIGURES_DIR}/{slug}-{kind}", alt) for kind, alt in KINDS]
+
+
+def table_figures(df: pd.DataFrame, title: str, classes: int = 7) -> list[dict[str, bytes]]:
+    """A table's figures in KINDS order, from its rows' numbers (board.frame, best row first)."""
+    return [accuracy_figure(df, title, classes), gap_figure(df, title)]

@@ -1,15 +1,75 @@
-"""Per-fold metrics (scikit-learn) and their aggregation over folds."""
+"""Per-fold metrics (scikit-learn), their aggregation over folds, and the one table that says
+what each metric is called, which way is better, how it is written and where it is shown.
+
+Adding a metric: compute it in `fold_metrics` and add a `Metric` to `METRICS`; the result schema's
+check (results.py), `results`, `results show`, the run summary, `compare`, the leaderboard, its
+figures' data and the web page read the table (tests/test_leaderboard.py adds one on a branch of
+the table to check that).
+"""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from msde_bench import CLASS_NAMES, NUM_CLASSES
 
-SUMMARY_KEYS = ("acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "macro_f1_non_masked",
-                "macro_f1_masked", "pair_agreement", "train_seconds", "train_images_per_second")
+#: where a metric is shown: `summary` (a result's mean ± std over folds), `fold` (`results show`,
+#: the web page's per-fold details), `run` (the lines `run`, `evaluate` and `results` print),
+#: `compare` (the compare table), `table` (the leaderboard and its web page)
+VIEWS = ("summary", "fold", "run", "compare", "table")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # as a fold record and a summary store it
+    label: str  # a column title
+    column: str  # a machine-readable column name (`results --format csv|json`)
+    higher_is_better: bool = True
+    #: a share of test images or pairs: checked to lie in [0, 1]; accuracies are compared with chance
+    share: bool = True
+    #: an accuracy the leaderboard compares with chance (1 / the dataset's classes)
+    chance: bool = False
+    fmt: str = ".3f"  # how it is written for people
+    digits: int = 4  # how it is rounded in data outputs (csv, json)
+    views: tuple[str, ...] = ("summary", "fold")
+
+    def text(self, value: float) -> str:
+        return format(value, self.fmt)
+
+
+_ALL = ("summary", "fold", "run", "compare", "table")
+METRICS: tuple[Metric, ...] = (
+    Metric("acc_non_masked", "non-masked", "non_masked", chance=True, views=_ALL),
+    Metric("acc_masked", "masked", "masked", chance=True, views=_ALL),
+    Metric("acc_overall", "overall", "overall", chance=True, views=_ALL),
+    Metric("mask_gap", "mask gap", "mask_gap", higher_is_better=False, share=False,
+           views=("summary", "fold", "compare", "table")),
+    Metric("pair_agreement", "pair agreement", "pair_agreement", views=("summary", "fold", "table")),
+    Metric("macro_f1_non_masked", "macro-F1 non-masked", "macro_f1_non_masked", views=("summary",)),
+    Metric("macro_f1_masked", "macro-F1 masked", "macro_f1_masked", views=("summary", "fold", "table")),
+    Metric("train_seconds", "train seconds", "train_seconds", higher_is_better=False, share=False, fmt=".1f",
+           digits=1, views=("summary", "fold")),
+    Metric("train_images_per_second", "training images / s", "train_images_per_second", share=False, fmt=".0f",
+           digits=1, views=("summary",)),
+)
+
+
+def metrics_in(view: str) -> tuple[Metric, ...]:
+    """The metrics shown in `view` (VIEWS), in the table's order."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; one of {VIEWS}")
+    return tuple(m for m in METRICS if view in m.views)
+
+
+def metric(key: str) -> Metric:
+    return next(m for m in METRICS if m.key == key)
+
+
+def share_keys() -> tuple[str, ...]:
+    """The fold keys that are shares of test images or pairs, in [0, 1] (results.py checks them)."""
+    return tuple(m.key for m in METRICS if m.share)
 
 
 #: the keys `fold_metrics` returns: a fold's numbers, compared whenever a fold is scored again
@@ -59,13 +119,14 @@ def fold_metrics(y: np.ndarray, pred_nm: np.ndarray, pred_m: np.ndarray) -> dict
     )
 
 
-def summarise(folds: list[dict], keys=SUMMARY_KEYS) -> dict:
-    """Mean, sample standard deviation (ddof 1; 0 for one fold) and count of each metric."""
+def summarise(folds: list[dict], keys=None) -> dict:
+    """Mean, sample standard deviation (ddof 1; 0 for one fold) and count of each metric (`keys`,
+    default: the metrics of view `summary`) that at least one fold records."""
     out = {}
+    keys = keys if keys is not None else [m.key for m in metrics_in("summary")]
     for k in keys:
         vals = [f[k] for f in folds if f.get(k) is not None]
-        n = len(vals)
-        mean = float(np.mean(vals)) if n else math.nan
-        std = float(np.std(vals, ddof=1)) if n > 1 else 0.0
-        out[k] = dict(mean=mean, std=std, n=n)
+        if vals:
+            std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            out[k] = dict(mean=float(np.mean(vals)), std=std, n=len(vals))
     return out

@@ -16,8 +16,12 @@ import os
 from pathlib import Path
 from typing import Any, TypedDict, get_type_hints
 
+from msde_bench import metrics as M
+from msde_bench import samples as S
 from msde_bench.atomic import write_text_atomic
-from msde_bench.errors import ResultError
+from msde_bench.errors import MsdeError, ResultError
+from msde_bench.mdtext import md_text
+from msde_bench.metrics import metrics_in, share_keys
 from msde_bench.spec import RunSpec
 
 SCHEMA = "msde-bench/result/2"
@@ -86,12 +90,12 @@ class RunResult(TypedDict, total=False):
 #: test_dataset (a cross-dataset run, spec.test_data: the set its folds were scored on, as `dataset`,
 #: with scored_on; `dataset` stays the training set), pretrained (`--init pretrain:DATA`, msde_bench.pretrain:
 #: the pretrained model's file, sha256, dataset {name, root, fingerprint, n_train_pairs, classes}, spec,
-#: train_seconds; every fold record has it too)
+#: train_seconds; every fold record has it too), budget_rules_differ (since 0.7.0: whether the paradigm would
+#: train differently under the other --budget rule, so that the leaderboard's budget note needs no
+#: plugin loaded)
 OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation", "test_dataset",
-                 "pretrained")
+                 "pretrained", "budget_rules_differ")
 
-_FRACTIONS = ("acc_non_masked", "acc_masked", "acc_overall", "macro_f1_non_masked", "macro_f1_masked",
-              "pair_agreement")
 #: the keys of the `dataset` and `protocol` blocks with their types
 _DATASET_KEYS = {"name": str, "fingerprint": str, "n_pairs": int, "n_subjects": int}
 _PROTOCOL_KEYS = {"name": str, "version": int, "folds": int, "split": str, "selection": str}
@@ -145,8 +149,8 @@ def check_fold(fold: Any, path: str | os.PathLike, where: str) -> None:
     if not isinstance(fold, dict):
         raise ResultError(path, f"{where} is not an object")
     _check_keys(fold, FoldResult, path, where)
-    for key in _FRACTIONS:
-        if not 0.0 <= fold[key] <= 1.0:
+    for key in share_keys():
+        if key in fold and not 0.0 <= fold[key] <= 1.0:
             raise ResultError(path, f"{where}.{key} = {fold[key]} is not a fraction in [0, 1]")
 
 
@@ -309,3 +313,130 @@ def load(path: str | os.PathLike) -> dict:
     except OSError as e:
         raise ResultError(path, f"cannot read the file ({e.strerror or type(e).__name__})") from None
     return validate(obj, path)
+
+
+
+def upgrade_folder(folder: Path, complete_spec=None) -> list[tuple[Path, Path]]:
+    """`upgrade_file` on every result file of the folder; (old path, new path) of those rewritten."""
+    changed = [(p, upgrade_file(p, complete_spec)) for p in sorted(Path(folder).glob("*.json"))]
+    return [(p, new) for p, new in changed if new is not None]
+
+# ------------------------------------------------------------------------------------------
+# finding and presenting results (`msde-bench results`, `results show`, the summary `run` prints)
+
+
+def load_all(dirs: list[Path], strict: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Every valid result under the folders (sorted by path, each with its `_path`), and (path,
+    problem) for the others (or the first problem raised, `strict`)."""
+    found, problems = [], []
+    for d in dirs:
+        if not d.is_dir():
+            raise MsdeError(f"{d}: results folder not found")
+        for path in sorted(d.glob("*.json")):
+            if path.name.endswith(".partial.json"):
+                continue
+            try:
+                res = load(path)
+            except ResultError as e:
+                if strict:
+                    raise
+                problems.append((str(path), e.problem))
+                continue
+            found.append(dict(res, _path=str(path)))
+    return found, problems
+
+
+def find(run: str, dirs: list[Path]) -> dict:
+    """One result: a result file, or the run id (or a prefix of exactly one) of a result in the folders."""
+    if Path(run).is_file():
+        return dict(load(run), _path=run)
+    found, _ = load_all(dirs)
+    matches = [r for r in found if r["run_id"] == run] or [r for r in found if r["run_id"].startswith(run)]
+    if len(matches) != 1:
+        names = ", ".join(sorted(r["run_id"] for r in matches)) or "none"
+        raise MsdeError(f"run {run!r}: {len(matches)} matching result files in {', '.join(map(str, dirs))} ({names})")
+    return matches[0]
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """A result's headline numbers (metrics.METRICS, view `run`): metric, mean ± std, folds."""
+    s = result["summary"]
+    return [{"accuracy": m.label, "mean ± std": f"{m.text(s[m.key]['mean'])} ± {m.text(s[m.key]['std'])}",
+             "folds": s[m.key]["n"]} for m in metrics_in("run") if m.key in s]
+
+
+def list_rows(results: list[dict]) -> list[dict]:
+    """One row per result (`msde-bench results`): run id, model, paradigm, dataset, protocol, folds
+    done, the metrics of view `run` (mean over folds), date."""
+    rows = []
+    for r in sorted(results, key=lambda r: r["run_id"]):
+        s = r["summary"]
+        row = dict(run_id=r["run_id"], model=r["spec"]["model"], paradigm=r["spec"]["paradigm"],
+                   dataset=r["dataset"]["name"], protocol=r["protocol"]["split"],
+                   folds=f"{len(r['folds'])}/{r['protocol']['folds']}")
+        row.update({m.column: _rounded(s.get(m.key, {}).get("mean"), m.digits) for m in metrics_in("run")})
+        rows.append(dict(row, date=r.get("finished") or r["created"]))
+    return rows
+
+
+def fold_rows(result: dict) -> list[dict]:
+    """A result's per-fold numbers (`results show`): fold, test subjects and pairs, the metrics of
+    view `fold`."""
+    return [dict(fold=f["fold"], test_subjects=len(f["test_subjects"]), pairs=f["n_test_pairs"],
+                 **{m.column: _rounded(f.get(m.key), m.digits) for m in metrics_in("fold")}) for f in result["folds"]]
+
+
+def _rounded(value, digits: int):
+    """A number rounded for data outputs; None (a metric the result does not record) stays None."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, digits)
+
+
+def prediction_rows(result: dict, only_fold: int | None = None) -> tuple[list[dict], list[str]]:
+    """The per-image rows of a result's samples files (`results show --predictions`), each file
+    checked against the digest its fold records, and a line per fold with the metrics recomputed
+    from them, which must equal the record (an error names the file otherwise)."""
+    folds = [f for f in result["folds"] if only_fold is None or f["fold"] == only_fold]
+    if not folds:
+        raise MsdeError(f"{result['run_id']}: no fold {only_fold} in this result")
+    missing = [f["fold"] for f in folds if not f.get("samples_file")]
+    if missing:
+        raise MsdeError(f"{result['run_id']}: folds {missing} were run without --log-samples (no predictions file)")
+    base = Path(result["_path"]).parent if result.get("_path") else Path(".")
+    rows, checks = [], []
+    for f in folds:
+        path = base / f["samples_file"]
+        _, lines = S.read(path, f.get("samples_sha256"))
+        again = S.metrics(lines)
+        if not M.same_metrics(again, f):
+            raise MsdeError(f"{path}: the metrics recomputed from the predictions differ from the record of fold "
+                            f"{f['fold']}")
+        checks.append(f"fold {f['fold']}: {len(lines)} images; recomputed non-masked {again['acc_non_masked']:.4f} "
+                      f"masked {again['acc_masked']:.4f} pair agreement {again['pair_agreement']:.4f}: "
+                      "equal to the record")
+        rows += [dict(fold=f["fold"], pair=r["pair"], view=r["view"], subject=r["subject"], label=r["label"],
+                      prediction=r["prediction"], p_prediction=r["probs"].get(r["prediction"])) for r in lines]
+    return rows, checks
+
+
+#: the formats of `results` and `results show`
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """Rows as a plain table, a markdown table (every text escaped: names and option values come
+    from result files), CSV or JSON."""
+    import pandas as pd
+    from tabulate import tabulate
+
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    df = pd.DataFrame(rows)
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if df.empty:
+        return "(no results)\n"
+    values = [list(r.values()) for r in rows]  # not df.values: it would turn integer columns into floats
+    if fmt == "markdown":
+        values = [[md_text(v) if isinstance(v, str) else v for v in row] for row in values]
+    return tabulate(values, headers=list(df.columns), tablefmt="github" if fmt == "markdown" else "simple",
+                    disable_numparse=True) + "\n"

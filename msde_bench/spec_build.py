@@ -165,12 +165,18 @@ def canonical_budget(spec: RunSpec) -> RunSpec:
     """A spec whose paradigm trains identically under both budget rules (it shows each image once
     per pass, one image per batch item: the mixed baseline) records `steps`, so that one computation
     has one run id whatever rule was asked for."""
+    return spec if budget_rules_differ(spec) else spec.with_(budget="steps")
+
+
+def budget_rules_differ(spec: RunSpec) -> bool:
+    """Whether the spec's paradigm would train differently under the other budget rule (a result
+    records it: the leaderboard's budget note then needs no plugin); True where a rule does not
+    apply to it at all."""
     paradigm = build_paradigm(spec)
     try:
-        same = budget_plan(spec.with_(budget="epochs"), paradigm) == budget_plan(spec.with_(budget="steps"), paradigm)
+        return budget_plan(spec.with_(budget="epochs"), paradigm) != budget_plan(spec.with_(budget="steps"), paradigm)
     except MsdeError:
-        return spec
-    return spec.with_(budget="steps") if same else spec
+        return True
 
 
 def resolve_options(model: str, options: dict, image_size: int) -> dict:

@@ -14,14 +14,21 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-_COLUMNS = [  # (key, title): what the table shows, in order
-    ("rank", "#"), ("model", "model"), ("paradigm", "paradigm"), ("backbone", "backbone"), ("recipe", "recipe"),
-    ("init", "init"), ("acc_non_masked", "non-masked"), ("acc_masked", "masked"), ("acc_overall", "overall"),
-    ("mask_gap", "mask gap"), ("pair_agreement", "pair agreement"), ("macro_f1_masked", "macro-F1 masked"),
-    ("runs", "folds × seeds"), ("train_seconds", "train time / fold (s)"), ("provider", "method from"),
-]
-_FOLD_KEYS = ("fold", "n_test_pairs", "acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement",
-              "macro_f1_masked", "train_seconds")
+from msde_bench.board import Board, Group, Row, Table, budget_note, dataset_note
+from msde_bench.figures import figure_paths
+from msde_bench.metrics import metrics_in
+
+
+def _columns() -> list[tuple[str, str]]:
+    """(key, title): what the table shows, in order (the metrics: metrics.METRICS, view `table`)."""
+    return [("rank", "#"), ("model", "model"), ("paradigm", "paradigm"), ("backbone", "backbone"),
+            ("recipe", "recipe"), ("init", "init"), *((m.key, m.label) for m in metrics_in("table")),
+            ("runs", "folds × seeds"), ("train_seconds", "train time / fold (s)"), ("provider", "method from")]
+
+
+def _fold_keys() -> tuple[str, ...]:
+    """What a row's details show per fold (the metrics of view `fold`)."""
+    return ("fold", "n_test_pairs", *(m.key for m in metrics_in("fold")))
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -47,6 +54,7 @@ function fmt(v) { return (v === null || v === undefined) ? "–" :
 function cell(row, key) {
   const v = row[key];
   if (v && typeof v === "object" && "mean" in v) {
+    if (v.mean === null) return "–";
     let t = v.mean.toFixed(3) + (v.std === null ? "" : " ± " + v.std.toFixed(3));
     if (v.ci) t += " [" + v.ci[0].toFixed(3) + ", " + v.ci[1].toFixed(3) + "]";
     return t;
@@ -123,9 +131,12 @@ def _svg_data(data: bytes) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(data).decode()
 
 
-def page(tables: list[dict], intro: str) -> str:
-    """The HTML page. `tables`: [{title, note, rows: [row dict], figures: [{alt, svg bytes}]}]."""
-    data = dict(columns=_COLUMNS, fold_keys=_FOLD_KEYS,
+def page(board: Board, svgs: dict[str, bytes], intro: str, result_dir: Path) -> str:
+    """The HTML page of the board: a table per board table, each with its figures from `svgs`
+    ({path relative to the markdown: SVG bytes}: figures.figure_paths), its result files linked
+    relative to `result_dir`."""
+    tables = [_table_data(t, svgs, result_dir) for t in board.tables]
+    data = dict(columns=_columns(), fold_keys=_fold_keys(),
                 tables=[dict(title=t["title"], note=t["note"], rows=t["rows"],
                              figures=[dict(alt=f["alt"], src=_svg_data(f["svg"])) for f in t["figures"]])
                         for t in tables])
@@ -142,22 +153,43 @@ def page(tables: list[dict], intro: str) -> str:
         "</body>\n</html>\n")
 
 
-def row_data(rec: dict, row, rank: int | None, result_dir: Path) -> dict:
-    """One row of the page from leaderboard.frame's record and its Row."""
+def row_data(rec: dict, row: Row, rank: int | None, result_dir: Path) -> dict:
+    """One row of the page from board.frame's record and its Row."""
     out = {"rank": rank if rank is not None else "–", "model": rec["model"],
            "paradigm": rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else ""),
            "backbone": rec["backbone"], "recipe": rec["recipe"], "init": rec["init"],
            "runs": f"{rec['folds']} × {rec['seeds']}", "train_seconds": round(float(rec["train_seconds"]), 1),
            "provider": rec["provider"], "run_ids": [r["run_id"] for r in row.runs]}
-    for key in ("acc_non_masked", "acc_masked", "acc_overall", "mask_gap", "pair_agreement", "macro_f1_masked"):
+    for key in (m.key for m in metrics_in("table")):
         ci = rec[f"{key}_ci"]
         std = round(float(rec[f"{key}_std"]), 6) if rec[f"{key}_n"] > 1 else None  # one value: no spread
-        out[key] = dict(mean=round(float(rec[f"{key}_mean"]), 6), std=std,
+        mean = round(float(rec[f"{key}_mean"]), 6) if rec[f"{key}_n"] else None  # not recorded: none
+        out[key] = dict(mean=mean, std=std,
                         ci=None if ci is None else [round(float(ci[0]), 6), round(float(ci[1]), 6)])
     run = row.runs[0]
     out["settings"] = run["spec"]
-    out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k)) for k in _FOLD_KEYS}
+    out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k)) for k in _fold_keys()}
                     for r in row.runs for f in r["folds"]]
     # a relative URL that stays one whatever the file is called (`javascript:...json` included)
     out["result_file"] = "./" + quote(os.path.relpath(run["_path"], result_dir).replace(os.sep, "/"), safe="/")
     return out
+
+
+def _table_data(table: Table, svgs: dict[str, bytes], result_dir: Path) -> dict:
+    """A table of the board as the page's data: title, note, rows (ranked ones numbered), figures."""
+    rows = []
+    for group in (table.complete, table.incomplete):
+        if group is not None:
+            rows += _group_rows(group, result_dir)
+    note = " ".join([dataset_note(table.rows).strip("_"), *table.about]).replace("`", "")
+    note += (" " + budget_note(table.complete.rows)) if table.complete is not None else ""
+    mine = sorted(f"{base}.svg" for base, _ in figure_paths(table.slug))
+    figs = [dict(alt=rel.rsplit("/", 1)[-1], svg=svgs[rel]) for rel in mine if rel in svgs]
+    title = (f"{table.name} · fingerprint {table.fingerprint} · protocol {table.protocol} v{table.version} "
+             f"({table.split}, {table.folds} fold{'' if table.folds == 1 else 's'})")
+    return dict(title=title, note=note, rows=rows, figures=figs)
+
+
+def _group_rows(group: Group, result_dir: Path) -> list[dict]:
+    return [row_data(rec, row, i + 1 if group.ranked else None, result_dir)
+            for i, ((_, rec), row) in enumerate(zip(group.frame.iterrows(), group.rows))]

@@ -6,8 +6,9 @@ from click.testing import CliRunner
 
 from msde_bench import results as R
 from msde_bench.api import run_benchmark
+from msde_bench.board import group_results as build
+from msde_bench.board import load_all
 from msde_bench.cli import main
-from msde_bench.leaderboard import build, load_all
 
 ARGS = ["--data", None, "--recipe", "quick", "--epochs", "1", "--folds", "3", "--image-size", "32",
         "--batch-size", "16", "--device", "cpu", "--no-progress", "--paradigm", "contrastive"]

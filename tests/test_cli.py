@@ -99,11 +99,3 @@ def test_paradigms_lists_every_option():
     for text in ("| baseline", "train_on", "| contrastive", "align", "| distill", "lambda", "100.0",
                  "quirk_double_softmax"):
         assert text in res.output
-
-
-def test_cli_choices_are_the_modules_constants():
-    from msde_bench import cli
-    from msde_bench.data.convert import FORMATS
-    from msde_bench.explain import CAM_METHODS
-
-    assert cli.CAM_CHOICES == CAM_METHODS and cli.FORMAT_CHOICES == FORMATS

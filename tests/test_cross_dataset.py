@@ -11,7 +11,7 @@ from msde_bench import results as R
 from msde_bench import samples as S
 from msde_bench.cli import main
 from msde_bench.data.msde import read_msde
-from msde_bench.leaderboard import render
+from msde_bench.leaderboard import render_results
 from msde_bench.spec import RunSpec
 
 TINY = ["--recipe", "quick", "--epochs", "1", "--folds", "2", "--image-size", "32", "--batch-size", "16",
@@ -38,7 +38,7 @@ def test_each_fold_is_scored_on_the_other_set_and_keeps_its_own_numbers(tiny_roo
     plain = RunSpec.from_dict({k: v for k, v in run["spec"].items() if k != "test_data"})
     assert plain.digest() != RunSpec.from_dict(run["spec"]).digest()  # the test set names another run
     # the leaderboard: a table of the set scored, saying what it was trained on
-    text = render([dict(run, _path=str(path))], [], ["x"])
+    text = render_results([dict(run, _path=str(path))], [], ["x"])
     name = run["dataset"]["name"]
     assert f"## {name} (trained on {name})" in text and f"**Cross-dataset:** trained on {name}" in text
 

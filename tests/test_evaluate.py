@@ -12,7 +12,7 @@ from msde_bench import evaluation as E
 from msde_bench import results as R
 from msde_bench import samples as S
 from msde_bench.cli import main
-from msde_bench.leaderboard import render
+from msde_bench.leaderboard import render_results
 from msde_bench.metrics import FOLD_METRICS
 
 TINY = ["--recipe", "quick", "--epochs", "1", "--folds", "2", "--image-size", "32", "--batch-size", "16",
@@ -68,7 +68,7 @@ def test_another_set_is_a_cross_dataset_test_only_when_asked(trained, other_set,
     assert ev["dataset"]["fingerprint"] != run["dataset"]["fingerprint"]
     assert all(m["trained_on"]["fingerprint"] == run["dataset"]["fingerprint"] for m in ev["evaluation"]["models"])
     # the leaderboard: the evaluation in a table of its own, unranked; the trained run stays
-    text = render([dict(run, _path=str(path)), dict(ev, _path=str(out))], [], ["x"])
+    text = render_results([dict(run, _path=str(path)), dict(ev, _path=str(out))], [], ["x"])
     assert "Evaluation-only" in text and "(evaluation, 2 folds)" in text
     assert f"– (models of {run['run_id']})" in text and "Superseded" not in text
     assert text.count("| 1   |") == 1  # only the trained row is ranked

@@ -9,9 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from msde_bench import results as R
+from msde_bench.board import group_results as build
+from msde_bench.board import paired_p
 from msde_bench.cli import main
 from msde_bench.errors import MsdeError
-from msde_bench.leaderboard import build, paired_p, render
+from msde_bench.leaderboard import render_results
 from msde_bench.metrics import summarise
 from msde_bench.spec import RunSpec
 
@@ -53,7 +55,7 @@ def test_aggregation_over_folds_and_seeds_by_hand(tmp_path):
     mean, std, n = rows[0].stat("acc_masked")
     vals = [0.5, 0.4, 0.6, 0.3]
     assert n == 4 and mean == pytest.approx(0.45) and std == pytest.approx(np.std(vals, ddof=1))
-    text = render([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
+    text = render_results([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
     assert "0.450 ± 0.129" in text and "2 × 2" in text
     assert "10.5 s (?)" in text  # median train time per fold; these results record no device
 
@@ -61,12 +63,12 @@ def test_aggregation_over_folds_and_seeds_by_hand(tmp_path):
 def test_train_time_names_the_device(tmp_path):
     cpu = dict(make_result(), env=dict(device="cpu", threads=2, device_name="x86_64"))
     gpu = dict(make_result(seed=1), env=dict(device="cuda:0", threads=16, device_name="NVIDIA H200"))
-    text = render([dict(cpu, _path="a")], [], ["x"])
+    text = render_results([dict(cpu, _path="a")], [], ["x"])
     assert "10.5 s (cpu, 2 threads)" in text
-    text = render([dict(cpu, _path="a"), dict(gpu, _path="b")], [], ["x"])
+    text = render_results([dict(cpu, _path="a"), dict(gpu, _path="b")], [], ["x"])
     assert "10.5 s (NVIDIA H200; cpu, 2 threads)" in text
     one = dict(make_result(), env=dict(device="cpu", threads=1, device_name="x86_64"))
-    assert "10.5 s (cpu, 1 thread)" in render([dict(one, _path="a")], [], ["x"])
+    assert "10.5 s (cpu, 1 thread)" in render_results([dict(one, _path="a")], [], ["x"])
 
 
 def test_newest_run_of_a_spec_and_seed_wins():
@@ -76,7 +78,7 @@ def test_newest_run_of_a_spec_and_seed_wins():
     (rows,) = tables.values()
     assert rows[0].stat("acc_masked")[0] == pytest.approx(0.45)
     assert [r["created"] for r in superseded] == ["2026-01-01T00:00:00+00:00"]
-    text = render([dict(new, _path="n"), dict(old, _path="o")], [], ["x"])
+    text = render_results([dict(new, _path="n"), dict(old, _path="o")], [], ["x"])
     assert "## Superseded runs" in text and "2026-01-01T00:00:00+00:00" in text
 
 
@@ -111,7 +113,7 @@ def test_significance_marks_and_best_values_on_a_constructed_case():
     best = make_result(model="best", nm=(0.9, 0.9, 0.9, 0.9), m=(0.80, 0.82, 0.78, 0.81))
     close = make_result(model="close", nm=(0.8, 0.8, 0.8, 0.8), m=(0.81, 0.79, 0.79, 0.80))  # ~ the same
     far = make_result(model="far", nm=(0.95, 0.95, 0.95, 0.95), m=(0.30, 0.35, 0.31, 0.33))
-    text = render([dict(r, _path=r["run_id"]) for r in (far, close, best)], [], ["x"])
+    text = render_results([dict(r, _path=r["run_id"]) for r in (far, close, best)], [], ["x"])
     lines = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
     assert [ln.split("|")[2].strip() for ln in lines] == ["best", "close", "far"]  # ranked by masked accuracy
     assert "**0.803 ± 0.017**" in lines[0]  # best masked
@@ -125,7 +127,7 @@ def test_significance_marks_and_best_values_on_a_constructed_case():
 def test_incomplete_runs_are_shown_apart_and_not_ranked():
     done = make_result(model="done")
     partial = make_result(model="partial", nm=(0.9,), m=(0.9,), complete=False, n_folds=2)
-    text = render([dict(done, _path="d"), dict(partial, _path="p")], [], ["x"])
+    text = render_results([dict(done, _path="d"), dict(partial, _path="p")], [], ["x"])
     head, tail = text.split("Incomplete runs")
     assert "| 1   | done" in head and "partial" not in head
     assert "| –   | partial" in tail
@@ -135,7 +137,7 @@ def test_different_protocols_never_share_a_table():
     clean = make_result()
     faithful = make_result(model="other")
     faithful["protocol"] = dict(faithful["protocol"], name="msde-faithful", split="faithful", selection="best-on-test")
-    text = render([dict(clean, _path="c"), dict(faithful, _path="f")], [], ["x"])
+    text = render_results([dict(clean, _path="c"), dict(faithful, _path="f")], [], ["x"])
     assert text.count("\n## synth-small") == 2 and "optimistic by construction" in text
 
 
@@ -182,12 +184,13 @@ def test_results_list_and_show(tmp_path):
 
 
 def test_every_row_names_the_plugin_that_provided_its_method():
-    from msde_bench.leaderboard import DEFAULT_RESULTS, load_all
+    from msde_bench.board import load_all
+    from msde_bench.leaderboard import DEFAULT_RESULTS
 
     root = Path(__file__).resolve().parents[1]
     found, problems = load_all([root / DEFAULT_RESULTS])
     assert not problems and all(r["method_plugin"]["distribution"] == "msde-bench" for r in found)
-    text = render(found, [], ["leaderboard/results"])
+    text = render_results(found, [], ["leaderboard/results"])
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
     assert rows and all(ln.rstrip(" |").endswith(("(in-tree)", "(built-in)")) for ln in rows)
     assert "| scn 1.0.0 (in-tree) " in text and "| msde-bench 0.2.0 (built-in) " in text
@@ -198,7 +201,7 @@ def test_every_row_names_the_plugin_that_provided_its_method():
 def test_a_row_that_cannot_be_told_from_chance_is_marked():
     near = make_result(model="near", nm=(0.16, 0.12, 0.15, 0.14), m=(0.13, 0.15, 0.14, 0.16))
     good = make_result(model="good", nm=(0.9, 0.88, 0.91, 0.9), m=(0.8, 0.82, 0.78, 0.81))
-    text = render([dict(r, _path=r["run_id"]) for r in (near, good)], [], ["x"])
+    text = render_results([dict(r, _path=r["run_id"]) for r in (near, good)], [], ["x"])
     rows = {ln.split("|")[2].strip(): ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()}
     assert rows["near"].count("◦") == 3 and "◦" not in rows["good"]
     assert "◦: cannot be told from chance (1/7)" in text
@@ -218,7 +221,7 @@ def test_macro_f1_scores_only_the_classes_present():
 
 def test_each_table_states_its_budget_and_precision():
     a = make_result(paradigm="contrastive")
-    same = render([dict(a, _path="a"), dict(make_result(), _path="b")], [], ["x"])
+    same = render_results([dict(a, _path="a"), dict(make_result(), _path="b")], [], ["x"])
     # RunSpec()'s budget is `epochs` (a spec without one ran before the rule) and its precision fp32
     assert "Budget: equal epochs (`--budget epochs`, the reference code's rule)" in same
     assert "The mixed baselines train identically under both rules" in same  # make_result() is one
@@ -226,7 +229,7 @@ def test_each_table_states_its_budget_and_precision():
     b = make_result(paradigm="contrastive", seed=1)
     b["spec"] = dict(b["spec"], budget="steps", precision="bf16")
     b["run_id"] = "resnet18-contrastive-synth-small-" + RunSpec.from_dict(b["spec"]).digest()
-    mixed = render([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
+    mixed = render_results([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
     assert "Budget: rows differ (each result's spec records its rule): `epochs`: " in mixed and "; `steps`: " in mixed
     assert "budget=steps" in mixed and "precision=bf16" in mixed  # the rows' variants say which is which
     assert "Precision: rows differ" in mixed
@@ -238,17 +241,17 @@ def test_a_run_of_every_reference_quirk_is_labelled_so():
     spec = build_spec("resnet18", "distill", recipe="quick", device="cpu", quirks="reference").to_dict()
     r = make_result(paradigm="distill")
     r["spec"], r["run_id"] = spec, "resnet18-distill-synth-small-" + RunSpec.from_dict(spec).digest()
-    assert "| distill \\[reference quirks\\] |" in render([dict(r, _path="a")], [], ["x"]).replace("  ", " ")
+    assert "| distill \\[reference quirks\\] |" in render_results([dict(r, _path="a")], [], ["x"]).replace("  ", " ")
 
 
 def test_notes_stand_next_to_the_rows_they_match(tmp_path):
-    from msde_bench.leaderboard import read_notes
+    from msde_bench.board import read_notes
 
     notes = tmp_path / "notes.toml"
     notes.write_text('[[note]]\nmodel = "resnet18"\nparadigm = "contrastive"\ntext = "alignment hurts here"\n'
                      '[[note]]\n"options.lambda" = 5.0\ntext = "never shown"\n')
     rows = [dict(make_result(paradigm="contrastive"), _path="a"), dict(make_result(), _path="b")]
-    text = render(rows, [], ["x"], read_notes(notes))
+    text = render_results(rows, [], ["x"], read_notes(notes))
     (line,) = [ln for ln in text.splitlines() if "| contrastive" in ln]
     assert "contrastive <sup>1</sup>" in line and "<sup>1</sup> alignment hurts here" in text
     assert "never shown" not in text and text.count("<sup>1</sup>") == 2
@@ -267,7 +270,7 @@ def test_names_from_result_files_cannot_shift_columns_or_inject_html(tmp_path):
     evil["dataset"] = dict(evil["dataset"], name="set|<b>")
     evil["spec"] = dict(evil["spec"], recipe="quick|`rm`")
     evil["run_id"] = R.expected_run_id(evil)  # named by its contents, as every valid result is
-    text = render([dict(evil, _path="a"), dict(make_result(), _path="b")], [("bad|file<i>.json", "oops <b>|")], ["x"])
+    text = render_results([dict(evil, _path="a"), dict(make_result(), _path="b")], [("bad|file<i>.json", "oops <b>|")], ["x"])
     outside_code = re.sub(r"`[^`]*`", "", text)  # inside a code span markdown shows `<i>` as text
     assert "<script>" not in outside_code and "<b>" not in outside_code and "<i>" not in outside_code
     assert "`bad\\|file<i>.json`" in text
@@ -329,7 +332,7 @@ def test_each_table_describes_its_own_dataset():
     synth["dataset"] = dict(synth["dataset"], root="synth:small")
     real = make_result(paradigm="contrastive")
     real["dataset"] = dict(name="msd-e", fingerprint="f00d", n_pairs=1960, n_subjects=142, root="/data/MSD-E")
-    text = render([dict(synth, _path="a"), dict(real, _path="b")], [], ["x"])
+    text = render_results([dict(synth, _path="a"), dict(real, _path="b")], [], ["x"])
     sections = {part.split(" ", 1)[0]: part for part in text.split("\n## ")[1:]}
     assert "Smoke numbers on the embedded synthetic set `synth:small`" in sections["synth-small"]
     assert "_Dataset msd-e (1960 pairs of 142 subjects, fingerprint `f00d`)" in sections["msd-e"]
@@ -389,7 +392,7 @@ def test_train_time_is_the_median_fold_with_distill_teachers_counted_and_wide_sp
     distill["folds"][2]["train_seconds"] = 32.0
     loaded = make_result(model="eac", nm=(0.8, 0.7, 0.6), m=(0.5, 0.4, 0.3))
     loaded["folds"][2]["train_seconds"] = 40.0  # one fold 4x the fastest: a loaded machine
-    text = render([dict(base, _path="a"), dict(distill, _path="b"), dict(loaded, _path="c")], [], ["x"])
+    text = render_results([dict(base, _path="a"), dict(distill, _path="b"), dict(loaded, _path="c")], [], ["x"])
     cells = {(c[2], c[3]): c for c in ([c.strip() for c in line.split("|")] for line in text.splitlines()
                                        if line.startswith("| "))}
     assert "11.0 s (?)" in cells["resnet18", "baseline (mixed)"]  # median of 10, 11, 12
@@ -407,22 +410,65 @@ def test_a_fixed_split_without_identities_shows_one_value_and_says_what_its_spli
         r["protocol"].update(split="holdout", name="msde-holdout", folds=1)
         r["dataset"].update(folds_by="image", subjects_from="none: one subject per image (folds are image-level)")
         r["folds"][0]["n_test_pairs"] = 3589
-    text = render([dict(r, _path=r["run_id"]) for r in rows], [], ["x"])
+    text = render_results([dict(r, _path=r["run_id"]) for r in rows], [], ["x"])
     lines = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
     assert "**0.439**" in lines[0] and "0.595" in lines[1] and "±" not in "".join(lines)
     assert "(holdout, 1 fold)" in text and "A value without ± is one fold of one seed" in text
     assert "0.008 for the 3589 test pairs" in text
     assert "**No identities:**" in text and "Image-level folds" not in text
     two = make_result(model="c", nm=(0.8, 0.7), m=(0.5, 0.4))  # several values: the spread is shown
-    assert "0.450 ± 0.071" in render([dict(two, _path="c")], [], ["x"])
+    assert "0.450 ± 0.071" in render_results([dict(two, _path="c")], [], ["x"])
 
 
 def test_a_markdown_link_from_a_result_file_stays_text(tmp_path):
     evil = make_result(model="[click me](javascript:alert(3))", nm=(0.6, 0.5), m=(0.3, 0.2))
     evil["method_plugin"] = {"plugin": "p", "version": "1", "source": "x", "distribution": "![img](http://e/x.png)"}
-    text = render([dict(evil, _path="a")], [], ["x"])
+    text = render_results([dict(evil, _path="a")], [], ["x"])
     assert "\\[click me\\](javascript:alert(3))" in text and "](javascript:" not in text.replace("\\](", "")
     assert "![img](" not in text
     write(tmp_path / "r", evil)
     out = CliRunner().invoke(main, ["results", "--results", str(tmp_path / "r"), "--format", "markdown"])
     assert out.exit_code == 0 and "[click me](" not in out.output and "\\[click me\\]" in out.output
+
+
+def test_a_metric_added_to_the_table_is_shown_everywhere(tmp_path, monkeypatch):
+    """Adding a metric is the metric function plus one row of metrics.METRICS: the result check,
+    the summary, `results`, `results show`, the leaderboard, its page and `run`'s summary read the
+    table (here a toy metric, the worse view's accuracy, computed by hand into the folds)."""
+    from msde_bench import metrics as M
+    from msde_bench.cli import summary_table
+    from msde_bench.leaderboard import board_files
+    from msde_bench.board import load_board
+
+    toy = M.Metric("acc_worse_view", "worse view", "worse_view", chance=True,
+                   views=("summary", "fold", "run", "compare", "table"))
+    monkeypatch.setattr(M, "METRICS", (*M.METRICS, toy))
+    a = make_result(model="alpha")
+    for f in a["folds"]:
+        f["acc_worse_view"] = min(f["acc_non_masked"], f["acc_masked"])
+    a["summary"] = summarise(a["folds"])
+    assert a["summary"]["acc_worse_view"]["mean"] == pytest.approx(0.45)
+    res = write(tmp_path / "res", a)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["results", "--results", str(res), "--format", "json"])
+    assert json.loads(listed.output)[0]["worse_view"] == 0.45
+    shown = runner.invoke(main, ["results", "--results", str(res), "--format", "json", "show", "alpha-"])
+    assert [f["worse_view"] for f in json.loads(shown.output)] == [0.5, 0.4]
+    text = render_results([dict(a, _path="a")], [], ["x"])
+    header = next(ln for ln in text.splitlines() if ln.startswith("| #"))
+    assert header.split("|")[-6].strip() == "worse view" and "0.450 ± 0.071" in text
+    assert "worse view" in summary_table(a)
+    page = board_files(load_board([res]), tmp_path)["index.html"].decode()
+    assert '"acc_worse_view", "worse view"' in page
+    # a result from before the metric: a dash in its column, never a crash or a made-up number
+    old = make_result(model="beta")
+    text = render_results([dict(a, _path="a"), dict(old, _path="b")], [], ["x"])
+    beta = next(ln for ln in text.splitlines() if "| beta" in ln)
+    assert beta.split("|")[-6].strip() == "–"
+    write(res, old)
+    rows = json.loads(runner.invoke(main, ["results", "--results", str(res), "--format", "json"]).output)
+    assert [r["worse_view"] for r in rows] == [0.45, None]
+    assert '"mean": null' in board_files(load_board([res]), tmp_path)["index.html"].decode()
+    bad = dict(a, folds=[dict(a["folds"][0], acc_worse_view=1.5), a["folds"][1]])
+    with pytest.raises(Exception, match=r"acc_worse_view = 1.5 is not a fraction"):
+        R.validate(bad)

@@ -359,7 +359,7 @@ def test_quirk_pool_normalised_is_refused_where_it_would_be_ignored():
 
 def test_quirks_reference_turns_on_every_reference_quirk():
     from msde_bench.api import build_spec
-    from msde_bench.leaderboard import _paradigm_label
+    from msde_bench.board import _paradigm_label
     from msde_bench.spec_build import compare_specs as build_specs
 
     spec = build_spec("resnet18", "distill", recipe="quick", device="cpu", quirks="reference")

@@ -62,7 +62,7 @@ def test_bad_settings_are_named(init, problem):
 
 
 def test_the_leaderboard_says_where_a_row_started(tiny_root, other_set, tmp_path, monkeypatch):
-    from msde_bench.leaderboard import _init_label
+    from msde_bench.board import _init_label
 
     spec = {"init": f"pretrain:{other_set}#epochs=1"}
     run = {"pretrained": {"dataset": {"name": "m-fer2013"}}}

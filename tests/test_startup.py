@@ -69,3 +69,22 @@ def test_a_run_imports_only_what_it_uses(tmp_path):
     assert got["code"] in (0, None), got
     assert got["heavy"] == ["sklearn", "timm", "torch"]
     assert list((tmp_path / "out").glob("*.json"))  # it really ran
+
+
+def test_the_results_side_and_the_paradigms_import_what_they_should():
+    """Structure that keeps the results side cheap and the layers one way: the leaderboard's model
+    and renderers and the results module import no torch (in a fresh interpreter), and no module of
+    msde_bench/paradigms imports the training loop (they use msde_bench.device)."""
+    import ast
+    from pathlib import Path
+
+    code = ("import sys, msde_bench.board, msde_bench.leaderboard, msde_bench.results, msde_bench.webpage; "
+            "print(sorted(m for m in ('torch', 'timm', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+    root = Path(__file__).resolve().parents[1] / "msde_bench" / "paradigms"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "msde_bench.training" or n.startswith("msde_bench.training.") for n in names), path

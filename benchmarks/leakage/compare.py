@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from msde_bench.board import load_all
 from msde_bench.factory import load_dataset
-from msde_bench.leaderboard import load_all
 from msde_bench.stats import corrected_ci
 
 HERE = Path(__file__).resolve().parent

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msde_bench.leaderboard import load_all
+from msde_bench.board import load_all
 from msde_bench.stats import corrected_ci, corrected_ttest
 
 HERE = Path(__file__).resolve().parent

@@ -33,11 +33,12 @@ from PIL import Image
 
 from msde_bench import CLASS_NAMES
 from msde_bench.atomic import atomic_target, check_writable, write_text_atomic
+from msde_bench.choices import CONVERT_FORMATS
 from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
 from msde_bench.data.pairs import NO_IDENTITIES, load_image, open_image
 from msde_bench.errors import DataError, MsdeError
 
-FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
+FORMATS = CONVERT_FORMATS
 
 # source label -> MSD-E label (0 Surprise, 1 Fear, 2 Disgust, 3 Happiness, 4 Sadness, 5 Anger, 6 Neutral)
 RAFDB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6}  # RAF-DB's 1-7 are the same classes, 1-based
