@@ -436,9 +436,9 @@ def test_a_metric_added_to_the_table_is_shown_everywhere(tmp_path, monkeypatch):
     the summary, `results`, `results show`, the leaderboard, its page and `run`'s summary read the
     table (here a toy metric, the worse view's accuracy, computed by hand into the folds)."""
     from msde_bench import metrics as M
+    from msde_bench.board import load_board
     from msde_bench.cli import summary_table
     from msde_bench.leaderboard import board_files
-    from msde_bench.board import load_board
 
     toy = M.Metric("acc_worse_view", "worse view", "worse_view", chance=True,
                    views=("summary", "fold", "run", "compare", "table"))
