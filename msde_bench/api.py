@@ -49,13 +49,18 @@ from msde_bench.runner import Cell, cells_of, merge, merge_all, read_cell, run_c
 from msde_bench.spec import RunSpec
 from msde_bench.spec_build import build_spec
 
+#: the plugin API's version (this module and msde_bench.testing): its minor version moves when a name
+#: is added or deprecated. A name is removed only one minor version after a release that announced
+#: it (CHANGELOG.md) and warned with a DeprecationWarning when used (CONTRIBUTING: "The plugin API")
+API_VERSION = "0.7"
+
 __all__ = [
-    "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect", "compare_benchmark",
-    "create_trunk", "cross_entropy_terms", "DataError", "evaluate_benchmark", "Executor", "ExecutorOption",
-    "FoldContext", "hookimpl", "ImageCache", "IMAGENET_MEAN", "IMAGENET_STD", "LossState", "merge", "merge_all",
-    "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm", "plan_sweep", "positive",
-    "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec", "run_sweep", "RunSpec", "spec_from_result",
-    "Task",
+    "API_VERSION", "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect",
+    "compare_benchmark", "create_trunk", "cross_entropy_terms", "DataError", "evaluate_benchmark", "Executor",
+    "ExecutorOption", "FoldContext", "hookimpl", "ImageCache", "IMAGENET_MEAN", "IMAGENET_STD", "LossState", "merge",
+    "merge_all", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm", "plan_sweep",
+    "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec", "run_sweep", "RunSpec",
+    "spec_from_result", "Task",
 ]
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from msde_bench import budget
+from msde_bench import metrics as M
 from msde_bench.errors import MsdeError
 from msde_bench.mdtext import code, md_text
 from msde_bench.metrics import metrics_in
@@ -72,8 +73,14 @@ class Row:
         return 1 / (k - 1) if k > 1 else 1.0
 
     def ci(self, metric: str) -> tuple[float, float] | None:
-        """95 % confidence interval of the mean over seeds x folds, corrected resampled variance."""
-        return corrected_ci(list(self.values(metric).values()), self.test_train_ratio())
+        """95 % confidence interval of the mean over seeds x folds, corrected resampled variance,
+        clipped to the values the metric can take (a share: [0, 1]; the mask gap: [-1, 1]); with
+        few folds the t interval reaches past them."""
+        ci = corrected_ci(list(self.values(metric).values()), self.test_train_ratio())
+        limits = next((m.limits for m in M.METRICS if m.key == metric), None)
+        if ci is None or limits is None:
+            return ci
+        return max(ci[0], limits[0]), min(ci[1], limits[1])
 
     def stat(self, metric: str) -> tuple[float, float, int]:
         vals = list(self.values(metric).values())

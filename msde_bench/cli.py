@@ -20,7 +20,7 @@ from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
 from msde_bench.options import QUIRK_SETS
-from msde_bench.progress import PROGRESS_MODES
+from msde_bench.progress import PROGRESS_MODES, progress_mode
 from msde_bench.protocol import PROTOCOLS
 from msde_bench.results import FORMATS as RESULT_FORMATS
 from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
@@ -430,9 +430,12 @@ def _executor_options(executor: str, values: dict) -> dict:
               help="Refuse a grid that expands to more runs (counted before anything is planned).")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
               help="Regenerate the committed leaderboard (leaderboard/README.md) from the results folder at the end.")
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar over cells [default: on a terminal].")
+@click.option("--progress", type=click.Choice(PROGRESS_MODES), default="auto",
+              help="bar: a progress bar over cells; lines: one plain line per finished cell (status, seconds, "
+                   "cells done), for logs and CI; none; auto: bar on a terminal, lines otherwise (as `run`).")
+@click.option("--no-progress", "no_progress", is_flag=True, help="The same as --progress none.")
 def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed, save_models, log_samples, max_runs,
-          update_leaderboard, progress, **executor_flags):
+          update_leaderboard, progress, no_progress, **executor_flags):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
     GRID keys are the long options of `msde-bench run` (model, paradigm, seed, data, recipe,
@@ -474,12 +477,21 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
         headers = [k.replace("_", " ") for k in rows[0]] if rows else []
         click.echo(tabulate([list(r.values()) for r in rows], headers=headers, tablefmt="github", disable_numparse=True))
         return
-    show = console.is_terminal if progress is None else progress
-    with Progress(console=console, transient=True, disable=not show) as bar:
-        task_id = bar.add_task("cells", total=counts["failed"] if retry_failed else counts["todo"])
+    mode = progress_mode("none" if no_progress else progress, console)
+    total = counts["failed"] if retry_failed else counts["todo"]
+    with Progress(console=console, transient=True, disable=mode != "bar") as bar:
+        task_id = bar.add_task("cells", total=total)
+        finished = []
+
+        def on_done(task, rep):
+            bar.advance(task_id)
+            finished.append(task)
+            if mode == "lines":
+                console.print(f"cell {task.run_id} fold {task.fold}: {rep['status']} ({rep['seconds']:.0f} s; "
+                              f"{len(finished)}/{total} cells)", highlight=False)
+
         report = api.run_sweep(plan, executor=executor, workers=workers, retry_failed=retry_failed,
-                               leaderboard=DEFAULT_OUTPUT if update_leaderboard else None,
-                               on_done=lambda task, rep: bar.advance(task_id), **options)
+                               leaderboard=DEFAULT_OUTPUT if update_leaderboard else None, on_done=on_done, **options)
     click.echo(tabulate(sorted(report.counts().items()), headers=["cells", "count"], tablefmt="github"))
     if report.failed:
         click.echo(tabulate([[r["run"], r["fold"], r["status"], r["error"], r["log"]] for r in report.failed],
@@ -622,6 +634,10 @@ def leaderboard(results_dirs, output, check, strict, notes):
     from msde_bench.leaderboard import DEFAULT_NOTES, DEFAULT_OUTPUT, DEFAULT_RESULTS, render_dirs, write_or_check
 
     dirs = [Path(d) for d in results_dirs] or [DEFAULT_RESULTS]
+    if not results_dirs and not DEFAULT_RESULTS.is_dir():
+        raise MsdeError(f"{DEFAULT_RESULTS}: results folder not found; without --results this command renders the "
+                        "committed leaderboard of a msde-bench checkout (run it at the checkout's top level), or give "
+                        "--results DIR (and --output FILE, or - for standard output)")
     if notes is not None and not Path(notes).is_file():
         raise MsdeError(f"--notes {notes}: file not found")
     notes_path = Path(notes) if notes else DEFAULT_NOTES

@@ -111,7 +111,8 @@ def render_table(group: Group) -> tuple[str, list[str]]:
                      f"n_train, because folds share training data), p ≥ {P_THRESHOLD}.")
     if any(rec[f"{m.key}_ci"] is not None for _, rec in df.iterrows() for m in metrics_in("table")):
         notes.append("[a, b]: 95 % confidence interval of the mean over seeds × folds (t distribution with the same "
-                     "corrected variance).")
+                     "corrected variance), clipped to the values a metric can take ([0, 1] for accuracies, pair "
+                     "agreement and F1; [−1, 1] for the mask gap): with few folds it reaches past them.")
     if single:
         n_test = min(int(f.get("n_test_pairs") or 0) for row in rows for r in row.runs for f in r["folds"])
         notes.append("A value without ± is one fold of one seed (a fixed split): no spread, interval or significance "
@@ -227,11 +228,11 @@ def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: 
     """Renders (with the row notes of `notes`, a TOML file; read_notes) the markdown and its
     figures (in `figures/` beside it); writes them (atomically) or, with `check`, compares them
     byte for byte. Returns (ok, message)."""
-    if not check:
-        check_writable(output.parent, "folder")
-    board = load_board(results_dirs, strict, notes)
+    board = load_board(results_dirs, strict, notes)  # before anything is made: a failure leaves no folder
     text = render(board, with_figures=True)
     figures = board_files(board, output.parent)
+    if not check:
+        check_writable(output.parent, "folder")
     folder = output.parent / FIGURES_DIR
     stale = sorted(p for p in folder.glob("*") if p.suffix in (".png", ".svg")
                    and f"{FIGURES_DIR}/{p.name}" not in figures) if folder.is_dir() else []

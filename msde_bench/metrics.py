@@ -34,9 +34,15 @@ class Metric:
     fmt: str = ".3f"  # how it is written for people
     digits: int = 4  # how it is rounded in data outputs (csv, json)
     views: tuple[str, ...] = ("summary", "fold")
+    #: the values it can take, where bounded (a share: [0, 1]); an interval is clipped to them
+    bounds: tuple[float, float] | None = None
 
     def text(self, value: float) -> str:
         return format(value, self.fmt)
+
+    @property
+    def limits(self) -> tuple[float, float] | None:
+        return self.bounds or ((0.0, 1.0) if self.share else None)
 
 
 _ALL = ("summary", "fold", "run", "compare", "table")
@@ -44,7 +50,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("acc_non_masked", "non-masked", "non_masked", chance=True, views=_ALL),
     Metric("acc_masked", "masked", "masked", chance=True, views=_ALL),
     Metric("acc_overall", "overall", "overall", chance=True, views=_ALL),
-    Metric("mask_gap", "mask gap", "mask_gap", higher_is_better=False, share=False,
+    Metric("mask_gap", "mask gap", "mask_gap", higher_is_better=False, share=False, bounds=(-1.0, 1.0),
            views=("summary", "fold", "compare", "table")),
     Metric("pair_agreement", "pair agreement", "pair_agreement", views=("summary", "fold", "table")),
     Metric("macro_f1_non_masked", "macro-F1 non-masked", "macro_f1_non_masked", views=("summary",)),

@@ -365,15 +365,40 @@ def summary_rows(result: dict) -> list[dict]:
              "folds": s[m.key]["n"]} for m in metrics_in("run") if m.key in s]
 
 
+_SAME_ROW = ("model", "paradigm", "data", "run_folds", "options")
+
+
+def _settings(spec: dict) -> dict:
+    """A spec's settings and options, flat (what can tell two runs of one model and paradigm apart)."""
+    flat = {k: v for k, v in spec.items() if k not in _SAME_ROW}
+    flat.update(spec.get("options") or {})
+    return flat
+
+
+def differences(results: list[dict]) -> list[str]:
+    """For each result, the settings (spec fields and options, e.g. `train_on=masked`, `seed=1`) whose
+    values differ among the results of the same model, paradigm and dataset."""
+    out = []
+    for r in results:
+        mine = _settings(r["spec"])
+        same = [_settings(o["spec"]) for o in results if (o["spec"]["model"], o["spec"]["paradigm"],
+                o["dataset"]["name"]) == (r["spec"]["model"], r["spec"]["paradigm"], r["dataset"]["name"])]
+        keys = sorted({k for s in same for k in s if any(o.get(k) != s.get(k) for o in same)})
+        out.append(", ".join(f"{k}={mine.get(k)}" for k in keys))
+    return out
+
+
 def list_rows(results: list[dict]) -> list[dict]:
     """One row per result (`msde-bench results`): run id, model, paradigm, dataset, protocol, folds
-    done, the metrics of view `run` (mean over folds), date."""
+    done, the settings that tell it from the other results of its model and paradigm, the metrics
+    of view `run` (mean over folds), date."""
     rows = []
-    for r in sorted(results, key=lambda r: r["run_id"]):
+    results = sorted(results, key=lambda r: r["run_id"])
+    for r, differ in zip(results, differences(results)):
         s = r["summary"]
         row = dict(run_id=r["run_id"], model=r["spec"]["model"], paradigm=r["spec"]["paradigm"],
                    dataset=r["dataset"]["name"], protocol=r["protocol"]["split"],
-                   folds=f"{len(r['folds'])}/{r['protocol']['folds']}")
+                   folds=f"{len(r['folds'])}/{r['protocol']['folds']}", settings=differ)
         row.update({m.column: _rounded(s.get(m.key, {}).get("mean"), m.digits) for m in metrics_in("run")})
         rows.append(dict(row, date=r.get("finished") or r["created"]))
     return rows

@@ -90,6 +90,18 @@ def _ensure_tiny(home, queue):
     queue.put(str(ensure_cached(variant_config("tiny"))))
 
 
+def test_the_leaderboard_outside_a_checkout_says_what_it_needs_and_creates_nothing(tmp_path, monkeypatch):
+    """From an installed wheel in an empty folder, `msde-bench leaderboard` fails with one line that
+    says what it needs, and leaves no `leaderboard/` folder behind; a missing --results folder
+    creates no output folder either."""
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(main, ["leaderboard"])
+    assert out.exit_code == 2 and "give --results DIR" in out.output
+    missing = CliRunner().invoke(main, ["leaderboard", "--results", "nope", "--output", "site/LB.md"])
+    assert missing.exit_code == 2 and "nope: results folder not found" in missing.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_two_processes_that_need_the_same_synthetic_set_both_get_it(tmp_path):
     import multiprocessing as mp
 

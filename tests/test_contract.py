@@ -248,3 +248,23 @@ def test_the_plugin_test_kit_runs_through_the_api_and_keeps_the_old_extra_form(t
     assert old["folds"][0]["confusion_masked"] == new["folds"][0]["confusion_masked"]
     with pytest.raises(ValueError, match="only --opt KEY=VALUE"), pytest.warns(DeprecationWarning):
         check_end_to_end("resnet18", "baseline", tiny_root, tmp_path / "bad", ["--epochs", "2"])
+
+
+#: the plugin API of the previous minor version (0.6): msde_bench.api's names and msde_bench.testing's
+#: checks and fixtures. A name leaves only after a release that deprecated it (CONTRIBUTING).
+API_0_6 = ["BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN",
+           "IMAGENET_STD", "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output",
+           "PairedDataset", "Paradigm", "RunSpec", "build_spec", "cells_of", "compare_benchmark", "create_trunk",
+           "cross_entropy_terms", "evaluate_benchmark", "hookimpl", "merge", "merge_all", "positive", "prepare_spec",
+           "read_cell", "run_benchmark", "run_cell", "run_spec"]
+TESTING_0_6 = ["check_registered", "check_shapes", "check_one_step_reduces_loss", "check_fewer_classes",
+               "check_end_to_end", "tiny_root", "tiny_copy"]
+
+
+def test_a_plugin_written_against_the_previous_minor_version_still_finds_its_names():
+    from msde_bench import __version__, api, testing
+
+    assert api.API_VERSION == ".".join(__version__.split(".")[:2])  # moves with each minor release
+    missing = [n for n in API_0_6 if n not in api.__all__ or not hasattr(api, n)]
+    assert not missing, f"msde_bench.api lost {missing} without a deprecation release"
+    assert not [n for n in TESTING_0_6 if not hasattr(testing, n)]

@@ -472,3 +472,15 @@ def test_a_metric_added_to_the_table_is_shown_everywhere(tmp_path, monkeypatch):
     bad = dict(a, folds=[dict(a["folds"][0], acc_worse_view=1.5), a["folds"][1]])
     with pytest.raises(Exception, match=r"acc_worse_view = 1.5 is not a fraction"):
         R.validate(bad)
+
+
+def test_intervals_stay_within_what_a_metric_can_take():
+    """A 2-fold row's t interval reaches past [0, 1] (t(1) is 12.7): it is clipped, and the note says so."""
+    r = make_result(model="wide", nm=(0.99, 0.6), m=(0.02, 0.35))
+    (row,) = build([dict(r, _path="a")])[0].popitem()[1]
+    for key in ("acc_non_masked", "acc_masked", "pair_agreement"):
+        lo, hi = row.ci(key)
+        assert 0.0 <= lo <= hi <= 1.0
+    assert row.ci("acc_masked")[0] == 0.0 and row.ci("acc_non_masked")[1] == 1.0  # both clipped here
+    text = render_results([dict(r, _path="a")], [], ["x"])
+    assert "[0.000, " in text and ", 1.000]" in text and "clipped to the values a metric can take" in text

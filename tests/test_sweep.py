@@ -128,8 +128,9 @@ def test_a_killed_sweep_resumes_from_its_cells(tiny_root, tmp_path):
     (out / run_id / "fold1.json").unlink()
     dry = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--dry-run"])
     assert dry.output.count("would run") == 1
-    again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--no-progress"])
+    again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--progress", "lines"])
     assert again.exit_code == 0 and "| done    |       1 |" in again.output and "| skipped |       7 |" in again.output
+    assert f"cell {run_id} fold 1: done (" in again.output and "; 1/1 cells)" in again.output  # a line per cell
     for name in victims:
         assert _per_fold(R.load(out / name)) == _per_fold(full[name])
     log = (out / run_id / "fold1.log").read_text()
