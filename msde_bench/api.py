@@ -34,7 +34,8 @@ from msde_bench import evaluation as _evaluation
 from msde_bench import results as _results
 from msde_bench import spec_build as _build
 from msde_bench import sweep as _sweep
-from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.data.msde import read_msde
+from msde_bench.data.pairs import ImageCache, Pair, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from msde_bench.device import resolve_device
 from msde_bench.errors import DataError, MsdeError
@@ -58,9 +59,9 @@ __all__ = [
     "API_VERSION", "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect",
     "compare_benchmark", "create_trunk", "cross_entropy_terms", "DataError", "evaluate_benchmark", "Executor",
     "ExecutorOption", "FoldContext", "hookimpl", "ImageCache", "IMAGENET_MEAN", "IMAGENET_STD", "LossState", "merge",
-    "merge_all", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "PairedDataset", "Paradigm", "plan_sweep",
-    "positive", "prepare_spec", "read_cell", "run_benchmark", "run_cell", "run_spec", "run_sweep", "RunSpec",
-    "spec_from_result", "Task",
+    "merge_all", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "Pair", "PairedDataset", "Paradigm",
+    "plan_sweep", "positive", "prepare_spec", "read_cell", "read_msde", "run_benchmark", "run_cell", "run_spec",
+    "run_sweep", "RunSpec", "spec_from_result", "Task",
 ]
 
 

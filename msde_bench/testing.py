@@ -1,4 +1,5 @@
-"""Test helpers for method plugins, in-tree or out-of-tree, and a pytest plugin with fixtures.
+"""Test helpers for method, paradigm and dataset plugins, in-tree or out-of-tree, and a pytest
+plugin with fixtures.
 
 Use it from a plugin's tests with pytest alone:
 
@@ -7,6 +8,9 @@ Use it from a plugin's tests with pytest alone:
 
     # test_my_method.py
     from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+
+A paradigm plugin's tests use `check_paradigm(name, tiny_root, tmp_path)`, a dataset plugin's
+`check_dataset("NAME:ARG")`.
 
 The fixtures: `tiny_root` (a tiny synthetic set, 8 subjects x 7 expressions at 32 px, written once
 per session), `tiny_copy` (a private copy a test may break), and, for every test, an isolated
@@ -24,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from msde_bench.api import run_benchmark
+from msde_bench.api import PairedDataset, run_benchmark
 from msde_bench.data.synth import SynthConfig, write_dataset
 from msde_bench.models.base import LossState, Method, Output
 from msde_bench.plugins import registry
@@ -127,6 +131,51 @@ def check_end_to_end(name: str, paradigm: str, root, out, extra=(), *, options=N
                               image_size=32, batch_size=8, device="cpu", out=out, options=opts, progress=False)
     assert result["spec"]["model"] == name and result["spec"]["paradigm"] == paradigm
     return result
+
+
+def check_paradigm(name: str, root, out, options=None) -> dict:
+    """A paradigm plugin: registered with a description, a subclass of Paradigm whose options are
+    Options, and a run of resnet18 under it on the dataset at `root` (as check_end_to_end: 32 px,
+    one epoch, fold 0 of 2) trains: every epoch of the fold records a finite loss and a training
+    accuracy. `options`: the paradigm's --opt values. Returns the result."""
+    import math
+
+    from msde_bench.options import Option
+    from msde_bench.paradigms.base import Paradigm
+
+    reg = registry()
+    assert name in reg.paradigms, f"paradigm {name!r} is not registered"
+    entry = reg.paradigms[name]
+    assert reg.plugins[entry.plugin].error is None and entry.description
+    cls = entry.obj
+    assert isinstance(cls, type) and issubclass(cls, Paradigm), f"{cls!r} is not a subclass of Paradigm"
+    assert all(isinstance(o, Option) for o in cls.options.values())
+    result = check_end_to_end("resnet18", name, root, out, options=options)
+    history = result["folds"][0]["train_history"]
+    assert history and all(math.isfinite(h["loss"]) and 0.0 <= h["train_acc"] <= 1.0 for h in history), history
+    return result
+
+
+def check_dataset(data: str, min_subjects: int = 2) -> PairedDataset:
+    """A dataset plugin: `--data DATA` loads through the registry into a PairedDataset whose every
+    pair names two existing image files of one subject with one of the seven labels, with at least
+    `min_subjects` subjects (subject-disjoint folds need two) and pairs of more than one class; it
+    reports its progress as `progress(done, total)` calls, if any, with 0 <= done <= total; and
+    loading it again gives the same fingerprint (the same images, in the same order). Returns it."""
+    from msde_bench import NUM_CLASSES
+    from msde_bench.factory import load_dataset
+
+    calls = []
+    ds = load_dataset(data, progress=lambda done, total: calls.append((done, total)))
+    assert isinstance(ds, PairedDataset) and len(ds) > 0, f"{data}: no pairs"
+    for pair in ds.pairs:
+        assert Path(pair.non_masked).is_file() and Path(pair.masked).is_file(), f"{pair.name}: an image is missing"
+        assert 0 <= pair.label < NUM_CLASSES, f"{pair.name}: label {pair.label}"
+    assert len({p.subject for p in ds.pairs}) >= min_subjects, f"{data}: fewer than {min_subjects} subjects"
+    assert len({p.label for p in ds.pairs}) > 1, f"{data}: a single class"
+    assert all(0 <= done <= (total if total is not None else done) for done, total in calls), calls
+    assert load_dataset(data).fingerprint() == ds.fingerprint()
+    return ds
 
 
 # ------------------------------------------------------------------------------------------

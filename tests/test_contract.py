@@ -268,3 +268,38 @@ def test_a_plugin_written_against_the_previous_minor_version_still_finds_its_nam
     missing = [n for n in API_0_6 if n not in api.__all__ or not hasattr(api, n)]
     assert not missing, f"msde_bench.api lost {missing} without a deprecation release"
     assert not [n for n in TESTING_0_6 if not hasattr(testing, n)]
+
+
+def test_the_kit_checks_paradigm_and_dataset_plugins(tiny_root, tmp_path, monkeypatch):
+    """msde_bench.testing's paradigm and dataset checks pass on built-ins and fail on a broken set."""
+    from msde_bench import factory
+    from msde_bench.data.pairs import Pair, PairedDataset
+    from msde_bench.testing import check_dataset, check_paradigm
+
+    result = check_paradigm("contrastive", tiny_root, tmp_path / "p", options={"alpha": 0.5})
+    assert result["spec"]["options"]["alpha"] == 0.5
+    with pytest.raises(AssertionError, match="not registered"):
+        check_paradigm("nosuch", tiny_root, tmp_path / "q")
+    ds = check_dataset(str(tiny_root))
+    assert len(ds) > 0
+    broken = PairedDataset("b", tmp_path, [Pair("x", 0, 1, tmp_path / "gone.png", tmp_path / "gone-m.png")])
+    real = factory.load_dataset
+    monkeypatch.setattr(factory, "load_dataset", lambda data, progress=None: broken if data == "broken:x" else real(data))
+    with pytest.raises(AssertionError, match="x: an image is missing"):
+        check_dataset("broken:x")
+
+
+def test_a_conftest_that_imports_the_kit_first_gets_no_rewrite_warning(tmp_path):
+    """A plugin's conftest that imports msde_bench.testing before naming it in pytest_plugins: the
+    kit's asserts are still rewritten, without pytest's PytestAssertRewriteWarning."""
+    import subprocess
+    import sys
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "conftest.py").write_text(
+        "from msde_bench.testing import check_shapes  # noqa: F401\npytest_plugins = ['msde_bench.testing']\n")
+    (tmp_path / "tests" / "test_a.py").write_text("def test_a(tiny_root):\n    assert tiny_root.is_dir()\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
+                          "error::pytest.PytestAssertRewriteWarning", "tests"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "1 passed" in run.stdout and "Warning" not in run.stdout, run.stdout[-2000:]
