@@ -115,9 +115,11 @@ def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: 
 def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recipe: str | None = None,
                       protocol: str | None = None, options=(), out: str | Path = "results", device: str = "auto",
                       init: str | None = None, console: Console | None = None, progress: bool | str | None = False,
-                      quirks: str = "none", log_samples: bool = False, **overrides: Any) -> list[dict]:
+                      quirks: str = "none", log_samples: bool = False, save_models: bool = False,
+                      **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
-    reused); returns [{title, result, path}] in row order. `log_samples`: as `--log-samples`."""
+    reused); returns [{title, result, path}] in row order. `log_samples`: as `--log-samples`;
+    `save_models`: save every row's fold models (off: five runs' worth of them)."""
     options, dev, recipe, overrides = _build.settings(options, device, data, recipe, init, overrides, quirks)
     user_opts = _build.check_compare_options(model, options, recipe)
     specs = _build.compare_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
@@ -128,7 +130,7 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{first.data} · protocol {first.protocol} ({first.folds} folds) · {first.budget} budget · "
                   f"{first.precision} · seed {first.seed} · device {dev}")
-    return _compare.run_all(specs, dataset, out, console, progress, log_samples)
+    return _compare.run_all(specs, dataset, out, console, progress, log_samples, save_models)
 
 
 def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: str | None = None,

@@ -260,11 +260,14 @@ def summary_table(result: dict) -> str:
 
 @main.command(context_settings=dict(show_default=True))
 @run_options(single=False)
+@click.option("--save-models/--no-save-models", default=False,
+              help="Save every row's fold models for `msde-bench explain` (five runs of every fold: a 48 px smoke "
+                   "compare wrote 1.1 GB of them; or run one row with `msde-bench run`).")
 @click.option("--format", "fmt", type=click.Choice(["github", "plain", "latex"]), default="github",
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
             batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress,
-            test_data, show_traceback, log_samples, fmt):
+            test_data, show_traceback, log_samples, save_models, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -290,7 +293,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
                                      folds=folds, budget=budget, precision=precision, quirks=quirks,
                                      run_folds=run_folds, image_size=image_size, batch_size=batch_size,
                                      lr=lr, seed=seed, pretrained=pretrained, test_data=test_data,
-                                     log_samples=log_samples)
+                                     log_samples=log_samples, save_models=save_models)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")
@@ -713,6 +716,36 @@ def results_merge(out, force):
             click.echo(f"merged: {path}")
         if not written:
             click.echo(f"{d}: no run with every fold's cell present")
+
+
+@results.command("prune")
+@click.argument("out", type=click.Path(file_okay=False), required=False)
+@click.option("--dry-run", is_flag=True, help="List the files and their size; remove nothing.")
+@click.option("--teachers", is_flag=True,
+              help="Also empty the distill teacher cache ($MSDE_BENCH_HOME/teachers; teachers are trained again "
+                   "when a distill run needs them).")
+def results_prune(out, dry_run, teachers):
+    """Remove the fold models of finished runs (their result files and numbers stay).
+
+    OUT is a results folder [default: the --results folders]. `msde-bench explain` and `evaluate`
+    need a run's models: run it again with --save-models for that.
+
+    \b
+    Example:
+      msde-bench results prune results --dry-run
+    """
+    from msde_bench import results as R
+    from msde_bench.home import cache_home
+
+    files = R.prunable_models(_result_dirs(out))
+    if teachers:
+        folder = cache_home() / "teachers"
+        files += [(p, p.stat().st_size) for p in sorted(folder.glob("*.pt"))] if folder.is_dir() else []
+    for path, size in files:
+        if not dry_run:
+            path.unlink()
+        click.echo(f"{'would remove' if dry_run else 'removed'} {path} ({size / 1e6:.1f} MB)")
+    click.echo(f"{len(files)} files, {sum(s for _, s in files) / 1e6:.1f} MB{' (dry run)' if dry_run else ' freed'}")
 
 
 @results.command("upgrade")

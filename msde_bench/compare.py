@@ -16,12 +16,15 @@ from msde_bench import runner
 from msde_bench.metrics import metrics_in
 
 
-def run_all(specs: list, dataset, out: str | Path, console, show_progress, log_samples: bool = False) -> list[dict]:
+def run_all(specs: list, dataset, out: str | Path, console, show_progress, log_samples: bool = False,
+            save_models: bool = False) -> list[dict]:
+    """Runs every row (finished ones reused); fold models are saved only with `save_models` (five
+    runs of every fold: a smoke run at 48 px wrote 1.1 GB of them)."""
     results = []
     for title, spec in specs:
         console.print(f"[bold]{title}[/]")
         result, path = runner.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress,
-                                  log_samples=log_samples)
+                                  log_samples=log_samples, save_models=save_models)
         results.append(dict(title=title, result=result, path=str(path)))
     return results
 

@@ -443,6 +443,23 @@ def prediction_rows(result: dict, only_fold: int | None = None) -> tuple[list[di
     return rows, checks
 
 
+def prunable_models(folders: list[Path]) -> list[tuple[Path, int]]:
+    """(file, bytes) of the fold models (`<run_id>/fold<k>.pt`) that the complete results in the
+    folders name: what `results prune` removes (a result keeps its numbers; `explain` and `evaluate`
+    then need the run again with --save-models). Models of unfinished runs are kept."""
+    found, _ = load_all(folders)
+    out = []
+    for r in found:
+        if not r["protocol"].get("complete"):
+            continue
+        base = Path(r["_path"]).parent
+        for f in r["folds"]:
+            path = base / f["model_file"] if f.get("model_file") else None
+            if path is not None and path.is_file():
+                out.append((path, path.stat().st_size))
+    return out
+
+
 #: the formats of `results` and `results show`
 FORMATS = ("table", "markdown", "csv", "json")
 

@@ -493,6 +493,12 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def model_bytes(spec: RunSpec, num_classes: int) -> int:
+    """The size of one saved fold model of `spec` (its state dict's tensors)."""
+    method, _ = build_method(spec, load=False, num_classes=num_classes)
+    return sum(t.numel() * t.element_size() for t in method.state_dict().values())
+
+
 def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
     """The callback (RunProgress.on_step_time) that prints the run's estimated training time, from the
     seconds per step of its first timed steps and the steps its folds will take; on a CPU, a long
@@ -562,6 +568,12 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     if save_models is None:
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)
+    todo_folds = [c for c in cells if c.fold not in done]
+    if save_models and todo_folds:  # say the size before writing it
+        each = model_bytes(spec, len(cache.classes))
+        console.print(f"fold models: {len(todo_folds)} x {each / 1e6:.0f} MB will be saved under "
+                      f"{Path(out_dir) / spec.run_id(dataset.name)} (for `msde-bench explain`; --no-save-models skips "
+                      "them, `msde-bench results prune` removes them later)", highlight=False)
     with RunProgress(console, len(cells), spec.epochs, progress_mode(show_progress, console)) as progress:
         todo = [c for c in cells if c.fold not in done]
         if todo:

@@ -232,6 +232,32 @@ def test_the_run_says_where_its_fold_models_are_and_how_big(cli_run):
     assert str(out) in line and "2 files" in line and " MB; --no-save-models skips them)" in line
 
 
+def test_fold_models_are_announced_with_their_size_and_pruned(tiny_root, tmp_path):
+    """Before training, a run says how many fold models it will save and how big; `results prune`
+    removes the models of finished runs (dry run first), keeping every result file."""
+    import shutil
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", "--model", "resnet18", "--paradigm", "baseline", "--data", str(tiny_root),
+                                    "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    (said,) = [ln for ln in res.output.splitlines() if ln.startswith("fold models: 2 x ")]
+    (path,) = out.glob("*.json")
+    models = sorted(out.glob("*/fold*.pt"))
+    each = models[0].stat().st_size
+    assert f"2 x {each / 1e6:.0f} MB will be saved" in said and len(models) == 2
+    partial = tmp_path / "partial"  # an unfinished run's models stay
+    shutil.copytree(out, partial)
+    result = json.loads((partial / path.name).read_text())
+    result["protocol"]["complete"] = False
+    (partial / path.name).write_text(json.dumps(result))
+    dry = CliRunner().invoke(main, ["results", "--results", str(out), "--results", str(partial), "prune", "--dry-run"])
+    assert dry.exit_code == 0 and dry.output.count("would remove") == 2 and all(m.is_file() for m in models)
+    pruned = CliRunner().invoke(main, ["results", "--results", str(out), "prune"])
+    assert pruned.exit_code == 0 and "2 files" in pruned.output and not any(m.is_file() for m in models)
+    assert R.load(path)["folds"][0]["acc_masked"] >= 0 and len(list(partial.glob("*/fold*.pt"))) == 2
+
+
 def test_plain_progress_lines_when_not_on_a_terminal(tiny_root, tmp_path):
     import io
 
