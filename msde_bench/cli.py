@@ -28,11 +28,45 @@ from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        previous = _on_sigterm(_interrupt)
         try:
             return super().invoke(ctx)
         except MsdeError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: {_resume_hint(ctx.invoked_subcommand)}", err=True)
+            ctx.exit(130)
+        finally:
+            _on_sigterm(previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler):
+    """Installs `handler` for SIGTERM (a scheduler's or `kill`'s stop, handled as Ctrl-C), returns the
+    one before; only in the main thread (None elsewhere)."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _resume_hint(command: str | None) -> str:
+    """What was kept and how to go on, per command (finished folds and cells are files)."""
+    line = " ".join(["msde-bench", *sys.argv[1:]])
+    if command == "run":
+        again = line if "--resume" in sys.argv else f"{line} --resume"
+        return f"every finished fold is kept (its cell file); continue with: {again}"
+    if command == "sweep":
+        return f"every finished cell is kept; rerun the same command to continue (finished cells are skipped): {line}"
+    if command == "compare":
+        return f"finished folds and rows are kept; rerun the same command to continue: {line}"
+    return "stopped"
 
 
 @click.group(cls=_Group, context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
@@ -493,8 +527,15 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
                 console.print(f"cell {task.run_id} fold {task.fold}: {rep['status']} ({rep['seconds']:.0f} s; "
                               f"{len(finished)}/{total} cells)", highlight=False)
 
-        report = api.run_sweep(plan, executor=executor, workers=workers, retry_failed=retry_failed,
-                               leaderboard=DEFAULT_OUTPUT if update_leaderboard else None, on_done=on_done, **options)
+        try:
+            report = api.run_sweep(plan, executor=executor, workers=workers, retry_failed=retry_failed,
+                                   leaderboard=DEFAULT_OUTPUT if update_leaderboard else None, on_done=on_done,
+                                   **options)
+        except KeyboardInterrupt:
+            console.print(f"{len(finished)} cells finished in this sweep"
+                          + (": " + ", ".join(f"{t.run_id} fold {t.fold}" for t in finished) if finished else ""),
+                          highlight=False)
+            raise
     click.echo(tabulate(sorted(report.counts().items()), headers=["cells", "count"], tablefmt="github"))
     if report.failed:
         click.echo(tabulate([[r["run"], r["fold"], r["status"], r["error"], r["log"]] for r in report.failed],
@@ -835,7 +876,8 @@ def explain(result, fold, out, n_pairs, cam, layer, tsne_train, compare):
         raise MsdeError("give one RESULT, or --compare with two")
     if n_pairs < 1:
         raise MsdeError(f"--n {n_pairs}: must be at least 1")
-    path = run_explain(result[0], out, fold, n_pairs, cam, tsne_train, result[1] if compare else None, layer)
+    path = run_explain(result[0], out, fold, n_pairs, cam, tsne_train, result[1] if compare else None, layer,
+                       say=lambda text: click.echo(text, err=True))
     click.echo(f"wrote {path / 'report.md'}")
 
 
@@ -876,7 +918,7 @@ def data_synth(out, variant, seed, subjects, image_size):
     if subjects is not None or image_size is not None:
         cfg = replace(cfg, subjects=subjects or cfg.subjects, image_size=image_size or cfg.image_size,
                       drop_pairs=0 if subjects else cfg.drop_pairs, variant="custom")
-    path = write_dataset(cfg, out)
+    path = write_dataset(cfg, out, progress=_item_progress("drawing pairs"))
     click.echo(f"wrote {cfg.subjects} subjects to {path}")
 
 
@@ -921,11 +963,17 @@ def data_convert(fmt, src, out, seed, mask_style, landmarks, subject_pattern, cl
 
     console = Console(stderr=True)
     mapping = parse_class_map(class_map)
+    lines = _item_progress("converting") if not console.is_terminal else None
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("converting", total=None)
-        report = convert(fmt, src, out, seed=seed, mask_style=mask_style, landmarks=landmarks,
-                         progress=lambda n, total: bar.update(task, completed=n, total=total), subject_pattern=subject_pattern,
-                         class_map=mapping)
+
+        def progress(n, total):
+            bar.update(task, completed=n, total=total)
+            if lines is not None:
+                lines(n, total)
+
+        report = convert(fmt, src, out, seed=seed, mask_style=mask_style, landmarks=landmarks, progress=progress,
+                         subject_pattern=subject_pattern, class_map=mapping)
     pairs = report.written + report.kept
     placements = {k.split(":", 1)[1]: v for k, v in report.masks.items() if k.startswith("placement:")}
     click.echo(f"{pairs} pairs in {out} ({report.written} written, {report.kept} kept from an earlier run); "
@@ -940,6 +988,22 @@ def data_convert(fmt, src, out, seed, mask_style, landmarks, subject_pattern, cl
             click.echo(f"  {line}", err=True)
         if not allow_skips:
             sys.exit(1)
+
+
+def _item_progress(what: str, every: float = 30.0):
+    """A `progress(done, total)` callback that prints a plain line on stderr at most every `every`
+    seconds (and at the end): for the commands that make files (data synth, data convert) in a log."""
+    import time
+
+    said = [time.perf_counter()]
+
+    def progress(done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        if now - said[0] >= every or (total and done == total):
+            said[0] = now
+            click.echo(f"{what}: {done}" + (f"/{total}" if total else ""), err=True)
+
+    return progress
 
 
 @data.command("validate")

@@ -8,6 +8,7 @@ and the protocol's folds are recomputed from the spec's seed.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -364,9 +365,17 @@ def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | Non
 
 def explain(result_path: str | Path, out: str | Path | None = None, fold: int | None = None, n: int = 14,
             cam: str = "gradcam", tsne_train: bool = False, compare: str | Path | None = None,
-            layer: str | None = None) -> Path:
-    """Writes the figures and report.md for one fold of a run (or two runs side by side)."""
+            layer: str | None = None, say=None) -> Path:
+    """Writes the figures and report.md for one fold of a run (or two runs side by side). `say(text)`
+    is told each step as it starts, with the seconds since the start (the CLI prints them)."""
+    t0 = time.perf_counter()
+
+    def step(text: str) -> None:
+        if say is not None:
+            say(f"[{time.perf_counter() - t0:5.1f} s] {text}")
+
     cam_class(cam)
+    step(f"loading fold {fold if fold is not None else '(first)'} of {Path(result_path).name} and decoding its images")
     ex = load_fold(result_path, fold)
     runs = [ex]
     if compare is not None:
@@ -379,12 +388,14 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
     pairs = pick_pairs(ex, n)
     figs = []
     name = "gradcam_compare.png" if compare else "gradcam_pairs.png"
+    step(f"{cam} on {len(pairs)} test pairs")
     figure_cam_pairs(runs, pairs, cam, out / name, layer)
     figs.append((name, f"{cam} for {len(pairs)} test pairs balanced over the expressions: each image, and its CAM for "
                        "the predicted class with the prediction (✓ correct, ✗ wrong)"
                        + (f"; left {runs[0].spec.paradigm}, right {runs[1].spec.paradigm}" if compare else "") + "."))
     for i, ex_i in enumerate(runs):
         sfx = f"_{i + 1}" if compare else ""
+        step(f"t-SNE of the test fold's embeddings ({ex_i.spec.paradigm})")
         figure_tsne(ex_i, out / f"tsne{sfx}.png", tsne_train)
         figs.append((f"tsne{sfx}.png", f"t-SNE of the pooled embeddings ({ex_i.spec.model} · {ex_i.spec.paradigm}), "
                                        "colour = expression, o = non-masked, x = masked; grey lines join the two "
@@ -396,6 +407,7 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
             figs.append((f"curves{sfx}.png", f"Training curves of this fold ({ex_i.spec.paradigm}): every loss term "
                                              "the paradigm and the method recorded per epoch, training accuracy and "
                                              "learning rate (the result's train_history)."))
+        step(f"{cam} over the whole test fold (attention shift, {ex_i.spec.paradigm})")
         figure_attention_shift(ex_i, cam, out / f"attention_shift{sfx}.png", layer)
         figs.append((f"attention_shift{sfx}.png", f"Mean {cam} over the test fold per expression ({ex_i.spec.paradigm}) "
                                                   "for each view, and masked − non-masked (red: looked at more when "

@@ -29,16 +29,22 @@ def progress_mode(setting: str | bool | None, console: Console) -> str:
     return ("bar" if console.is_terminal else "lines") if mode == "auto" else mode
 
 
+#: in `lines` mode a long epoch prints a line at least this often (seconds): steps done, images/s, ETA
+HEARTBEAT_SECONDS = 30.0
+
+
 class RunProgress:
     """rich progress bars for fold, epoch and batch with running loss and accuracy (mode `bar`),
-    one plain line per epoch (`lines`), or nothing (`none`)."""
+    one plain line per epoch and, within a long epoch, one at least every HEARTBEAT_SECONDS
+    (`lines`), or nothing (`none`)."""
 
     def __init__(self, console: Console, n_folds: int, epochs: int, mode: str | bool):
         self.console = console
         self.mode = mode if isinstance(mode, str) else ("bar" if mode else "none")
         self.n_epochs = epochs
         self.fold = 0
-        self.t_epoch = time.perf_counter()
+        self.t_epoch = self.t_said = time.perf_counter()
+        self.epoch = 0
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
@@ -66,7 +72,8 @@ class RunProgress:
         self.progress.advance(self.folds)
 
     def start_epoch(self, epoch: int, steps: int) -> None:
-        self.t_epoch = time.perf_counter()
+        self.t_epoch = self.t_said = time.perf_counter()
+        self.epoch = epoch
         self.progress.reset(self.steps, total=steps)
         self.progress.update(self.epochs, description=f"epoch {epoch + 1}")
 
@@ -81,6 +88,21 @@ class RunProgress:
     def step_time(self, seconds: float) -> None:
         callback, self.on_step_time = self.on_step_time, None
         callback(seconds)
+
+    def tick(self, done: int, steps: int, images: int) -> None:
+        """After each step (cheap: a clock read): in `lines` mode, a line when the last one is
+        HEARTBEAT_SECONDS old, with the steps done, the images per second and the epoch's ETA."""
+        if self.mode != "lines":
+            return
+        now = time.perf_counter()
+        if now - self.t_said < HEARTBEAT_SECONDS or done >= steps:
+            return
+        self.t_said = now
+        spent = now - self.t_epoch
+        eta = spent / done * (steps - done)
+        self.console.print(f"fold {self.fold} epoch {self.epoch + 1}/{self.n_epochs} · step {done}/{steps} · "
+                           f"{images / spent:.0f} images/s · {eta:.0f} s left in the epoch", highlight=False,
+                           markup=False)
 
     def batch(self, done: int, loss: float, acc: float) -> None:
         self.progress.update(self.steps, completed=done, info=f"loss {loss:.3f} acc {acc:.3f}")

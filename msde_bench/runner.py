@@ -588,6 +588,10 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                                progress=progress, console=console, log_samples=log_samples)
             except MsdeError:
                 raise
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what is kept
+                console.print(f"interrupted in fold {cell.fold}: folds {sorted(done) or 'none'} of "
+                              f"{spec.run_id(dataset.name)} are finished and kept", highlight=False)
+                raise
             except Exception as e:  # noqa: BLE001 - a plugin's bug is one line; --traceback shows where
                 who = method_provider(spec.model)
                 detail = (str(e).strip().splitlines() or [""])[0][:200]

@@ -219,6 +219,7 @@ class Trainer:
             correct = torch.zeros((), device=self.device)
             shown = time.perf_counter()
             seen = 0
+            epoch_images = n_images
             for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
                 out = self.train_step(batch)
                 if timing and epoch == 0 and i in (WARMUP_STEPS - 1, WARMUP_STEPS + TIMED_STEPS - 1):
@@ -236,6 +237,8 @@ class Trainer:
                         sums[k] = sums.get(k, 0) + v.to(self.device) * n
                 correct += (out["logits"].detach().argmax(1) == out["targets"]).sum()
                 n_images += batch.y.shape[0] * self.paradigm.images_per_item
+                if progress is not None:
+                    progress.tick(i + 1, steps, n_images - epoch_images)
                 # the running loss is read (a host sync on a GPU) at most twice a second, only for the bars
                 if progress is not None and progress.wants_batches() and (
                         i == steps - 1 or time.perf_counter() - shown >= 0.5):

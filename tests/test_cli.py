@@ -56,6 +56,7 @@ def test_data_synth_writes_a_valid_set(tmp_path):
     out = tmp_path / "s"
     res = CliRunner().invoke(main, ["data", "synth", str(out), "--variant", "tiny", "--subjects", "3"])
     assert res.exit_code == 0, res.output
+    assert "drawing pairs: 21/21" in res.output  # progress (at most every 30 s, and at the end)
     assert CliRunner().invoke(main, ["data", "validate", str(out)]).exit_code == 0
     assert len(list((out / "MSD-ME").iterdir())) == 21
 

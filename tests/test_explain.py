@@ -52,6 +52,8 @@ def test_explain_writes_every_figure(two_runs, tmp_path):
     out = tmp_path / "ex"
     res = CliRunner().invoke(main, ["explain", str(two_runs[0]), "--out", str(out), "--n", "7"])
     assert res.exit_code == 0, res.output
+    steps = [ln for ln in res.output.splitlines() if ln.startswith("[")]  # never silent while it works
+    assert steps[0].endswith("and decoding its images") and any("t-SNE" in ln for ln in steps) and len(steps) >= 4
     cam = _png(out / "gradcam_pairs.png")
     assert cam.shape[0] > cam.shape[1]  # 7 rows of 4 columns
     for name in ("tsne.png", "confusion.png", "attention_shift.png", "curves.png"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -274,6 +275,24 @@ def test_plain_progress_lines_when_not_on_a_terminal(tiny_root, tmp_path):
     runner.run(_spec(tiny_root, run_folds=(0,)), read_msde(tiny_root), tmp_path / "q",
                console=Console(file=quiet, force_terminal=False), show_progress="none", save_models=False)
     assert "epoch 1/1" not in quiet.getvalue()
+
+
+def test_a_long_epoch_says_how_far_it_is_in_line_mode(tiny_root, tmp_path, monkeypatch):
+    """In `lines` mode an epoch longer than the heartbeat prints a line within it (step, images/s,
+    the epoch's ETA), so a long job in a log file is never silent for minutes."""
+    import io
+
+    from rich.console import Console
+
+    from msde_bench import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT_SECONDS", 0.0)  # every step is "long ago"
+    buf = io.StringIO()
+    runner.run(_spec(tiny_root, run_folds=(0,)), read_msde(tiny_root), tmp_path, console=Console(file=buf, width=200),
+               show_progress="lines", save_models=False)
+    beats = [ln for ln in buf.getvalue().splitlines() if " · step " in ln]
+    assert beats and all(re.match(r"fold 0 epoch 1/1 · step \d+/\d+ · \d+ images/s · \d+ s left in the epoch$", b)
+                         for b in beats), beats
 
 
 def test_the_embedded_set_keeps_the_quick_recipe_on_a_cpu():

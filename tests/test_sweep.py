@@ -322,3 +322,29 @@ def test_a_local_worker_ends_with_its_sweep(tmp_path):
             raise AssertionError("the worker outlived its sweep")
     finally:
         parent.kill()
+
+
+def test_a_stopped_sweep_says_what_finished_and_how_to_go_on(tiny_root, tmp_path):
+    """SIGTERM (a scheduler's stop) to `msde-bench sweep`: it stops at once, names the cells that
+    finished and the command that continues (exit 130); the rerun skips those cells."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _grid(tmp_path, GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"'), root=tiny_root)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "msde_bench.cli", "sweep", str(path), "--out", str(out), "--progress", "lines",
+           "--workers", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(out.glob("*/fold*.json")):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "cells finished in this sweep: " in stderr and "interrupted: every finished cell is kept" in stderr
+    kept = len(list(out.glob("*/fold*.json")))
+    assert kept >= 1
+    again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--dry-run"])
+    assert again.output.count("| done ") >= kept

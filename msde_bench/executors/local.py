@@ -70,11 +70,16 @@ def run(tasks: Iterable[Task], execute: CellFunction, *, workers: int | None = N
     counter = ctx.Value("i", 0)
     done = []
     n = max(1, min(workers, len(tasks) or 1))
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(counter, n, per_gpu, gpus, threads, os.getpid())) as pool:
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                               initargs=(counter, n, per_gpu, gpus, threads, os.getpid()))
+    try:
         futures = {pool.submit(execute, t): t for t in tasks}
         for fut in as_completed(futures):  # a worker killed or out of memory fails its cell only
             collect(futures[fut], fut.result, "worker died", done, on_done)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): never wait for the running cells
+        pool.shutdown(wait=False, cancel_futures=True)  # the workers end with this process (_exit_with_parent)
+        raise
+    pool.shutdown()
     return done
 
 
