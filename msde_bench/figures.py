@@ -105,17 +105,22 @@ def accuracy_figure(df: pd.DataFrame, title: str, classes: int = 7) -> dict[str,
     return out
 
 
+#: a hatch per paradigm label in the mask-gap bars (colour is the method's, as in the scatter)
+_HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "++++", "oooo", "----")
+
+
 def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
-    """The mask gap (non-masked − masked accuracy) per method, one bar per paradigm, with intervals."""
+    """The mask gap (non-masked − masked accuracy) per method, one bar per paradigm, with intervals;
+    colour = method (the scatter's colours), hatch = paradigm."""
     plt = _plt()
     with plt.rc_context(_style()):
         models = sorted(df["model"].unique())
+        colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
         labels = sorted({_label(r) for _, r in df.iterrows()})
         fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.25 * len(models) * max(1, len(labels)))), 4.2))
         width = 0.8 / max(1, len(labels))
-        cmap = plt.get_cmap("Set2")
         for j, label in enumerate(labels):
-            xs, ys, errs = [], [], []
+            xs, ys, errs, cs = [], [], [], []
             for i, model in enumerate(models):
                 sel = [r for _, r in df.iterrows() if r["model"] == model and _label(r) == label]
                 if not sel:
@@ -124,15 +129,18 @@ def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(rec["mask_gap_mean"])
                 errs.append(_err(rec, "mask_gap"))
+                cs.append(colours[model])
             if xs:
-                ax.bar(xs, ys, width=width * 0.95, color=cmap(j % 8), label=label,
-                       yerr=np.array(errs).T, capsize=2, error_kw=dict(lw=0.8))
+                ax.bar(xs, ys, width=width * 0.95, color=cs, hatch=_HATCHES[j % len(_HATCHES)], edgecolor="white",
+                       lw=0, yerr=np.array(errs).T, capsize=2, error_kw=dict(lw=0.8))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(models)), models)
         ax.set_ylabel("mask gap (non-masked − masked accuracy)")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.25)
-        ax.legend(title="paradigm", fontsize=7, title_fontsize=7)
+        handles = [plt.Rectangle((0, 0), 1, 1, facecolor="lightgrey", edgecolor="white",
+                                 hatch=_HATCHES[j % len(_HATCHES)], label=label) for j, label in enumerate(labels)]
+        ax.legend(handles=handles, title="paradigm (colour: method)", fontsize=7, title_fontsize=7)
         fig.tight_layout()
         out = _save(fig)
         plt.close(fig)

@@ -18,3 +18,14 @@ def md_text(value) -> str:
 def code(value) -> str:
     """A value from a result file as a markdown code span (no backticks or new lines inside)."""
     return "`" + " ".join(str(value).split()).replace("`", "'").replace("|", "\\|") + "`"
+
+
+def plain(markdown: str) -> str:
+    """Markdown text of the leaderboard as plain text for the web page (which sets it as text): no
+    code, bold or italic marks, the escapes of md_text undone."""
+    text = markdown.replace("**", "").replace("`", "")
+    text = " ".join(w[1:-1] if len(w) > 2 and w.startswith("_") and w.endswith("_") else w for w in text.split(" "))
+    text = text.strip("_").replace(" _", " ").replace("_ ", " ")
+    for escaped, raw in (("\\|", "|"), ("\\[", "["), ("\\]", "]"), ("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&")):
+        text = text.replace(escaped, raw)
+    return text

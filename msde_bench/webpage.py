@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from msde_bench.board import Board, Group, Row, Table, budget_note, dataset_note
 from msde_bench.figures import figure_paths
+from msde_bench.mdtext import plain
 from msde_bench.metrics import metrics_in
 
 
@@ -27,11 +28,14 @@ def _columns() -> list[tuple[str, str]]:
 
 
 def _fold_keys() -> tuple[str, ...]:
-    """What a row's details show per fold (the metrics of view `fold`)."""
-    return ("fold", "n_test_pairs", *(m.key for m in metrics_in("fold")))
+    """What a row's details show per fold of each seed (the metrics of view `fold`)."""
+    return ("seed", "fold", "n_test_pairs", *(m.key for m in metrics_in("fold")))
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table.board td, table.board th { overflow-wrap: normal; }
+table.settings td { padding: 0.1em 0.6em 0.1em 0; vertical-align: top; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
 .note { color: #555; max-width: 70em; }
 table.board { border-collapse: collapse; font-size: 0.85em; margin-top: 0.6em; }
@@ -43,6 +47,7 @@ td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.details td { background: #fafafa; font-size: 0.95em; }
 .filters select { margin-right: 1em; }
 img.figure { max-width: 48%; margin: 0.5em 1% 0 0; border: 1px solid #eee; }
+@media (max-width: 700px) { body { margin: 0.6em; } img.figure { max-width: 100%; } }
 """
 
 _SCRIPT = r"""
@@ -83,18 +88,25 @@ function buildTable(table, section) {
     head.appendChild(th);
   }
   const thead = el("thead"); thead.appendChild(head); t.appendChild(thead); t.appendChild(body);
-  section.appendChild(t);
+  const wrap = el("div", undefined, "scroll"); wrap.appendChild(t); section.appendChild(wrap);
   function details(row) {
     const tr = el("tr", undefined, "details"); const td = el("td"); td.colSpan = DATA.columns.length;
     td.appendChild(el("div", "runs: " + row.run_ids.join(", ")));
     const link = el("a", "result JSON"); link.href = row.result_file; td.appendChild(link);
-    td.appendChild(el("div", "settings: " + Object.entries(row.settings).map(([k, v]) => k + "=" +
-      (typeof v === "object" ? JSON.stringify(v) : v)).join(", ")));
+    const st = el("table", undefined, "settings");
+    for (const [k, v] of Object.entries(row.settings)) {
+      const entries = (v && typeof v === "object" && !Array.isArray(v)) ? Object.entries(v).map(([o, x]) => [k + "." + o, x])
+        : [[k, v]];
+      for (const [name, value] of entries) { const sr = el("tr"); sr.appendChild(el("td", name));
+        sr.appendChild(el("td", Array.isArray(value) ? value.join(", ") : String(value))); st.appendChild(sr); }
+    }
+    const sw = el("div", undefined, "scroll"); sw.appendChild(el("div", "settings:")); sw.appendChild(st);
+    td.appendChild(sw);
     const ft = el("table", undefined, "folds"); const fh = el("tr");
     for (const k of DATA.fold_keys) fh.appendChild(el("th", k)); ft.appendChild(fh);
     for (const f of row.folds) { const fr = el("tr"); for (const k of DATA.fold_keys) fr.appendChild(el("td",
       fmt(f[k]), "num")); ft.appendChild(fr); }
-    td.appendChild(ft); tr.appendChild(td); return tr;
+    const fw = el("div", undefined, "scroll"); fw.appendChild(ft); td.appendChild(fw); tr.appendChild(td); return tr;
   }
   function render() {
     body.textContent = "";
@@ -145,6 +157,7 @@ def page(board: Board, svgs: dict[str, bytes], intro: str, result_dir: Path) -> 
     intro_text = _html_safe(json.dumps(intro)[1:-1])
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         "<meta name=\"generator\" content=\"msde-bench leaderboard\">\n<title>msde-bench leaderboard</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>msde-bench leaderboard</h1>\n"
         f"<p class=\"note\" id=\"intro\"></p>\n<div id=\"tables\"></div>\n"
@@ -168,8 +181,8 @@ def row_data(rec: dict, row: Row, rank: int | None, result_dir: Path) -> dict:
                         ci=None if ci is None else [round(float(ci[0]), 6), round(float(ci[1]), 6)])
     run = row.runs[0]
     out["settings"] = run["spec"]
-    out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k)) for k in _fold_keys()}
-                    for r in row.runs for f in r["folds"]]
+    out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k))
+                     for k in _fold_keys()} | {"seed": r["spec"]["seed"]} for r in row.runs for f in r["folds"]]
     # a relative URL that stays one whatever the file is called (`javascript:...json` included)
     out["result_file"] = "./" + quote(os.path.relpath(run["_path"], result_dir).replace(os.sep, "/"), safe="/")
     return out
@@ -181,8 +194,8 @@ def _table_data(table: Table, svgs: dict[str, bytes], result_dir: Path) -> dict:
     for group in (table.complete, table.incomplete):
         if group is not None:
             rows += _group_rows(group, result_dir)
-    note = " ".join([dataset_note(table.rows).strip("_"), *table.about]).replace("`", "")
-    note += (" " + budget_note(table.complete.rows)) if table.complete is not None else ""
+    note = " ".join([dataset_note(table.rows), *table.about])
+    note = plain(note + ((" " + budget_note(table.complete.rows)) if table.complete is not None else ""))
     mine = sorted(f"{base}.svg" for base, _ in figure_paths(table.slug))
     figs = [dict(alt=rel.rsplit("/", 1)[-1], svg=svgs[rel]) for rel in mine if rel in svgs]
     title = (f"{table.name} · fingerprint {table.fingerprint} · protocol {table.protocol} v{table.version} "

@@ -81,7 +81,7 @@ def test_the_page_sorts_filters_and_shows_details_in_a_browser(browser, page):
     # a row's details: settings, per-fold numbers, a link to its result file
     browser.find_element(By.CSS_SELECTOR, "tr.row").click()
     details = browser.find_element(By.CSS_SELECTOR, "tr.details")
-    assert "settings: " in details.text and "paradigm=contrastive" in details.text
+    assert "settings:" in details.text and "paradigm contrastive" in details.text  # a table of settings
     assert len(details.find_elements(By.CSS_SELECTOR, "table.folds tr")) == 3  # header + 2 folds
     link = details.find_element(By.TAG_NAME, "a").get_attribute("href")
     assert link.startswith("file://") and link.endswith(".json") and Path(link[len("file://"):]).is_file()
@@ -121,3 +121,40 @@ def test_a_result_file_name_never_becomes_a_script_link(browser, tmp_path):
     assert browser.current_url.startswith("file://")  # navigated to the file, ran nothing
     browser.get((d / "index.html").as_uri())
     assert browser.execute_script("return window.pwned === undefined")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_page_never_scrolls_sideways(browser, page, width):
+    """At a laptop's 1,280 px and a phone's 390 px the page itself never scrolls sideways: a wide table
+    scrolls inside its own box (screenshots kept as artifacts)."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(width, 900)
+    try:
+        browser.get(page.as_uri())
+        browser.find_elements(By.CSS_SELECTOR, "tr.row")[0].click()  # a row's details open too
+        page_width, view = browser.execute_script(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert page_width <= view, (page_width, view)
+        assert browser.execute_script("return document.querySelector('meta[name=viewport]') !== null")
+        box = browser.find_element(By.CSS_SELECTOR, "div.scroll")
+        assert box.find_element(By.CSS_SELECTOR, "table.board")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / f"leaderboard-{width}px.png"))
+    finally:
+        browser.set_window_size(1400, 1100)
+
+
+def test_a_rows_details_name_the_seed_and_list_the_options(browser, page):
+    from selenium.webdriver.common.by import By
+
+    browser.get(page.as_uri())
+    browser.find_elements(By.CSS_SELECTOR, "tr.row")[0].click()
+    details = browser.find_element(By.CSS_SELECTOR, "tr.details")
+    heads = [th.text for th in details.find_elements(By.CSS_SELECTOR, "table.folds th")]
+    assert heads[:2] == ["seed", "fold"]
+    settings = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in details.find_elements(By.CSS_SELECTOR, "table.settings tr")]
+    assert ["model", "resnet18"] in settings and not any("{" in value for _, value in settings)
+    note = browser.find_element(By.CSS_SELECTOR, "p.note").text
+    assert "`" not in note and "**" not in note
