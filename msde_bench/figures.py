@@ -138,7 +138,7 @@ def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
         ax.set_ylabel("mask gap (non-masked − masked accuracy)")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.25)
-        handles = [plt.Rectangle((0, 0), 1, 1, facecolor="lightgrey", edgecolor="white",
+        handles = [plt.Rectangle((0, 0), 1, 1, facecolor="dimgrey", edgecolor="white",
                                  hatch=_HATCHES[j % len(_HATCHES)], label=label) for j, label in enumerate(labels)]
         ax.legend(handles=handles, title="paradigm (colour: method)", fontsize=7, title_fontsize=7)
         fig.tight_layout()
