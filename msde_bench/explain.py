@@ -157,6 +157,31 @@ def target_layer(method: nn.Module, name: str | None = None) -> nn.Module:
         raise MsdeError(f"{type(method).__name__} declares no Grad-CAM target layer (Method.target_layer)") from None
 
 
+#: below this many cells a side, the declared layer's map is too coarse to show where a face is looked at
+MIN_CAM_SIDE = 4
+
+
+def default_layer(ex: Explained) -> str | None:
+    """The layer Grad-CAM uses without --layer: the method's declared one (None), unless its map is
+    smaller than MIN_CAM_SIDE a side at the run's input size and the trunk has a `layer3` (ResNet's
+    layer4 is 2 x 2 at 48 px): then `trunk.layer3`, twice as fine."""
+    method = ex.method
+    try:
+        declared = method.target_layer()
+    except NotImplementedError:
+        return None
+    seen: dict = {}
+    hook = declared.register_forward_hook(lambda m, i, o: seen.setdefault("out", o[0] if isinstance(o, tuple) else o))
+    try:
+        with torch.no_grad():
+            method(_inputs(ex, ex.test_idx[:1], "non-masked"))
+    finally:
+        hook.remove()
+    out = seen.get("out")
+    small = isinstance(out, torch.Tensor) and out.ndim == 4 and min(out.shape[-2:]) < MIN_CAM_SIDE
+    return "trunk.layer3" if small and "trunk.layer3" in dict(method.named_modules()) else None
+
+
 def cams(ex: Explained, idx: np.ndarray, view: str, targets: np.ndarray, cam: str = "gradcam",
          batch: int = 32, layer: str | None = None) -> np.ndarray:
     """CAMs (N x H x W in [0, 1]) of one view, for the given target classes."""
@@ -210,8 +235,11 @@ def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: 
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     plt = _plt()
-    cols = 4 * len(ex_list)
-    fig, axes = plt.subplots(len(idx), cols, figsize=(2.0 * cols, 2.2 * len(idx)), squeeze=False)
+    per_pair = 4 * len(ex_list)
+    across = 2 if len(ex_list) == 1 else 1  # one run: two pairs side by side, so the grid is not a strip
+    rows = -(-len(idx) // across)
+    cols = per_pair * across
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.3 * rows), squeeze=False)
     labels = ex_list[0].cache.labels.numpy()[idx]
     for r, ex in enumerate(ex_list):
         for v, view in enumerate(("non-masked", "masked")):
@@ -219,17 +247,17 @@ def figure_cam_pairs(ex_list: list[Explained], idx: np.ndarray, cam: str, path: 
             maps = cams(ex, idx, view, preds, cam, layer=layer)
             rgb = _rgb(ex, idx, view)
             for i in range(len(idx)):
-                c0 = 4 * r + 2 * v
+                row, c0 = i // across, (i % across) * per_pair + 4 * r + 2 * v
                 tag = f"{ex.spec.paradigm} · " if len(ex_list) > 1 else ""
-                axes[i, c0].imshow(rgb[i])
-                axes[i, c0].set_title(f"{tag}{view}\ntrue {class_name(ex, labels[i])}", fontsize=7)
-                axes[i, c0 + 1].imshow(show_cam_on_image(rgb[i], maps[i], use_rgb=True))
+                axes[row, c0].imshow(rgb[i])
+                axes[row, c0].set_title(f"{tag}{view}\ntrue {class_name(ex, labels[i])}", fontsize=9)
+                axes[row, c0 + 1].imshow(show_cam_on_image(rgb[i], maps[i], use_rgb=True))
                 ok = "✓" if preds[i] == labels[i] else "✗"
-                axes[i, c0 + 1].set_title(f"pred {class_name(ex, preds[i])} {ok}", fontsize=7)
+                axes[row, c0 + 1].set_title(f"pred {class_name(ex, preds[i])} {ok}", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -253,7 +281,10 @@ def figure_tsne(ex: Explained, path: Path, with_train: bool = False, lines: int 
         ax.scatter(xy[n:][sel, 0], xy[n:][sel, 1], s=22, color=colours(c), marker="x", zorder=2)
     ax.set_title(f"t-SNE of pooled embeddings ({'test + train' if with_train else 'test'} fold {ex.fold}): "
                  "o non-masked, x masked", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [plt.Line2D([], [], color="black", marker="o", ls="", label="non-masked view"),
+                plt.Line2D([], [], color="black", marker="x", ls="", label="masked view")]
+    ax.legend(handles=handles, fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -323,8 +354,11 @@ def figure_curves(ex: Explained, path: Path) -> bool:
     axes[2].plot(epochs, [h["lr"] for h in history], marker="o", ms=3, color="tab:gray")
     axes[2].set_yscale("log")
     axes[2].set_title("learning rate (at the start of the epoch)", fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, also for a 1-epoch run
         ax.grid(alpha=0.3)
     fig.suptitle(f"{ex.spec.model} · {ex.spec.paradigm} · fold {ex.fold}", fontsize=10)
     fig.tight_layout()
@@ -342,7 +376,8 @@ def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | Non
     m_nm = cams(ex, idx, "non-masked", labels, cam, layer=layer)
     m_m = cams(ex, idx, "masked", labels, cam, layer=layer)
     k = len(ex.cache.classes)
-    fig, axes = plt.subplots(k, 3, figsize=(6.5, 2.0 * k), squeeze=False)
+    rgb_nm, rgb_m = _rgb(ex, idx, "non-masked"), _rgb(ex, idx, "masked")
+    fig, axes = plt.subplots(k, 3, figsize=(8.0, 2.3 * k), squeeze=False)
     for c in range(k):
         sel = labels == c
         if not sel.any():
@@ -352,14 +387,21 @@ def figure_attention_shift(ex: Explained, cam: str, path: Path, layer: str | Non
         a, b = m_nm[sel].mean(0), m_m[sel].mean(0)
         d = b - a
         lim = max(1e-6, float(np.abs(d).max()))
-        for ax, img, title, kw in ((axes[c, 0], a, "non-masked", dict(cmap="jet", vmin=0, vmax=1)),
-                                   (axes[c, 1], b, "masked", dict(cmap="jet", vmin=0, vmax=1)),
-                                   (axes[c, 2], d, "masked − non-masked", dict(cmap="RdBu_r", vmin=-lim, vmax=lim))):
-            ax.imshow(img, **kw)
-            ax.set_title(f"{class_name(ex, c)}: {title}", fontsize=7)
+        faces = (rgb_nm[sel].mean(0).mean(-1), rgb_m[sel].mean(0).mean(-1), rgb_m[sel].mean(0).mean(-1))
+        for ax, face, img, title, kw in (
+                (axes[c, 0], faces[0], a, "non-masked", dict(cmap="jet", vmin=0, vmax=1)),
+                (axes[c, 1], faces[1], b, "masked", dict(cmap="jet", vmin=0, vmax=1)),
+                (axes[c, 2], faces[2], d, "masked − non-masked", dict(cmap="RdBu_r", vmin=-lim, vmax=lim))):
+            ax.imshow(face, cmap="gray", vmin=0, vmax=1)  # the class's mean face beneath the map
+            shown = ax.imshow(img, alpha=0.55, **kw)
+            ax.set_title(f"{class_name(ex, c)}: {title}", fontsize=8)
             ax.axis("off")
+            bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+            bar.ax.tick_params(labelsize=6)
+    fig.suptitle(f"mean {cam} per expression over the test fold, on the mean face; right: red = looks more "
+                 "when masked, blue = less", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -383,6 +425,9 @@ def explain(result_path: str | Path, out: str | Path | None = None, fold: int | 
         if other.cache.fingerprint != ex.cache.fingerprint or not np.array_equal(other.test_idx, ex.test_idx):
             raise MsdeError(f"{compare}: not the same dataset and test fold as {result_path}; cannot compare")
         runs.append(other)
+    if layer is None and (layer := default_layer(ex)) is not None:
+        step(f"Grad-CAM on {layer}: the declared layer's map is under {MIN_CAM_SIDE} x {MIN_CAM_SIDE} at "
+             f"{ex.spec.image_size} px (--layer chooses another)")
     out = Path(out) if out else ex.result_path.parent / f"{ex.result['run_id']}-explain" / f"fold{ex.fold}"
     out.mkdir(parents=True, exist_ok=True)
     pairs = pick_pairs(ex, n)

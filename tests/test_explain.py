@@ -55,7 +55,7 @@ def test_explain_writes_every_figure(two_runs, tmp_path):
     steps = [ln for ln in res.output.splitlines() if ln.startswith("[")]  # never silent while it works
     assert steps[0].endswith("and decoding its images") and any("t-SNE" in ln for ln in steps) and len(steps) >= 4
     cam = _png(out / "gradcam_pairs.png")
-    assert cam.shape[0] > cam.shape[1]  # 7 rows of 4 columns
+    assert cam.shape[1] > cam.shape[0]  # 7 pairs, two side by side: 4 rows of 8 images
     for name in ("tsne.png", "confusion.png", "attention_shift.png", "curves.png"):
         _png(out / name)
     report = (out / "report.md").read_text()
@@ -146,3 +146,12 @@ def test_curves_need_a_recorded_history(tmp_path):
     new = SimpleNamespace(result={"folds": [{"fold": 0, "train_history": history}]}, fold=0, spec=spec)
     assert figure_curves(new, tmp_path / "b.png") is True
     _png(tmp_path / "b.png")
+
+
+def test_a_coarse_declared_layer_gives_way_to_a_finer_one(two_runs):
+    """ResNet-18's layer4 is 2 x 2 at these runs' 64 px: Grad-CAM uses trunk.layer3 (4 x 4) unless
+    --layer says otherwise."""
+    from msde_bench.explain import default_layer, load_fold
+
+    ex = load_fold(two_runs[0])
+    assert ex.spec.image_size == 64 and default_layer(ex) == "trunk.layer3"
