@@ -105,13 +105,16 @@ def accuracy_figure(df: pd.DataFrame, title: str, classes: int = 7) -> dict[str,
     return out
 
 
-#: a hatch per paradigm label in the mask-gap bars (colour is the method's, as in the scatter)
-_HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "++++", "oooo", "----")
+def _shade(colour, j: int, n: int):
+    """Paradigm j of n as a lighter shade of the method's colour (hue = method, as in the scatter;
+    hatches would make each SVG ten times larger)."""
+    t = 0.65 * j / max(1, n - 1) if n > 1 else 0.0
+    return tuple(c + (1 - c) * t for c in colour[:3])
 
 
 def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
     """The mask gap (non-masked − masked accuracy) per method, one bar per paradigm, with intervals;
-    colour = method (the scatter's colours), hatch = paradigm."""
+    colour = method (the scatter's colours), shade = paradigm (darkest first, as the legend lists)."""
     plt = _plt()
     with plt.rc_context(_style()):
         models = sorted(df["model"].unique())
@@ -129,18 +132,18 @@ def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(rec["mask_gap_mean"])
                 errs.append(_err(rec, "mask_gap"))
-                cs.append(colours[model])
+                cs.append(_shade(colours[model], j, len(labels)))
             if xs:
-                ax.bar(xs, ys, width=width * 0.95, color=cs, hatch=_HATCHES[j % len(_HATCHES)], edgecolor="white",
-                       lw=0, yerr=np.array(errs).T, capsize=2, error_kw=dict(lw=0.8))
+                ax.bar(xs, ys, width=width * 0.95, color=cs, edgecolor="black", lw=0.4, yerr=np.array(errs).T,
+                       capsize=2, error_kw=dict(lw=0.8))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(models)), models)
         ax.set_ylabel("mask gap (non-masked − masked accuracy)")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.25)
-        handles = [plt.Rectangle((0, 0), 1, 1, facecolor="dimgrey", edgecolor="white",
-                                 hatch=_HATCHES[j % len(_HATCHES)], label=label) for j, label in enumerate(labels)]
-        ax.legend(handles=handles, title="paradigm (colour: method)", fontsize=7, title_fontsize=7)
+        handles = [plt.Rectangle((0, 0), 1, 1, facecolor=_shade((0.3, 0.3, 0.3), j, len(labels)), edgecolor="black",
+                                 lw=0.4, label=label) for j, label in enumerate(labels)]
+        ax.legend(handles=handles, title="paradigm (shade; colour: method)", fontsize=7, title_fontsize=7)
         fig.tight_layout()
         out = _save(fig)
         plt.close(fig)
