@@ -35,7 +35,7 @@ from msde_bench.errors import MsdeError
 from msde_bench.mdtext import code, md_text
 from msde_bench.metrics import metrics_in
 from msde_bench.options import QUIRKS, is_method_key, method_values
-from msde_bench.results import load_all
+from msde_bench.results import differing, load_all
 from msde_bench.spec import RunSpec
 from msde_bench.stats import corrected_ci, corrected_ttest
 
@@ -77,7 +77,8 @@ class Row:
         clipped to the values the metric can take (a share: [0, 1]; the mask gap: [-1, 1]); with
         few folds the t interval reaches past them."""
         ci = corrected_ci(list(self.values(metric).values()), self.test_train_ratio())
-        limits = next((m.limits for m in M.METRICS if m.key == metric), None)
+        known = M.metric(metric)
+        limits = known.limits if known is not None else None
         if ci is None or limits is None:
             return ci
         return max(ci[0], limits[0]), min(ci[1], limits[1])
@@ -203,14 +204,8 @@ def _settings(row: Row) -> dict:
 def variants(rows: list[Row]) -> list[str]:
     """For each row, the settings that tell it apart from the other rows of the same model and
     paradigm in the table (e.g. `lambda=10`, `batch_size=16`)."""
-    out = []
-    for row in rows:
-        same = [r for r in rows if _describe(r)["model"] == _describe(row)["model"]
-                and _describe(r)["paradigm"] == _describe(row)["paradigm"]]
-        mine = _settings(row)
-        differ = sorted(k for k in mine if any(_settings(r).get(k) != mine[k] for r in same))
-        out.append(", ".join(f"{k}={mine[k]}" for k in differ))
-    return out
+    described = [_describe(row) for row in rows]
+    return differing([((d["model"], d["paradigm"]), _settings(row)) for d, row in zip(described, rows)])
 
 
 def frame(rows: list[Row]) -> pd.DataFrame:
@@ -275,15 +270,20 @@ def _provider(run: dict) -> str:
 DEFAULT_NOTES = Path("leaderboard/notes.toml")
 
 
-def read_notes(path: Path | None) -> list[dict]:
-    """[[note]] tables of a TOML file: `text`, and the spec values a row must have for the note to
-    stand next to it (spec fields such as model, paradigm, recipe, budget, or `options.KEY`)."""
+def _tables(path: Path | None, name: str) -> list:
+    """The [[name]] tables of the notes file (none without one); a file that is not TOML is an error."""
     if path is None or not path.is_file():
         return []
     try:
-        notes = tomllib.loads(path.read_text(encoding="utf-8")).get("note", [])
+        return tomllib.loads(path.read_text(encoding="utf-8")).get(name, [])
     except (ValueError, UnicodeDecodeError) as e:
         raise MsdeError(f"{path}: not a valid TOML file ({e})") from None
+
+
+def read_notes(path: Path | None) -> list[dict]:
+    """[[note]] tables of a TOML file: `text`, and the spec values a row must have for the note to
+    stand next to it (spec fields such as model, paradigm, recipe, budget, or `options.KEY`)."""
+    notes = _tables(path, "note")
     known = {f.name for f in fields(RunSpec)}
     for i, note in enumerate(notes):
         if not isinstance(note, dict) or not isinstance(note.get("text"), str):
@@ -298,12 +298,7 @@ def read_notes(path: Path | None) -> list[dict]:
 def read_dataset_notes(path: Path | None) -> list[dict]:
     """[[dataset]] tables of the notes file: `text` (what the set is, where to get it, how to cite
     it), shown under the heading of every table whose dataset has the given `name`."""
-    if path is None or not path.is_file():
-        return []
-    try:
-        notes = tomllib.loads(path.read_text(encoding="utf-8")).get("dataset", [])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MsdeError(f"{path}: not a valid TOML file ({e})") from None
+    notes = _tables(path, "dataset")
     for i, note in enumerate(notes):
         if not isinstance(note, dict) or not isinstance(note.get("text"), str) or not isinstance(note.get("name"), str):
             raise MsdeError(f"{path}: dataset[{i}] needs a `name` (the dataset's) and a `text` string")

@@ -19,6 +19,7 @@ from msde_bench.choices import CAM_METHODS, CONVERT_FORMATS
 from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
+from msde_bench.grid import MAX_RUNS
 from msde_bench.options import QUIRK_SETS
 from msde_bench.progress import PROGRESS_MODES, progress_mode
 from msde_bench.protocol import PROTOCOLS
@@ -421,13 +422,11 @@ def _executor_params(reg, taken: set[str]) -> list[click.Option]:
     return params
 
 
-def _executor_options(executor: str, values: dict) -> dict:
-    """The chosen executor's options from its flags, checked before anything is planned; a flag of
-    another executor is an error."""
-    from msde_bench.executors.base import check_options
-    from msde_bench.factory import executor_class
+def _executor_options(executor: str, workers: int | None, values: dict) -> dict:
+    """The chosen executor's options from its flags, checked (with --workers) before anything is
+    planned; a flag of another executor is an error."""
+    from msde_bench.sweep import check_executor
 
-    cls = executor_class(executor)
     options = {}
     for key, value in values.items():
         _, name, opt = key.split("__", 2)
@@ -437,7 +436,7 @@ def _executor_options(executor: str, values: dict) -> dict:
             flag = next(p.opts[0] for p in click.get_current_context().command.params if p.name == key)
             raise MsdeError(f"{flag}: an option of the {name} executor, not of --executor {executor}")
         options[opt] = value
-    check_options(cls, options)
+    check_executor(executor, workers, options)
     return options
 
 
@@ -463,7 +462,7 @@ def _executor_options(executor: str, values: dict) -> dict:
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
 @click.option("--log-samples", is_flag=True,
               help="Each cell that runs writes its per-image predictions beside it (as `run --log-samples`).")
-@click.option("--max-runs", type=int, default=10_000,
+@click.option("--max-runs", type=int, default=MAX_RUNS,
               help="Refuse a grid that expands to more runs (counted before anything is planned).")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
               help="Regenerate the committed leaderboard (leaderboard/README.md) from the results folder at the end.")
@@ -502,7 +501,7 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
 
     console = Console(stderr=True)
     threads_default()
-    options = _executor_options(executor, executor_flags)
+    options = _executor_options(executor, workers, executor_flags)
     plan = api.plan_sweep(grid, out=out, save_models=save_models, compile=compile_, log_samples=log_samples,
                           max_runs=max_runs)
     counts = plan.counts()

@@ -25,7 +25,8 @@ from msde_bench.spec import RunSpec
 def paradigm_class(name: str) -> type[Paradigm]:
     table = registry().paradigms
     if name not in table:
-        raise MsdeError(f"unknown paradigm {name!r}; available: {', '.join(sorted(table))}{_plugin_hint(name)}")
+        raise MsdeError(f"unknown paradigm {name!r}; available: {', '.join(sorted(table))}"
+                        f"{_plugin_hint(name, 'paradigm')}")
     return table[name].obj
 
 
@@ -33,7 +34,7 @@ def executor_class(name: str) -> type:
     """The registered sweep executor of that name (msde_bench.executors.base.Executor)."""
     table = registry().executors
     if name not in table:
-        raise MsdeError(f"--executor {name}: choose one of {', '.join(sorted(table))}{_plugin_hint(name)}")
+        raise MsdeError(f"--executor {name}: choose one of {', '.join(sorted(table))}{_plugin_hint(name, 'executor')}")
     return table[name].obj
 
 
@@ -49,12 +50,12 @@ def require_model(model: str) -> None:
     raise MsdeError(f"unknown model {model!r} (neither a method plugin nor a timm model){_plugin_hint(model)}")
 
 
-def _plugin_hint(name: str) -> str:
+def _plugin_hint(name: str, kind: str = "method") -> str:
     """Why a name may be missing: two installed plugins register it, or a plugin of that name failed
     to load or is disabled."""
-    owners = registry().contested.get(("method", name))
+    owners = registry().contested.get((kind, name))
     if owners:
-        return "; " + contested_text("method", name, owners)
+        return "; " + contested_text(kind, name, owners)
     info = registry().plugins.get(name)
     if info is None:
         return ""

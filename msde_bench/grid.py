@@ -153,8 +153,7 @@ def load_grid(path: str | Path, max_runs: int = MAX_RUNS) -> tuple[list[Run], di
         raise GridError(path, f"expands to {total:,} runs (before [[exclude]]), more than {max_runs:,}; "
                               "check its lists, or lift the limit with `sweep --max-runs N`")
     runs = [Run(a, "product") for a in _expand(top, {}) if not any(_matches(a, r) for r in rules)]
-    for i, table in enumerate(includes):
-        inc = _norm(path, table, f"include[{i}]")
+    for i, inc in enumerate(tables):
         inc_opt = {**fixed_opts, **inc.get("opt", {})}
         base = {**fixed, **({"opt": inc_opt} if inc_opt else {})}
         runs += [Run(a, f"include[{i}]") for a in _expand({**base, **inc, **({"opt": inc_opt} if inc_opt else {})}, {})]

@@ -69,8 +69,9 @@ def metrics_in(view: str) -> tuple[Metric, ...]:
     return tuple(m for m in METRICS if view in m.views)
 
 
-def metric(key: str) -> Metric:
-    return next(m for m in METRICS if m.key == key)
+def metric(key: str) -> Metric | None:
+    """The table's row of `key`, or None for a key it does not hold."""
+    return next((m for m in METRICS if m.key == key), None)
 
 
 def share_keys() -> tuple[str, ...]:

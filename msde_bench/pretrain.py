@@ -31,14 +31,13 @@ from msde_bench.home import cache_home
 from msde_bench.spec import PRETRAIN_PREFIX, RECIPES, RunSpec, derive_seed, is_pretrain, make_spec
 from msde_bench.spec_build import canonical_spec
 
-PREFIX = PRETRAIN_PREFIX
 PRETRAINED_FORMAT = "msde-bench/pretrained/1"
 SETTINGS = {"recipe": "real48", "epochs": None, "seed": "0", "train_on": "mixed"}
 
 
 def parse(init: str) -> tuple[str, dict]:
     """(DATA, settings) of a `pretrain:DATA[#KEY=VALUE&...]` string; unknown or bad settings are errors."""
-    body = init[len(PREFIX):]
+    body = init[len(PRETRAIN_PREFIX):]
     data, _, query = body.partition("#")
     if not data:
         raise MsdeError(f"--init {init}: name the set to pretrain on (pretrain:DATA)")

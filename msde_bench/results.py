@@ -375,17 +375,25 @@ def _settings(spec: dict) -> dict:
     return flat
 
 
-def differences(results: list[dict]) -> list[str]:
-    """For each result, the settings (spec fields and options, e.g. `train_on=masked`, `seed=1`) whose
-    values differ among the results of the same model, paradigm and dataset."""
+def differing(items: list[tuple[object, dict]]) -> list[str]:
+    """For each (group, settings) item, `k=v` of the settings whose values differ within its group
+    (what tells apart the results of one model and paradigm here, the rows of one in the leaderboard)."""
+    groups: dict = {}
+    for group, settings in items:
+        groups.setdefault(group, []).append(settings)
     out = []
-    for r in results:
-        mine = _settings(r["spec"])
-        same = [_settings(o["spec"]) for o in results if (o["spec"]["model"], o["spec"]["paradigm"],
-                o["dataset"]["name"]) == (r["spec"]["model"], r["spec"]["paradigm"], r["dataset"]["name"])]
+    for group, mine in items:
+        same = groups[group]
         keys = sorted({k for s in same for k in s if any(o.get(k) != s.get(k) for o in same)})
         out.append(", ".join(f"{k}={mine.get(k)}" for k in keys))
     return out
+
+
+def differences(results: list[dict]) -> list[str]:
+    """For each result, the settings (spec fields and options, e.g. `train_on=masked`, `seed=1`) whose
+    values differ among the results of the same model, paradigm and dataset."""
+    return differing([((r["spec"]["model"], r["spec"]["paradigm"], r["dataset"]["name"]), _settings(r["spec"]))
+                      for r in results])
 
 
 def list_rows(results: list[dict]) -> list[dict]:

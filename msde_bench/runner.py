@@ -42,7 +42,7 @@ from msde_bench.factory import build_method, build_paradigm, method_provider, ot
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
-from msde_bench.spec import RunSpec, derive_seed
+from msde_bench.spec import RunSpec, derive_seed, is_pretrain
 from msde_bench.spec_build import budget_rules_differ
 from msde_bench.training import Trainer, epoch_steps, evaluate
 
@@ -214,7 +214,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     per-image predictions on the test pairs (msde_bench.samples)."""
     seed = derive_seed(spec.seed, "fold", fold.index)
     recorded, pretrained = spec, None  # `recorded`: the spec as results and saved models name it
-    if PT.is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
+    if is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
         path, pretrained = PT.ensure(spec, device, fit=fit_model, console=console)
         spec = spec.with_(init=str(path))
     paradigm = build_paradigm(spec)
@@ -568,14 +568,13 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     if save_models is None:
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)
-    todo_folds = [c for c in cells if c.fold not in done]
-    if save_models and todo_folds:  # say the size before writing it
+    todo = [c for c in cells if c.fold not in done]
+    if save_models and todo:  # say the size before writing it
         each = model_bytes(spec, len(cache.classes))
-        console.print(f"fold models: {len(todo_folds)} x {each / 1e6:.0f} MB will be saved under "
+        console.print(f"fold models: {len(todo)} x {each / 1e6:.0f} MB will be saved under "
                       f"{Path(out_dir) / spec.run_id(dataset.name)} (for `msde-bench explain`; --no-save-models skips "
                       "them, `msde-bench results prune` removes them later)", highlight=False)
     with RunProgress(console, len(cells), spec.epochs, progress_mode(show_progress, console)) as progress:
-        todo = [c for c in cells if c.fold not in done]
         if todo:
             progress.on_step_time = _estimate(spec, [folds[c.fold] for c in todo], console)
         for cell in cells:

@@ -166,16 +166,23 @@ class SweepReport:
         return [r for r in self.rows if r["status"] in ("failed", "failed earlier")]
 
 
+def check_executor(executor: str, workers: int | None, options: dict) -> tuple[type[Executor], dict]:
+    """The registered executor and its options with defaults filled in; an unknown executor, an
+    option it does not take, a value under its minimum or `workers` < 1 is one error line (the
+    command line asks before planning, run_planned again for the API)."""
+    if workers is not None and workers < 1:
+        raise MsdeError(f"--workers {workers}: must be at least 1")
+    cls = executor_class(executor)
+    return cls, check_options(cls, options)
+
+
 def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | None = None, retry_failed: bool = False,
                 on_done=None, leaderboard: Path | None = None, **options) -> SweepReport:
     """Runs the plan's cells to run (or, with `retry_failed`, those that failed before) on the
     executor registered as `executor` with its `options` (defaults filled in; an unknown option
     or a bad value is an error before anything runs), merges every run whose cells are all done,
     and with `leaderboard` (a markdown path) regenerates that leaderboard from `out`."""
-    if workers is not None and workers < 1:
-        raise MsdeError(f"--workers {workers}: must be at least 1")
-    cls = executor_class(executor)
-    options = check_options(cls, options)
+    cls, options = check_executor(executor, workers, options)
     runner_ = cls()
     runner_.check()
     check_writable(plan_.out)

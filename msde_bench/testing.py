@@ -117,8 +117,7 @@ def check_end_to_end(name: str, paradigm: str, root, out, extra=(), *, options=N
 
     `extra` (command-line words, only `--opt KEY=VALUE` pairs) is deprecated since 0.7.0 and
     removed in 0.8.0: give `options`."""
-    opts = list(options.items()) if isinstance(options, dict) else list(options or ())
-    opts = [f"{k}={v}" for k, v in opts] if isinstance(options, dict) else opts
+    opts = [f"{k}={v}" for k, v in options.items()] if isinstance(options, dict) else list(options or ())
     if extra:
         warnings.warn("check_end_to_end(extra=[...]) is deprecated since msde-bench 0.7.0 and removed in 0.8.0; "
                       "give options={KEY: VALUE}", DeprecationWarning, stacklevel=2)
