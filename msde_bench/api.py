@@ -15,7 +15,10 @@ A grid of runs on an executor, as `msde-bench sweep` does:
     report = run_sweep("leaderboard/grid.toml", workers=2, threads=1)
 
 An executor plugin subclasses Executor (msde_bench.executors.base: the contract) and registers it
-with the `msde_bench_register_executors` hook. The unit of work, for executors that fan a grid out: a Cell is (whole spec, fold);
+with the `msde_bench_register_executors` hook; an experiment tracker (`--track NAME`) subclasses
+Tracker (msde_bench.trackers.base) and registers it with `msde_bench_register_trackers`.
+
+The unit of work, for executors that fan a grid out: a Cell is (whole spec, fold);
 `cells_of(spec, dataset)` lists a spec's cells and folds, `run_cell` trains one and writes its file,
 `read_cell` reads a finished one back, `merge(spec, ...)` / `merge_all(out)` write the complete
 result once every cell of a spec is there.
@@ -23,6 +26,7 @@ result once every cell of a spec is there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +53,13 @@ from msde_bench.paradigms.base import Batch, FoldContext, Paradigm
 from msde_bench.runner import Cell, cells_of, merge, merge_all, read_cell, run_cell
 from msde_bench.spec import RunSpec
 from msde_bench.spec_build import build_spec
+from msde_bench.trackers.base import TrackedCell, Tracker
+from msde_bench.tracking import Tracking
 
 #: the plugin API's version (this module and msde_bench.testing): its minor version moves when a name
 #: is added or deprecated. A name is removed only one minor version after a release that announced
 #: it (CHANGELOG.md) and warned with a DeprecationWarning when used (CONTRIBUTING: "The plugin API")
-API_VERSION = "0.7"
+API_VERSION = "0.8"
 
 __all__ = [
     "API_VERSION", "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect",
@@ -61,7 +67,7 @@ __all__ = [
     "ExecutorOption", "FoldContext", "hookimpl", "ImageCache", "IMAGENET_MEAN", "IMAGENET_STD", "LossState", "merge",
     "merge_all", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output", "Pair", "PairedDataset", "Paradigm",
     "plan_sweep", "positive", "prepare_spec", "read_cell", "read_msde", "run_benchmark", "run_cell", "run_spec",
-    "run_sweep", "RunSpec", "spec_from_result", "Task",
+    "run_sweep", "RunSpec", "spec_from_result", "Task", "TrackedCell", "Tracker",
 ]
 
 
@@ -91,35 +97,45 @@ def spec_from_result(path: str | Path, *, device: str | None = None) -> RunSpec:
 
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
              resume: bool = False, console: Console | None = None, progress: bool | str | None = None,
-             save_models: bool | None = None, log_samples: bool = False) -> tuple[dict, Path]:
+             save_models: bool | None = None, log_samples: bool = False, track: Sequence[str] = (),
+             track_dir: str | Path | None = None) -> tuple[dict, Path]:
     """Runs a ready spec (e.g. one read back from a result file); returns (result, path).
-    `log_samples`: each fold also writes its per-image predictions (msde_bench.samples)."""
+    `log_samples`: each fold also writes its per-image predictions (msde_bench.samples); `track`:
+    the experiment trackers (`--track`, e.g. ["tensorboard", "mlflow"]) it reports to, writing under
+    `track_dir` (default ./tracking)."""
+    tracking = Tracking.of(track, track_dir)  # an unknown tracker or a missing package: before any data loads
     dataset = dataset or factory.load_dataset(spec.data)
     return runner.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
-                      save_models=save_models, log_samples=log_samples)
+                      save_models=save_models, log_samples=log_samples, track=tracking)
 
 
 def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
                   recipe: str | None = None, protocol: str | None = None, options=(), out: str | Path = "results",
                   device: str = "auto", init: str | None = None, resume: bool = False, console: Console | None = None,
                   progress: bool | str | None = False, save_models: bool | None = None,
-                  log_samples: bool = False, **overrides: Any) -> tuple[dict, Path]:
+                  log_samples: bool = False, track: Sequence[str] = (), track_dir: str | Path | None = None,
+                  **overrides: Any) -> tuple[dict, Path]:
     """One model with one paradigm under the MSD-E protocol, exactly as `msde-bench run`; returns
-    (result, path of the result file). `log_samples`: as `--log-samples`."""
+    (result, path of the result file). `log_samples`, `track`, `track_dir`: as `--log-samples`,
+    `--track`, `--track-dir`."""
+    Tracking.of(track, track_dir)  # checked before the data loads
     spec, dataset = prepare_spec(model, paradigm, data=data, recipe=recipe, protocol=protocol, options=options,
                                  device=device, init=init, **overrides)
     return run_spec(spec, dataset, out=out, resume=resume, console=console, progress=progress,
-                    save_models=save_models, log_samples=log_samples)
+                    save_models=save_models, log_samples=log_samples, track=track, track_dir=track_dir)
 
 
 def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recipe: str | None = None,
                       protocol: str | None = None, options=(), out: str | Path = "results", device: str = "auto",
                       init: str | None = None, console: Console | None = None, progress: bool | str | None = False,
                       quirks: str = "none", log_samples: bool = False, save_models: bool = False,
+                      track: Sequence[str] = (), track_dir: str | Path | None = None,
                       **overrides: Any) -> list[dict]:
     """Every paradigm row of `msde-bench compare` for one model (finished runs under `out` are
-    reused); returns [{title, result, path}] in row order. `log_samples`: as `--log-samples`;
-    `save_models`: save every row's fold models (off: five runs' worth of them)."""
+    reused); returns [{title, result, path}] in row order. `log_samples`, `track`, `track_dir`: as
+    `--log-samples`, `--track`, `--track-dir`; `save_models`: save every row's fold models (off:
+    five runs' worth of them)."""
+    tracking = Tracking.of(track, track_dir)
     options, dev, recipe, overrides = _build.settings(options, device, data, recipe, init, overrides, quirks)
     user_opts = _build.check_compare_options(model, options, recipe)
     specs = _build.compare_specs(model, recipe, user_opts, quirks=quirks, data=data, **overrides)
@@ -130,7 +146,7 @@ def compare_benchmark(model: str = "resnet18", *, data: str | None = None, recip
     console.print(f"[bold]msde-bench {__version__}[/] compare · recipe [bold]{recipe}[/] · model {model} · data "
                   f"{first.data} · protocol {first.protocol} ({first.folds} folds) · {first.budget} budget · "
                   f"{first.precision} · seed {first.seed} · device {dev}")
-    return _compare.run_all(specs, dataset, out, console, progress, log_samples, save_models)
+    return _compare.run_all(specs, dataset, out, console, progress, log_samples, save_models, tracking)
 
 
 def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: str | None = None,
@@ -146,27 +162,32 @@ def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: st
 
 
 def plan_sweep(grid: str | Path, *, out: str | Path | None = None, save_models: bool = False, compile: bool = False,
-               log_samples: bool = False, max_runs: int = MAX_RUNS) -> _sweep.SweepPlan:
+               log_samples: bool = False, max_runs: int = MAX_RUNS, track: Sequence[str] = (),
+               track_dir: str | Path | None = None) -> _sweep.SweepPlan:
     """The cells of a grid file (`msde-bench sweep GRID --dry-run`): every run resolved to its
     spec (a bad entry is an error naming it, before anything runs), each cell done, to run or
-    failed before under `out` (default: the grid's `out`, else ./results)."""
+    failed before under `out` (default: the grid's `out`, else ./results). `track`, `track_dir`:
+    the experiment trackers every cell that runs, and every merged result, reports to."""
     return _sweep.plan_sweep(grid, out, keep_models=save_models, compile=compile, log_samples=log_samples,
-                             max_runs=max_runs)
+                             max_runs=max_runs, track=Tracking.of(track, track_dir))
 
 
 def run_sweep(grid: str | Path | _sweep.SweepPlan, *, out: str | Path | None = None, executor: str = "local",
               workers: int | None = None, retry_failed: bool = False, save_models: bool = False,
               compile: bool = False, log_samples: bool = False, max_runs: int = MAX_RUNS,
-              leaderboard: str | Path | None = None, on_done=None, **options: Any) -> _sweep.SweepReport:
+              leaderboard: str | Path | None = None, on_done=None, track: Sequence[str] = (),
+              track_dir: str | Path | None = None, **options: Any) -> _sweep.SweepReport:
     """A grid of runs as cells on an executor, as `msde-bench sweep` (lm-eval's simple_evaluate
     pattern): plans `grid` (a file, or a plan_sweep result), runs the cells to run (with
     `retry_failed`, only those that failed before) on the executor registered as `executor`,
     `options` being that executor's (e.g. threads=1 for local, partition="gpu" for slurm:
     `msde-bench sweep --help` lists them), merges every run whose cells are all done, and with
     `leaderboard` (a markdown file) regenerates it from the results folder. `on_done(task, report)`
-    is called as each cell finishes. Returns a SweepReport (a row per cell, the merged files)."""
+    is called as each cell finishes. `track`, `track_dir`: as plan_sweep's (a plan keeps its own).
+    Returns a SweepReport (a row per cell, the merged files)."""
     plan = grid if isinstance(grid, _sweep.SweepPlan) else plan_sweep(
-        grid, out=out, save_models=save_models, compile=compile, log_samples=log_samples, max_runs=max_runs)
+        grid, out=out, save_models=save_models, compile=compile, log_samples=log_samples, max_runs=max_runs,
+        track=track, track_dir=track_dir)
     return _sweep.run_planned(plan, executor=executor, workers=workers, retry_failed=retry_failed, on_done=on_done,
                               leaderboard=Path(leaderboard) if leaderboard is not None else None, **options)
 

@@ -1,4 +1,5 @@
-"""The built-in paradigms, datasets and sweep executors, registered through the same hooks as any plugin."""
+"""The built-in paradigms, datasets, sweep executors and experiment trackers, registered through the same
+hooks as any plugin."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from msde_bench.hookspecs import hookimpl
 from msde_bench.paradigms.baseline import Baseline
 from msde_bench.paradigms.contrastive import Contrastive
 from msde_bench.paradigms.distill import Distill
+from msde_bench.trackers.mlflow_store import MlflowTracker
+from msde_bench.trackers.tensorboard import TensorBoardTracker
 
 
 @hookimpl
@@ -30,4 +33,10 @@ def msde_bench_register_datasets(register):
 @hookimpl
 def msde_bench_register_executors(register):
     for cls in (LocalExecutor, SlurmExecutor, RayExecutor):
+        register(cls.name, cls)
+
+
+@hookimpl
+def msde_bench_register_trackers(register):
+    for cls in (TensorBoardTracker, MlflowTracker):
         register(cls.name, cls)

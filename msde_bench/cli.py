@@ -87,6 +87,18 @@ def main():
 # ------------------------------------------------------------------------------------------
 # run and compare: one set of options
 
+#: run's, compare's and sweep's experiment tracking (msde_bench.tracking)
+TRACK_OPTIONS = (
+    click.option("--track", multiple=True, metavar="NAME",
+                 help="Report each epoch's loss terms, accuracy and lr, each fold's numbers with its cell file and "
+                      "each result file to an experiment tracker (repeatable): tensorboard (pip install "
+                      "'msde-bench[tensorboard]'), mlflow ('msde-bench[mlflow]'; MLFLOW_TRACKING_URI, else a local "
+                      "store), or one a plugin registers (`msde-bench plugins` lists them)."),
+    click.option("--track-dir", type=click.Path(file_okay=False), default="tracking",
+                 help="Where the trackers write: tensorboard to DIR/tensorboard (tensorboard --logdir "
+                      "DIR/tensorboard), mlflow to DIR/mlruns unless MLFLOW_TRACKING_URI is set."),
+)
+
 
 def run_options(*, single: bool):
     """The options `run` (single=True) and `compare` share; `--paradigm` only for run."""
@@ -170,6 +182,7 @@ def run_options(*, single: bool):
                          help="Write each fold's per-image predictions (pair, view, subject, label, prediction, "
                               "class probabilities) to <run_id>/fold<k>.samples.jsonl beside the result; "
                               "`msde-bench results show RUN --predictions` reads them."),
+            *TRACK_OPTIONS,
         ]
         if single:
             opts.insert(1, click.option("--paradigm", default="baseline",
@@ -223,15 +236,16 @@ def _header(console, spec, dev) -> None:
 @main.command(context_settings=dict(show_default=True))
 @run_options(single=True)
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
-              help="Re-run the spec recorded in this result file (other options are then not allowed, except "
-                   "--out, --resume, --progress, --save-models and --device).")
+              help="Re-run the spec recorded in this result file; with it only --out, --resume, --progress, "
+                   "--save-models, --log-samples, --track, --track-dir, --device, --threads, --compile and "
+                   "--traceback may be given (they do not change the spec, except --device).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last finished fold.")
 @click.option("--save-models/--no-save-models", default=None,
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
         batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, test_data,
-        show_traceback, log_samples, spec_file, resume, save_models):
+        show_traceback, log_samples, track, track_dir, spec_file, resume, save_models):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -273,7 +287,8 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
     with _plugin_tracebacks(show_traceback):
         result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
                                     progress="none" if no_progress else progress,
-                                    save_models=save_models, log_samples=log_samples)
+                                    save_models=save_models, log_samples=log_samples, track=track,
+                                    track_dir=track_dir)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
     models = [path.parent / f["model_file"] for f in result["folds"] if f.get("model_file")]
@@ -302,7 +317,7 @@ def summary_table(result: dict) -> str:
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
             batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress,
-            test_data, show_traceback, log_samples, save_models, fmt):
+            test_data, show_traceback, log_samples, track, track_dir, save_models, fmt):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -328,7 +343,8 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
                                      folds=folds, budget=budget, precision=precision, quirks=quirks,
                                      run_folds=run_folds, image_size=image_size, batch_size=batch_size,
                                      lr=lr, seed=seed, pretrained=pretrained, test_data=test_data,
-                                     log_samples=log_samples, save_models=save_models)
+                                     log_samples=log_samples, save_models=save_models, track=track,
+                                     track_dir=track_dir)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")
@@ -462,6 +478,8 @@ def _executor_options(executor: str, workers: int | None, values: dict) -> dict:
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
 @click.option("--log-samples", is_flag=True,
               help="Each cell that runs writes its per-image predictions beside it (as `run --log-samples`).")
+@TRACK_OPTIONS[0]
+@TRACK_OPTIONS[1]
 @click.option("--max-runs", type=int, default=MAX_RUNS,
               help="Refuse a grid that expands to more runs (counted before anything is planned).")
 @click.option("--leaderboard", "update_leaderboard", is_flag=True,
@@ -470,7 +488,8 @@ def _executor_options(executor: str, workers: int | None, values: dict) -> dict:
               help="bar: a progress bar over cells; lines: one plain line per finished cell (status, seconds, "
                    "cells done), for logs and CI; none; auto: bar on a terminal, lines otherwise (as `run`).")
 @click.option("--no-progress", "no_progress", is_flag=True, help="The same as --progress none.")
-def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed, save_models, log_samples, max_runs,
+def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed, save_models, log_samples, track,
+          track_dir, max_runs,
           update_leaderboard, progress, no_progress, **executor_flags):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
@@ -503,7 +522,7 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
     threads_default()
     options = _executor_options(executor, workers, executor_flags)
     plan = api.plan_sweep(grid, out=out, save_models=save_models, compile=compile_, log_samples=log_samples,
-                          max_runs=max_runs)
+                          max_runs=max_runs, track=track, track_dir=track_dir)
     counts = plan.counts()
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(plan.planned)} runs, {sum(counts.values())} "
                   f"cells ({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> "

@@ -17,14 +17,14 @@ from msde_bench.metrics import metrics_in
 
 
 def run_all(specs: list, dataset, out: str | Path, console, show_progress, log_samples: bool = False,
-            save_models: bool = False) -> list[dict]:
+            save_models: bool = False, track=None) -> list[dict]:
     """Runs every row (finished ones reused); fold models are saved only with `save_models` (five
-    runs of every fold: a smoke run at 48 px wrote 1.1 GB of them)."""
+    runs of every fold: a smoke run at 48 px wrote 1.1 GB of them). `track`: msde_bench.tracking."""
     results = []
     for title, spec in specs:
         console.print(f"[bold]{title}[/]")
         result, path = runner.run(spec, dataset, out, resume=True, console=console, show_progress=show_progress,
-                                  log_samples=log_samples, save_models=save_models)
+                                  log_samples=log_samples, save_models=save_models, track=track)
         results.append(dict(title=title, result=result, path=str(path)))
     return results
 

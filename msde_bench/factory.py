@@ -38,6 +38,14 @@ def executor_class(name: str) -> type:
     return table[name].obj
 
 
+def tracker_class(name: str) -> type:
+    """The registered experiment tracker of that name (msde_bench.trackers.base.Tracker)."""
+    table = registry().trackers
+    if name not in table:
+        raise MsdeError(f"--track {name}: choose one of {', '.join(sorted(table))}{_plugin_hint(name, 'tracker')}")
+    return table[name].obj
+
+
 def method_entry(model: str) -> Entry | None:
     """The registered method of that name, or None for a plain timm model."""
     return registry().methods.get(model)

@@ -77,3 +77,20 @@ def msde_bench_register_executors(register):
     failure), divide the threads of a machine between the cells it runs there, and return
     ``[(task, report)]``. msde_bench.executors.base has the whole contract.
     """
+
+
+@hookspec
+def msde_bench_register_trackers(register):
+    """Register experiment trackers (what `--track NAME` of run, compare and sweep reports to).
+
+    :param register: ``register(name: str, cls: type[Tracker], *, paper: str | None = None,
+        description: str | None = None) -> None``; ``description`` defaults to the class
+        attribute. ``cls`` must subclass ``msde_bench.api.Tracker``.
+
+    Before anything trains the core calls ``cls.check()``; then, in the process that trains a cell,
+    ``tracker = cls(folder)`` (``folder``: ``--track-dir``), ``start_cell(TrackedCell)``,
+    ``log_epoch(epoch, values)`` after every epoch and ``end_cell(record, cell_file)`` or
+    ``fail_cell(error)``; and, on a fresh instance where a run's result file is written,
+    ``log_result(result, result_file)``. An exception of a tracker is a warning and leaves that
+    tracker out of the cell; it never changes a result. msde_bench.trackers.base has the contract.
+    """

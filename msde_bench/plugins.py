@@ -28,6 +28,7 @@ from msde_bench import __version__, builtins, hookspecs
 from msde_bench.errors import MsdeError
 from msde_bench.executors.base import check_executor_class
 from msde_bench.models.backbones import is_timm_model
+from msde_bench.trackers.base import check_tracker_class
 
 GROUP = "msde_bench"
 DISABLE_ENV = "MSDE_BENCH_DISABLE_PLUGINS"
@@ -63,6 +64,7 @@ class Registry:
         self.paradigms: dict[str, Entry] = {}
         self.datasets: dict[str, Entry] = {}
         self.executors: dict[str, Entry] = {}
+        self.trackers: dict[str, Entry] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.warnings: list[str] = []
         #: (kind, name) -> the installed plugins that all registered it: none of them is used for it
@@ -88,6 +90,8 @@ class Registry:
                                 f"plugin {plugin!r} may not replace it")
             if kind == "executor":
                 check_executor_class(name, obj, builtin=self.plugins[plugin].source == "built-in")
+            if kind == "tracker":
+                check_tracker_class(name, obj)
             if kind == "method" and is_timm_model(name):
                 raise MsdeError(f"method name {name!r} of plugin {plugin!r} is a timm model name; "
                                 "choose another (--model {name} means the plain timm model)")
@@ -100,7 +104,8 @@ class Registry:
 
     def load_plugin(self, pm: pluggy.PluginManager, name: str, module: Any) -> None:
         """Registers one plugin's contributions, all or nothing."""
-        saved = (dict(self.methods), dict(self.paradigms), dict(self.datasets), dict(self.executors))
+        saved = (dict(self.methods), dict(self.paradigms), dict(self.datasets), dict(self.executors),
+                 dict(self.trackers))
         pm.register(module, name=name)
         try:
             pm.check_pending()  # a misspelled hook name is an error of this plugin
@@ -109,11 +114,12 @@ class Registry:
                 (pm.hook.msde_bench_register_paradigms, self.paradigms, "paradigm"),
                 (pm.hook.msde_bench_register_datasets, self.datasets, "dataset"),
                 (pm.hook.msde_bench_register_executors, self.executors, "executor"),
+                (pm.hook.msde_bench_register_trackers, self.trackers, "tracker"),
             ):
                 for impl in [i for i in hook.get_hookimpls() if i.plugin_name == name]:
                     impl.function(register=self._registrar(table, kind, name))
         except Exception:
-            self.methods, self.paradigms, self.datasets, self.executors = saved
+            self.methods, self.paradigms, self.datasets, self.executors, self.trackers = saved
             self.plugins[name].registers.clear()
             pm.unregister(name=name)
             raise

@@ -44,6 +44,8 @@ from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed, is_pretrain
 from msde_bench.spec_build import budget_rules_differ
+from msde_bench.trackers.base import TrackedCell
+from msde_bench.tracking import CellTracking, Tracking
 from msde_bench.training import Trainer, epoch_steps, evaluate
 
 CELL_FORMAT = "msde-bench/cell/1"
@@ -207,11 +209,11 @@ def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
 def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
              progress: RunProgress | None = None, console: Console | None = None,
              save_to: Path | None = None, samples_to: Path | None = None,
-             pair_names: list[str] | None = None) -> dict:
+             pair_names: list[str] | None = None, track: CellTracking | None = None) -> dict:
     """Trains and evaluates one fold of the whole spec; its result depends only on (spec, fold),
     never on which folds ran before. With `save_to`, the final model is written there (with the
     spec, to rebuild it); with `samples_to` (and the dataset's `pair_names`), the evaluated model's
-    per-image predictions on the test pairs (msde_bench.samples)."""
+    per-image predictions on the test pairs (msde_bench.samples); `track` gets each epoch's values."""
     seed = derive_seed(spec.seed, "fold", fold.index)
     recorded, pretrained = spec, None  # `recorded`: the spec as results and saved models name it
     if is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
@@ -236,6 +238,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
         m = evaluate(trainer.method, cache, fold.test, device, spec, preds)
         history.append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"], acc_masked=m["acc_masked"],
                             acc_overall=m["acc_overall"]))
+        if track is not None:
+            track.test_epoch(epoch + 1, m)
         if not best or m["acc_overall"] > best["metrics"]["acc_overall"]:
             best.update(metrics=m, epoch=epoch + 1, predictions=preds)
 
@@ -245,7 +249,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
                  if teachers.is_teacher_spec(spec) else None)
     claimed = publisher is not None and publisher.claim()
     try:
-        timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress)
+        timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress,
+                             on_record=track.train_epoch if track is not None else None)
         if claimed:
             publisher.publish(trainer.method, timing["train_seconds"])
     finally:
@@ -375,22 +380,32 @@ class EditedCell(MsdeError):
 
 def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache, out: str | Path, *,
              keep_model: bool = True, progress: RunProgress | None = None,
-             console: Console | None = None, log_samples: bool = False) -> dict:
+             console: Console | None = None, log_samples: bool = False, track: Tracking | None = None) -> dict:
     """Trains one cell and writes its file (atomically); returns the cell object. `log_samples`:
-    its per-image predictions too (`<run_id>/fold<k>.samples.jsonl`, written before the cell file)."""
+    its per-image predictions too (`<run_id>/fold<k>.samples.jsonl`, written before the cell file);
+    `track`: the experiment trackers it reports to (msde_bench.tracking)."""
     created = _now()
     device = torch.device(cell.spec.device)
-    rec = {**fold_record(fold, dataset.subjects),
-           **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
-                      cell.model_path(out) if keep_model else None,
-                      S.samples_path(cell.path(out)) if log_samples else None,
-                      [p.name for p in dataset.pairs] if log_samples else None)}
-    sha, dirty = git_state()
-    obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
-               created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
-               method_plugin=method_provider(cell.spec.model), env=environment(device, cell.spec.precision), record=rec,
-               record_sha256=R.record_digest(rec))
-    R.write_json_atomic(cell.path(out), obj)
+    session = (track.cell(TrackedCell(cell.run_id, cell.fold, cell.spec.to_dict(), cell.dataset), console)
+               if track is not None else None)
+    try:
+        rec = {**fold_record(fold, dataset.subjects),
+               **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
+                          cell.model_path(out) if keep_model else None,
+                          S.samples_path(cell.path(out)) if log_samples else None,
+                          [p.name for p in dataset.pairs] if log_samples else None, session)}
+        sha, dirty = git_state()
+        obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
+                   created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
+                   method_plugin=method_provider(cell.spec.model), env=environment(device, cell.spec.precision),
+                   record=rec, record_sha256=R.record_digest(rec))
+        R.write_json_atomic(cell.path(out), obj)
+    except BaseException as e:  # (Ctrl-C too) the trackers hear of it; the error goes on
+        if session is not None:
+            session.fail(f"{type(e).__name__}: {e}".splitlines()[0])
+        raise
+    if session is not None:
+        session.end(rec, cell.path(out))
     return obj
 
 
@@ -522,7 +537,8 @@ def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
 
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
         console: Console | None = None, show_progress: bool | str | None = None,
-        save_models: bool | None = None, log_samples: bool = False) -> tuple[dict, Path]:
+        save_models: bool | None = None, log_samples: bool = False,
+        track: Tracking | None = None) -> tuple[dict, Path]:
     """Runs every selected fold of a spec as cells and writes the result file; returns (result, path).
 
     With `resume`, finished cells are reused (a killed run continues from its last finished
@@ -530,8 +546,11 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     folds run) writes each fold's final model to `<out>/<run_id>/fold<k>.pt` for
     `msde-bench explain`. `log_samples` writes each fold's per-image predictions beside its cell
     (msde_bench.samples). A `--fold` subset also writes the whole spec's complete result once
-    every fold's cell is there."""
+    every fold's cell is there. `track`: the experiment trackers each cell and each written result
+    are reported to (msde_bench.tracking)."""
     console = console or Console(stderr=True)
+    if track is not None:
+        track.check()
     cells, folds = cells_of(spec, dataset)
     test_set = check_test_data(spec, dataset)  # these refuse before anything is written
     PT.check(spec, dataset)
@@ -584,7 +603,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
             progress.start_fold(cell.fold)
             try:
                 obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, keep_model=save_models,
-                               progress=progress, console=console, log_samples=log_samples)
+                               progress=progress, console=console, log_samples=log_samples, track=track)
             except MsdeError:
                 raise
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what is kept
@@ -604,8 +623,12 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                           f"overall {rec['acc_overall']:.3f}  ({rec['train_seconds']:.1f} s)")
     result = assemble(spec, [done[c.fold] for c in cells], len(folds))
     path = _write_result(result, out_dir)
+    if track is not None:
+        track.result(result, path, console)
     if spec.run_folds and not result["protocol"]["complete"]:
         merged = merge(spec, result["dataset"], out_dir)
         if merged is not None:
             console.print(f"every fold of {merged[0]['run_id']} is done: merged into {merged[1]}")
+            if track is not None:
+                track.result(*merged, console)
     return result, path

@@ -30,6 +30,7 @@ from msde_bench.runner import cells_of, check_memory, check_test_data, merge, re
 from msde_bench.spec import RunSpec
 from msde_bench.spec_build import build_spec, with_protocol
 from msde_bench.teachers import is_teacher_spec
+from msde_bench.tracking import Tracking
 
 
 @dataclass
@@ -48,10 +49,13 @@ class Planned:
 
 
 def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool = False,
-         compile: bool = False, log_samples: bool = False, max_runs: int = MAX_RUNS) -> tuple[list[Planned], Path]:
+         compile: bool = False, log_samples: bool = False, max_runs: int = MAX_RUNS,
+         track: Tracking | None = None) -> tuple[list[Planned], Path]:
     """Every run of the grid file with its cells and their state under `out` (default: the grid's
     `out`, else ./results); returns them and the folder. `compile`: the cells run with --compile;
-    `log_samples`: they write their per-image predictions (a finished cell stays as it is)."""
+    `log_samples`: they write their per-image predictions (a finished cell stays as it is); `track`:
+    they report to these experiment trackers."""
+    track = track.absolute() if track is not None else None
     grid = Path(grid)
     runs, settings = load_grid(grid, max_runs)
     out = Path(out or settings.get("out") or "results")
@@ -78,7 +82,9 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
         seen.add((whole, tuple(c.fold for c in cells)))
         # absolute: a worker of Ray or SLURM may start in another folder
         p = Planned(run, whole, dataset.describe(), [Task(whole.to_dict(), c.fold, c.dataset, str(out.resolve()),
-                                                          keep_models, compile, log_samples) for c in cells])
+                                                          keep_models, compile, log_samples,
+                                                          track.names if track else (),
+                                                          track.folder if track else None) for c in cells])
         complete = _complete_result(Path(out), p)
         for cell, task in zip(cells, p.tasks):
             if complete or read_cell(cell, out, strict=False) is not None:
@@ -97,7 +103,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
 def plan_sweep(grid: str | Path, out: str | Path | None = None, **kw) -> SweepPlan:
     """`plan` as a SweepPlan (keywords: plan's)."""
     planned, out = plan(grid, out, **kw)
-    return SweepPlan(Path(grid), out, planned)
+    return SweepPlan(Path(grid), out, planned, kw.get("track"))
 
 
 def _complete_result(out: Path, p: Planned) -> bool:
@@ -123,6 +129,8 @@ class SweepPlan:
     grid: Path
     out: Path
     planned: list[Planned]
+    #: the experiment trackers its cells and merged results report to
+    track: Tracking | None = None
 
     def counts(self) -> dict[str, int]:
         """How many cells are done, to run (todo) and failed before."""
@@ -185,9 +193,11 @@ def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | Non
     cls, options = check_executor(executor, workers, options)
     runner_ = cls()
     runner_.check()
+    if plan_.track is not None:
+        plan_.track.check()
     check_writable(plan_.out)
     rows = execute(plan_.planned, runner_, workers=workers, retry_failed=retry_failed, on_done=on_done, **options)
-    merged = merge_results(plan_.planned, plan_.out)
+    merged = merge_results(plan_.planned, plan_.out, plan_.track)
     lb = None
     if leaderboard is not None:
         lb = write_or_check([plan_.out], Path(leaderboard), False, False, DEFAULT_NOTES)
@@ -232,12 +242,15 @@ def _failed_error(task: Task) -> str | None:
         return None
 
 
-def merge_results(planned: list[Planned], out: Path) -> list[Path]:
-    """The result file of every planned spec whose cells are all done (skipping current ones)."""
+def merge_results(planned: list[Planned], out: Path, track: Tracking | None = None) -> list[Path]:
+    """The result file of every planned spec whose cells are all done (skipping current ones),
+    each reported to `track`'s trackers."""
     written = []
     for p in planned:
         if all(s == "done" for s in p.state.values()) and not _complete_result(out, p):
             merged = merge(p.spec, p.dataset, out)
             if merged is not None:
                 written.append(merged[1])
+                if track is not None:
+                    track.result(*merged)
     return written

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -109,23 +108,12 @@ def check_fewer_classes(method: Method, size: int = 32) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
 
 
-def check_end_to_end(name: str, paradigm: str, root, out, extra=(), *, options=None) -> dict:
+def check_end_to_end(name: str, paradigm: str, root, out, *, options=None) -> dict:
     """A run of the method under `paradigm` on the dataset at `root` (32 px, one epoch, fold 0 of
     2, as `msde-bench run` would make it: msde_bench.api.run_benchmark) writes a result of that
     model and paradigm under `out`; returns it. `options`: the run's --opt values ({key: value} or
-    "KEY=VALUE" strings).
-
-    `extra` (command-line words, only `--opt KEY=VALUE` pairs) is deprecated since 0.7.0 and
-    removed in 0.8.0: give `options`."""
+    "KEY=VALUE" strings). (The command-line `extra` of 0.6, deprecated in 0.7.0, is gone.)"""
     opts = [f"{k}={v}" for k, v in options.items()] if isinstance(options, dict) else list(options or ())
-    if extra:
-        warnings.warn("check_end_to_end(extra=[...]) is deprecated since msde-bench 0.7.0 and removed in 0.8.0; "
-                      "give options={KEY: VALUE}", DeprecationWarning, stacklevel=2)
-        words = list(extra)
-        if len(words) % 2 or any(w != "--opt" for w in words[::2]):
-            raise ValueError(f"check_end_to_end(extra={words!r}): only --opt KEY=VALUE pairs are understood; "
-                             "give options={KEY: VALUE}")
-        opts += words[1::2]
     result, _ = run_benchmark(name, paradigm, data=str(root), recipe="quick", epochs=1, folds=2, run_folds=(0,),
                               image_size=32, batch_size=8, device="cpu", out=out, options=opts, progress=False)
     assert result["spec"]["model"] == name and result["spec"]["paradigm"] == paradigm

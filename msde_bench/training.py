@@ -196,10 +196,13 @@ class Trainer:
                         first_step + step, seed, len(cache), images)
 
     def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
-            on_epoch: Callable[[int], None] | None = None, progress: RunProgress | None = None) -> dict:
+            on_epoch: Callable[[int], None] | None = None, progress: RunProgress | None = None,
+            on_record: Callable[[int, dict], None] | None = None) -> dict:
         """Trains `spec.epochs` epochs; returns train_seconds, train_images_per_second and
         train_history: per epoch the mean of every scalar the paradigm's training_step returned
-        (weighted by batch items), train_acc and the epoch's learning rate."""
+        (weighted by batch items), train_acc and the epoch's learning rate. After each epoch:
+        `on_record(epoch, record)` (epoch from 1; the history's record), then `on_epoch(epoch)`
+        (epoch from 0)."""
         self.method.train()
         n_images = 0
         t0 = time.perf_counter()
@@ -260,6 +263,8 @@ class Trainer:
             history.append(record)
             if progress:
                 progress.end_epoch(epoch, record)
+            if on_record is not None:
+                on_record(epoch + 1, record)
             if on_epoch is not None:
                 on_epoch(epoch)
                 self.method.train()

@@ -230,10 +230,9 @@ def test_results_upgrade_fills_options_added_since_the_run(tmp_path):
     assert CliRunner().invoke(main, ["results", "upgrade", str(tmp_path)]).output.count("0 result files") == 1
 
 
-def test_the_plugin_test_kit_runs_through_the_api_and_keeps_the_old_extra_form(tiny_root, tmp_path):
-    """msde_bench.testing sits below the command line (it imports no msde_bench.cli), and the
-    command-line `extra` of check_end_to_end (before 0.7.0) still works for one minor version, with
-    a DeprecationWarning."""
+def test_the_plugin_test_kit_runs_through_the_api_and_its_deprecated_form_is_gone(tiny_root, tmp_path):
+    """msde_bench.testing sits below the command line (it imports no msde_bench.cli); the
+    command-line `extra` of check_end_to_end, deprecated in 0.7.0, is removed in 0.8.0 as announced."""
     import subprocess
     import sys
 
@@ -241,33 +240,31 @@ def test_the_plugin_test_kit_runs_through_the_api_and_keeps_the_old_extra_form(t
 
     code = "import sys, msde_bench.testing; print('msde_bench.cli' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-    with pytest.warns(DeprecationWarning, match="removed in 0.8.0"):
-        old = check_end_to_end("resnet18", "contrastive", tiny_root, tmp_path / "old", ["--opt", "alpha=2"])
-    new = check_end_to_end("resnet18", "contrastive", tiny_root, tmp_path / "new", options={"alpha": 2})
-    assert old["spec"] == new["spec"] and old["spec"]["options"]["alpha"] == 2.0
-    assert old["folds"][0]["confusion_masked"] == new["folds"][0]["confusion_masked"]
-    with pytest.raises(ValueError, match="only --opt KEY=VALUE"), pytest.warns(DeprecationWarning):
-        check_end_to_end("resnet18", "baseline", tiny_root, tmp_path / "bad", ["--epochs", "2"])
+    result = check_end_to_end("resnet18", "contrastive", tiny_root, tmp_path / "new", options={"alpha": 2})
+    assert result["spec"]["options"]["alpha"] == 2.0
+    with pytest.raises(TypeError):
+        check_end_to_end("resnet18", "contrastive", tiny_root, tmp_path / "old", ["--opt", "alpha=2"])
 
 
-#: the plugin API of the previous minor version (0.6): msde_bench.api's names and msde_bench.testing's
+#: the plugin API of the previous minor version (0.7): msde_bench.api's names and msde_bench.testing's
 #: checks and fixtures. A name leaves only after a release that deprecated it (CONTRIBUTING).
-API_0_6 = ["BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "FoldContext", "IMAGENET_MEAN",
-           "IMAGENET_STD", "ImageCache", "LossState", "Method", "MsdeError", "NUM_CLASSES", "Option", "Output",
-           "PairedDataset", "Paradigm", "RunSpec", "build_spec", "cells_of", "compare_benchmark", "create_trunk",
-           "cross_entropy_terms", "evaluate_benchmark", "hookimpl", "merge", "merge_all", "positive", "prepare_spec",
-           "read_cell", "run_benchmark", "run_cell", "run_spec"]
-TESTING_0_6 = ["check_registered", "check_shapes", "check_one_step_reduces_loss", "check_fewer_classes",
-               "check_end_to_end", "tiny_root", "tiny_copy"]
+API_0_7 = ["API_VERSION", "BackboneMethod", "Batch", "CLASS_NAMES", "Cell", "DataError", "Executor", "ExecutorOption",
+           "FoldContext", "IMAGENET_MEAN", "IMAGENET_STD", "ImageCache", "LossState", "Method", "MsdeError",
+           "NUM_CLASSES", "Option", "Output", "Pair", "PairedDataset", "Paradigm", "RunSpec", "Task", "build_spec",
+           "cells_of", "collect", "compare_benchmark", "create_trunk", "cross_entropy_terms", "evaluate_benchmark",
+           "hookimpl", "merge", "merge_all", "plan_sweep", "positive", "prepare_spec", "read_cell", "read_msde",
+           "run_benchmark", "run_cell", "run_spec", "run_sweep", "spec_from_result"]
+TESTING_0_7 = ["check_registered", "check_shapes", "check_one_step_reduces_loss", "check_fewer_classes",
+               "check_end_to_end", "check_paradigm", "check_dataset", "tiny_root", "tiny_copy"]
 
 
 def test_a_plugin_written_against_the_previous_minor_version_still_finds_its_names():
     from msde_bench import __version__, api, testing
 
     assert api.API_VERSION == ".".join(__version__.split(".")[:2])  # moves with each minor release
-    missing = [n for n in API_0_6 if n not in api.__all__ or not hasattr(api, n)]
+    missing = [n for n in API_0_7 if n not in api.__all__ or not hasattr(api, n)]
     assert not missing, f"msde_bench.api lost {missing} without a deprecation release"
-    assert not [n for n in TESTING_0_6 if not hasattr(testing, n)]
+    assert not [n for n in TESTING_0_7 if not hasattr(testing, n)]
 
 
 def test_the_kit_checks_paradigm_and_dataset_plugins(tiny_root, tmp_path, monkeypatch):

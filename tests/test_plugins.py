@@ -1,8 +1,6 @@
 """The plugin system: entry points, broken and disabled plugins, duplicates, the out-of-tree example."""
 
-import importlib
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,41 +10,6 @@ from msde_bench.cli import main
 from msde_bench.plugins import registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "msde-bench-example-method"
-
-
-@pytest.fixture
-def install(tmp_path):
-    """Makes a package visible the way pip would: its modules on sys.path and a .dist-info folder
-    with an entry_points.txt declaring the group msde_bench."""
-    added, modules = [], []
-
-    def _install(dist: str, entry_points: dict[str, str], sources: dict[str, str] | None = None,
-                 path: Path | None = None, version: str = "1.2.3"):
-        site = tmp_path / f"site-{dist}"
-        site.mkdir()
-        for name, src in (sources or {}).items():
-            (site / f"{name}.py").write_text(textwrap.dedent(src))
-            modules.append(name)
-        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(
-            "[msde_bench]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
-        for p in (site, path):
-            if p is not None:
-                sys.path.insert(0, str(p))
-                added.append(str(p))
-        modules.extend(entry_points.values())
-        importlib.invalidate_caches()
-        return registry(reload=True)
-
-    yield _install
-    for p in added:
-        sys.path.remove(p)
-    for m in modules:
-        sys.modules.pop(m, None)
-    importlib.invalidate_caches()
-    registry(reload=True)
 
 
 GOOD = """

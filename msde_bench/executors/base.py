@@ -53,6 +53,9 @@ class Task:
     compile: bool = False
     #: --log-samples: the cell's per-image predictions beside it (msde_bench.samples)
     log_samples: bool = False
+    #: --track: the experiment trackers the cell reports to (msde_bench.tracking), and --track-dir
+    track: tuple[str, ...] = ()
+    track_dir: str | None = None
 
     @property
     def run_id(self) -> str:

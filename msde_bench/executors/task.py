@@ -24,6 +24,7 @@ from msde_bench.factory import load_dataset
 from msde_bench.progress import RunProgress
 from msde_bench.runner import Cell, cells_of, run_cell
 from msde_bench.spec import RunSpec
+from msde_bench.tracking import Tracking
 
 
 def cell_of(task: Task) -> Cell:
@@ -50,7 +51,8 @@ def execute(task: Task) -> dict:
             with RunProgress(console, 1, cell.spec.epochs, "lines") as progress:  # a line per epoch in the log
                 progress.start_fold(cell.fold)
                 obj = run_cell(cell, folds[cell.fold], dataset, cache, task.out, keep_model=task.keep_model,
-                               progress=progress, console=console, log_samples=task.log_samples)
+                               progress=progress, console=console, log_samples=task.log_samples,
+                               track=Tracking.of(task.track, task.track_dir))
             rec = obj["record"]
             console.print(f"fold {cell.fold}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}")
             task.failed_marker.unlink(missing_ok=True)

@@ -1,0 +1,97 @@
+"""`--track NAME [--track-dir DIR]`: the experiment trackers a run, compare or sweep reports to.
+
+`Tracking` names the registered trackers (msde_bench.trackers.base: the contract) and their
+folder; it is plain data, so a sweep's task carries it to any worker. It makes one tracker
+instance per cell (`cell`) and per written result (`result`), and calls them so that a tracker's
+failure never touches the benchmark: the first exception of a tracker is one warning line, and that
+tracker is left out for the rest of the cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from msde_bench.factory import tracker_class
+from msde_bench.trackers.base import TrackedCell, Tracker
+
+DEFAULT_FOLDER = "tracking"
+#: the test accuracies a faithful-protocol epoch reports (msde_bench.runner: best-on-test selection)
+TEST_KEYS = ("acc_non_masked", "acc_masked", "acc_overall")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    names: tuple[str, ...] = ()
+    folder: str = DEFAULT_FOLDER
+
+    @classmethod
+    def of(cls, names: Iterable[str] | None, folder: str | Path | None = None) -> Tracking | None:
+        """The tracking of `--track` names (duplicates dropped) and `--track-dir`; None for no names.
+        An unknown name or a tracker whose package is missing is one error line, before anything runs."""
+        names = tuple(dict.fromkeys(names or ()))
+        if not names:
+            return None
+        tracking = cls(names, str(folder or DEFAULT_FOLDER))
+        tracking.check()
+        return tracking
+
+    def check(self) -> None:
+        for name in self.names:
+            tracker_class(name).check()
+
+    def absolute(self) -> Tracking:
+        """The same with an absolute folder (a sweep's worker may start in another folder)."""
+        return Tracking(self.names, str(Path(self.folder).resolve()))
+
+    def _trackers(self) -> list[Tracker]:
+        return [tracker_class(name)(Path(self.folder)) for name in self.names]
+
+    def cell(self, cell: TrackedCell, console: Console | None = None) -> CellTracking:
+        """The trackers of one cell, started."""
+        session = CellTracking(self._trackers(), console or Console(stderr=True))
+        session.call("start_cell", cell)
+        return session
+
+    def result(self, result: dict, path: Path, console: Console | None = None) -> None:
+        """Reports a written result file to every tracker."""
+        CellTracking(self._trackers(), console or Console(stderr=True)).call("log_result", result, path)
+
+
+class CellTracking:
+    """Live tracker instances: each call goes to every tracker that has not failed yet."""
+
+    def __init__(self, trackers: list[Tracker], console: Console) -> None:
+        self.live = trackers
+        self.console = console
+
+    def call(self, method: str, *args) -> None:
+        for tracker in list(self.live):
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as e:  # noqa: BLE001 - a tracker never changes a result
+                self.live.remove(tracker)
+                detail = (str(e).strip().splitlines() or [""])[0][:200]
+                self.console.print(f"[yellow]warning[/]: tracker {tracker.name}: {method} failed "
+                                   f"({type(e).__name__}: {detail}); it is left out for the rest of this cell",
+                                   highlight=False)
+
+    def train_epoch(self, epoch: int, record: dict) -> None:
+        """A training epoch's record (msde_bench.training: loss terms, train_acc, lr) as
+        `train/<term>`, `train/acc` and `lr` at step `epoch` (1-based)."""
+        values = {("train/acc" if k == "train_acc" else "lr" if k == "lr" else f"train/{k}"): float(v)
+                  for k, v in record.items() if k != "epoch"}
+        self.call("log_epoch", epoch, values)
+
+    def test_epoch(self, epoch: int, metrics: dict) -> None:
+        """A faithful-protocol epoch's test accuracies as `test/<key>`."""
+        self.call("log_epoch", epoch, {f"test/{k}": float(metrics[k]) for k in TEST_KEYS})
+
+    def end(self, record: dict, cell_file: Path) -> None:
+        self.call("end_cell", record, cell_file)
+
+    def fail(self, error: str) -> None:
+        self.call("fail_cell", error)
