@@ -325,14 +325,16 @@ def test_a_local_worker_ends_with_its_sweep(tmp_path):
 
 
 def test_a_stopped_sweep_says_what_finished_and_how_to_go_on(tiny_root, tmp_path):
-    """SIGTERM (a scheduler's stop) to `msde-bench sweep`: it stops at once, names the cells that
-    finished and the command that continues (exit 130); the rerun skips those cells."""
+    """SIGTERM (a scheduler's stop) to `msde-bench sweep`: it stops at once, without waiting for the
+    running cell (it leaves no file), names the cells that finished and the command that continues
+    (exit 130); the rerun skips those cells."""
     import signal
     import subprocess
     import sys
     import time
 
-    path = _grid(tmp_path, GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"'), root=tiny_root)
+    grid = GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"').replace("epochs = 1", "epochs = 3")
+    path = _grid(tmp_path, grid, root=tiny_root)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "msde_bench.cli", "sweep", str(path), "--out", str(out), "--progress", "lines",
            "--workers", "1", "--threads", "1"]
@@ -344,7 +346,9 @@ def test_a_stopped_sweep_says_what_finished_and_how_to_go_on(tiny_root, tmp_path
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "cells finished in this sweep: " in stderr and "interrupted: every finished cell is kept" in stderr
-    kept = len(list(out.glob("*/fold*.json")))
-    assert kept >= 1
+    named = stderr.split("cells finished in this sweep: ")[1].splitlines()[0]
+    files = sorted(f"{p.parent.name} fold {p.stem[4:]}" for p in out.glob("*/fold*.json"))
+    kept = len(files)
+    assert kept >= 1 and sorted(named.split(", ")) == files  # the running cell was not waited for
     again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--dry-run"])
     assert again.output.count("| done ") >= kept

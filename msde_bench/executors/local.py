@@ -77,7 +77,13 @@ def run(tasks: Iterable[Task], execute: CellFunction, *, workers: int | None = N
         for fut in as_completed(futures):  # a worker killed or out of memory fails its cell only
             collect(futures[fut], fut.result, "worker died", done, on_done)
     except BaseException:  # interrupted (Ctrl-C, SIGTERM): never wait for the running cells
-        pool.shutdown(wait=False, cancel_futures=True)  # the workers end with this process (_exit_with_parent)
+        # shutdown(wait=False) alone is not enough: at interpreter exit concurrent.futures joins its manager
+        # thread, which waits for the running cells to finish (and write their files). So the workers are
+        # ended here (Python 3.14 has pool.terminate_workers(); 3.11 keeps them in the private _processes)
+        workers_ = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers_:
+            proc.terminate()
         raise
     pool.shutdown()
     return done
