@@ -187,7 +187,8 @@ def _paradigm_label(spec: dict) -> str:
     return label + (f" [{', '.join(changed)}]" if changed else "")
 
 
-_NOT_SETTINGS = {"model", "paradigm", "seed", "run_folds", "options", "data"}
+# the row's own columns (model, paradigm, recipe, init: `pretrained` and `init` make the init column) are no variant
+_NOT_SETTINGS = {"model", "paradigm", "seed", "run_folds", "options", "data", "recipe", "init", "pretrained"}
 
 
 def full_spec(row: Row) -> dict:

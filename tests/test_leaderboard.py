@@ -235,6 +235,18 @@ def test_each_table_states_its_budget_and_precision():
     assert "Precision: rows differ" in mixed
 
 
+def test_settings_with_their_own_column_are_not_repeated_in_the_paradigm_label():
+    """Rows of one model and paradigm that differ by their start (or recipe) are told apart by the
+    init (or recipe) column, not by `init=...` in the paradigm label (it said `init=None`)."""
+    a = make_result()
+    b = make_result()
+    b["spec"] = dict(b["spec"], init="pretrain:synth:small")
+    b["pretrained"] = {"dataset": {"name": "synth-small"}}
+    b["run_id"] = "resnet18-baseline-synth-small-" + RunSpec.from_dict(b["spec"]).digest()
+    md = render_results([dict(a, _path="a"), dict(b, _path="b")], [], ["x"])
+    assert "init=" not in md and "pretrained on synth-small" in md and "| random " in md
+
+
 def test_a_run_of_every_reference_quirk_is_labelled_so():
     from msde_bench.api import build_spec
 

@@ -7,7 +7,7 @@ and prints a markdown table: the mean change of non-masked and masked accuracy o
 with its 95 % interval and the two-sided p of the corrected resampled t-test (msde_bench.stats, as
 the leaderboard uses), and how long the pretraining took. From the repository root:
 
-    python benchmarks/pretrain/compare.py > benchmarks/pretrain/RESULTS.md
+    python benchmarks/pretrain/compare.py [RESULTS_DIR] > benchmarks/pretrain/RESULTS.md
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ def _interval(d: np.ndarray, ratio: float) -> str:
 
 
 def main() -> int:
-    results = [R.load(p) for p in sorted(RESULTS.glob("*.json"))]
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    results = [R.load(p) for p in sorted(folder.glob("*.json"))]
     table = rows(results)
     print("| row | seeds x folds | non-masked: scratch -> pretrained | change [95 % CI] | p | "
           "masked: scratch -> pretrained | change [95 % CI] | p |")
     print("|---|---|---|---|---|---|---|---|")
-    all_nm, all_m, ratios = [], [], []
     for (paradigm, train_on), starts in sorted(table.items()):
         keys = sorted(set(starts["scratch"]) & set(starts["pretrained"]))
         if not keys:
@@ -64,9 +64,6 @@ def main() -> int:
         ratio = float(np.mean([f["n_test_pairs"] / f["n_train_pairs"] for f in a]))
         nm = np.array([y["acc_non_masked"] - x["acc_non_masked"] for x, y in zip(a, b)])
         m = np.array([y["acc_masked"] - x["acc_masked"] for x, y in zip(a, b)])
-        all_nm.append(nm)
-        all_m.append(m)
-        ratios.append(ratio)
         name = f"{paradigm} ({train_on})" if train_on else paradigm
         seeds = len({k[0] for k in keys})
         print(f"| {name} | {seeds} x {len(keys) // seeds} | "
@@ -74,9 +71,6 @@ def main() -> int:
               f"{_interval(nm, ratio)} | {corrected_ttest(nm, ratio):.3g} | "
               f"{np.mean([x['acc_masked'] for x in a]):.3f} -> {np.mean([y['acc_masked'] for y in b]):.3f} | "
               f"{_interval(m, ratio)} | {corrected_ttest(m, ratio):.3g} |")
-    if all_nm:
-        nm, m, ratio = np.concatenate(all_nm), np.concatenate(all_m), float(np.mean(ratios))
-        print(f"| all rows | {len(nm)} fold pairs | | {_interval(nm, ratio)} | | | {_interval(m, ratio)} | |")
     pre = {r["pretrained"]["sha256"]: r["pretrained"] for r in results if r.get("pretrained")}
     for about in pre.values():
         print(f"\nPretrained model {about['file']} (SHA-256 {about['sha256'][:12]}...): {about['spec']['model']} "
