@@ -11,6 +11,17 @@ class MsdeError(Exception):
     exit_code = 2
 
 
+def import_extra(module: str, option: str, extra: str):
+    """The module an option needs (`option`: e.g. "--executor slurm", "--track mlflow"), or one error
+    line naming the pip command of the msde-bench extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MsdeError(f"{option} needs {module}: pip install 'msde-bench[{extra}]'") from None
+
+
 class FileError(MsdeError):
     """A problem with one file; the message is `path: problem`."""
 

@@ -549,8 +549,6 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     every fold's cell is there. `track`: the experiment trackers each cell and each written result
     are reported to (msde_bench.tracking)."""
     console = console or Console(stderr=True)
-    if track is not None:
-        track.check()
     cells, folds = cells_of(spec, dataset)
     test_set = check_test_data(spec, dataset)  # these refuse before anything is written
     PT.check(spec, dataset)

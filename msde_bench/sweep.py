@@ -193,8 +193,6 @@ def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | Non
     cls, options = check_executor(executor, workers, options)
     runner_ = cls()
     runner_.check()
-    if plan_.track is not None:
-        plan_.track.check()
     check_writable(plan_.out)
     rows = execute(plan_.planned, runner_, workers=workers, retry_failed=retry_failed, on_done=on_done, **options)
     merged = merge_results(plan_.planned, plan_.out, plan_.track)

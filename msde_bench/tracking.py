@@ -1,7 +1,8 @@
 """`--track NAME [--track-dir DIR]`: the experiment trackers a run, compare or sweep reports to.
 
 `Tracking` names the registered trackers (msde_bench.trackers.base: the contract) and their
-folder; it is plain data, so a sweep's task carries it to any worker. It makes one tracker
+folder; `Tracking.of` checks them (once, before anything runs: the runner and the sweep take a
+checked one), and a sweep's task carries the names and folder to any worker, which checks again. It makes one tracker
 instance per cell (`cell`) and per written result (`result`), and calls them so that a tracker's
 failure never touches the benchmark: the first exception of a tracker is one warning line, and that
 tracker is left out for the rest of the cell.
@@ -35,13 +36,9 @@ class Tracking:
         names = tuple(dict.fromkeys(names or ()))
         if not names:
             return None
-        tracking = cls(names, str(folder or DEFAULT_FOLDER))
-        tracking.check()
-        return tracking
-
-    def check(self) -> None:
-        for name in self.names:
+        for name in names:
             tracker_class(name).check()
+        return cls(names, str(folder or DEFAULT_FOLDER))
 
     def absolute(self) -> Tracking:
         """The same with an absolute folder (a sweep's worker may start in another folder)."""

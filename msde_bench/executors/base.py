@@ -167,16 +167,6 @@ def _pairs(flag: str, value) -> dict:
     return dict(str(v).split("=", 1) for v in value)
 
 
-def import_extra(module: str, executor: str, extra: str):
-    """The module an executor needs, or one error line naming the pip command."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MsdeError(f"--executor {executor} needs {module}: pip install 'msde-bench[{extra}]'") from None
-
-
 def collect(task: Task, get: Callable[[], dict], failed_as: str, done: list, on_done: OnDone | None = None) -> dict:
     """The report of a task from `get()` (a future's or a job's result); an exception there (the
     worker, job or node died outside the cell) fails that cell only. Appends (task, report) to

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from msde_bench.errors import MsdeError
-from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect, import_extra
+from msde_bench.errors import MsdeError, import_extra
+from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect
 
 
 def _ray():
-    return import_extra("ray", "ray", "ray")
+    return import_extra("ray", "--executor ray", "ray")
 
 
 def check() -> None:

@@ -14,14 +14,14 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from msde_bench.errors import MsdeError
-from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect, import_extra
+from msde_bench.errors import MsdeError, import_extra
+from msde_bench.executors.base import CellFunction, Executor, ExecutorOption, OnDone, Task, collect
 
 COMMANDS = ("sbatch", "sacct", "scancel", "srun")
 
 
 def _submitit():
-    return import_extra("submitit", "slurm", "slurm")
+    return import_extra("submitit", "--executor slurm", "slurm")
 
 
 def check() -> None:

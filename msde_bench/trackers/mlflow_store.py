@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from msde_bench import __version__
-from msde_bench.errors import MsdeError
+from msde_bench.errors import import_extra
 from msde_bench.trackers.base import TrackedCell, Tracker, parameters, scalars, summary_scalars
 
 URI_ENV = "MLFLOW_TRACKING_URI"
@@ -47,10 +47,7 @@ class MlflowTracker(Tracker):
 
     @classmethod
     def check(cls) -> None:
-        try:
-            import mlflow.tracking  # noqa: F401
-        except ImportError as e:
-            raise MsdeError(f"--track mlflow needs the mlflow package ({e}): pip install 'msde-bench[mlflow]'") from None
+        import_extra("mlflow.tracking", "--track mlflow", "mlflow")
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from msde_bench.errors import MsdeError
+from msde_bench.errors import import_extra
 from msde_bench.trackers.base import TrackedCell, Tracker, parameters, scalars, summary_scalars
 
 
@@ -28,11 +28,7 @@ class TensorBoardTracker(Tracker):
 
     @classmethod
     def check(cls) -> None:
-        try:
-            import torch.utils.tensorboard  # noqa: F401 - it needs the tensorboard package
-        except ImportError as e:
-            raise MsdeError(f"--track tensorboard needs the tensorboard package ({e}): "
-                            "pip install 'msde-bench[tensorboard]'") from None
+        import_extra("torch.utils.tensorboard", "--track tensorboard", "tensorboard")  # (the tensorboard package)
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
