@@ -183,7 +183,9 @@ def run_sweep(grid: str | Path | _sweep.SweepPlan, *, out: str | Path | None = N
     `options` being that executor's (e.g. threads=1 for local, partition="gpu" for slurm:
     `msde-bench sweep --help` lists them), merges every run whose cells are all done, and with
     `leaderboard` (a markdown file) regenerates it from the results folder. `on_done(task, report)`
-    is called as each cell finishes. `track`, `track_dir`: as plan_sweep's (a plan keeps its own).
+    is called as each cell finishes, after the merge of a run whose last cell it was:
+    `report["result"]` is then that run's result file (else None). `track`, `track_dir`: as
+    plan_sweep's (a plan keeps its own).
     Returns a SweepReport (a row per cell, the merged files)."""
     plan = grid if isinstance(grid, _sweep.SweepPlan) else plan_sweep(
         grid, out=out, save_models=save_models, compile=compile, log_samples=log_samples, max_runs=max_runs,

@@ -536,14 +536,18 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
     total = counts["failed"] if retry_failed else counts["todo"]
     with Progress(console=console, transient=True, disable=mode != "bar") as bar:
         task_id = bar.add_task("cells", total=total)
-        finished = []
+        finished, written = [], []
 
         def on_done(task, rep):
             bar.advance(task_id)
             finished.append(task)
+            if rep.get("result") is not None:
+                written.append(rep["result"])
             if mode == "lines":
                 console.print(f"cell {task.run_id} fold {task.fold}: {rep['status']} ({rep['seconds']:.0f} s; "
-                              f"{len(finished)}/{total} cells)", highlight=False)
+                              f"{len(finished)}/{total} cells)"
+                              + (f" -> result {rep['result']}" if rep.get("result") is not None else ""),
+                              highlight=False)
 
         try:
             report = api.run_sweep(plan, executor=executor, workers=workers, retry_failed=retry_failed,
@@ -553,6 +557,8 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
             console.print(f"{len(finished)} cells finished in this sweep"
                           + (": " + ", ".join(f"{t.run_id} fold {t.fold}" for t in finished) if finished else ""),
                           highlight=False)
+            for path in written:
+                console.print(f"result written: {path}", highlight=False)
             raise
     click.echo(tabulate(sorted(report.counts().items()), headers=["cells", "count"], tablefmt="github"))
     if report.failed:

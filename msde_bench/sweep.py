@@ -6,9 +6,9 @@ synthetic set is generated once, never by several workers at a time), and lists 
 cell is done when its cell file matches the spec and the dataset fingerprint, or when the complete
 result file of its spec is there; done cells are skipped. A cell that failed before is left alone
 unless `retry_failed`, which runs only those. Runs of non-masked baselines come first, since their
-fold models are the distill teachers of the same settings (msde_bench.teachers). After the
-executor, every spec whose cells are all done gets its result file (the merge), and the sweep
-reports done / skipped / failed cells.
+fold models are the distill teachers of the same settings (msde_bench.teachers). A spec gets its
+result file (the merge) as soon as its last cell finishes (and, if its cells were all done before,
+after the executor), and the sweep reports done / skipped / failed cells.
 """
 
 from __future__ import annotations
@@ -194,8 +194,28 @@ def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | Non
     runner_ = cls()
     runner_.check()
     check_writable(plan_.out)
-    rows = execute(plan_.planned, runner_, workers=workers, retry_failed=retry_failed, on_done=on_done, **options)
-    merged = merge_results(plan_.planned, plan_.out, plan_.track)
+    merged: list[Path] = []
+    by_id = {p.run_id: p for p in plan_.planned}
+
+    def finished(task: Task, report: dict) -> None:
+        # a run's result is written as soon as its last cell is done, not when the sweep ends: a
+        # sweep of hours gives the results of its finished runs as they come (and keeps them if it
+        # is stopped); report["result"] names the file a cell completed
+        p = by_id.get(task.run_id)
+        report["result"] = None
+        if p is not None and report.get("status") == "done":
+            p.state[task.fold] = "done"
+            try:
+                written = merge_results([p], plan_.out, plan_.track)
+            except (MsdeError, OSError, ValueError):  # the sweep goes on; the merge after it says why
+                written = []
+            merged.extend(written)
+            report["result"] = written[0] if written else None
+        if on_done is not None:
+            on_done(task, report)
+
+    rows = execute(plan_.planned, runner_, workers=workers, retry_failed=retry_failed, on_done=finished, **options)
+    merged += merge_results(plan_.planned, plan_.out, plan_.track)
     lb = None
     if leaderboard is not None:
         lb = write_or_check([plan_.out], Path(leaderboard), False, False, DEFAULT_NOTES)

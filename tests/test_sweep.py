@@ -131,11 +131,42 @@ def test_a_killed_sweep_resumes_from_its_cells(tiny_root, tmp_path):
     again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--progress", "lines"])
     assert again.exit_code == 0 and "| done    |       1 |" in again.output and "| skipped |       7 |" in again.output
     assert f"cell {run_id} fold 1: done (" in again.output and "; 1/1 cells)" in again.output  # a line per cell
+    # the cell that completes a run says so, with the result file written at that moment
+    # (rich folds long lines, inside a path too: compare without white space)
+    assert f"1/1cells)->result{out / victims[0]}" in "".join(again.output.split())
     for name in victims:
         assert _per_fold(R.load(out / name)) == _per_fold(full[name])
     log = (out / run_id / "fold1.log").read_text()
     assert "fold 1: non-masked" in log and json.loads((out / run_id / "fold1.json").read_text())["record"]["fold"] == 1
     assert "fold 1 epoch 1/1 · loss" in log  # a line per epoch: a long cell's log shows how far it is
+
+
+def test_a_run_is_merged_as_soon_as_its_last_cell_is_done(tiny_root, tmp_path):
+    """A run's result file is written when its last cell finishes, not when the whole sweep ends: a
+    sweep of hours gives the results of its finished runs as they come (on_done is told the file)."""
+    from msde_bench import api
+
+    grid = GRID.replace('model = ["resnet18", "scn"]', 'model = "resnet18"').replace(
+        'paradigm = ["baseline", "distill"]', 'paradigm = "baseline"\nseed = [0, 1]')
+    path = _grid(tmp_path, grid, root=tiny_root)
+    out = tmp_path / "out"
+    calls = []
+
+    def on_done(task, report):
+        calls.append((task.run_id, report.get("result"), {p.name for p in out.glob("*.json")}))
+
+    report = api.run_sweep(path, out=out, workers=1, threads=1, on_done=on_done)
+    assert [r["status"] for r in report.rows] == ["done"] * 4 and len(calls) == 4
+    run_ids = {c[0] for c in calls}
+    assert len(run_ids) == 2 and sorted(report.merged) == sorted(out / f"{r}.json" for r in run_ids)
+    for run_id in run_ids:
+        last = max(i for i, c in enumerate(calls) if c[0] == run_id)
+        assert calls[last][1] == out / f"{run_id}.json" and f"{run_id}.json" in calls[last][2]
+        assert all(c[1] is None for i, c in enumerate(calls) if c[0] == run_id and i != last)
+        assert R.load(out / f"{run_id}.json")["protocol"]["complete"]
+    # the first run to finish had its file while the other run's cells were still to come
+    first = min(run_ids, key=lambda r: max(i for i, c in enumerate(calls) if c[0] == r))
+    assert f"{first}.json" in calls[-1][2] and calls[-1][0] != first
 
 
 def _real_grid_run_ids(path) -> set[str]:
