@@ -39,3 +39,16 @@ def test_a_test_file_runs_from_the_sdist(tmp_path):
                          cwd=top, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "passed" in run.stdout and "error" not in run.stdout.lower().split("passed")[-1]
+
+
+def test_the_citation_and_the_changelog_name_the_packages_version():
+    """CITATION.cff's version and the newest CHANGELOG entry are the package's version (0.8.0 shipped
+    with CITATION.cff still saying 0.7.0)."""
+    import re
+
+    from msde_bench import __version__
+
+    citation = re.search(r"^version: (\S+)$", (ROOT / "CITATION.cff").read_text(encoding="utf-8"), re.M)
+    assert citation is not None and citation.group(1) == __version__
+    newest = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), re.M)
+    assert newest is not None and newest.group(1) == __version__
