@@ -541,12 +541,12 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
         def on_done(task, rep):
             bar.advance(task_id)
             finished.append(task)
-            if rep.get("result") is not None:
-                written.append(rep["result"])
+            result = rep["result"]  # the run's result file when this cell completed it (run_sweep)
+            if result is not None:
+                written.append(result)
             if mode == "lines":
                 console.print(f"cell {task.run_id} fold {task.fold}: {rep['status']} ({rep['seconds']:.0f} s; "
-                              f"{len(finished)}/{total} cells)"
-                              + (f" -> result {rep['result']}" if rep.get("result") is not None else ""),
+                              f"{len(finished)}/{total} cells)" + (f" -> result {result}" if result is not None else ""),
                               highlight=False)
 
         try:

@@ -201,9 +201,9 @@ def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | Non
         # a run's result is written as soon as its last cell is done, not when the sweep ends: a
         # sweep of hours gives the results of its finished runs as they come (and keeps them if it
         # is stopped); report["result"] names the file a cell completed
-        p = by_id.get(task.run_id)
         report["result"] = None
-        if p is not None and report.get("status") == "done":
+        if report["status"] == "done":
+            p = by_id[task.run_id]  # (every task is a planned run's)
             p.state[task.fold] = "done"
             try:
                 written = merge_results([p], plan_.out, plan_.track)
