@@ -31,6 +31,7 @@ import pandas as pd
 
 from msde_bench import budget
 from msde_bench import metrics as M
+from msde_bench.balance import board_note as balance_note
 from msde_bench.errors import MsdeError
 from msde_bench.mdtext import code, md_text
 from msde_bench.metrics import metrics_in
@@ -463,6 +464,10 @@ class Group:
                 if p is not None and p >= P_THRESHOLD:
                     marks[i] = " †"
         notes = [[n for n in row_notes or [] if note_matches(n, full_spec(row))] for row in rows]
+        for row, row_list in zip(rows, notes):  # a paradigm whose cross-view term hardly trained (msde_bench.balance)
+            low = balance_note(row.runs)
+            if low is not None:
+                row_list.append({"text": low})
         return cls(rows, ranked, df, best, marks, notes)
 
 

@@ -577,7 +577,8 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
 
 @main.command()
 def paradigms():
-    """List the training paradigms and their --opt options, with defaults.
+    """List the training paradigms and their --opt options, with defaults, and what each weight
+    does to its term's share of the gradient.
 
     The reference-code quirk options (quirk_*) are accepted by every paradigm.
 
@@ -600,6 +601,13 @@ def paradigms():
         rows.append(["(all)", key, repr(opt.default), opt.help])
     click.echo(tabulate(rows, headers=["paradigm", "option", "default", "meaning"], tablefmt="github",
                         disable_numparse=True))
+    helps = [(name, entry.obj.weights_help) for name, entry in sorted(registry().paradigms.items())
+             if getattr(entry.obj, "weights_help", "")]
+    if helps:
+        click.echo("\nWhat the weights do to the term balance (each run records every loss part's share of the "
+                   "gradient in train_history as grad_share.<part>):")
+        for name, text in helps:
+            click.echo(f"- {name}: {text}")
 
 
 @main.command()

@@ -51,8 +51,9 @@ class FoldResult(TypedDict, total=False):
 
 #: keys a fold may have: n_train_pairs, train_subjects (the fold's training side), selected_epoch
 #: (the evaluated epoch), n_params, train_history ([{epoch, loss, <every loss term>, train_acc,
-#: lr}], per epoch), history (faithful protocol: per-epoch test accuracies), paradigm (what the
-#: paradigm reports, e.g. the teacher's origin), init (--init report), model_file (saved model,
+#: lr, grad_share.<part> (since 0.9.0: each loss part's share of the gradient)}], per epoch), history
+#: (faithful protocol: per-epoch test accuracies), paradigm (what the paradigm reports, e.g. the
+#: teacher's origin), init (--init report), model_file (saved model,
 #: relative to the result's folder), val (holdout on a set with an official validation split:
 #: {n_pairs, acc_non_masked, acc_masked, acc_overall} of that split, beside the test split's numbers),
 #: samples_file and samples_sha256 (--log-samples: the per-image predictions, relative to the
@@ -92,9 +93,10 @@ class RunResult(TypedDict, total=False):
 #: the pretrained model's file, sha256, dataset {name, root, fingerprint, n_train_pairs, classes}, spec,
 #: train_seconds; every fold record has it too), budget_rules_differ (since 0.7.0: whether the paradigm would
 #: train differently under the other --budget rule, so that the leaderboard's budget note needs no
-#: plugin loaded)
+#: plugin loaded), balance (since 0.9.0, for a paradigm with cross-view terms: {cross_view_terms, grad_share:
+#: their mean share of the gradient over folds and epochs, note: said when under 1 %}; msde_bench.balance)
 OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation", "test_dataset",
-                 "pretrained", "budget_rules_differ")
+                 "pretrained", "budget_rules_differ", "balance")
 
 #: the keys of the `dataset` and `protocol` blocks with their types
 _DATASET_KEYS = {"name": str, "fingerprint": str, "n_pairs": int, "n_subjects": int}

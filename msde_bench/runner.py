@@ -28,6 +28,7 @@ import torch
 from rich.console import Console
 
 from msde_bench import CLASS_NAMES, __version__, teachers
+from msde_bench import balance as BAL
 from msde_bench import metrics as M
 from msde_bench import pretrain as PT
 from msde_bench import protocol as P
@@ -38,7 +39,7 @@ from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimizer_impl
 from msde_bench.errors import FoldFailed, MsdeError, ResultError
-from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset
+from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset, paradigm_class
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext
 from msde_bench.progress import RunProgress, progress_mode
@@ -431,6 +432,12 @@ def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
         result["budget_rules_differ"] = budget_rules_differ(spec)
     except MsdeError:  # its paradigm is not installed here (merging another machine's cells)
         pass
+    try:  # the cross-view terms' share of the gradient (and a note when under the floor)
+        bal = BAL.measured(tuple(getattr(paradigm_class(spec.paradigm), "cross_view_terms", ())), fold_list)
+    except MsdeError:
+        bal = None
+    if bal is not None:
+        result["balance"] = bal
     return result
 
 

@@ -76,6 +76,35 @@ def epoch_steps(spec: RunSpec, paradigm: Paradigm, n_pairs: int) -> int:
     return full + (rest >= 2)
 
 
+#: the batches of an epoch on which each loss part's share of the gradient is measured (evenly spaced,
+#: the first and the last among them): one extra backward pass per part on each, about 5 % of a
+#: contrastive epoch of a CK+ fold (52 steps); every step would cost 70-100 % more
+GRAD_SHARE_BATCHES = 4
+
+
+def measured_batches(steps: int, k: int = GRAD_SHARE_BATCHES) -> set[int]:
+    """The indices of the batches of an epoch of `steps` on which the gradient shares are measured."""
+    if steps <= 0:
+        return set()
+    return {round(i * (steps - 1) / (k - 1)) for i in range(k)} if k > 1 and steps > 1 else {0}
+
+
+def grad_shares(parts: dict[str, torch.Tensor], params: list[torch.nn.Parameter]) -> dict[str, float]:
+    """Each weighted loss part's share of the gradient: the L2 norm of its gradient on the
+    parameters that every part reaching any parameter reaches (the shared ones: an alignment term
+    never reaches the classifier, which the cross-entropy alone trains), over the sum of the parts'
+    norms. A part that reaches no parameter has share 0. The graph is kept for the step's backward."""
+    grads: dict[str, tuple] = {}
+    for name, part in parts.items():
+        if isinstance(part, torch.Tensor) and part.requires_grad:
+            grads[name] = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
+    reached = [i for i in range(len(params)) if grads and all(g[i] is not None for g in grads.values())]
+    norms = {name: float(torch.stack([grads[name][i].float().pow(2).sum() for i in reached]).sum().sqrt())
+             if name in grads and reached else 0.0 for name in parts}
+    total = sum(norms.values())
+    return {name: (v / total if total > 0 else 0.0) for name, v in norms.items()}
+
+
 #: the steps a run's time estimate is measured on: after the first WARMUP_STEPS (one-off costs), TIMED_STEPS
 WARMUP_STEPS, TIMED_STEPS = 2, 8
 
@@ -124,10 +153,16 @@ class Trainer:
     def _items_per_epoch(self, n_pairs: int) -> int:
         return n_pairs * self.paradigm.views_per_pair * self.passes
 
-    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Batch, measure: bool = False) -> dict[str, torch.Tensor]:
+        """One optimiser step. With `measure` and a paradigm that returns "parts", the result also
+        has "grad_share": {part: share of the gradient} (grad_shares), measured before the step."""
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.spec.precision):
             out = self.paradigm.training_step(self.method, batch)
+        parts = out.pop("parts", None)
+        if measure and parts:
+            params = [p for p in self.method.parameters() if p.requires_grad]
+            out["grad_share"] = grad_shares(parts, params)
         if self.scaler is None:
             out["loss"].backward()
             self.optimizer.step()
@@ -200,7 +235,9 @@ class Trainer:
             on_record: Callable[[int, dict], None] | None = None) -> dict:
         """Trains `spec.epochs` epochs; returns train_seconds, train_images_per_second and
         train_history: per epoch the mean of every scalar the paradigm's training_step returned
-        (weighted by batch items), train_acc and the epoch's learning rate. After each epoch:
+        (weighted by batch items), train_acc, the epoch's learning rate and, for a paradigm that
+        returns "parts", each part's mean share of the gradient over the epoch's measured batches
+        (measured_batches) as `grad_share.<part>`. After each epoch:
         `on_record(epoch, record)` (epoch from 1; the history's record), then `on_epoch(epoch)`
         (epoch from 0)."""
         self.method.train()
@@ -223,8 +260,15 @@ class Trainer:
             shown = time.perf_counter()
             seen = 0
             epoch_images = n_images
+            shares: dict[str, float] = {}
+            n_measured = 0
+            measure = measured_batches(steps)
             for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
-                out = self.train_step(batch)
+                out = self.train_step(batch, measure=i in measure)
+                if "grad_share" in out:
+                    n_measured += 1
+                    for k, v in out.pop("grad_share").items():
+                        shares[k] = shares.get(k, 0.0) + v
                 if timing and epoch == 0 and i in (WARMUP_STEPS - 1, WARMUP_STEPS + TIMED_STEPS - 1):
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -259,7 +303,8 @@ class Trainer:
                 raise MsdeError(f"the loss became non-finite in epoch {epoch + 1} ({', '.join(bad)} = "
                                 f"{record[bad[0]]}); training stopped and nothing was written. Lower --lr "
                                 f"(now {self.spec.lr:g}) or check the --opt values")
-            record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr)
+            record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr,
+                          **{f"grad_share.{k}": v / n_measured for k, v in shares.items()})
             history.append(record)
             if progress:
                 progress.end_epoch(epoch, record)

@@ -100,6 +100,12 @@ class Paradigm(ABC):
     batch_views = "pair"
     #: the learning rate of the reference code under --recipe paper
     paper_lr = 1e-3
+    #: the names of training_step's "parts" that tie the two views together (contrastive's
+    #: alignment, distill's feature and logit terms): a run whose cross-view parts carry under
+    #: balance.CROSS_VIEW_FLOOR of the gradient gets a note in its result and on its leaderboard row
+    cross_view_terms: tuple[str, ...] = ()
+    #: what each weight option does to its term's share of the gradient (`msde-bench paradigms`)
+    weights_help = ""
 
     def __init__(self, options: dict[str, Any]):
         self.opts = {k: options[k] for k in self.options}
@@ -119,4 +125,8 @@ class Paradigm(ABC):
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
         """Returns the loss terms ('loss' is what is minimised; every other scalar is averaged per
         epoch into the result's train_history) and 'logits'/'targets' for the running training
-        accuracy."""
+        accuracy. Optionally 'parts': {name: tensor}, the weighted terms whose sum is 'loss'
+        (e.g. {"ce_non_masked": beta * ce_nm, "ce_masked": beta * ce_m, "align": alpha * align});
+        the harness then measures each part's share of the gradient on the parameters every part
+        reaches, on a few batches an epoch (training.GRAD_SHARE_BATCHES), into train_history as
+        `grad_share.<name>`."""
