@@ -85,6 +85,20 @@ def of_result(result: dict) -> dict | None:
     return out
 
 
+def describe(result: dict) -> str | None:
+    """One line on a result's term balance (`results show`, the web page's row details)."""
+    b = of_result(result)
+    if b is None:
+        return None
+    terms = ", ".join(b["cross_view_terms"])
+    if "grad_share" in b:
+        text = f"term balance: the cross-view term ({terms}) carried {_pct(b['grad_share'])} of the gradient"
+    else:
+        text = (f"term balance: the cross-view term ({terms}) made up {_pct(b['loss_share'])} of the loss (no "
+                "gradient shares recorded)")
+    return text + (f"; {b['note']}" if "note" in b else "")
+
+
 #: the leaderboard's footnotes (one text for every row it marks, so that rows share a number)
 BOARD_NOTE_GRAD = (f"The cross-view term (alignment, or the teacher's feature and logit terms) carried under "
                    f"{_pct(CROSS_VIEW_FLOOR)} of the gradient (train_history's grad_share): the paradigm trained "

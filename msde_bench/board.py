@@ -31,6 +31,7 @@ import pandas as pd
 
 from msde_bench import budget
 from msde_bench import metrics as M
+from msde_bench import samples as S
 from msde_bench.balance import board_note as balance_note
 from msde_bench.errors import MsdeError
 from msde_bench.mdtext import code, md_text
@@ -38,7 +39,7 @@ from msde_bench.metrics import metrics_in
 from msde_bench.options import QUIRKS, is_method_key, method_values
 from msde_bench.results import differing, load_all
 from msde_bench.spec import RunSpec
-from msde_bench.stats import corrected_ci, corrected_ttest
+from msde_bench.stats import corrected_ci, corrected_ttest, detectable_difference, paired_images
 
 P_THRESHOLD = 0.05
 #: the notes next to rows of the committed leaderboard (leaderboard/notes.toml)
@@ -152,6 +153,72 @@ def paired_p(a: dict, b: dict, test_train_ratio: float) -> float | None:
     return corrected_ttest([a[k] - b[k] for k in keys], test_train_ratio)
 
 
+def image_correct(row: Row, view: str = "masked") -> tuple[list[str], np.ndarray] | None:
+    """For a row scored on a fixed split (one fold per seed) whose runs logged their predictions
+    (--log-samples): (image names, seeds x images array of 1 correct / 0 wrong) on `view`, the
+    seeds in order; None otherwise (or when the seeds scored different images)."""
+    names, table = None, []
+    for run in sorted(row.runs, key=lambda r: r["spec"]["seed"]):
+        if len(run["folds"]) != 1 or not run["folds"][0].get("samples_file") or not run.get("_path"):
+            return None
+        fold = run["folds"][0]
+        _, lines = S.read(Path(run["_path"]).parent / fold["samples_file"], fold.get("samples_sha256"))
+        mine = {r["pair"]: float(r["label"] == r["prediction"]) for r in lines if r["view"] == view}
+        if names is None:
+            names = sorted(mine)
+        elif sorted(mine) != names:
+            return None
+        table.append([mine[n] for n in names])
+    return (names, np.array(table)) if names else None
+
+
+def compare_rows(top: Row, row: Row, metric: str = "acc_masked") -> dict | None:
+    """`row` against `top` on `metric`: {test, p, detectable (the difference the test detects with
+    80 % power)}. Over shared (seed, fold) pairs of k-fold runs, the corrected resampled t-test; on
+    a fixed split (one fold per seed) whose rows logged their predictions, the paired per-image test
+    (stats.paired_images) on the masked or non-masked images, else the t-test over seeds; None with
+    fewer than 2 shared values and no predictions."""
+    a, b = top.values(metric), row.values(metric)
+    keys = sorted(set(a) & set(b))
+    d = [b[k] - a[k] for k in keys]
+    ratio = (top.test_train_ratio() + row.test_train_ratio()) / 2
+    t_test = dict(test="corrected resampled t-test", p=paired_p(a, b, ratio), detectable=detectable_difference(d, ratio))
+    if len({k[1] for k in keys}) > 1:
+        return t_test
+    view = {"acc_masked": "masked", "acc_non_masked": "non-masked"}.get(metric)
+    x, y = (image_correct(top, view), image_correct(row, view)) if view else (None, None)
+    if x is not None and y is not None and x[0] == y[0]:
+        return paired_images(x[1], y[1])
+    return t_test if len(keys) >= 2 else None
+
+
+def power_note(group: Group) -> str | None:
+    """What the group's comparisons with its top row could detect: the smallest masked-accuracy
+    difference found with 80 % power (two-sided, alpha 0.05), median and range over the rows, per
+    test; and how many rows no test applies to. None for a group without comparisons."""
+    if not group.ranked or len(group.rows) < 2:
+        return None
+    by_test: dict[str, list[float]] = {}
+    untested = 0
+    for t in group.tests[1:]:
+        if t is None or t.get("detectable") is None or not math.isfinite(t["detectable"]):
+            untested += 1
+        else:
+            by_test.setdefault(t["test"].split(" (")[0], []).append(t["detectable"])
+    parts = []
+    for test, values in by_test.items():
+        v = np.array(values)
+        spread = f" ({v.min():.3f}-{v.max():.3f} over {len(v)} rows)" if len(v) > 1 else ""
+        parts.append(f"{np.median(v):.3f}{spread} by the {test}")
+    text = ("Power: the smallest masked-accuracy difference from the top row that these comparisons detect with "
+            "80 % power (two-sided, α = 0.05) is " + "; ".join(parts) + "; a smaller true difference can go unseen, so "
+            "a row not significantly different is not shown equal.") if parts else ""
+    if untested:
+        text += (f" {untested} row{'s' if untested > 1 else ''} with no test (one fold of one seed and no per-image "
+                 "predictions: run with --log-samples for a paired per-image test).")
+    return text.strip() or None
+
+
 def _describe(row: Row) -> dict:
     s = row.spec
     opts = s.get("options", {})
@@ -185,6 +252,10 @@ def _paradigm_label(spec: dict) -> str:
     reference = {*QUIRKS, *(k for k in opts if k.startswith("quirk_") and not is_method_key(spec["model"], k))}
     if all(opts.get(k) for k in reference):
         changed = ["reference quirks", *(c for c in changed if c.split("=")[0] not in reference)]
+    if spec.get("candidates"):  # nested selection (msde_bench.selection)
+        changed.append("weights chosen on validation: " + "; ".join(
+            f"{k} in {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
+            for k, vs in sorted(spec["candidates"].items())))
     return label + (f" [{', '.join(changed)}]" if changed else "")
 
 
@@ -448,6 +519,8 @@ class Group:
     best: dict[str, float]
     marks: list[str]
     notes: list[list[dict]]
+    #: each row's masked accuracy against the top row's (compare_rows; None for the top row and where no test applies)
+    tests: list[dict | None] = field(default_factory=list)
 
     @classmethod
     def of(cls, rows: list[Row], ranked: bool, row_notes: list[dict] | None = None) -> Group:
@@ -456,11 +529,11 @@ class Group:
         best = {m.key: (df[f"{m.key}_mean"].max() if m.higher_is_better else df[f"{m.key}_mean"].min())
                 for m in metrics_in("table")}
         marks = [""] * len(rows)
+        tests: list[dict | None] = [None] * len(rows)
         if ranked and len(rows) > 1:
-            top = rows[0].values("acc_masked")
             for i, row in enumerate(rows[1:], 1):
-                ratio = (rows[0].test_train_ratio() + row.test_train_ratio()) / 2
-                p = paired_p(top, row.values("acc_masked"), ratio)
+                tests[i] = compare_rows(rows[0], row)
+                p = tests[i]["p"] if tests[i] is not None else None
                 if p is not None and p >= P_THRESHOLD:
                     marks[i] = " †"
         notes = [[n for n in row_notes or [] if note_matches(n, full_spec(row))] for row in rows]
@@ -468,7 +541,7 @@ class Group:
             low = balance_note(row.runs)
             if low is not None:
                 row_list.append({"text": low})
-        return cls(rows, ranked, df, best, marks, notes)
+        return cls(rows, ranked, df, best, marks, notes, tests)
 
 
 @dataclass

@@ -243,9 +243,15 @@ def _header(console, spec, dev) -> None:
 @click.option("--save-models/--no-save-models", default=None,
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
+@click.option("--select-on", type=click.Choice(("val",)), default=None,
+              help="Nested weight selection: with --opt KEY=V1,V2,... (a number option), each fold trains every "
+                   "candidate on its training side less a validation split (the set's official one, else a "
+                   "subject-disjoint part of its training subjects), keeps the best on validation (accuracy over "
+                   "both views), trains it on the whole training side and scores it once on its test fold. "
+                   "Costs (candidates + 1) x the run.")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
         batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, test_data,
-        show_traceback, log_samples, track, track_dir, spec_file, resume, save_models):
+        show_traceback, log_samples, track, track_dir, spec_file, resume, save_models, select_on):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -256,6 +262,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
       msde-bench run --model resnet18 --paradigm baseline
       msde-bench run --model resnet18 --opt train_on=non-masked --fold 0 --fold 1
       msde-bench run --data /path/to/MSD-E-root --recipe paper --protocol faithful
+      msde-bench run --paradigm contrastive --opt alpha=1,10,100 --select-on val
       msde-bench run --spec results/resnet18-baseline-synth-small-89b21afd7b.json
     """
     from rich.console import Console
@@ -268,7 +275,8 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
         ctx = click.get_current_context()
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
                                    "precision", "quirks", "run_folds",
-                                   "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained", "test_data")
+                                   "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained", "test_data",
+                                   "select_on")
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
             raise MsdeError(f"--spec {spec_file}: cannot be combined with --{given[0].replace('_', '-')}")
@@ -281,7 +289,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
                                          device=device, init=init, epochs=epochs, folds=folds, budget=budget,
                                          precision=precision, quirks=quirks, run_folds=run_folds,
                                          image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                                         pretrained=pretrained, test_data=test_data)
+                                         pretrained=pretrained, test_data=test_data, select_on=select_on)
         dev = spec.device
     _header(console, spec, dev)
     with _plugin_tracebacks(show_traceback):
@@ -877,6 +885,14 @@ def results_show(ctx, run, predictions, only_fold, fmt):
         click.echo(f"{result['run_id']}  ({result['spec']['model']} · {result['spec']['paradigm']} · "
                    f"{result['dataset']['name']} · {result['protocol']['split']})")
     click.echo(R.format_rows(R.fold_rows(result), fmt), nl=False)
+    if fmt == "table":
+        from msde_bench.balance import describe
+
+        line = describe(result)
+        if line:
+            click.echo(line)
+        for line in R.selection_lines(result):
+            click.echo(line)
 
 
 @main.command(context_settings=dict(show_default=True))

@@ -37,6 +37,7 @@ KEYS = {
     "model": None, "paradigm": None, "data": None, "recipe": None, "protocol": None, "epochs": None, "folds": None,
     "budget": None, "precision": None, "quirks": None, "fold": "run_folds", "image_size": None, "batch_size": None,
     "lr": None, "seed": None, "device": None, "init": None, "pretrained": None, "opt": "options", "test_data": None,
+    "select_on": None,
 }
 
 
@@ -124,7 +125,8 @@ def _matches(args: dict, rule: dict) -> bool:
 
 
 def load_grid(path: str | Path, max_runs: int = MAX_RUNS) -> tuple[list[Run], dict]:
-    """The runs of a grid file and its sweep settings (`out`: the default results folder); a file
+    """The runs of a grid file and its sweep settings (`out`: the default results folder;
+    `log_samples`: every cell writes its per-image predictions, as `sweep --log-samples`); a file
     that does not parse or has an unknown key is a GridError naming the file (and line and column),
     and so is one whose product and includes come to more than `max_runs` runs (counted first)."""
     path = Path(path)
@@ -139,6 +141,10 @@ def load_grid(path: str | Path, max_runs: int = MAX_RUNS) -> tuple[list[Run], di
         if not isinstance(raw["out"], str):
             raise GridError(path, "top level: out must be a folder name (a string)")
         settings["out"] = raw.pop("out")
+    if "log_samples" in raw:  # the grid's cells write their per-image predictions (sweep --log-samples)
+        if not isinstance(raw["log_samples"], bool):
+            raise GridError(path, "top level: log_samples must be true or false")
+        settings["log_samples"] = raw.pop("log_samples")
     includes = raw.pop("include", [])
     excludes = raw.pop("exclude", [])
     if not isinstance(includes, list) or not isinstance(excludes, list):

@@ -30,6 +30,7 @@ from msde_bench.board import (
     load_board,
     make_board,
     n_classes,
+    power_note,
     ranked_order,
     sources,
 )
@@ -108,15 +109,21 @@ def render_table(group: Group) -> tuple[str, list[str]]:
         notes.append(f"**bold**: best value of the column. †: masked accuracy not significantly different from the "
                      f"best row's: two-sided corrected resampled t-test over the same (seed, fold) pairs (Nadeau & "
                      f"Bengio 2003; Bouckaert & Frank 2004: the variance of the differences inflated by n_test / "
-                     f"n_train, because folds share training data), p ≥ {P_THRESHOLD}.")
+                     f"n_train, because folds share training data) or, on a fixed split whose rows logged their per-image "
+                     f"predictions, the paired per-image test (McNemar's exact test for one seed; a paired bootstrap over "
+                     f"images with seeds as repeats), p ≥ {P_THRESHOLD}.")
+    power = power_note(group)
+    if power:
+        notes.append(power)
     if any(rec[f"{m.key}_ci"] is not None for _, rec in df.iterrows() for m in metrics_in("table")):
         notes.append("[a, b]: 95 % confidence interval of the mean over seeds × folds (t distribution with the same "
                      "corrected variance), clipped to the values a metric can take ([0, 1] for accuracies, pair "
                      "agreement and F1; [−1, 1] for the mask gap): with few folds it reaches past them.")
     if single:
         n_test = min(int(f.get("n_test_pairs") or 0) for row in rows for r in row.runs for f in r["folds"])
-        notes.append("A value without ± is one fold of one seed (a fixed split): no spread, interval or significance "
-                     "test; one accuracy over n test images has a binomial standard error of at most 0.5/√n"
+        notes.append("A value without ± is one fold of one seed (a fixed split): no spread or interval (rows that "
+                     "logged their per-image predictions are compared image by image: McNemar's test); one accuracy over "
+                     "n test images has a binomial standard error of at most 0.5/√n"
                      + (f" ({0.5 / math.sqrt(n_test):.3f} for the {n_test} test pairs here)." if n_test else "."))
     if chance:
         notes.append(f"◦: cannot be told from chance (1/{k}): the accuracy's confidence interval reaches it.")

@@ -59,10 +59,12 @@ class FoldResult(TypedDict, total=False):
 #: samples_file and samples_sha256 (--log-samples: the per-image predictions, relative to the
 #: result's folder, and the file's SHA-256; msde_bench.samples); for a cross-dataset run, test_dataset
 #: (the set scored) and in_domain ({n_pairs, acc_non_masked, acc_masked, acc_overall} of the fold's own
-#: test pairs), its test_subjects being the scored set's
+#: test pairs), its test_subjects being the scored set's; weights_chosen (since 0.9.0, `--select-on val`:
+#: {on, metric, chosen, candidates [{values, n_val_pairs, acc_non_masked, acc_masked, acc_overall}],
+#: n_inner_train_pairs, n_val_pairs, val_subjects}; msde_bench.selection)
 OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
                       "paradigm", "init", "model_file", "val", "samples_file", "samples_sha256", "test_dataset",
-                      "in_domain")
+                      "in_domain", "weights_chosen")
 
 
 class RunResult(TypedDict, total=False):
@@ -418,7 +420,35 @@ def fold_rows(result: dict) -> list[dict]:
     """A result's per-fold numbers (`results show`): fold, test subjects and pairs, the metrics of
     view `fold`."""
     return [dict(fold=f["fold"], test_subjects=len(f["test_subjects"]), pairs=f["n_test_pairs"],
-                 **{m.column: _rounded(f.get(m.key), m.digits) for m in metrics_in("fold")}) for f in result["folds"]]
+                 **{m.column: _rounded(f.get(m.key), m.digits) for m in metrics_in("fold")}, **_grad_shares(f),
+                 **({"chosen": _values_text(f["weights_chosen"]["chosen"])} if f.get("weights_chosen") else {}))
+            for f in result["folds"]]
+
+
+def _values_text(values: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def selection_lines(result: dict) -> list[str]:
+    """Per fold of a run with nested selection (`--select-on val`): the choice, where it was made and
+    every candidate's validation accuracy (overall, masked)."""
+    out = []
+    for f in result["folds"]:
+        w = f.get("weights_chosen")
+        if not w:
+            continue
+        scores = "; ".join(f"{_values_text(c['values'])}: {c['acc_overall']:.3f} ({c['acc_masked']:.3f} masked)"
+                           for c in w["candidates"])
+        out.append(f"fold {f['fold']}: chose {_values_text(w['chosen'])} on {w['on']} ({w['n_val_pairs']} pairs of "
+                   f"{len(w['val_subjects'])} subjects; validation {w['metric']}: {scores})")
+    return out
+
+
+def _grad_shares(fold: dict) -> dict:
+    """A fold's mean share of the gradient per loss part over its epochs (`grad_share.<part>`; since 0.9.0)."""
+    history = fold.get("train_history") or []
+    keys = sorted({k for rec in history for k in rec if k.startswith("grad_share.")})
+    return {k: _rounded(sum(rec.get(k, 0.0) for rec in history) / len(history), 5) for k in keys}
 
 
 def _rounded(value, digits: int):

@@ -34,6 +34,7 @@ from msde_bench import pretrain as PT
 from msde_bench import protocol as P
 from msde_bench import results as R
 from msde_bench import samples as S
+from msde_bench import selection as SEL
 from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.data.pairs import ImageCache, PairedDataset
@@ -41,7 +42,7 @@ from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimize
 from msde_bench.errors import FoldFailed, MsdeError, ResultError
 from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset, paradigm_class
 from msde_bench.models.base import Method
-from msde_bench.paradigms.base import FoldContext
+from msde_bench.paradigms.base import FoldContext, Paradigm
 from msde_bench.progress import RunProgress, progress_mode
 from msde_bench.spec import RunSpec, derive_seed, is_pretrain
 from msde_bench.spec_build import budget_rules_differ
@@ -207,6 +208,23 @@ def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
                 train_subjects=P.subjects_of(fold.train, subjects))
 
 
+def prepared_trainer(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, test_idx: np.ndarray, fold: int,
+                     seed: int, subjects: np.ndarray, device: torch.device, console: Console | None = None
+                     ) -> tuple[Trainer, Paradigm, dict | None]:
+    """The Trainer of `spec` on these training pairs from `seed`: the paradigm prepared for them (a
+    distill teacher trained or loaded on `train_idx` only), the model built (--init loaded unless
+    the paradigm skips it); and the paradigm and the --init report."""
+    paradigm = build_paradigm(spec)
+    paradigm.prepare(FoldContext(
+        spec=spec, cache=cache, train_idx=train_idx, test_idx=test_idx, subjects=subjects, device=device,
+        seed=seed, fold=fold, console=console,
+        fit=lambda s, sd: fit_model(s, cache, train_idx, device, sd),
+        build=lambda s: build_method(s, load=False, num_classes=len(cache.classes))[0]))
+    torch.manual_seed(seed)
+    method, init_report = build_method(spec, load=not paradigm.skip_init(), num_classes=len(cache.classes))
+    return Trainer(spec, method, paradigm, device), paradigm, init_report
+
+
 def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
              progress: RunProgress | None = None, console: Console | None = None,
              save_to: Path | None = None, samples_to: Path | None = None,
@@ -220,17 +238,20 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
         path, pretrained = PT.ensure(spec, device, fit=fit_model, console=console)
         spec = spec.with_(init=str(path))
-    paradigm = build_paradigm(spec)
     check_init_subjects(spec.init, spec.data, fold.index, fold.test_subjects)
-    paradigm.prepare(FoldContext(
-        spec=spec, cache=cache, train_idx=fold.train, test_idx=fold.test, subjects=subjects, device=device,
-        seed=seed, fold=fold.index, console=console,
-        fit=lambda s, sd: fit_model(s, cache, fold.train, device, sd),
-        build=lambda s: build_method(s, load=False, num_classes=len(cache.classes))[0]))
-    torch.manual_seed(seed)
-    method, init_report = build_method(spec, load=not paradigm.skip_init(), num_classes=len(cache.classes))
+    weights = None  # the nested selection's record
+    if spec.candidates:  # nested: the fold's values chosen on a validation split of its training side
+        def train_and_score(s: RunSpec, train_idx: np.ndarray, val_idx: np.ndarray) -> dict:
+            trainer, _, _ = prepared_trainer(s, cache, train_idx, val_idx, fold.index, seed, subjects, device, console)
+            trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed))
+            return evaluate(trainer.method, cache, val_idx, device, s)
+
+        chosen, weights = SEL.choose(spec, fold, subjects, cache.labels.cpu().numpy(), train_and_score,
+                                       say=console.print if console is not None else lambda text: None)
+        spec = SEL.with_values(spec, chosen)
+    trainer, paradigm, init_report = prepared_trainer(spec, cache, fold.train, fold.test, fold.index, seed, subjects,
+                                                      device, console)
     gen = torch.Generator().manual_seed(seed)
-    trainer = Trainer(spec, method, paradigm, device)
     history: list[dict] = []
     best: dict = {}
 
@@ -289,6 +310,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
                           acc_overall=v["acc_overall"])
     if history:
         rec["history"] = history
+    if weights is not None:
+        rec["weights_chosen"] = weights
     if paradigm.report():
         rec["paradigm"] = paradigm.report()
     if init_report:
@@ -542,6 +565,18 @@ def _estimate(spec: RunSpec, folds: list[P.Fold], console: Console):
     return show
 
 
+def preflight(spec: RunSpec, dataset: PairedDataset, folds: list[P.Fold], console: Console | None = None
+              ) -> PairedDataset | None:
+    """The checks that refuse a run before anything is written (run, sweep planning): the
+    cross-dataset test set (returned, or None), the pretraining set, the nested selection's inner
+    splits, the memory."""
+    test_set = check_test_data(spec, dataset)
+    PT.check(spec, dataset)
+    SEL.check(spec, folds, dataset.subjects, dataset.labels, list(CLASS_NAMES))
+    check_memory(spec, dataset, console)
+    return test_set
+
+
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
         console: Console | None = None, show_progress: bool | str | None = None,
         save_models: bool | None = None, log_samples: bool = False,
@@ -557,9 +592,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     are reported to (msde_bench.tracking)."""
     console = console or Console(stderr=True)
     cells, folds = cells_of(spec, dataset)
-    test_set = check_test_data(spec, dataset)  # these refuse before anything is written
-    PT.check(spec, dataset)
-    check_memory(spec, dataset, console)
+    test_set = preflight(spec, dataset, folds, console)  # these refuse before anything is written
     out_dir = check_writable(out_dir, "results folder")  # before any fold trains
     for folder in (out_dir, cells[0].path(out_dir).parent):
         remove_stale_temporaries(folder)
@@ -593,6 +626,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)
     todo = [c for c in cells if c.fold not in done]
+    if spec.candidates and todo:
+        console.print(SEL.cost(spec, len(todo)), highlight=False)
     if save_models and todo:  # say the size before writing it
         each = model_bytes(spec, len(cache.classes))
         console.print(f"fold models: {len(todo)} x {each / 1e6:.0f} MB will be saved under "

@@ -51,6 +51,9 @@ CPU_RECIPES = ("quick", "real48")
 #:   distill) pass over their pairs twice per epoch.
 BUDGETS = ("steps", "epochs")
 
+#: --select-on: where each fold chooses among an option's candidate values (msde_bench.selection)
+SELECT_ON = ("val",)
+
 #: --precision: fp32, or autocast to bf16 (CUDA and CPU) or fp16 (CUDA, with a gradient scaler)
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -90,11 +93,24 @@ class RunSpec:
     #: test fold (recorded beside it as `in_domain`). None (every run before it) is left out of the
     #: dict, so specs without it keep their digests (run ids)
     test_data: str | None = None
+    #: nested weight selection (`--opt KEY=V1,V2,... --select-on val`, msde_bench.selection): the
+    #: candidate values of options, as ((key, (value, ...)), ...); each fold chooses among them on a
+    #: validation split of its own training side and trains once more with its choice. `select_on`
+    #: is "val" with candidates and None without. Both are left out of the dict when unset, so specs
+    #: without them keep their digests (run ids)
+    candidates: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    select_on: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if d["test_data"] is None:
             del d["test_data"]
+        if not self.candidates:
+            del d["candidates"]
+        else:
+            d["candidates"] = {k: list(v) for k, v in self.candidates}
+        if d["select_on"] is None:
+            del d["select_on"]
         d["run_folds"] = list(self.run_folds)
         d["milestones"] = list(self.milestones)
         d["options"] = {k: v for k, v in self.options}
@@ -110,6 +126,7 @@ class RunSpec:
         d["run_folds"] = tuple(d.get("run_folds", ()))
         d["milestones"] = tuple(d.get("milestones", ()))
         d["options"] = tuple(sorted(dict(d.get("options", {})).items()))
+        d["candidates"] = tuple(sorted((k, tuple(v)) for k, v in dict(d.get("candidates", {})).items()))
         return cls(**d)
 
     def __post_init__(self) -> None:
@@ -149,6 +166,19 @@ class RunSpec:
             out.append(f"--seed {self.seed}: must be <= {MAX_SEED} (numpy seeds are 32-bit)")
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
             out.append(f"milestones {list(self.milestones)}: must be epochs >= 1")
+        if self.select_on not in (None, *SELECT_ON):
+            out.append(f"--select-on {self.select_on}: choose one of {', '.join(SELECT_ON)}")
+        elif self.candidates and self.select_on is None:
+            key, values = self.candidates[0]
+            out.append(f"--opt {key}={','.join(map(str, values))}: a list of candidate values needs --select-on val "
+                       "(each fold then chooses one on a validation split of its training subjects)")
+        elif self.select_on and not self.candidates:
+            out.append(f"--select-on {self.select_on}: no option has candidates to choose from (give one as "
+                       "--opt KEY=V1,V2,...)")
+        for key, values in self.candidates:
+            if len(values) < 2:
+                out.append(f"--opt {key}={','.join(map(str, values))}: a list of candidates needs at least two "
+                           "different values")
         return out
 
     def option(self, key: str, default: Any = None) -> Any:

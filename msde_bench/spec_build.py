@@ -42,7 +42,10 @@ def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str
     """The spec of these arguments before its protocol is chosen (that needs the dataset: see
     prepare_spec); checks the model, paradigm and options."""
     options, dev, recipe, overrides = settings(options, device, data, recipe, init, overrides, quirks)
+    options, lists = split_candidates(options)
     opts = check_options(model, paradigm, options, recipe, quirks)
+    if lists:
+        overrides["candidates"] = check_candidates(model, paradigm, lists)
     spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=paradigm_class(paradigm).paper_lr,
                      data=data, options=opts, official=official_recipe(model), **overrides)
     return canonical_spec(spec)
@@ -114,6 +117,43 @@ def check_options(model: str, paradigm: str, pairs, recipe: str | None = None, q
     if quirks == "reference":
         values.update({k: True for k in reference_quirks(paradigm) if k not in given})
     return values
+
+
+def split_candidates(pairs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """`--opt` strings split into single values and candidate lists (`KEY=V1,V2,...`: a comma in
+    the value), the latter as (key, text)."""
+    single, lists = [], []
+    for item in pairs:
+        key, eq, text = item.partition("=")
+        (lists.append((key.strip(), text)) if eq and "," in text else single.append(item))
+    return single, lists
+
+
+def check_candidates(model: str, paradigm: str, lists: list[tuple[str, str]]) -> tuple[tuple[str, tuple], ...]:
+    """The candidate values of each listed option, parsed and checked by the option itself, in the
+    order given (repeats dropped): only a number option (a weight, a temperature) takes a list."""
+    valid = valid_options(model, paradigm)
+    aliases = option_aliases(model, valid)
+    out = {}
+    for key, text in lists:
+        key = aliases.get(key, alias_keys(valid).get(key, key))
+        if key not in valid:
+            names = ", ".join(sorted(valid)) or "(none)"
+            raise MsdeError(f"--opt {key}: unknown option; valid options here: {names}")
+        kind = type(valid[key].default)
+        if kind not in (int, float):
+            raise MsdeError(f"--opt {key}={text}: {key} takes no list of candidates (only a number option, such "
+                            "as a loss weight, does)")
+        items = [t.strip() for t in text.split(",")]
+        if not any(items):
+            raise MsdeError(f"--opt {key}={text}: an empty list of candidates")
+        if "" in items:
+            raise MsdeError(f"--opt {key}={text}: an empty value in the list of candidates")
+        values = list(dict.fromkeys(valid[key].parse(key, t) for t in items))
+        if key in out:
+            raise MsdeError(f"--opt {key}: given two lists of candidates")
+        out[key] = tuple(values)
+    return tuple(sorted(out.items()))
 
 
 def valid_options(model: str, paradigm: str) -> dict[str, Option]:

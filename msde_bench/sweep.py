@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msde_bench import atomic
-from msde_bench import pretrain as PT
 from msde_bench import results as R
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.executors.base import Executor, Task, check_options
@@ -26,7 +25,7 @@ from msde_bench.factory import executor_class, load_dataset
 from msde_bench.grid import MAX_RUNS, GridError, Run, load_grid
 from msde_bench.leaderboard import DEFAULT_NOTES, write_or_check
 from msde_bench.plugins import registry
-from msde_bench.runner import cells_of, check_memory, check_test_data, merge, read_cell
+from msde_bench.runner import cells_of, merge, preflight, read_cell
 from msde_bench.spec import RunSpec
 from msde_bench.spec_build import build_spec, with_protocol
 from msde_bench.teachers import is_teacher_spec
@@ -59,6 +58,7 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
     grid = Path(grid)
     runs, settings = load_grid(grid, max_runs)
     out = Path(out or settings.get("out") or "results")
+    log_samples = log_samples or settings.get("log_samples", False)
     datasets: dict = {}
     planned, seen = [], set()
     for run in runs:
@@ -70,10 +70,8 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
                 datasets[spec.data] = load_dataset(spec.data)
             dataset = datasets[spec.data]
             spec = with_protocol(spec, dataset, protocol, args.get("folds"))
-            cells, _ = cells_of(spec, dataset)
-            check_test_data(spec, dataset)
-            PT.check(spec, dataset)
-            check_memory(spec, dataset)
+            cells, folds = cells_of(spec, dataset)
+            preflight(spec, dataset, folds)
         except (MsdeError, TypeError, ValueError) as e:
             raise GridError(grid, f"{run.origin} ({run.label()}): {e}") from None
         whole = spec.whole()

@@ -124,7 +124,9 @@ def check_paradigm(name: str, root, out, options=None) -> dict:
     """A paradigm plugin: registered with a description, a subclass of Paradigm whose options are
     Options, and a run of resnet18 under it on the dataset at `root` (as check_end_to_end: 32 px,
     one epoch, fold 0 of 2) trains: every epoch of the fold records a finite loss and a training
-    accuracy. `options`: the paradigm's --opt values. Returns the result."""
+    accuracy; a paradigm that returns loss "parts" gets their gradient shares recorded (summing to
+    1 on every epoch), and its `cross_view_terms` name parts it returns. `options`: the paradigm's
+    --opt values. Returns the result."""
     import math
 
     from msde_bench.options import Option
@@ -140,6 +142,12 @@ def check_paradigm(name: str, root, out, options=None) -> dict:
     result = check_end_to_end("resnet18", name, root, out, options=options)
     history = result["folds"][0]["train_history"]
     assert history and all(math.isfinite(h["loss"]) and 0.0 <= h["train_acc"] <= 1.0 for h in history), history
+    for h in history:
+        shares = {k[len("grad_share."):]: v for k, v in h.items() if k.startswith("grad_share.")}
+        if shares:  # the paradigm returned "parts": their shares of the gradient sum to 1
+            assert math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6), shares
+            missing = [t for t in getattr(cls, "cross_view_terms", ()) if t not in shares]
+            assert len(missing) < len(cls.cross_view_terms), f"cross_view_terms {missing} are none of its parts"
     return result
 
 

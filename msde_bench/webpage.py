@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from msde_bench.board import Board, Group, Row, Table, budget_note, dataset_note
+from msde_bench.balance import describe as describe_balance
+from msde_bench.board import Board, Group, Row, Table, budget_note, dataset_note, power_note
 from msde_bench.figures import figure_paths
 from msde_bench.mdtext import plain
 from msde_bench.metrics import metrics_in
@@ -93,6 +94,7 @@ function buildTable(table, section) {
     const tr = el("tr", undefined, "details"); const td = el("td"); td.colSpan = DATA.columns.length;
     td.appendChild(el("div", "runs: " + row.run_ids.join(", ")));
     const link = el("a", "result JSON"); link.href = row.result_file; td.appendChild(link);
+    for (const line of row.balance || []) td.appendChild(el("div", line));
     const st = el("table", undefined, "settings");
     for (const [k, v] of Object.entries(row.settings)) {
       const entries = (v && typeof v === "object" && !Array.isArray(v)) ? Object.entries(v).map(([o, x]) => [k + "." + o, x])
@@ -180,6 +182,7 @@ def row_data(rec: dict, row: Row, rank: int | None, result_dir: Path) -> dict:
         out[key] = dict(mean=mean, std=std,
                         ci=None if ci is None else [round(float(ci[0]), 6), round(float(ci[1]), 6)])
     run = row.runs[0]
+    out["balance"] = [f"seed {r['spec']['seed']}: {line}" for r in row.runs if (line := describe_balance(r))]
     out["settings"] = run["spec"]
     out["folds"] = [{k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k))
                      for k in _fold_keys()} | {"seed": r["spec"]["seed"]} for r in row.runs for f in r["folds"]]
@@ -195,7 +198,8 @@ def _table_data(table: Table, svgs: dict[str, bytes], result_dir: Path) -> dict:
         if group is not None:
             rows += _group_rows(group, result_dir)
     note = " ".join([dataset_note(table.rows), *table.about])
-    note = plain(note + ((" " + budget_note(table.complete.rows)) if table.complete is not None else ""))
+    note = plain(note + ((" " + budget_note(table.complete.rows)) if table.complete is not None else "")
+                 + ((" " + power) if table.complete is not None and (power := power_note(table.complete)) else ""))
     mine = sorted(f"{base}.svg" for base, _ in figure_paths(table.slug))
     figs = [dict(alt=rel.rsplit("/", 1)[-1], svg=svgs[rel]) for rel in mine if rel in svgs]
     title = (f"{table.name} · fingerprint {table.fingerprint} · protocol {table.protocol} v{table.version} "
