@@ -535,6 +535,12 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(plan.planned)} runs, {sum(counts.values())} "
                   f"cells ({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> "
                   f"{plan.out}")
+    from msde_bench.selection import cost as selection_cost
+
+    for p in plan.planned:  # a run with candidate weights trains each of its cells (candidates + 1) times
+        todo = sum(1 for state in p.state.values() if state != "done")
+        if p.spec.candidates and todo:
+            console.print(f"{p.run.label()}: {selection_cost(p.spec, todo)}", highlight=False)
     if dry_run or status:
         rows = plan.cells(with_states=status)
         headers = [k.replace("_", " ") for k in rows[0]] if rows else []

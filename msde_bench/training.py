@@ -77,8 +77,11 @@ def epoch_steps(spec: RunSpec, paradigm: Paradigm, n_pairs: int) -> int:
 
 
 #: the batches of an epoch on which each loss part's share of the gradient is measured (evenly spaced,
-#: the first and the last among them): one extra backward pass per part on each, about 5 % of a
-#: contrastive epoch of a CK+ fold (52 steps); every step would cost 70-100 % more
+#: the first and the last among them): one extra backward pass per part on each. A measured
+#: contrastive step costs 2.5x a plain one (benchmarks/balance_overhead.py: ResNet-18, 48 px), so every
+#: step would cost 150 % more and 4 of a CK+ fold's 52 steps an epoch cost about 11 % (on FER-2013's
+#: 1,794 steps, 0.3 %). Exact parts, not the total less the others: under bf16 that difference drowns
+#: a part of 0.01 % in rounding
 GRAD_SHARE_BATCHES = 4
 
 
@@ -89,20 +92,23 @@ def measured_batches(steps: int, k: int = GRAD_SHARE_BATCHES) -> set[int]:
     return {round(i * (steps - 1) / (k - 1)) for i in range(k)} if k > 1 and steps > 1 else {0}
 
 
-def grad_shares(parts: dict[str, torch.Tensor], params: list[torch.nn.Parameter]) -> dict[str, float]:
+def grad_shares(parts: dict[str, torch.Tensor], params: list[torch.nn.Parameter]) -> dict[str, torch.Tensor]:
     """Each weighted loss part's share of the gradient: the L2 norm of its gradient on the
     parameters that every part reaching any parameter reaches (the shared ones: an alignment term
     never reaches the classifier, which the cross-entropy alone trains), over the sum of the parts'
-    norms. A part that reaches no parameter has share 0. The graph is kept for the step's backward."""
+    norms. A part that reaches no parameter has share 0. The graph is kept for the step's backward.
+    The shares stay on the device (0-dim tensors): reading them is the caller's, once an epoch."""
     grads: dict[str, tuple] = {}
     for name, part in parts.items():
         if isinstance(part, torch.Tensor) and part.requires_grad:
             grads[name] = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
     reached = [i for i in range(len(params)) if grads and all(g[i] is not None for g in grads.values())]
-    norms = {name: float(torch.stack([grads[name][i].float().pow(2).sum() for i in reached]).sum().sqrt())
-             if name in grads and reached else 0.0 for name in parts}
-    total = sum(norms.values())
-    return {name: (v / total if total > 0 else 0.0) for name, v in norms.items()}
+    zero = torch.zeros((), device=params[0].device if params else None)
+    norms = {name: torch.stack([grads[name][i].float().pow(2).sum() for i in reached]).sum().sqrt()
+             if name in grads and reached else zero for name in parts}
+    total = torch.stack(list(norms.values())).sum()
+    return {name: torch.where(total > 0, v / total.clamp(min=torch.finfo(torch.float32).tiny), zero)
+            for name, v in norms.items()}
 
 
 #: the steps a run's time estimate is measured on: after the first WARMUP_STEPS (one-off costs), TIMED_STEPS
@@ -260,7 +266,7 @@ class Trainer:
             shown = time.perf_counter()
             seen = 0
             epoch_images = n_images
-            shares: dict[str, float] = {}
+            shares: dict[str, torch.Tensor] = {}  # summed on the device, read once at the epoch's end
             n_measured = 0
             measure = measured_batches(steps)
             for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
@@ -268,7 +274,7 @@ class Trainer:
                 if "grad_share" in out:
                     n_measured += 1
                     for k, v in out.pop("grad_share").items():
-                        shares[k] = shares.get(k, 0.0) + v
+                        shares[k] = shares[k] + v if k in shares else v
                 if timing and epoch == 0 and i in (WARMUP_STEPS - 1, WARMUP_STEPS + TIMED_STEPS - 1):
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -304,7 +310,7 @@ class Trainer:
                                 f"{record[bad[0]]}); training stopped and nothing was written. Lower --lr "
                                 f"(now {self.spec.lr:g}) or check the --opt values")
             record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr,
-                          **{f"grad_share.{k}": v / n_measured for k, v in shares.items()})
+                          **{f"grad_share.{k}": float(v) / n_measured for k, v in shares.items()})
             history.append(record)
             if progress:
                 progress.end_epoch(epoch, record)

@@ -45,7 +45,7 @@ def test_grad_shares_by_hand_on_the_parameters_every_part_reaches():
     head = nn.Parameter(torch.tensor([5.0]))
     a = (3 * w).sum() + 100 * head.sum()  # gradient (3, 3) on w; head reached by `a` only
     b = (w * w).sum()  # gradient (2, 4) on w
-    shares = grad_shares({"a": a, "b": b, "const": torch.tensor(1.0)}, [w, head])
+    shares = {k: float(v) for k, v in grad_shares({"a": a, "b": b, "const": torch.tensor(1.0)}, [w, head]).items()}
     na, nb = 18 ** 0.5, 20 ** 0.5  # the head is left out: `b` never reaches it
     assert shares["a"] == pytest.approx(na / (na + nb)) and shares["b"] == pytest.approx(nb / (na + nb))
     assert shares["const"] == 0.0
@@ -64,7 +64,7 @@ def test_contrastive_alignment_share_grows_with_alpha_and_the_parts_sum_to_the_l
         method = Tiny()
         out = par.training_step(method, _batch())
         assert torch.allclose(sum(out["parts"].values()), out["loss"])
-        shares.append(grad_shares(out["parts"], list(method.parameters())))
+        shares.append({k: float(v) for k, v in grad_shares(out["parts"], list(method.parameters())).items()})
     assert sum(shares[0].values()) == pytest.approx(1.0)
     assert shares[0]["align"] < shares[1]["align"]
 

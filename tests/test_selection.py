@@ -116,3 +116,12 @@ def test_an_official_validation_split_that_shares_a_test_subject_is_refused():
     spec = RunSpec(folds=1, candidates=(("alpha", (1.0, 2.0)),), select_on="val", paradigm="contrastive")
     with pytest.raises(MsdeError, match=r"fold 0's validation split shares subjects \[2\] with its test fold"):
         SEL.check(spec, [fold], subjects, labels)
+
+
+def test_a_grid_chooses_weights_on_validation_and_the_sweep_says_the_cost(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text('data = "synth:tiny"\nparadigm = "contrastive"\nfolds = 2\nepochs = 1\nselect_on = "val"\n'
+                    'opt = { alpha = "1,10,100" }\n')
+    out = CliRunner().invoke(main, ["sweep", str(grid), "--out", str(tmp_path / "r"), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "weights chosen on validation: 3 candidates (alpha=[1.0, 10.0, 100.0]) x 2 folds" in " ".join(out.output.split())
