@@ -10,28 +10,12 @@ from torch import nn
 
 from msde_bench import balance as BAL
 from msde_bench.cli import main
-from msde_bench.models.base import Method, Output, cross_entropy_terms
 from msde_bench.options import parse_options
 from msde_bench.paradigms.base import Batch
 from msde_bench.paradigms.contrastive import Contrastive
 from msde_bench.spec import RunSpec
 from msde_bench.training import Trainer, grad_shares, measured_batches
-
-
-class Tiny(Method):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 7)
-
-    def forward(self, x):
-        f = self.conv(x)
-        e = f.mean(dim=(2, 3))
-        return Output(self.fc(e), e, f)
-
-    def loss(self, x, y, out, state):
-        return cross_entropy_terms(out, y)
+from tests.test_paradigms import Tiny
 
 
 def _batch(n=4, seed=0):
