@@ -37,6 +37,8 @@ WEIGHT = {"contrastive": "alpha", "distill": "lambda"}
 VARIANT_KEYS = {"contrastive": ("align", "joint_forward", "normalise", "beta"), "distill": ("p", "kd_weight")}
 DEFAULTS = {"align": "mse", "joint_forward": False, "normalise": True, "beta": 1.0, "p": 0.5, "kd_weight": 0.0}
 METRICS = (("acc_non_masked", "non-masked"), ("acc_masked", "masked"))
+#: the weights grid.toml sweeps (what a complete sweep has; the missing ones are said)
+SWEPT = {"contrastive": (1.0, 10.0, 100.0, 1000.0, 10000.0), "distill": (1.0, 100.0, 1000.0, 10000.0, 100000.0)}
 
 
 def _eligible(r: dict) -> bool:
@@ -172,6 +174,20 @@ def main() -> int:
     for paradigm in WEIGHT:
         print(f"## {paradigm} ({WEIGHT[paradigm]})\n")
         print("\n".join(table(base, rows, paradigm)) + "\n")
+        have = {k[2] for k, (_, source) in rows.items() if k[0] == paradigm and not k[1] and source == "this grid"}
+        missing = [w for w in SWEPT[paradigm] if w not in have]
+        if missing:
+            print(f"Not yet trained by this grid: {WEIGHT[paradigm]} = {', '.join(f'{w:g}' for w in missing)} "
+                  "(the sweep resumes where it stopped).\n")
+        points = [(k[2], change(base, run, "acc_masked")) for k, (run, _) in rows.items() if k[0] == paradigm and not k[1]]
+        if points:
+            w, c = max(points, key=lambda wc: wc[1]["d"])
+            verdict = "significant" if c["p"] is not None and c["p"] < 0.05 else "not significant"
+            print(f"Largest masked change so far: {WEIGHT[paradigm]} = {w:g}, {c['d']:+.3f} [{c['ci'][0]:+.3f}, "
+                  f"{c['ci'][1]:+.3f}], p = {c['p']:.2g} ({verdict}; this comparison detects {c['mde']:.3f} with 80 % "
+                  "power). Picking the best of several weights on these test folds would be a choice made on the "
+                  "test folds: the defaults are decided from the complete curve, and a weight used for a "
+                  "leaderboard row is chosen on validation (`--select-on val`).\n")
     if args.figure is not None:
         figure(base, rows, args.figure)
         print(f"![sensitivity]({args.figure.name})\n")
