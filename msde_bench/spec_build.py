@@ -133,10 +133,10 @@ def check_candidates(model: str, paradigm: str, lists: list[tuple[str, str]]) ->
     """The candidate values of each listed option, parsed and checked by the option itself, in the
     order given (repeats dropped): only a number option (a weight, a temperature) takes a list."""
     valid = valid_options(model, paradigm)
-    aliases = option_aliases(model, valid)
+    aliases = {**alias_keys(valid), **option_aliases(model, valid)}  # as check_options and parse_options resolve
     out = {}
     for key, text in lists:
-        key = aliases.get(key, alias_keys(valid).get(key, key))
+        key = aliases.get(key, key)
         if key not in valid:
             names = ", ".join(sorted(valid)) or "(none)"
             raise MsdeError(f"--opt {key}: unknown option; valid options here: {names}")
