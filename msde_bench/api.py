@@ -38,6 +38,7 @@ from msde_bench import evaluation as _evaluation
 from msde_bench import results as _results
 from msde_bench import spec_build as _build
 from msde_bench import sweep as _sweep
+from msde_bench.cellstate import DEFAULT_MINUTES as DEFAULT_CHECKPOINT_MINUTES
 from msde_bench.data.msde import read_msde
 from msde_bench.data.pairs import ImageCache, Pair, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -59,7 +60,7 @@ from msde_bench.tracking import Tracking
 #: the plugin API's version (this module and msde_bench.testing): its minor version moves when a name
 #: is added or deprecated. A name is removed only one minor version after a release that announced
 #: it (CHANGELOG.md) and warned with a DeprecationWarning when used (CONTRIBUTING: "The plugin API")
-API_VERSION = "0.9"
+API_VERSION = "0.10"
 
 __all__ = [
     "API_VERSION", "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect",
@@ -98,15 +99,20 @@ def spec_from_result(path: str | Path, *, device: str | None = None) -> RunSpec:
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
              resume: bool = False, console: Console | None = None, progress: bool | str | None = None,
              save_models: bool | None = None, log_samples: bool = False, track: Sequence[str] = (),
-             track_dir: str | Path | None = None) -> tuple[dict, Path]:
+             track_dir: str | Path | None = None, checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES,
+             keep_checkpoints: bool = False) -> tuple[dict, Path]:
     """Runs a ready spec (e.g. one read back from a result file); returns (result, path).
     `log_samples`: each fold also writes its per-image predictions (msde_bench.samples); `track`:
     the experiment trackers (`--track`, e.g. ["tensorboard", "mlflow"]) it reports to, writing under
-    `track_dir` (default ./tracking)."""
+    `track_dir` (default ./tracking). Each cell checkpoints its training at every epoch's end and
+    every `checkpoint_minutes` within an epoch; `resume` continues a killed cell from there;
+    `keep_checkpoints` leaves the files once the cell is written (`--checkpoint-minutes`,
+    `--keep-checkpoints`)."""
     tracking = Tracking.of(track, track_dir)  # an unknown tracker or a missing package: before any data loads
     dataset = dataset or factory.load_dataset(spec.data)
     return runner.run(spec, dataset, out, resume=resume, console=console, show_progress=progress,
-                      save_models=save_models, log_samples=log_samples, track=tracking)
+                      save_models=save_models, log_samples=log_samples, track=tracking,
+                      checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints)
 
 
 def run_benchmark(model: str = "resnet18", paradigm: str = "baseline", *, data: str | None = None,
@@ -163,13 +169,17 @@ def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: st
 
 def plan_sweep(grid: str | Path, *, out: str | Path | None = None, save_models: bool = False, compile: bool = False,
                log_samples: bool = False, max_runs: int = MAX_RUNS, track: Sequence[str] = (),
-               track_dir: str | Path | None = None) -> _sweep.SweepPlan:
+               track_dir: str | Path | None = None, checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES,
+               keep_checkpoints: bool = False) -> _sweep.SweepPlan:
     """The cells of a grid file (`msde-bench sweep GRID --dry-run`): every run resolved to its
     spec (a bad entry is an error naming it, before anything runs), each cell done, to run or
     failed before under `out` (default: the grid's `out`, else ./results). `track`, `track_dir`:
-    the experiment trackers every cell that runs, and every merged result, reports to."""
+    the experiment trackers every cell that runs, and every merged result, reports to;
+    `checkpoint_minutes`, `keep_checkpoints`: how each cell checkpoints its training (a stopped
+    cell continues from its checkpoint)."""
     return _sweep.plan_sweep(grid, out, keep_models=save_models, compile=compile, log_samples=log_samples,
-                             max_runs=max_runs, track=Tracking.of(track, track_dir))
+                             max_runs=max_runs, track=Tracking.of(track, track_dir),
+                             checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints)
 
 
 def run_sweep(grid: str | Path | _sweep.SweepPlan, *, out: str | Path | None = None, executor: str = "local",

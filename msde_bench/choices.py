@@ -6,3 +6,6 @@ take theirs from here."""
 CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
 #: the public datasets `msde-bench data convert --format` reads (data.convert)
 CONVERT_FORMATS = ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus")
+#: minutes between two checkpoints of a cell's training within an epoch (cellstate; every epoch's end
+#: saves one as well): `--checkpoint-minutes`'s default
+CHECKPOINT_MINUTES = 10.0

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from msde_bench import __version__
-from msde_bench.choices import CAM_METHODS, CONVERT_FORMATS
+from msde_bench.choices import CAM_METHODS, CHECKPOINT_MINUTES, CONVERT_FORMATS
 from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
@@ -236,10 +236,19 @@ def _header(console, spec, dev) -> None:
 @main.command(context_settings=dict(show_default=True))
 @run_options(single=True)
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
-              help="Re-run the spec recorded in this result file; with it only --out, --resume, --progress, "
+              help="Re-run the spec recorded in this result file; with it only --out, --resume, --checkpoint-minutes, "
+                   "--keep-checkpoints, --progress, "
                    "--save-models, --log-samples, --track, --track-dir, --device, --threads, --compile and "
                    "--traceback may be given (they do not change the spec, except --device).")
-@click.option("--resume", is_flag=True, help="Continue a killed run from its last finished fold.")
+@click.option("--resume", is_flag=True, help="Continue a killed run: finished folds are kept, and a fold that was "
+              "training continues from its last checkpoint (saved at every epoch's end and every "
+              "--checkpoint-minutes within one).")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=CHECKPOINT_MINUTES,
+              help="Minutes between two checkpoints of a fold's training within an epoch (0: after every step); "
+                   "every epoch's end saves one too. A checkpoint is the model, optimiser, schedule, random "
+                   "generators and data position, under the fold's cell folder.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep a fold's checkpoints after its cell file is written "
+              "(default: removed then).")
 @click.option("--save-models/--no-save-models", default=None,
               help="Save each fold's final model next to the result file, for `msde-bench explain` "
                    "[default: on when at most 10 folds run].")
@@ -251,7 +260,8 @@ def _header(console, spec, dev) -> None:
                    "Costs (candidates + 1) x the run.")
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
         batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, test_data,
-        show_traceback, log_samples, track, track_dir, spec_file, resume, save_models, select_on):
+        show_traceback, log_samples, track, track_dir, spec_file, resume, checkpoint_minutes, keep_checkpoints,
+        save_models, select_on):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -296,7 +306,8 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
         result, path = api.run_spec(spec, dataset, out=out, resume=resume, console=console,
                                     progress="none" if no_progress else progress,
                                     save_models=save_models, log_samples=log_samples, track=track,
-                                    track_dir=track_dir)
+                                    track_dir=track_dir, checkpoint_minutes=checkpoint_minutes,
+                                    keep_checkpoints=keep_checkpoints)
     click.echo(summary_table(result))
     click.echo(f"result: {path}")
     models = [path.parent / f["model_file"] for f in result["folds"] if f.get("model_file")]
@@ -484,6 +495,11 @@ def _executor_options(executor: str, workers: int | None, values: dict) -> dict:
                    "(slurm: sacct).")
 @click.option("--retry-failed", is_flag=True, help="Run only the cells that failed before.")
 @click.option("--save-models/--no-save-models", default=False, help="Save each cell's final model beside it.")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=CHECKPOINT_MINUTES,
+              help="Minutes between two checkpoints of a cell's training within an epoch (0: after every step; every "
+                   "epoch's end saves one too). A stopped cell continues from its last checkpoint when the sweep runs "
+                   "again.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep a cell's checkpoints after its cell file is written.")
 @click.option("--log-samples", is_flag=True,
               help="Each cell that runs writes its per-image predictions beside it (as `run --log-samples`).")
 @TRACK_OPTIONS[0]
@@ -496,8 +512,8 @@ def _executor_options(executor: str, workers: int | None, values: dict) -> dict:
               help="bar: a progress bar over cells; lines: one plain line per finished cell (status, seconds, "
                    "cells done), for logs and CI; none; auto: bar on a terminal, lines otherwise (as `run`).")
 @click.option("--no-progress", "no_progress", is_flag=True, help="The same as --progress none.")
-def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed, save_models, log_samples, track,
-          track_dir, max_runs,
+def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed, save_models, checkpoint_minutes,
+          keep_checkpoints, log_samples, track, track_dir, max_runs,
           update_leaderboard, progress, no_progress, **executor_flags):
     """Run a grid of runs (a TOML file) as cells on an executor, and merge their results.
 
@@ -530,7 +546,8 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
     threads_default()
     options = _executor_options(executor, workers, executor_flags)
     plan = api.plan_sweep(grid, out=out, save_models=save_models, compile=compile_, log_samples=log_samples,
-                          max_runs=max_runs, track=track, track_dir=track_dir)
+                          max_runs=max_runs, track=track, track_dir=track_dir, checkpoint_minutes=checkpoint_minutes,
+                          keep_checkpoints=keep_checkpoints)
     counts = plan.counts()
     console.print(f"[bold]msde-bench {__version__}[/] sweep {grid}: {len(plan.planned)} runs, {sum(counts.values())} "
                   f"cells ({counts['done']} done, {counts['todo']} to run, {counts['failed']} failed before) -> "
@@ -812,7 +829,7 @@ def results_merge(out, force):
               help="Also empty the distill teacher cache ($MSDE_BENCH_HOME/teachers; teachers are trained again "
                    "when a distill run needs them).")
 def results_prune(out, dry_run, teachers):
-    """Remove the fold models of finished runs (their result files and numbers stay).
+    """Remove the fold models and kept checkpoints of finished runs (their result files and numbers stay).
 
     OUT is a results folder [default: the --results folders]. `msde-bench explain` and `evaluate`
     need a run's models: run it again with --save-models for that.

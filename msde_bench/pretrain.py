@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from msde_bench import cellstate as CS
 from msde_bench.checkpoints import cpu_state, file_sha256, load_torch, save_torch_atomic
+from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.errors import MsdeError
 from msde_bench.factory import other_dataset, paradigm_class
@@ -89,9 +91,12 @@ def check(run: RunSpec, dataset: PairedDataset) -> PairedDataset | None:
     return pre
 
 
-def ensure(run: RunSpec, device: torch.device, fit: Callable, console=None) -> tuple[Path, dict]:
+def ensure(run: RunSpec, device: torch.device, fit: Callable, console=None,
+           checkpoint_minutes: float = CHECKPOINT_MINUTES) -> tuple[Path, dict]:
     """The cached pretrained model of `run.init` (trained now by `fit(spec, cache, idx, device,
-    seed) -> (method, timing)` if it is not cached), and what results record of it."""
+    seed, checkpoint=...) -> (method, timing)` if it is not cached), and what results record of it.
+    The pretraining checkpoints beside the cache file (`<key>.ckpt`, msde_bench.cellstate: at every
+    epoch's end and every `checkpoint_minutes`), and a stopped one continues from there."""
     data, spec = pretrain_spec(run, run.init)
     dataset = other_dataset(data)
     key = hashlib.sha256(json.dumps(dict(spec=spec.to_dict(), data=dataset.fingerprint()),
@@ -105,12 +110,17 @@ def ensure(run: RunSpec, device: torch.device, fit: Callable, console=None) -> t
                 console.print(f"pretraining {spec.model} on {len(idx)} training pairs of {dataset.name} ({data}; "
                               f"recipe {spec.recipe}, {spec.epochs} epochs, once: cached for every fold and run)")
             cache = ImageCache(dataset, spec.image_size)
-            method, timing = fit(spec, cache, idx, device, derive_seed(spec.seed, "pretrain"))
+            say = console.print if console is not None else (lambda text: None)
+            ck = CS.Checkpoint(path.with_suffix(".ckpt"), dict(spec=spec.to_dict(), fingerprint=dataset.fingerprint(),
+                                                               fold=None, phase="pretrain"),
+                               CS.Policy(resume=True, minutes=checkpoint_minutes), say)
+            method, timing = fit(spec, cache, idx, device, derive_seed(spec.seed, "pretrain"), checkpoint=ck)
             meta = dict(init=run.init, dataset=dict(name=dataset.name, root=dataset.source or str(dataset.root),
                                                     fingerprint=dataset.fingerprint(), n_train_pairs=int(len(idx)),
                                                     classes=list(dataset.describe()["classes"])),
                         spec=spec.to_dict(), train_seconds=float(timing["train_seconds"]))
             save_torch_atomic(path, dict(format=PRETRAINED_FORMAT, meta=meta, state_dict=cpu_state(method)))
+            ck.remove()
     obj = load_torch(path)
     if not isinstance(obj, dict) or obj.get("format") != PRETRAINED_FORMAT:
         raise MsdeError(f"{path}: not a pretrained model file of msde-bench; delete it to pretrain again")

@@ -485,8 +485,10 @@ def prediction_rows(result: dict, only_fold: int | None = None) -> tuple[list[di
 
 def prunable_models(folders: list[Path]) -> list[tuple[Path, int]]:
     """(file, bytes) of the fold models (`<run_id>/fold<k>.pt`) that the complete results in the
-    folders name: what `results prune` removes (a result keeps its numbers; `explain` and `evaluate`
-    then need the run again with --save-models). Models of unfinished runs are kept."""
+    folders name, and the training checkpoints their cells kept (`--keep-checkpoints`:
+    `<run_id>/fold<k>*.ckpt`, msde_bench.cellstate): what `results prune` removes (a result keeps
+    its numbers; `explain` and `evaluate` then need the run again with --save-models). The files of
+    unfinished runs are kept (a checkpoint there is a stopped cell's way to resume)."""
     found, _ = load_all(folders)
     out = []
     for r in found:
@@ -497,6 +499,8 @@ def prunable_models(folders: list[Path]) -> list[tuple[Path, int]]:
             path = base / f["model_file"] if f.get("model_file") else None
             if path is not None and path.is_file():
                 out.append((path, path.stat().st_size))
+            out += [(p, p.stat().st_size) for p in sorted((base / r["run_id"]).glob(f"fold{f['fold']}.*ckpt"))
+                    if p.name.endswith(".ckpt")]
     return out
 
 

@@ -29,6 +29,7 @@ from rich.console import Console
 
 from msde_bench import CLASS_NAMES, __version__, teachers
 from msde_bench import balance as BAL
+from msde_bench import cellstate as CS
 from msde_bench import metrics as M
 from msde_bench import pretrain as PT
 from msde_bench import protocol as P
@@ -105,12 +106,14 @@ def _now() -> str:
 
 
 def fit_model(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, device: torch.device, seed: int,
-              progress: RunProgress | None = None) -> tuple[Method, dict]:
-    """A model of `spec` trained on `train_idx` from `seed` (what FoldContext.fit does)."""
+              progress: RunProgress | None = None, checkpoint: CS.Checkpoint | None = None) -> tuple[Method, dict]:
+    """A model of `spec` trained on `train_idx` from `seed` (what FoldContext.fit does); with
+    `checkpoint`, saved there as it trains and resumed from it (msde_bench.cellstate)."""
     torch.manual_seed(seed)
     model, _ = build_method(spec, num_classes=len(cache.classes))
     trainer = Trainer(spec, model, build_paradigm(spec), device)
-    timing = trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed), progress=progress)
+    timing = trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed), progress=progress,
+                         checkpoint=checkpoint)
     return trainer.method, timing
 
 
@@ -209,16 +212,17 @@ def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
 
 
 def prepared_trainer(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, test_idx: np.ndarray, fold: int,
-                     seed: int, subjects: np.ndarray, device: torch.device, console: Console | None = None
-                     ) -> tuple[Trainer, Paradigm, dict | None]:
+                     seed: int, subjects: np.ndarray, device: torch.device, console: Console | None = None,
+                     teacher_checkpoint: CS.Checkpoint | None = None) -> tuple[Trainer, Paradigm, dict | None]:
     """The Trainer of `spec` on these training pairs from `seed`: the paradigm prepared for them (a
-    distill teacher trained or loaded on `train_idx` only), the model built (--init loaded unless
-    the paradigm skips it); and the paradigm and the --init report."""
+    distill teacher trained or loaded on `train_idx` only; one it trains checkpoints to
+    `teacher_checkpoint`), the model built (--init loaded unless the paradigm skips it); and the
+    paradigm and the --init report."""
     paradigm = build_paradigm(spec)
     paradigm.prepare(FoldContext(
         spec=spec, cache=cache, train_idx=train_idx, test_idx=test_idx, subjects=subjects, device=device,
         seed=seed, fold=fold, console=console,
-        fit=lambda s, sd: fit_model(s, cache, train_idx, device, sd),
+        fit=lambda s, sd: fit_model(s, cache, train_idx, device, sd, checkpoint=teacher_checkpoint),
         build=lambda s: build_method(s, load=False, num_classes=len(cache.classes))[0]))
     torch.manual_seed(seed)
     method, init_report = build_method(spec, load=not paradigm.skip_init(), num_classes=len(cache.classes))
@@ -228,11 +232,18 @@ def prepared_trainer(spec: RunSpec, cache: ImageCache, train_idx: np.ndarray, te
 def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.device, subjects: np.ndarray,
              progress: RunProgress | None = None, console: Console | None = None,
              save_to: Path | None = None, samples_to: Path | None = None,
-             pair_names: list[str] | None = None, track: CellTracking | None = None) -> dict:
+             pair_names: list[str] | None = None, track: CellTracking | None = None,
+             checkpoints: CS.CellCheckpoints | None = None) -> dict:
     """Trains and evaluates one fold of the whole spec; its result depends only on (spec, fold),
     never on which folds ran before. With `save_to`, the final model is written there (with the
     spec, to rebuild it); with `samples_to` (and the dataset's `pair_names`), the evaluated model's
-    per-image predictions on the test pairs (msde_bench.samples); `track` gets each epoch's values."""
+    per-image predictions on the test pairs (msde_bench.samples); `track` gets each epoch's values;
+    `checkpoints`: where each of its trainings (the fold's model, a teacher it trains, each
+    candidate of a nested selection) saves its state and resumes from (msde_bench.cellstate)."""
+
+    def phase(name: str) -> CS.Checkpoint | None:
+        return checkpoints.phase(name) if checkpoints is not None else None
+
     seed = derive_seed(spec.seed, "fold", fold.index)
     recorded, pretrained = spec, None  # `recorded`: the spec as results and saved models name it
     if is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
@@ -242,26 +253,38 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     weights = None  # the nested selection's record
     if spec.candidates:  # nested: the fold's values chosen on a validation split of its training side
         def train_and_score(s: RunSpec, train_idx: np.ndarray, val_idx: np.ndarray) -> dict:
-            trainer, _, _ = prepared_trainer(s, cache, train_idx, val_idx, fold.index, seed, subjects, device, console)
-            trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed))
-            return evaluate(trainer.method, cache, val_idx, device, s)
+            name = CS.selection_phase({k: s.option(k) for k, _ in spec.candidates})
+            ck = phase(name)
+            done = ck.load() if ck is not None else None
+            if done is not None and "score" in done:  # scored before the cell stopped
+                if console is not None:
+                    console.print(f"fold {fold.index}: candidate {name} was scored before the stop: not trained again")
+                return done["score"]
+            trainer, _, _ = prepared_trainer(s, cache, train_idx, val_idx, fold.index, seed, subjects, device, console,
+                                             phase(f"{name}-teacher"))
+            trainer.fit(cache, train_idx, torch.Generator().manual_seed(seed), checkpoint=ck)
+            score = evaluate(trainer.method, cache, val_idx, device, s)
+            if ck is not None:  # the candidate's model is no longer needed: its score is
+                ck.save(dict(score=score))
+            return score
 
         chosen, weights = SEL.choose(spec, fold, subjects, cache.labels.cpu().numpy(), train_and_score,
                                        say=console.print if console is not None else lambda text: None)
         spec = SEL.with_values(spec, chosen)
     trainer, paradigm, init_report = prepared_trainer(spec, cache, fold.train, fold.test, fold.index, seed, subjects,
-                                                      device, console)
+                                                      device, console, phase("teacher"))
     gen = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    best: dict = {}
+    # the faithful protocol's per-epoch test scores and best epoch (saved with a checkpoint)
+    faithful: dict = dict(history=[], best={})
 
     def on_epoch(epoch: int) -> None:  # faithful protocol: pick the best epoch on the test fold
         preds: list | None = [] if samples_to is not None else None
         m = evaluate(trainer.method, cache, fold.test, device, spec, preds)
-        history.append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"], acc_masked=m["acc_masked"],
-                            acc_overall=m["acc_overall"]))
+        faithful["history"].append(dict(epoch=epoch + 1, acc_non_masked=m["acc_non_masked"],
+                                        acc_masked=m["acc_masked"], acc_overall=m["acc_overall"]))
         if track is not None:
             track.test_epoch(epoch + 1, m)
+        best = faithful["best"]
         if not best or m["acc_overall"] > best["metrics"]["acc_overall"]:
             best.update(metrics=m, epoch=epoch + 1, predictions=preds)
 
@@ -272,7 +295,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     claimed = publisher is not None and publisher.claim()
     try:
         timing = trainer.fit(cache, fold.train, gen, on_epoch if selection == "best-on-test" else None, progress,
-                             on_record=track.train_epoch if track is not None else None)
+                             on_record=track.train_epoch if track is not None else None, checkpoint=phase("fold"),
+                             extra=faithful)
         if claimed:
             publisher.publish(trainer.method, timing["train_seconds"])
     finally:
@@ -281,6 +305,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     cross: dict = {}
     # what was scored, for the predictions file: pair names, subjects, pairs, the head's classes
     scored = (pair_names, subjects, fold.test, cache.classes)
+    history, best = faithful["history"], faithful["best"]
     if selection == "best-on-test":
         metrics, selected, predictions = best["metrics"], best["epoch"], best["predictions"]
     elif spec.test_data:  # cross-dataset: scored on the other set; its own test fold recorded beside it
@@ -404,12 +429,19 @@ class EditedCell(MsdeError):
 
 def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache, out: str | Path, *,
              keep_model: bool = True, progress: RunProgress | None = None,
-             console: Console | None = None, log_samples: bool = False, track: Tracking | None = None) -> dict:
+             console: Console | None = None, log_samples: bool = False, track: Tracking | None = None,
+             checkpoints: CS.Policy | None = None) -> dict:
     """Trains one cell and writes its file (atomically); returns the cell object. `log_samples`:
     its per-image predictions too (`<run_id>/fold<k>.samples.jsonl`, written before the cell file);
-    `track`: the experiment trackers it reports to (msde_bench.tracking)."""
+    `track`: the experiment trackers it reports to (msde_bench.tracking); `checkpoints`: how its
+    trainings save and resume their state inside the cell folder (msde_bench.cellstate; default:
+    saved, not resumed, removed once the cell file is written). A cell that resumed says where in
+    its file (`resumed`), outside the record, whose numbers equal an uninterrupted run's."""
     created = _now()
     device = torch.device(cell.spec.device)
+    say = console.print if console is not None else (lambda text: None)
+    saved = CS.CellCheckpoints(cell.path(out), cell.spec.to_dict(), cell.dataset["fingerprint"], cell.fold,
+                               checkpoints or CS.Policy(), say)
     session = (track.cell(TrackedCell(cell.run_id, cell.fold, cell.spec.to_dict(), cell.dataset), console)
                if track is not None else None)
     try:
@@ -417,13 +449,15 @@ def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache
                **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
                           cell.model_path(out) if keep_model else None,
                           S.samples_path(cell.path(out)) if log_samples else None,
-                          [p.name for p in dataset.pairs] if log_samples else None, session)}
+                          [p.name for p in dataset.pairs] if log_samples else None, session, saved)}
         sha, dirty = git_state()
         obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
                    created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,
                    method_plugin=method_provider(cell.spec.model), env=environment(device, cell.spec.precision),
+                   **({"resumed": saved.resumed} if saved.resumed else {}),
                    record=rec, record_sha256=R.record_digest(rec))
         R.write_json_atomic(cell.path(out), obj)
+        saved.finish()
     except BaseException as e:  # (Ctrl-C too) the trackers hear of it; the error goes on
         if session is not None:
             session.fail(f"{type(e).__name__}: {e}".splitlines()[0])
@@ -580,7 +614,8 @@ def preflight(spec: RunSpec, dataset: PairedDataset, folds: list[P.Fold], consol
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
         console: Console | None = None, show_progress: bool | str | None = None,
         save_models: bool | None = None, log_samples: bool = False,
-        track: Tracking | None = None) -> tuple[dict, Path]:
+        track: Tracking | None = None, checkpoint_minutes: float = CS.DEFAULT_MINUTES,
+        keep_checkpoints: bool = False) -> tuple[dict, Path]:
     """Runs every selected fold of a spec as cells and writes the result file; returns (result, path).
 
     With `resume`, finished cells are reused (a killed run continues from its last finished
@@ -589,7 +624,11 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     `msde-bench explain`. `log_samples` writes each fold's per-image predictions beside its cell
     (msde_bench.samples). A `--fold` subset also writes the whole spec's complete result once
     every fold's cell is there. `track`: the experiment trackers each cell and each written result
-    are reported to (msde_bench.tracking)."""
+    are reported to (msde_bench.tracking). Each cell checkpoints its training at every epoch's end
+    and every `checkpoint_minutes` within an epoch (msde_bench.cellstate); with `resume`, a killed
+    cell continues from its checkpoint; the checkpoints go once the cell is written unless
+    `keep_checkpoints`."""
+    policy = CS.Policy(resume=resume, minutes=checkpoint_minutes, keep=keep_checkpoints)
     console = console or Console(stderr=True)
     cells, folds = cells_of(spec, dataset)
     test_set = preflight(spec, dataset, folds, console)  # these refuse before anything is written
@@ -643,7 +682,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
             progress.start_fold(cell.fold)
             try:
                 obj = run_cell(cell, folds[cell.fold], dataset, cache, out_dir, keep_model=save_models,
-                               progress=progress, console=console, log_samples=log_samples, track=track)
+                               progress=progress, console=console, log_samples=log_samples, track=track,
+                               checkpoints=policy)
             except MsdeError:
                 raise
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what is kept

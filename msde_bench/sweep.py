@@ -18,6 +18,8 @@ from pathlib import Path
 
 from msde_bench import atomic
 from msde_bench import results as R
+from msde_bench.cellstate import checkpoint_files
+from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.errors import MsdeError, ResultError
 from msde_bench.executors.base import Executor, Task, check_options
 from msde_bench.executors.task import execute as task_execute
@@ -49,11 +51,13 @@ class Planned:
 
 def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool = False,
          compile: bool = False, log_samples: bool = False, max_runs: int = MAX_RUNS,
-         track: Tracking | None = None) -> tuple[list[Planned], Path]:
+         track: Tracking | None = None, checkpoint_minutes: float = CHECKPOINT_MINUTES,
+         keep_checkpoints: bool = False) -> tuple[list[Planned], Path]:
     """Every run of the grid file with its cells and their state under `out` (default: the grid's
     `out`, else ./results); returns them and the folder. `compile`: the cells run with --compile;
     `log_samples`: they write their per-image predictions (a finished cell stays as it is); `track`:
-    they report to these experiment trackers."""
+    they report to these experiment trackers; `checkpoint_minutes`, `keep_checkpoints`: how they
+    checkpoint their training (a cell that was stopped continues from its checkpoint)."""
     track = track.absolute() if track is not None else None
     grid = Path(grid)
     runs, settings = load_grid(grid, max_runs)
@@ -82,7 +86,8 @@ def plan(grid: str | Path, out: str | Path | None = None, *, keep_models: bool =
         p = Planned(run, whole, dataset.describe(), [Task(whole.to_dict(), c.fold, c.dataset, str(out.resolve()),
                                                           keep_models, compile, log_samples,
                                                           track.names if track else (),
-                                                          track.folder if track else None) for c in cells])
+                                                          track.folder if track else None, checkpoint_minutes,
+                                                          keep_checkpoints) for c in cells])
         complete = _complete_result(Path(out), p)
         for cell, task in zip(cells, p.tasks):
             if complete or read_cell(cell, out, strict=False) is not None:
@@ -139,7 +144,12 @@ class SweepPlan:
         """One row per cell: run, run id, fold, state; with_states: and the state each executor that
         submitted it to `out` knows (a column per such executor, e.g. slurm from sacct)."""
         word = {"todo": "would run", "done": "done", "failed": "failed before"}
-        rows = [dict(run=p.run.label(), run_id=p.run_id, fold=t.fold, state=word[p.state[t.fold]])
+
+        def state(p: Planned, t: Task) -> str:  # a stopped cell continues from its checkpoints
+            text = word[p.state[t.fold]]
+            return text + " (from a checkpoint)" if p.state[t.fold] != "done" and checkpoint_files(t.path) else text
+
+        rows = [dict(run=p.run.label(), run_id=p.run_id, fold=t.fold, state=state(p, t))
                 for p in self.planned for t in p.tasks]
         if with_states:
             for name, entry in sorted(registry().executors.items()):

@@ -120,6 +120,75 @@ def check_end_to_end(name: str, paradigm: str, root, out, *, options=None) -> di
     return result
 
 
+class _Stopped(BaseException):
+    """check_resume's stand-in for kill -9 (nothing of the training saves after it)."""
+
+
+def check_resume(name: str, paradigm: str, root, out, *, options=None) -> dict:
+    """A run of the method under `paradigm` on the dataset at `root` (quick recipe, 32 px, 2 epochs,
+    batch 8, fold 0 of 2), stopped within its second epoch with a checkpoint after every step (what
+    kill -9 leaves) and resumed, writes the same record, number for number, as the run that never
+    stopped (seconds aside): the method keeps no training state that its state_dict() and
+    resume_state() miss. `options`: the run's --opt values ({key: value} or "KEY=VALUE" strings).
+    Returns the resumed cell (its `resumed` says where it continued)."""
+    from msde_bench.cellstate import Policy
+    from msde_bench.data.msde import read_msde
+    from msde_bench.data.pairs import ImageCache
+    from msde_bench.runner import cells_of, run_cell
+    from msde_bench.spec_build import build_spec
+    from msde_bench.training import Trainer
+
+    opts = [f"{k}={v}" for k, v in options.items()] if isinstance(options, dict) else list(options or ())
+    spec = build_spec(name, paradigm, data=str(root), recipe="quick", epochs=2, folds=2, image_size=32,
+                      batch_size=8, device="cpu", options=opts)
+    dataset = read_msde(root)
+    cells, folds = cells_of(spec, dataset)
+    cell, fold, out = cells[0], folds[0], Path(out)
+
+    def run(where: Path, policy: Policy) -> dict:
+        return run_cell(cell, fold, dataset, ImageCache(dataset, spec.image_size), where, keep_model=False,
+                        checkpoints=policy)
+
+    step, second_epoch = Trainer.train_step, []
+
+    def counted(self, batch, measure=False):
+        if batch.epoch == 1:
+            second_epoch.append(batch.step)
+            if stopping and len(second_epoch) == 2:  # the second step of the second epoch
+                raise _Stopped
+        return step(self, batch, measure)
+
+    Trainer.train_step = counted
+    try:
+        stopping = False
+        ref = run(out / "uninterrupted", Policy())
+        assert len(second_epoch) >= 2, f"{name} under {paradigm}: the run has under 2 steps in its second epoch"
+        second_epoch.clear()
+        stopping = True
+        try:
+            run(out / "stopped", Policy(minutes=0))
+        except _Stopped:
+            pass
+        else:
+            raise AssertionError(f"{name} under {paradigm}: the run ended before its second epoch's second step")
+    finally:
+        Trainer.train_step = step
+    resumed = run(out / "stopped", Policy(resume=True))
+
+    def numbers(obj):
+        if isinstance(obj, dict):
+            return {k: numbers(v) for k, v in obj.items()
+                    if "seconds" not in k and "per_second" not in k and k != "teacher"}
+        return [numbers(v) for v in obj] if isinstance(obj, list) else obj
+
+    assert resumed.get("resumed"), f"{name} under {paradigm}: the second run did not resume from its checkpoint"
+    a, b = numbers(ref["record"]), numbers(resumed["record"])
+    differ = sorted(k for k in a if a[k] != b.get(k))
+    assert not differ, (f"{name} under {paradigm}: resumed after a stop, the record differs in {differ}: the method "
+                        "keeps training state outside state_dict() and resume_state()")
+    return resumed
+
+
 def check_paradigm(name: str, root, out, options=None) -> dict:
     """A paradigm plugin: registered with a description, a subclass of Paradigm whose options are
     Options, and a run of resnet18 under it on the dataset at `root` (as check_end_to_end: 32 px,

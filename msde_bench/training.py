@@ -14,6 +14,8 @@ import torch
 
 from msde_bench import budget
 from msde_bench import metrics as M
+from msde_bench.cellstate import Checkpoint, random_states, set_random_states
+from msde_bench.checkpoints import cpu_state
 from msde_bench.data.pairs import ImageCache
 from msde_bench.data.transforms import PairedAugment
 from msde_bench.device import autocast, channels_last, check_precision, compile_setting, optimizer_impl
@@ -190,14 +192,16 @@ class Trainer:
         return kind
 
     def batches(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator, epoch: int = 0,
-                first_step: int = 0):
+                first_step: int = 0, skip: int = 0, resume_gen: torch.Tensor | None = None):
         """One epoch of batches: a seeded shuffle of the items (pairs, or pair views for
         paradigms that visit each view separately; under the steps budget, single-view paradigms
         visit them twice, one shuffle per pass), each augmented with one draw per pair, then
         the method's pair_transform. The last batch of an epoch is kept unless it has a single
         item (batch norm cannot train on one sample). The images are gathered from `cache` where it
         is (place_cache puts it on the training device when it fits: a batch is then an index into
-        device memory), and only the views the paradigm uses (batch_views)."""
+        device memory), and only the views the paradigm uses (batch_views). A resumed epoch
+        (msde_bench.cellstate) draws the same order from `gen` at the epoch's start, then sets `gen`
+        to `resume_gen` (its state after the first `skip` batches) and yields from batch `skip` on."""
         vpp = self.paradigm.views_per_pair
         kind = self.batch_views()
         here = cache.device
@@ -205,6 +209,8 @@ class Trainer:
         n_items = len(idx) * vpp
         # drawn on the CPU generator (the same order on every device), moved once an epoch
         perm = torch.cat([torch.randperm(n_items, generator=gen) for _ in range(self.passes)]).to(here)
+        if resume_gen is not None:
+            gen.set_state(resume_gen)
         bs = self.items_per_batch
         seed = gen.initial_seed()
         last = channels_last(self.device, self.spec.precision)
@@ -214,6 +220,8 @@ class Trainer:
             return t.pin_memory() if here.type == "cpu" and self.device.type == "cuda" else t
 
         for step, start in enumerate(range(0, len(perm), bs)):
+            if step < skip:
+                continue
             items = perm[start:start + bs]
             if len(items) < 2:  # batch norm cannot train on one sample
                 continue
@@ -238,41 +246,65 @@ class Trainer:
 
     def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
             on_epoch: Callable[[int], None] | None = None, progress: RunProgress | None = None,
-            on_record: Callable[[int, dict], None] | None = None) -> dict:
+            on_record: Callable[[int, dict], None] | None = None, checkpoint: Checkpoint | None = None,
+            extra: dict | None = None) -> dict:
         """Trains `spec.epochs` epochs; returns train_seconds, train_images_per_second and
         train_history: per epoch the mean of every scalar the paradigm's training_step returned
         (weighted by batch items), train_acc, the epoch's learning rate and, for a paradigm that
         returns "parts", each part's mean share of the gradient over the epoch's measured batches
         (measured_batches) as `grad_share.<part>`. After each epoch:
         `on_record(epoch, record)` (epoch from 1; the history's record), then `on_epoch(epoch)`
-        (epoch from 0)."""
+        (epoch from 0).
+
+        With `checkpoint` (msde_bench.cellstate), the whole training state is saved there at the end
+        of every epoch and whenever one is due within an epoch, and a training whose checkpoint
+        loads continues from it; `extra` (a dict the caller keeps its own per-epoch state in, e.g.
+        the faithful protocol's best epoch) is saved with it and updated in place on resume.
+        train_seconds then counts the training kept from before the stop and after it."""
         self.method.train()
-        n_images = 0
-        t0 = time.perf_counter()
         cache = place_cache(cache, self.device)
         steps = self.steps_per_epoch(len(train_idx))
         # Batch.step numbers batch slots (a dropped one-item last batch keeps its number)
         slots = -(-self._items_per_epoch(len(train_idx)) // self.items_per_batch)
-        history = []
-        step = 0
-        timing = progress is not None and progress.wants_step_time() and steps >= WARMUP_STEPS + TIMED_STEPS
-        for epoch in range(self.spec.epochs):
+        saved = checkpoint.load() if checkpoint is not None else None
+        history: list[dict] = []
+        n_images, first_epoch, skip, before = 0, 0, 0, 0.0
+        if saved is not None:
+            self._load_state(saved, gen)
+            history, n_images, before = saved["history"], saved["n_images"], saved["seconds"]
+            first_epoch, skip = saved["epoch"], saved["step"]
+            if extra is not None:
+                extra.update(saved["extra"])
+            checkpoint.resumed(first_epoch, skip, before)
+        t0 = time.perf_counter()
+        step = first_epoch * slots
+        timing = (progress is not None and progress.wants_step_time() and steps >= WARMUP_STEPS + TIMED_STEPS
+                  and saved is None)
+        for epoch in range(first_epoch, self.spec.epochs):
             self.method.on_epoch_start(epoch)
             if progress:
                 progress.start_epoch(epoch, steps)
             lr = self.optimizer.param_groups[0]["lr"]
-            sums: dict[str, torch.Tensor] = {}
-            correct = torch.zeros((), device=self.device)
+            resumed = saved is not None and epoch == first_epoch and skip > 0
+            if resumed:  # the running sums of the epoch's first `skip` batches
+                acc = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else
+                           {n: t.to(self.device) for n, t in v.items()} if isinstance(v, dict) else v)
+                       for k, v in saved["acc"].items()}
+                epoch_gen = saved["epoch_gen"]
+                gen.set_state(epoch_gen)
+            else:
+                acc = dict(sums={}, correct=torch.zeros((), device=self.device), seen=0, shares={}, n_measured=0,
+                           epoch_images=n_images)
+                epoch_gen = gen.get_state()
+            sums, shares = acc["sums"], acc["shares"]  # shares: summed on the device, read at the epoch's end
             shown = time.perf_counter()
-            seen = 0
-            epoch_images = n_images
-            shares: dict[str, torch.Tensor] = {}  # summed on the device, read once at the epoch's end
-            n_measured = 0
             measure = measured_batches(steps)
-            for i, batch in enumerate(self.batches(cache, train_idx, gen, epoch, step)):
+            batches = self.batches(cache, train_idx, gen, epoch, step, skip=skip if resumed else 0,
+                                   resume_gen=saved["gen"] if resumed else None)
+            for i, batch in enumerate(batches, start=skip if resumed else 0):
                 out = self.train_step(batch, measure=i in measure)
                 if "grad_share" in out:
-                    n_measured += 1
+                    acc["n_measured"] += 1
                     for k, v in out.pop("grad_share").items():
                         shares[k] = shares[k] + v if k in shares else v
                 if timing and epoch == 0 and i in (WARMUP_STEPS - 1, WARMUP_STEPS + TIMED_STEPS - 1):
@@ -283,21 +315,26 @@ class Trainer:
                     else:  # the run's time estimate (RunProgress.step_time)
                         progress.step_time((time.perf_counter() - t_timed) / TIMED_STEPS)
                 n = out["targets"].shape[0]
-                seen += n
+                acc["seen"] += n
                 for k, v in out.items():
                     if k not in ("logits", "targets") and _is_scalar(v):
                         v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                         sums[k] = sums.get(k, 0) + v.to(self.device) * n
-                correct += (out["logits"].detach().argmax(1) == out["targets"]).sum()
+                acc["correct"] += (out["logits"].detach().argmax(1) == out["targets"]).sum()
                 n_images += batch.y.shape[0] * self.paradigm.images_per_item
                 if progress is not None:
-                    progress.tick(i + 1, steps, n_images - epoch_images)
+                    progress.tick(i + 1, steps, n_images - acc["epoch_images"])
                 # the running loss is read (a host sync on a GPU) at most twice a second, only for the bars
                 if progress is not None and progress.wants_batches() and (
                         i == steps - 1 or time.perf_counter() - shown >= 0.5):
-                    progress.batch(i + 1, float(sums["loss"]) / max(seen, 1), float(correct) / max(seen, 1))
+                    progress.batch(i + 1, float(sums["loss"]) / max(acc["seen"], 1),
+                                   float(acc["correct"]) / max(acc["seen"], 1))
                     shown = time.perf_counter()
+                if checkpoint is not None and i + 1 < steps and checkpoint.due():
+                    checkpoint.save(self._state(epoch, i + 1, gen, epoch_gen, acc, history, n_images,
+                                                before + time.perf_counter() - t0, extra))
             step += slots
+            seen = acc["seen"]
             if seen == 0:
                 raise MsdeError(f"epoch {epoch + 1} had no batch to train on: {len(train_idx)} training pairs in "
                                 f"batches of {self.items_per_batch} (a batch needs 2 items); lower --batch-size or "
@@ -309,8 +346,8 @@ class Trainer:
                 raise MsdeError(f"the loss became non-finite in epoch {epoch + 1} ({', '.join(bad)} = "
                                 f"{record[bad[0]]}); training stopped and nothing was written. Lower --lr "
                                 f"(now {self.spec.lr:g}) or check the --opt values")
-            record = dict(epoch=epoch + 1, **record, train_acc=float(correct) / max(seen, 1), lr=lr,
-                          **{f"grad_share.{k}": float(v) / n_measured for k, v in shares.items()})
+            record = dict(epoch=epoch + 1, **record, train_acc=float(acc["correct"]) / max(seen, 1), lr=lr,
+                          **{f"grad_share.{k}": float(v) / acc["n_measured"] for k, v in shares.items()})
             history.append(record)
             if progress:
                 progress.end_epoch(epoch, record)
@@ -319,9 +356,46 @@ class Trainer:
             if on_epoch is not None:
                 on_epoch(epoch)
                 self.method.train()
-        seconds = time.perf_counter() - t0
+            if checkpoint is not None:
+                checkpoint.save(self._state(epoch + 1, 0, gen, gen.get_state(), None, history, n_images,
+                                            before + time.perf_counter() - t0, extra))
+        seconds = before + time.perf_counter() - t0
         return dict(train_seconds=seconds, train_images_per_second=n_images / seconds if seconds else 0.0,
                     train_history=history)
+
+    # -- the training state (msde_bench.cellstate) -----------------------------------------------
+
+    def _state(self, epoch: int, step: int, gen: torch.Generator, epoch_gen: torch.Tensor, acc: dict | None,
+               history: list[dict], n_images: int, seconds: float, extra: dict | None) -> dict:
+        """Everything a training needs to continue at batch `step` of epoch `epoch` (0-based; step
+        0: the epoch's start) exactly as it would have gone on: on the CPU, every tensor copied."""
+        def cpu(v):
+            if isinstance(v, torch.Tensor):
+                return v.detach().cpu().clone()
+            if isinstance(v, dict):
+                return {k: cpu(t) for k, t in v.items()}
+            if isinstance(v, (list, tuple)):
+                return type(v)(cpu(t) for t in v)
+            return v
+
+        return dict(epoch=epoch, step=step, model=cpu_state(self.method), optimizer=cpu(self.optimizer.state_dict()),
+                    scheduler=self.scheduler.state_dict(),
+                    scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                    method=cpu(self.method.resume_state()), paradigm=cpu(self.paradigm.resume_state()),
+                    gen=gen.get_state(), epoch_gen=epoch_gen.clone(), random=random_states(),
+                    acc=cpu(acc) if acc is not None else None, history=[dict(r) for r in history],
+                    n_images=n_images, seconds=seconds, extra=cpu(dict(extra or {})))
+
+    def _load_state(self, state: dict, gen: torch.Generator) -> None:
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.method.load_resume_state(state["method"])
+        self.paradigm.load_resume_state(state["paradigm"])
+        gen.set_state(state["gen"])
+        set_random_states(state["random"])
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from msde_scn.model import SCN, rank_regularisation, relabel_mask
 
 from msde_bench.api import LossState
-from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_shapes
+from msde_bench.testing import check_end_to_end, check_one_step_reduces_loss, check_registered, check_resume, check_shapes
 
 
 def test_registered():
@@ -105,3 +105,10 @@ def test_official_recipe_uses_the_official_relabelling_rule():
     assert check_options("scn", "baseline", [], "official")["scn.quirk_relabel_any"] is True
     assert check_options("scn", "baseline", ["quirk_relabel_any=false"], "official")["scn.quirk_relabel_any"] is False
     assert check_options("scn", "baseline", [], "quick")["scn.quirk_relabel_any"] is False
+
+
+def test_a_stopped_run_resumes_with_its_relabel_table(tiny_root, tmp_path):
+    """SCN's relabel table lives outside the state dict (Method.resume_state): a run stopped within its
+    second epoch and resumed relabels as the run that never stopped."""
+    cell = check_resume("scn", "baseline", tiny_root, tmp_path, options={"relabel_epoch": 1, "margin_2": 0.0})
+    assert cell["resumed"][0]["epoch"] == 1

@@ -2,6 +2,7 @@
 every fold, and records (digest, dataset, spec); refused on the run's own data or with bad settings."""
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from msde_bench import pretrain as PT
@@ -79,3 +80,39 @@ def test_a_pretrained_runs_fold_model_is_evaluated_as_recorded(tiny_root, other_
     (path,) = tmp_path.glob("*.json")
     res = CliRunner().invoke(main, ["evaluate", str(path), "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0 and "equal to the run's record" in res.output, res.output
+
+
+def test_a_stopped_pretraining_continues_from_its_checkpoint(tiny_root, other_set, tmp_path, monkeypatch):
+    """The pretraining (one model for every fold and run, hours on a large set) checkpoints beside its
+    cache file; stopped within its second epoch, the next run continues it there and ends with the
+    same model as a pretraining that never stopped."""
+    from msde_bench.training import Trainer
+
+    init = f"pretrain:{other_set}#epochs=2&recipe=quick"
+    args = ["run", "--data", str(tiny_root), "--init", init, "--fold", "0", *TINY]
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path / "ref"))
+    assert CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")]).exit_code == 0
+    (ref,) = (tmp_path / "ref" / "pretrained").glob("*.pt")
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(home))
+    step, calls = Trainer.train_step, []
+
+    def stop(self, batch, measure=False):
+        calls.append(batch.epoch)
+        if batch.epoch == 1 and calls.count(1) == 2:  # the second epoch's second step
+            raise KeyboardInterrupt
+        return step(self, batch, measure)
+
+    monkeypatch.setattr(Trainer, "train_step", stop)
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert res.exit_code != 0 and not list((home / "pretrained").glob("*.pt"))
+    assert len(list((home / "pretrained").glob("*.ckpt"))) == 1  # the first epoch's end
+    monkeypatch.setattr(Trainer, "train_step", step)
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "resumed pretrain at the start of epoch 2" in res.output
+    (path,) = (home / "pretrained").glob("*.pt")
+    assert not list((home / "pretrained").glob("*.ckpt"))
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (ref, path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.errors import MsdeError
 from msde_bench.spec import RunSpec
 
@@ -56,6 +57,10 @@ class Task:
     #: --track: the experiment trackers the cell reports to (msde_bench.tracking), and --track-dir
     track: tuple[str, ...] = ()
     track_dir: str | None = None
+    #: --checkpoint-minutes and --keep-checkpoints (msde_bench.cellstate): a cell always resumes from
+    #: its checkpoint when one is there
+    checkpoint_minutes: float = CHECKPOINT_MINUTES
+    keep_checkpoints: bool = False
 
     @property
     def run_id(self) -> str:

@@ -2,10 +2,10 @@
 
 Needs the `slurm` extra (`pip install 'msde-bench[slurm]'`) and the SLURM commands (`sbatch`,
 `sacct`, `scancel`, `srun`) on PATH; both are checked before anything is submitted. A cell that
-hits its time limit or is preempted is requeued by submitit (the task is Checkpointable) and runs
-again from its start: a cell's numbers depend only on (spec, fold), so the requeued cell gives the
-same numbers. Each task writes its cell file like any other executor; submitit's own logs and
-pickles go to `<out>/.submitit/`.
+hits its time limit or is preempted is requeued by submitit (the task is Checkpointable) and
+continues from the last checkpoint its training saved (msde_bench.cellstate: every epoch's end and
+every --checkpoint-minutes), to the same numbers as a cell that never stopped. Each task writes its
+cell file like any other executor; submitit's own logs and pickles go to `<out>/.submitit/`.
 """
 
 from __future__ import annotations

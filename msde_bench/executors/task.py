@@ -16,6 +16,7 @@ from dataclasses import asdict
 from rich.console import Console
 
 from msde_bench import results as R
+from msde_bench.cellstate import Policy
 from msde_bench.data.pairs import ImageCache
 from msde_bench.device import compile_setting
 from msde_bench.errors import MsdeError
@@ -35,7 +36,8 @@ def execute(task: Task) -> dict:
     """Runs the cell; returns {status: done|failed, error, log, seconds}."""
     t0 = time.perf_counter()
     task.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(task.log, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+    # appended: a cell that resumes from its checkpoint keeps the log of its first part
+    with open(task.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         console = Console(file=log, width=120)
         compile_setting(task.compile)
@@ -52,7 +54,9 @@ def execute(task: Task) -> dict:
                 progress.start_fold(cell.fold)
                 obj = run_cell(cell, folds[cell.fold], dataset, cache, task.out, keep_model=task.keep_model,
                                progress=progress, console=console, log_samples=task.log_samples,
-                               track=Tracking.of(task.track, task.track_dir))
+                               track=Tracking.of(task.track, task.track_dir),
+                               checkpoints=Policy(resume=True, minutes=task.checkpoint_minutes,
+                                                  keep=task.keep_checkpoints))
             rec = obj["record"]
             console.print(f"fold {cell.fold}: non-masked {rec['acc_non_masked']:.3f}  masked {rec['acc_masked']:.3f}")
             task.failed_marker.unlink(missing_ok=True)

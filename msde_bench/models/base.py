@@ -147,7 +147,18 @@ class Method(nn.Module, metaclass=ABCMeta):
         """Called after every optimiser step."""
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called at the start of every training epoch, after the model is put in training mode."""
+        """Called at the start of every training epoch, after the model is put in training mode,
+        and again at the start of a resumed one (msde_bench.cellstate): set what depends on the
+        epoch, do not count calls."""
+
+    def resume_state(self) -> dict:
+        """The training state the method keeps outside its state dict (tensors and plain values; e.g.
+        SCN's relabelled labels), which a cell checkpoint (msde_bench.cellstate) saves between
+        steps so that a resumed training goes on exactly as an uninterrupted one. Default: none."""
+        return {}
+
+    def load_resume_state(self, state: dict) -> None:
+        """Restores what resume_state returned, into a freshly built method."""
 
     def target_layer(self) -> nn.Module:
         """The layer Grad-CAM looks at."""
@@ -206,6 +217,12 @@ class DoubleSoftmax(Method):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.inner.on_epoch_start(epoch)
+
+    def resume_state(self) -> dict:
+        return self.inner.resume_state()
+
+    def load_resume_state(self, state: dict) -> None:
+        self.inner.load_resume_state(state)
 
     def target_layer(self) -> nn.Module:
         return self.inner.target_layer()

@@ -121,6 +121,18 @@ class Paradigm(ABC):
         """What the result should record about this fold's paradigm (e.g. where the teacher came from)."""
         return {}
 
+    def resume_state(self) -> dict:
+        """What a cell checkpoint (msde_bench.cellstate) must save of the paradigm's own state so
+        that a resumed training goes on as if it had never stopped: a dict of tensors and plain
+        values. Default: the state of every torch.Generator attribute (distill's view draws);
+        override it when the paradigm keeps other state that changes during training."""
+        return {k: v.get_state() for k, v in vars(self).items() if isinstance(v, torch.Generator)}
+
+    def load_resume_state(self, state: dict) -> None:
+        """Restores what resume_state returned (after prepare)."""
+        for k, v in state.items():
+            getattr(self, k).set_state(v)
+
     @abstractmethod
     def training_step(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
         """Returns the loss terms ('loss' is what is minimised; every other scalar is averaged per

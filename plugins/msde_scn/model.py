@@ -105,6 +105,13 @@ class SCN(BackboneMethod):
             self._pending.append((keys, out.logits.detach(), y.detach(), alpha.detach().flatten(), state.pairs))
         return {"loss": wce + rr, "wce": wce, "rank": rr}
 
+    def resume_state(self) -> dict:
+        return {"labels": self._labels}
+
+    def load_resume_state(self, state: dict) -> None:
+        labels = state.get("labels")
+        self._labels = None if labels is None else labels.to(next(self.parameters()).device)
+
     def after_step(self) -> None:
         """Relabel with the predictions of the step just taken (as the official code does), on the
         device: the samples that keep their label write to the table's spare last slot."""
