@@ -97,6 +97,53 @@ def _pct(x: float | None, kind: str) -> str:
     return text + (" (loss)" if kind == "loss" else "")
 
 
+def reference_runs(here: Path) -> dict:
+    """{paradigm: result} of benchmarks/paradigms/reference.toml: the reference objective (softmax
+    before the cross-entropy) at the reference weights, fold 0."""
+    out = {}
+    for path in sorted(here.glob("*.json")) if here.is_dir() else []:
+        r = R.load(path)
+        s = r["spec"]
+        if (r["dataset"]["name"] == DATASET and s["model"] == "resnet18" and s["recipe"] == "real48" and s["seed"] == 0
+                and s["paradigm"] in WEIGHT and s["options"].get("quirk_double_softmax") and not s.get("init")):
+            out[s["paradigm"]] = r
+    return out
+
+
+def fold_share(run: dict, fold: int = 0) -> float | None:
+    """The cross-view share of the gradient in one fold (mean over its epochs)."""
+    b = run.get("balance") or {}
+    terms = b.get("cross_view_terms")
+    folds = [f for f in run["folds"] if f["fold"] == fold]
+    if not terms or not folds:
+        return None
+    return BAL.grad_share(folds, terms)
+
+
+def reference_section(refs: dict, rows: dict) -> tuple[list[str], dict]:
+    """The table of the reference objective's shares beside this objective's at the same weight (fold
+    0), and per paradigm the swept weight whose mean share is nearest (on a log scale) to the
+    reference objective's: {paradigm: (weight, its share, the reference share)}."""
+    lines = ["| paradigm | reference weight | share, reference objective (fold 0) | share, this objective, same weight "
+             "(fold 0) | ratio |", "|---|---:|---:|---:|---:|"]
+    nearest = {}
+    for paradigm, ref in sorted(refs.items()):
+        w = WEIGHT[paradigm]
+        weight = float(ref["spec"]["options"][w])
+        theirs = fold_share(ref)
+        same = rows.get((paradigm, "", weight))
+        ours = fold_share(same[0]) if same else None
+        ratio = f"{theirs / ours:.0f}x" if theirs and ours else "–"
+        lines.append(f"| {paradigm} | {w} = {weight:g} | {_pct(theirs, 'gradient')} | {_pct(ours, 'gradient')} | {ratio} |")
+        swept = [(k[2], share(run)) for k, (run, source) in rows.items()
+                 if k[0] == paradigm and not k[1] and source == "this grid"]
+        swept = [(x, sh) for x, (sh, kind) in swept if sh is not None and kind == "gradient"]
+        if theirs and swept:
+            x, sh = min(swept, key=lambda xs: abs(np.log(xs[1] / theirs)))
+            nearest[paradigm] = (x, sh, theirs)
+    return lines, nearest
+
+
 def table(base: dict, rows: dict, paradigm: str) -> list[str]:
     w = WEIGHT[paradigm]
     out = [f"| variant | {w} | cross-view share of the gradient | " + " | ".join(
@@ -188,6 +235,23 @@ def main() -> int:
                   "power). Picking the best of several weights on these test folds would be a choice made on the "
                   "test folds: the defaults are decided from the complete curve, and a weight used for a "
                   "leaderboard row is chosen on validation (`--select-on val`).\n")
+    refs = reference_runs(args.results)
+    print("## The reference objective\n")
+    print("The reference code's classifier ends in softmax and its loss applies log-softmax again "
+          "(`quirk_double_softmax`), which shrinks the cross-entropy's gradient, so the same weight gives its "
+          "cross-view term a far larger share of the gradient there than here. Measured by "
+          "`benchmarks/paradigms/reference.toml` (the reference weights under that objective, everything else as "
+          "the grid, fold 0; a training quantity: no accuracy of these runs is compared):\n")
+    if refs:
+        lines, nearest = reference_section(refs, rows)
+        print("\n".join(lines) + "\n")
+        for paradigm, (x, sh, theirs) in sorted(nearest.items()):
+            print(f"- {paradigm}: of the swept weights, {WEIGHT[paradigm]} = {x:g} gives the share nearest the "
+                  f"reference objective's ({_pct(sh, 'gradient')} against {_pct(theirs, 'gradient')}, mean over "
+                  "folds and epochs).")
+        print()
+    else:
+        print("Not yet trained (the sweep of reference.toml resumes where it stopped).\n")
     if args.figure is not None:
         figure(base, rows, args.figure)
         print(f"![sensitivity]({args.figure.name})\n")
