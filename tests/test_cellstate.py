@@ -130,12 +130,18 @@ def test_without_resume_a_checkpoint_is_not_used_and_with_keep_it_stays(baseline
     assert (out / cell.run_id / "fold0.ckpt").is_file()  # kept: the completed training's last epoch
 
 
+def _stopped(baseline, tmp_path, monkeypatch, kill_at: int) -> tuple[Path, Path]:
+    """The baseline cell stopped before step kill_at with a checkpoint after every step: (out, its checkpoint)."""
+    cell, fold, ds, _ = baseline
+    out = tmp_path / "out"
+    _run(cell, fold, ds, out, CS.Policy(minutes=0), kill_at=kill_at, monkeypatch=monkeypatch)
+    return out, out / cell.run_id / "fold0.ckpt"
+
+
 def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line_and_the_fold_trains_from_its_start(
         baseline, tmp_path, monkeypatch):
     cell, fold, ds, ref = baseline
-    out = tmp_path / "out"
-    _run(cell, fold, ds, out, CS.Policy(minutes=0), kill_at=4, monkeypatch=monkeypatch)
-    path = out / cell.run_id / "fold0.ckpt"
+    out, path = _stopped(baseline, tmp_path, monkeypatch, 4)
     key = dict(spec=cell.spec.to_dict(), fingerprint=cell.dataset["fingerprint"], fold=0, phase="fold")
     good = path.read_bytes()
     cases = {
@@ -162,9 +168,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line_and_the_fold_trai
 def test_a_full_disk_while_saving_stops_the_run_naming_the_file_and_keeps_the_last_checkpoint(
         baseline, tmp_path, monkeypatch):
     cell, fold, ds, _ = baseline
-    out = tmp_path / "out"
-    _run(cell, fold, ds, out, CS.Policy(minutes=0), kill_at=3, monkeypatch=monkeypatch)
-    path = out / cell.run_id / "fold0.ckpt"
+    out, path = _stopped(baseline, tmp_path, monkeypatch, 3)
     before = path.read_bytes()
 
     def full(path, data):
