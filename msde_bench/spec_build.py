@@ -104,7 +104,8 @@ def with_protocol(spec: RunSpec, dataset: PairedDataset, protocol: str | None = 
 def check_options(model: str, paradigm: str, pairs, recipe: str | None = None, quirks: str = "none") -> dict:
     """Every valid option with its value (defaults filled in): the canonical form a spec stores.
     Under `recipe="official"` the method's official option values replace the defaults; under
-    `quirks="reference"` every reference quirk (reference_quirks) is on unless given with --opt."""
+    `quirks="reference"` every reference quirk (reference_quirks) is on and the paradigm's
+    reference_options set, unless given with --opt."""
     require_model(model)
     if quirks not in QUIRK_SETS:
         raise MsdeError(f"--quirks {quirks}: choose one of {', '.join(QUIRK_SETS)}")
@@ -115,7 +116,7 @@ def check_options(model: str, paradigm: str, pairs, recipe: str | None = None, q
     if recipe == "official":
         values.update({k: v for k, v in official_options(model).items() if k not in given})
     if quirks == "reference":
-        values.update({k: True for k in reference_quirks(paradigm) if k not in given})
+        values.update({k: v for k, v in reference_values(paradigm).items() if k not in given})
     return values
 
 
@@ -184,6 +185,12 @@ def qualify(pairs, aliases: dict[str, str]) -> list[str]:
         key, sep, value = item.partition("=")
         out.append(f"{aliases.get(key.strip(), key.strip())}{sep}{value}")
     return out
+
+
+def reference_values(paradigm: str) -> dict:
+    """What `--quirks reference` sets for a paradigm: every reference quirk on, and the reference
+    code's own values of the options whose defaults differ from them (Paradigm.reference_options)."""
+    return {**{k: True for k in reference_quirks(paradigm)}, **paradigm_class(paradigm).reference_options}
 
 
 def reference_quirks(paradigm: str) -> list[str]:
@@ -270,7 +277,7 @@ def compare_row_options(paradigm: str, model: str, base: dict, user: dict, quirk
     row's own (the same canonical form `run` gives, so that a row and the equivalent
     `msde-bench run` share one spec and one result file)."""
     valid = valid_options(model, paradigm)
-    ref = {k: True for k in reference_quirks(paradigm)} if quirks == "reference" else {}
+    ref = reference_values(paradigm) if quirks == "reference" else {}
     return {**parse_options([], valid), **ref, **{k: v for k, v in user.items() if k in valid}, **base}
 
 

@@ -71,7 +71,7 @@ def test_a_run_records_gradient_shares_and_notes_a_weak_cross_view_term(tiny_roo
     res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--paradigm", "contrastive", "--recipe", "quick",
                                     "--epochs", "2", "--folds", "2", "--fold", "0", "--image-size", "32",
                                     "--batch-size", "16", "--device", "cpu", "--out", str(tmp_path), "--no-progress",
-                                    "--no-save-models"])
+                                    "--no-save-models", "--opt", "alpha=1"])
     assert res.exit_code == 0, res.output
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     for rec in result["folds"][0]["train_history"]:

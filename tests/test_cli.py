@@ -97,6 +97,6 @@ def test_bench_reports_both_ratios_for_every_paradigm(paradigm):
 def test_paradigms_lists_every_option():
     res = CliRunner().invoke(main, ["paradigms"])
     assert res.exit_code == 0
-    for text in ("| baseline", "train_on", "| contrastive", "align", "| distill", "lambda", "100.0",
+    for text in ("| baseline", "train_on", "| contrastive", "align", "| distill", "lambda", "1000.0",
                  "quirk_double_softmax"):
         assert text in res.output

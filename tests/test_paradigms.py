@@ -122,8 +122,8 @@ def test_contrastive_joint_forward_normalises_both_views_together():
     bn = nn.BatchNorm2d(3)
     normed = Tiny()
     normed.forward = lambda x, inner=Tiny.forward: inner(normed, bn(x))
-    sep = Contrastive(_opts(Contrastive)).training_step(normed, batch)["loss"]
-    joint = Contrastive(_opts(Contrastive, joint_forward=True)).training_step(normed, batch)["loss"]
+    sep = Contrastive(_opts(Contrastive, alpha=1.0)).training_step(normed, batch)["loss"]
+    joint = Contrastive(_opts(Contrastive, alpha=1.0, joint_forward=True)).training_step(normed, batch)["loss"]
     both = normed(torch.cat([batch.non_masked, batch.masked]))
     f_nm, f_m = both.feature_map[:4], both.feature_map[4:]
     expected = (F.cross_entropy(both.logits[:4], batch.y) + F.cross_entropy(both.logits[4:], batch.y)
@@ -376,6 +376,26 @@ def test_quirks_reference_turns_on_every_reference_quirk():
     rows = build_specs("resnet18", "quick", {}, quirks="reference", data=None)
     assert all(s.option(k) is True for _, s in rows for k in QUIRKS)
     assert [s.option("quirk_student_random_init") for _, s in rows] == [None] * 4 + [True]
+
+
+def test_the_weights_default_to_the_reference_share_and_quirks_reference_restores_the_reference_weights():
+    """Since 0.10 alpha = 30 and lambda = 1000 by default (the shares of the gradient that the reference
+    code's alpha = 1 and lambda = 100 had in its objective); under --quirks reference, which restores that
+    objective, the reference code's own weights come back, unless given with --opt; in compare's rows too."""
+    from msde_bench.api import build_spec
+    from msde_bench.spec_build import compare_specs as build_specs
+
+    plain = {p: build_spec("resnet18", p, recipe="quick", device="cpu") for p in ("contrastive", "distill")}
+    assert plain["contrastive"].option("alpha") == 30.0 and plain["distill"].option("lambda") == 1000.0
+    ref = {p: build_spec("resnet18", p, recipe="quick", device="cpu", quirks="reference")
+           for p in ("contrastive", "distill")}
+    assert ref["contrastive"].option("alpha") == 1.0 and ref["distill"].option("lambda") == 100.0
+    given = build_spec("resnet18", "contrastive", recipe="quick", device="cpu", quirks="reference",
+                       options=["alpha=5"])
+    assert given.option("alpha") == 5.0
+    rows = dict(build_specs("resnet18", "quick", {}, quirks="reference", data=None))
+    assert [s.option("alpha") for s in rows.values() if s.paradigm == "contrastive"] == [1.0]
+    assert [s.option("lambda") for s in rows.values() if s.paradigm == "distill"] == [100.0]
 
 
 def test_quirk_student_random_init(tiny_root, tmp_path):

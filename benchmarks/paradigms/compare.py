@@ -171,7 +171,9 @@ def table(base: dict, rows: dict, paradigm: str) -> list[str]:
     return out
 
 
-def figure(base: dict, rows: dict, path: Path) -> None:
+def figure(base: dict, rows: dict, path: Path, reference: dict | None = None) -> None:
+    """The sensitivity curves; `reference`: {paradigm: the reference objective's share} (a grey
+    dotted line on the share axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,6 +203,9 @@ def figure(base: dict, rows: dict, path: Path) -> None:
         sx = [xi for xi, (s, kind) in zip(x, shares) if s is not None and kind == "gradient"]
         sy = [100 * s for s, kind in shares if s is not None and kind == "gradient"]
         twin.plot(sx, sy, color="grey", marker="s", linestyle="--", label="cross-view share of the gradient")
+        if reference and reference.get(paradigm):
+            twin.axhline(100 * reference[paradigm], color="grey", linestyle=":", linewidth=1,
+                         label=f"share in the reference code's objective ({_pct(reference[paradigm], 'gradient')})")
         twin.set_ylabel("cross-view share of the gradient (%)", color="grey")
         twin.set_ylim(0, 100)
         lines = ax.get_legend_handles_labels()
@@ -242,8 +247,9 @@ def main() -> int:
             print(f"Largest masked change so far: {WEIGHT[paradigm]} = {w:g}, {c['d']:+.3f} [{c['ci'][0]:+.3f}, "
                   f"{c['ci'][1]:+.3f}], p = {c['p']:.2g} ({verdict}; this comparison detects {c['mde']:.3f} with 80 % "
                   "power). Picking the best of several weights on these test folds would be a choice made on the "
-                  "test folds: the defaults are decided from the complete curve, and a weight used for a "
-                  "leaderboard row is chosen on validation (`--select-on val`).\n")
+                  "test folds: the defaults are set by the share of the gradient (\"The reference objective\" "
+                  "below), and a weight used for a leaderboard row is a default or chosen on validation "
+                  "(`--select-on val`).\n")
     refs = reference_runs(args.results)
     print("## The reference objective\n")
     print("The reference code's classifier ends in softmax and its loss applies log-softmax again "
@@ -258,11 +264,16 @@ def main() -> int:
             print(f"- {paradigm}: of the swept weights, {WEIGHT[paradigm]} = {x:g} gives the share nearest the "
                   f"reference code's objective ({_pct(sh, 'gradient')}, mean over folds and epochs, against "
                   f"{_pct(theirs, 'gradient')}).")
+        print("\nThe defaults since 0.10 are these weights (contrastive alpha = 30, distill lambda = 1000; "
+              "`--quirks reference` restores the reference objective and its weights, alpha = 1 and lambda = "
+              "100): the paradigms then train with the balance of terms the reference code trained with. The "
+              "choice looks at the share of the gradient, a training quantity, and at no test accuracy.")
         print()
     else:
         print("Not yet trained (the sweep of reference.toml resumes where it stopped).\n")
     if args.figure is not None:
-        figure(base, rows, args.figure)
+        figure(base, rows, args.figure, {p: fold_share(r) for (p, objective), r in refs.items()
+                                          if objective == "reference"})
         print(f"![sensitivity]({args.figure.name})\n")
     return 0
 

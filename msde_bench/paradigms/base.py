@@ -106,6 +106,10 @@ class Paradigm(ABC):
     cross_view_terms: tuple[str, ...] = ()
     #: what each weight option does to its term's share of the gradient (`msde-bench paradigms`)
     weights_help = ""
+    #: option values of the reference code that differ from the defaults, set under `--quirks
+    #: reference` (which restores the reference code's objective) unless given with --opt; e.g.
+    #: contrastive's alpha = 1, whose default gives the alignment the share it had in that objective
+    reference_options: dict[str, Any] = {}
 
     def __init__(self, options: dict[str, Any]):
         self.opts = {k: options[k] for k in self.options}
