@@ -65,7 +65,7 @@ def test_a_run_records_candidates_and_the_leaderboard_labels_it(tiny_root, tmp_p
     path = next(tmp_path.glob("*.json"))
     result = json.loads(path.read_text())
     assert result["spec"]["candidates"] == {"alpha": [1.0, 100.0]} and result["spec"]["select_on"] == "val"
-    assert result["spec"]["options"]["alpha"] == 1.0  # the default stays; each fold's choice is in its record
+    assert result["spec"]["options"]["alpha"] == 30.0  # the default stays; each fold's choice is in its record
     w = result["folds"][0]["weights_chosen"]
     assert len(w["candidates"]) == 2 and w["chosen"]["alpha"] in (1.0, 100.0)
     show = CliRunner().invoke(main, ["results", "show", str(path)])
