@@ -247,7 +247,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     seed = derive_seed(spec.seed, "fold", fold.index)
     recorded, pretrained = spec, None  # `recorded`: the spec as results and saved models name it
     if is_pretrain(spec.init):  # the harness's pretrained start: trained once, cached, loaded like any --init
-        path, pretrained = PT.ensure(spec, device, fit=fit_model, console=console)
+        path, pretrained = PT.ensure(spec, device, fit=fit_model, console=console,
+                                     **({"checkpoint_minutes": checkpoints.policy.minutes} if checkpoints else {}))
         spec = spec.with_(init=str(path))
     check_init_subjects(spec.init, spec.data, fold.index, fold.test_subjects)
     weights = None  # the nested selection's record
