@@ -38,7 +38,7 @@ from msde_bench import evaluation as _evaluation
 from msde_bench import results as _results
 from msde_bench import spec_build as _build
 from msde_bench import sweep as _sweep
-from msde_bench.cellstate import DEFAULT_MINUTES as DEFAULT_CHECKPOINT_MINUTES
+from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.data.msde import read_msde
 from msde_bench.data.pairs import ImageCache, Pair, PairedDataset
 from msde_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -99,7 +99,7 @@ def spec_from_result(path: str | Path, *, device: str | None = None) -> RunSpec:
 def run_spec(spec: RunSpec, dataset: PairedDataset | None = None, *, out: str | Path = "results",
              resume: bool = False, console: Console | None = None, progress: bool | str | None = None,
              save_models: bool | None = None, log_samples: bool = False, track: Sequence[str] = (),
-             track_dir: str | Path | None = None, checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES,
+             track_dir: str | Path | None = None, checkpoint_minutes: float = CHECKPOINT_MINUTES,
              keep_checkpoints: bool = False) -> tuple[dict, Path]:
     """Runs a ready spec (e.g. one read back from a result file); returns (result, path).
     `log_samples`: each fold also writes its per-image predictions (msde_bench.samples); `track`:
@@ -169,7 +169,7 @@ def evaluate_benchmark(target: str | Path, *, data: str | None = None, model: st
 
 def plan_sweep(grid: str | Path, *, out: str | Path | None = None, save_models: bool = False, compile: bool = False,
                log_samples: bool = False, max_runs: int = MAX_RUNS, track: Sequence[str] = (),
-               track_dir: str | Path | None = None, checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES,
+               track_dir: str | Path | None = None, checkpoint_minutes: float = CHECKPOINT_MINUTES,
                keep_checkpoints: bool = False) -> _sweep.SweepPlan:
     """The cells of a grid file (`msde-bench sweep GRID --dry-run`): every run resolved to its
     spec (a bad entry is an error naming it, before anything runs), each cell done, to run or

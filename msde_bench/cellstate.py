@@ -46,9 +46,6 @@ from msde_bench.errors import MsdeError
 
 CHECKPOINT_FORMAT = "msde-bench/cell-checkpoint/1"
 
-#: the default time between two checkpoints within an epoch (every epoch's end saves one as well)
-DEFAULT_MINUTES = CHECKPOINT_MINUTES
-
 _NUMPY = "__numpy__"
 
 
@@ -59,7 +56,7 @@ class Policy:
     after every step); `keep` leaves the files after the cell is written."""
 
     resume: bool = False
-    minutes: float = DEFAULT_MINUTES
+    minutes: float = CHECKPOINT_MINUTES
     keep: bool = False
 
     def __post_init__(self) -> None:

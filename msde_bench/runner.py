@@ -38,6 +38,7 @@ from msde_bench import samples as S
 from msde_bench import selection as SEL
 from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
+from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimizer_impl
 from msde_bench.errors import FoldFailed, MsdeError, ResultError
@@ -615,7 +616,7 @@ def preflight(spec: RunSpec, dataset: PairedDataset, folds: list[P.Fold], consol
 def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: bool = False,
         console: Console | None = None, show_progress: bool | str | None = None,
         save_models: bool | None = None, log_samples: bool = False,
-        track: Tracking | None = None, checkpoint_minutes: float = CS.DEFAULT_MINUTES,
+        track: Tracking | None = None, checkpoint_minutes: float = CHECKPOINT_MINUTES,
         keep_checkpoints: bool = False) -> tuple[dict, Path]:
     """Runs every selected fold of a spec as cells and writes the result file; returns (result, path).
 

@@ -120,6 +120,15 @@ def check_end_to_end(name: str, paradigm: str, root, out, *, options=None) -> di
     return result
 
 
+def _record_numbers(obj):
+    """A fold record without what a stop may change: its timings, and where a distill teacher came
+    from (trained by the first run, loaded from the teacher cache by the next)."""
+    if isinstance(obj, dict):
+        return {k: _record_numbers(v) for k, v in obj.items()
+                if "seconds" not in k and "per_second" not in k and k != "teacher"}
+    return [_record_numbers(v) for v in obj] if isinstance(obj, list) else obj
+
+
 class _Stopped(BaseException):
     """check_resume's stand-in for kill -9 (nothing of the training saves after it)."""
 
@@ -175,14 +184,8 @@ def check_resume(name: str, paradigm: str, root, out, *, options=None) -> dict:
         Trainer.train_step = step
     resumed = run(out / "stopped", Policy(resume=True))
 
-    def numbers(obj):
-        if isinstance(obj, dict):
-            return {k: numbers(v) for k, v in obj.items()
-                    if "seconds" not in k and "per_second" not in k and k != "teacher"}
-        return [numbers(v) for v in obj] if isinstance(obj, list) else obj
-
     assert resumed.get("resumed"), f"{name} under {paradigm}: the second run did not resume from its checkpoint"
-    a, b = numbers(ref["record"]), numbers(resumed["record"])
+    a, b = _record_numbers(ref["record"]), _record_numbers(resumed["record"])
     differ = sorted(k for k in a if a[k] != b.get(k))
     assert not differ, (f"{name} under {paradigm}: resumed after a stop, the record differs in {differ}: the method "
                         "keeps training state outside state_dict() and resume_state()")

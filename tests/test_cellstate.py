@@ -22,6 +22,7 @@ from msde_bench.data.pairs import ImageCache
 from msde_bench.errors import MsdeError
 from msde_bench.runner import cells_of, run_cell
 from msde_bench.spec import RunSpec
+from msde_bench.testing import _record_numbers
 from msde_bench.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,17 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 class Killed(BaseException):
     """Stands for kill -9: nothing of the training's own saves the state after it."""
-
-
-def _numbers(obj):
-    """A record without its timings (the only numbers a stop may change) and where a distill teacher
-    came from (trained by the first run, loaded from the teacher cache by the next)."""
-    if isinstance(obj, dict):
-        return {k: _numbers(v) for k, v in obj.items()
-                if "seconds" not in k and "per_second" not in k and k != "teacher"}
-    if isinstance(obj, list):
-        return [_numbers(v) for v in obj]
-    return obj
 
 
 #: a small timm model (0.6 M parameters): a checkpoint after every step stays cheap
@@ -105,7 +95,7 @@ def test_a_killed_cell_resumes_to_the_same_record(tiny_root, baseline, tmp_path,
     ckpt = out / cell.run_id / "fold0.ckpt"
     assert ckpt.is_file() and not cell.path(out).exists()
     resumed = _run(cell, fold, ds, out, CS.Policy(resume=True, minutes=minutes))
-    assert _numbers(resumed["record"]) == _numbers(ref["record"])
+    assert _record_numbers(resumed["record"]) == _record_numbers(ref["record"])
     epoch, step = divmod(kill_at - 1, per_epoch)
     assert resumed["resumed"] == [dict(phase="fold", epoch=epoch, step=step,
                                        seconds_kept=resumed["resumed"][0]["seconds_kept"])]
@@ -162,7 +152,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line_and_the_fold_trai
         assert words in said[0]
     path.write_bytes(cases["truncated"])  # the run itself: warns, trains from the start, same numbers
     obj = _run(cell, fold, ds, out, CS.Policy(resume=True))
-    assert "resumed" not in obj and _numbers(obj["record"]) == _numbers(ref["record"])
+    assert "resumed" not in obj and _record_numbers(obj["record"]) == _record_numbers(ref["record"])
 
 
 def test_a_full_disk_while_saving_stops_the_run_naming_the_file_and_keeps_the_last_checkpoint(
@@ -206,7 +196,7 @@ def test_a_nested_selection_resumes_without_training_a_scored_candidate_again(ti
     monkeypatch.setattr(Trainer, "train_step", count)
     resumed = _run(cell, fold, ds, out, CS.Policy(resume=True))
     assert len(trainers) == total - first - 1  # neither the first candidate nor the second's first step again
-    assert _numbers(resumed["record"]) == _numbers(ref["record"])
+    assert _record_numbers(resumed["record"]) == _record_numbers(ref["record"])
     assert [r["phase"] for r in resumed["resumed"]] == [names[0][len("fold0."):-len(".ckpt")]] or \
         [r["phase"] for r in resumed["resumed"]] == [names[1][len("fold0."):-len(".ckpt")]]
 
@@ -250,7 +240,7 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_record(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resumed fold 0 at " in done.stderr
     cell = json.loads(next((tmp_path / "out").glob("*/fold0.json")).read_text())
-    assert _numbers(cell["record"]) == _numbers(ref["record"])
+    assert _record_numbers(cell["record"]) == _record_numbers(ref["record"])
     where = cell["resumed"][0]
     assert where["phase"] == "fold" and where["epoch"] * 100 + where["step"] > 0
     assert not list((tmp_path / "out").glob("*/*.ckpt"))
