@@ -24,7 +24,7 @@ from msde_bench.options import QUIRK_SETS
 from msde_bench.progress import PROGRESS_MODES, progress_mode
 from msde_bench.protocol import PROTOCOLS
 from msde_bench.results import FORMATS as RESULT_FORMATS
-from msde_bench.spec import BUDGETS, PRECISIONS, RECIPE_NAMES
+from msde_bench.spec import BUDGETS, OPTIMIZERS, PRECISIONS, RECIPE_NAMES, SCHEDULES
 
 
 class _Group(click.Group):
@@ -100,6 +100,47 @@ TRACK_OPTIONS = (
 )
 
 
+#: the recipe's training knobs `run` and `compare` can override (each a RunSpec field, a grid key; None:
+#: the recipe's value)
+TRAINING_OPTIONS = (
+    click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+                 help="Override the recipe's optimiser (adamw: decoupled weight decay)."),
+    click.option("--weight-decay", type=float, default=None, help="Override the recipe's weight decay."),
+    click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+                 help="Override the recipe's learning-rate schedule: multistep, exponential, step (stepped at each "
+                      "epoch's end); cosine (to 0 at the last step) or onecycle (torch's OneCycleLR), stepped every "
+                      "optimiser step."),
+    click.option("--warmup-epochs", type=float, default=None,
+                 help="A linear warm-up of the learning rate from 1 %% over this many epochs (fractions allowed), "
+                      "stepped every optimiser step; onecycle's rising part [default: the recipe's, 0: none]."),
+    click.option("--augment", default=None, metavar="AUG",
+                 help="Override the recipe's training augmentation: paper, none, or steps joined by + in this order: "
+                      "flip, crop (pad 1/12 of the side, random crop back), affine (rotate +-10 deg, scale 0.9-1.1), "
+                      "erase (random erasing, p 0.5); e.g. flip+crop+erase. Each draw is shared by a pair's views."),
+    click.option("--label-smoothing", type=float, default=None,
+                 help="Label smoothing of the classification cross-entropy (methods that apply it: resnet18 and "
+                      "timm models, arm) [default: the recipe's, 0]."),
+    click.option("--ema-decay", type=float, default=None,
+                 help="Keep an exponential moving average of the weights with this decay (e.g. 0.999), updated "
+                      "every step; the fold is evaluated and saved with it [default: the recipe's, 0: off]."),
+    click.option("--mixup", type=float, default=None,
+                 help="Mix each training batch with a permutation of itself (mixup), the weight drawn from "
+                      "Beta(a, a) with this a (e.g. 0.2); both views of a pair share the partner and weight "
+                      "(methods that apply it: resnet18 and timm models, arm) [default: 0, off]."),
+    click.option("--cutmix", type=float, default=None,
+                 help="CutMix with Beta(a, a) (e.g. 1.0): a box of the partner image pasted in; with --mixup too, "
+                      "each batch one or the other (p 0.5) [default: 0, off]."),
+    click.option("--tta", default=None, metavar="KINDS",
+                 help="Also score each fold with test-time augmentation: flip (the image and its mirror), 10crop "
+                      "(corner and centre crops of side W - W/12, 44 px at 48, and their mirrors), or flip,10crop; "
+                      "recorded beside the fold's numbers as `tta`, never instead of them (clean and holdout "
+                      "protocols)."),
+)
+#: their parameter names
+TRAINING_KEYS = ("optimizer", "weight_decay", "schedule", "warmup_epochs", "augment", "label_smoothing", "ema_decay",
+                 "mixup", "cutmix", "tta")
+
+
 def run_options(*, single: bool):
     """The options `run` (single=True) and `compare` share; `--paradigm` only for run."""
     def decorate(f):
@@ -146,6 +187,7 @@ def run_options(*, single: bool):
             click.option("--image-size", type=int, default=None, help="Override the recipe's input size (px)."),
             click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size."),
             click.option("--lr", type=float, default=None, help="Override the recipe's learning rate."),
+            *TRAINING_OPTIONS,
             click.option("--seed", type=int, default=0,
                          help="Fixes splits, initialisation, data order and augmentation."),
             click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."),
@@ -261,7 +303,7 @@ def _header(console, spec, dev) -> None:
 def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
         batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress, test_data,
         show_traceback, log_samples, track, track_dir, spec_file, resume, checkpoint_minutes, keep_checkpoints,
-        save_models, select_on):
+        save_models, select_on, **training):
     """Train and evaluate one model with one paradigm under the MSD-E protocol.
 
     Writes one JSON result file under --out and prints non-masked, masked and overall accuracy
@@ -286,7 +328,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
                                    "precision", "quirks", "run_folds",
                                    "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained", "test_data",
-                                   "select_on")
+                                   "select_on", *TRAINING_KEYS)
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
             raise MsdeError(f"--spec {spec_file}: cannot be combined with --{given[0].replace('_', '-')}")
@@ -299,7 +341,8 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
                                          device=device, init=init, epochs=epochs, folds=folds, budget=budget,
                                          precision=precision, quirks=quirks, run_folds=run_folds,
                                          image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                                         pretrained=pretrained, test_data=test_data, select_on=select_on)
+                                         pretrained=pretrained, test_data=test_data, select_on=select_on,
+                                         **training)
         dev = spec.device
     _header(console, spec, dev)
     with _plugin_tracebacks(show_traceback):
@@ -336,7 +379,7 @@ def summary_table(result: dict) -> str:
               help="Table format (tabulate).")
 def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks, budget, run_folds, image_size,
             batch_size, lr, seed, device, threads, compile_, opts, init, pretrained, progress, no_progress,
-            test_data, show_traceback, log_samples, track, track_dir, save_models, fmt):
+            test_data, show_traceback, log_samples, track, track_dir, save_models, fmt, **training):
     """Run every paradigm for one model and print the paper-style comparison table.
 
     Rows: baseline trained on non-masked, masked and mixed images, contrastive, distill, all with
@@ -363,7 +406,7 @@ def compare(model, data, out, recipe, protocol, epochs, folds, precision, quirks
                                      run_folds=run_folds, image_size=image_size, batch_size=batch_size,
                                      lr=lr, seed=seed, pretrained=pretrained, test_data=test_data,
                                      log_samples=log_samples, save_models=save_models, track=track,
-                                     track_dir=track_dir)
+                                     track_dir=track_dir, **training)
     click.echo(C.table(rows, fmt))
     for r in rows:
         click.echo(f"{r['title']}: {r['path']}")

@@ -88,6 +88,13 @@ def method_options(model: str) -> dict[str, Option]:
     return dict(getattr(entry.obj, "options", None) or {}) if entry is not None else {}
 
 
+def applies_label_options(model: str) -> bool:
+    """Whether the method gives its cross-entropy the run's --label-smoothing, --mixup and --cutmix
+    (Method.applies_label_options; a plain timm model: PlainClassifier, which does)."""
+    entry = method_entry(model)
+    return bool(getattr(entry.obj if entry is not None else PlainClassifier, "applies_label_options", False))
+
+
 def official_recipe(model: str) -> dict:
     entry = method_entry(model)
     return dict(getattr(entry.obj, "official_recipe", None) or {}) if entry is not None else {}

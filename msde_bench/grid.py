@@ -37,8 +37,14 @@ KEYS = {
     "model": None, "paradigm": None, "data": None, "recipe": None, "protocol": None, "epochs": None, "folds": None,
     "budget": None, "precision": None, "quirks": None, "fold": "run_folds", "image_size": None, "batch_size": None,
     "lr": None, "seed": None, "device": None, "init": None, "pretrained": None, "opt": "options", "test_data": None,
-    "select_on": None,
+    "select_on": None, "optimizer": None, "weight_decay": None, "schedule": None, "warmup_epochs": None, "augment": None,
+    "label_smoothing": None, "ema_decay": None, "mixup": None, "cutmix": None, "tta": None,
 }
+
+
+#: the settings a run's label names when the grid gives them (besides model, paradigm, seed and --opt)
+LABEL_KEYS = ("epochs", "lr", "image_size", "batch_size", "optimizer", "weight_decay", "schedule", "warmup_epochs",
+              "augment", "label_smoothing", "ema_decay", "mixup", "cutmix")
 
 
 class GridError(FileError):
@@ -53,10 +59,13 @@ class Run:
     origin: str  # "product" or "include[i]"
 
     def label(self) -> str:
+        """model, paradigm, seed, the --opt values, then any training setting the run gives (epochs, lr,
+        image size, the recipe knobs)."""
         a = self.args
         opts = ",".join(f"{k}={v}" for k, v in sorted((a.get("options") or {}).items()))
+        knobs = " ".join(f"{k}={a[k]}" for k in LABEL_KEYS if a.get(k) is not None)
         return " ".join(str(x) for x in (a.get("model", "resnet18"), a.get("paradigm", "baseline"),
-                                          f"seed={a.get('seed', 0)}", opts) if x)
+                                          f"seed={a.get('seed', 0)}", opts, knobs) if x)
 
 
 def _norm(path: Path, table: dict, where: str) -> dict:

@@ -61,10 +61,12 @@ class FoldResult(TypedDict, total=False):
 #: (the set scored) and in_domain ({n_pairs, acc_non_masked, acc_masked, acc_overall} of the fold's own
 #: test pairs), its test_subjects being the scored set's; weights_chosen (since 0.9.0, `--select-on val`:
 #: {on, metric, chosen, candidates [{values, n_val_pairs, acc_non_masked, acc_masked, acc_overall}],
-#: n_inner_train_pairs, n_val_pairs, val_subjects}; msde_bench.selection)
+#: n_inner_train_pairs, n_val_pairs, val_subjects}; msde_bench.selection); tta (since 0.11.0, `--tta`:
+#: {kind: {acc_non_masked, acc_masked, acc_overall}} of the scored set with each test-time augmentation,
+#: beside the fold's own numbers; under a holdout's validation split too, as val.tta)
 OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
                       "paradigm", "init", "model_file", "val", "samples_file", "samples_sha256", "test_dataset",
-                      "in_domain", "weights_chosen")
+                      "in_domain", "weights_chosen", "tta")
 
 
 class RunResult(TypedDict, total=False):
@@ -418,10 +420,12 @@ def list_rows(results: list[dict]) -> list[dict]:
 
 def fold_rows(result: dict) -> list[dict]:
     """A result's per-fold numbers (`results show`): fold, test subjects and pairs, the metrics of
-    view `fold`."""
+    view `fold`, then any test-time augmentation's accuracies (`--tta`: "<kind> non_masked", ...)."""
     return [dict(fold=f["fold"], test_subjects=len(f["test_subjects"]), pairs=f["n_test_pairs"],
                  **{m.column: _rounded(f.get(m.key), m.digits) for m in metrics_in("fold")}, **_grad_shares(f),
-                 **({"chosen": _values_text(f["weights_chosen"]["chosen"])} if f.get("weights_chosen") else {}))
+                 **({"chosen": _values_text(f["weights_chosen"]["chosen"])} if f.get("weights_chosen") else {}),
+                 **{f"{kind} {view}": _rounded(acc[f"acc_{view}"], 4) for kind, acc in (f.get("tta") or {}).items()
+                    for view in ("non_masked", "masked")})
             for f in result["folds"]]
 
 

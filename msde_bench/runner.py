@@ -50,7 +50,7 @@ from msde_bench.spec import RunSpec, derive_seed, is_pretrain
 from msde_bench.spec_build import budget_rules_differ
 from msde_bench.trackers.base import TrackedCell
 from msde_bench.tracking import CellTracking, Tracking
-from msde_bench.training import Trainer, epoch_steps, evaluate
+from msde_bench.training import Trainer, epoch_steps, evaluate, evaluate_tta
 
 CELL_FORMAT = "msde-bench/cell/1"
 
@@ -331,10 +331,15 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
                       n_images=len(lines))
         rec["samples_sha256"] = S.write(samples_to, header, lines)
         rec["samples_file"] = f"{samples_to.parent.name}/{samples_to.name}"
+    if spec.tta:  # beside the fold's numbers (the scored set), never instead
+        test_cache, test_idx = (test_cache, test_idx) if spec.test_data else (cache, fold.test)
+        rec["tta"] = evaluate_tta(trainer.method, test_cache, test_idx, device, spec)
     if len(fold.val):  # the official validation split (holdout): scored beside the test split, never merged
         v = evaluate(trainer.method, cache, fold.val, device, spec)
         rec["val"] = dict(n_pairs=int(len(fold.val)), acc_non_masked=v["acc_non_masked"], acc_masked=v["acc_masked"],
                           acc_overall=v["acc_overall"])
+        if spec.tta:
+            rec["val"]["tta"] = evaluate_tta(trainer.method, cache, fold.val, device, spec)
     if history:
         rec["history"] = history
     if weights is not None:

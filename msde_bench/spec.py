@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from msde_bench.choices import augment_steps
 from msde_bench.errors import MsdeError, SpecError
 from msde_bench.protocol import PROTOCOLS
 
@@ -53,6 +54,38 @@ BUDGETS = ("steps", "epochs")
 
 #: --select-on: where each fold chooses among an option's candidate values (msde_bench.selection)
 SELECT_ON = ("val",)
+
+#: --optimizer: torch.optim.Adam, AdamW (decoupled weight decay) or SGD with momentum (training.make_optimizer)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+#: --schedule (training.make_scheduler): multistep (lr x gamma at each of `milestones`), exponential
+#: (x gamma every epoch), step (x gamma every `step_size` epochs), all stepped at an epoch's end;
+#: cosine (from lr to 0 over the run, after any warm-up) and onecycle (torch's OneCycleLR: up from
+#: lr / 25 to lr over the warm-up, default 30 % of the run, then cosine down to lr / 1e4), stepped
+#: every optimiser step
+SCHEDULES = ("multistep", "exponential", "step", "cosine", "onecycle")
+
+#: --tta: the test-time augmentations a run can score beside its plain numbers (training.tta_views)
+TTA_KINDS = ("flip", "10crop")
+
+#: the fields a spec leaves out of its dict (and so of its digest) at these values
+OPTIONAL_DEFAULTS = {"warmup_epochs": 0.0, "label_smoothing": 0.0, "ema_decay": 0.0, "mixup": 0.0, "cutmix": 0.0,
+                     "tta": ""}
+
+
+def tta_kinds(value: str) -> tuple[str, ...]:
+    """The kinds of a --tta value ("flip", "10crop" or "flip,10crop"; "" none); ValueError naming
+    what is wrong."""
+    if not value:
+        return ()
+    kinds = tuple(k.strip() for k in str(value).split(","))
+    unknown = [k for k in kinds if k not in TTA_KINDS]
+    if unknown:
+        raise ValueError(f"unknown test-time augmentation {unknown[0]!r}; use {' or '.join(TTA_KINDS)}, or both "
+                         "joined by a comma")
+    if kinds != tuple(k for k in TTA_KINDS if k in kinds):
+        raise ValueError(f"write each once, in the order {','.join(TTA_KINDS)}")
+    return kinds
 
 #: --precision: fp32, or autocast to bf16 (CUDA and CPU) or fp16 (CUDA, with a gradient scaler)
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -100,6 +133,24 @@ class RunSpec:
     #: without them keep their digests (run ids)
     candidates: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     select_on: str | None = None
+    #: the training knobs of issue 37's recipe search (0.11), each left out of the dict at its default
+    #: (OPTIONAL_DEFAULTS), so specs without them keep their digests (run ids):
+    #: - warmup_epochs: a linear warm-up of the learning rate from 1 % over this many epochs, stepped
+    #:   every optimiser step, before the schedule (cosine, onecycle: the warm-up is part of the cycle)
+    #: - label_smoothing: the cross-entropy's label smoothing (methods that declare `applies_label_options`)
+    #: - ema_decay: keep an exponential moving average of the weights (and buffers), updated after
+    #:   every optimiser step with this decay; the fold is evaluated, saved and recorded with it
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
+    #: --mixup / --cutmix: the Beta(a, a) of mixing each training batch with a permutation of itself
+    #: (0: off; both on: each batch one or the other, p 0.5, as timm's Mixup); the same partner,
+    #: weight and box for both views of a pair (LossState.mix)
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    #: --tta: test-time augmentations scored beside the fold's numbers (never instead of them), each
+    #: on the test split (and a holdout's validation split) as the fold record's `tta`
+    tta: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -111,6 +162,9 @@ class RunSpec:
             d["candidates"] = {k: list(v) for k, v in self.candidates}
         if d["select_on"] is None:
             del d["select_on"]
+        for key, default in OPTIONAL_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
         d["run_folds"] = list(self.run_folds)
         d["milestones"] = list(self.milestones)
         d["options"] = {k: v for k, v in self.options}
@@ -162,6 +216,33 @@ class RunSpec:
         number("gamma", self.gamma, 0, strict=True)
         number("step_size", self.step_size, 0, kind=int)
         number("seed", self.seed, 0, kind=int)
+        number("warmup_epochs", self.warmup_epochs, 0)
+        number("label_smoothing", self.label_smoothing, 0)
+        number("ema_decay", self.ema_decay, 0)
+        number("mixup", self.mixup, 0)
+        number("cutmix", self.cutmix, 0)
+        for name in ("label_smoothing", "ema_decay"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
+                out.append(f"--{name.replace('_', '-')} {value}: must be below 1")
+        if isinstance(self.warmup_epochs, (int, float)) and isinstance(self.epochs, int) \
+                and self.warmup_epochs >= self.epochs > 0:
+            out.append(f"--warmup-epochs {self.warmup_epochs:g}: must be fewer than the run's {self.epochs} epochs")
+        if self.optimizer not in OPTIMIZERS:
+            out.append(f"--optimizer {self.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            out.append(f"--schedule {self.schedule}: choose one of {', '.join(SCHEDULES)}")
+        try:
+            augment_steps(self.augment)
+        except ValueError as e:
+            out.append(f"--augment {self.augment}: {e}")
+        try:
+            tta_kinds(self.tta)
+        except ValueError as e:
+            out.append(f"--tta {self.tta}: {e}")
+        if self.tta and self.protocol == "faithful":
+            out.append(f"--tta {self.tta}: the faithful protocol scores the epoch it picks on the test fold; "
+                       "test-time augmentation is offered under clean and holdout only")
         if isinstance(self.seed, int) and self.seed > MAX_SEED:
             out.append(f"--seed {self.seed}: must be <= {MAX_SEED} (numpy seeds are 32-bit)")
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
@@ -222,7 +303,8 @@ MAX_SEED = 2**32 - 1
 #: every --recipe name: the two presets and the method's own published recipe
 RECIPE_NAMES = (*RECIPES, "official")
 _RECIPE_KEYS = ("lr", "weight_decay", "batch_size", "image_size", "epochs", "milestones", "gamma", "folds", "augment",
-                "optimizer", "momentum", "schedule", "step_size", "budget")
+                "optimizer", "momentum", "schedule", "step_size", "budget", "warmup_epochs", "label_smoothing",
+                "ema_decay", "mixup", "cutmix")
 
 
 def make_spec(*, model: str, paradigm: str, recipe: str, paper_lr: float | None = None, data: str | None = None,
@@ -252,6 +334,7 @@ def make_spec(*, model: str, paradigm: str, recipe: str, paper_lr: float | None 
         ratio = epochs / values["epochs"]
         values["milestones"] = tuple(max(1, round(m * ratio)) for m in values["milestones"])
         values["step_size"] = max(1, round(values["step_size"] * ratio)) if values["step_size"] else 0
+        values["warmup_epochs"] = values["warmup_epochs"] * ratio
     for k, v in overrides.items():
         if v is not None:
             values[k] = v

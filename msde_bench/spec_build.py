@@ -20,6 +20,7 @@ from msde_bench.data.pairs import PairedDataset
 from msde_bench.device import check_precision, default_precision, resolve_device
 from msde_bench.errors import MsdeError
 from msde_bench.factory import (
+    applies_label_options,
     build_paradigm,
     method_entry,
     method_options,
@@ -48,6 +49,11 @@ def build_spec(model: str = "resnet18", paradigm: str = "baseline", *, data: str
         overrides["candidates"] = check_candidates(model, paradigm, lists)
     spec = make_spec(model=model, paradigm=paradigm, recipe=recipe, paper_lr=paradigm_class(paradigm).paper_lr,
                      data=data, options=opts, official=official_recipe(model), **overrides)
+    for flag in ("label_smoothing", "mixup", "cutmix"):
+        value = getattr(spec, flag)
+        if value and not applies_label_options(model):
+            raise MsdeError(f"--{flag.replace('_', '-')} {value:g}: model {model!r} computes its own losses and does not "
+                            "declare applies_label_options, so it would train without it; leave it out for this model")
     return canonical_spec(spec)
 
 

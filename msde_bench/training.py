@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -17,22 +18,22 @@ from msde_bench import metrics as M
 from msde_bench.cellstate import Checkpoint, random_states, set_random_states
 from msde_bench.checkpoints import cpu_state
 from msde_bench.data.pairs import ImageCache
-from msde_bench.data.transforms import PairedAugment
+from msde_bench.data.transforms import PairedAugment, crop_padding
 from msde_bench.device import autocast, channels_last, check_precision, compile_setting, optimizer_impl
 from msde_bench.errors import MsdeError
 from msde_bench.models.base import Method, input_normalisation
 from msde_bench.paradigms.base import BATCH_VIEWS, Batch, Paradigm
-from msde_bench.spec import RunSpec
+from msde_bench.spec import OPTIMIZERS, SCHEDULES, TTA_KINDS, RunSpec, tta_kinds
 
 if TYPE_CHECKING:
     from msde_bench.progress import RunProgress
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("multistep", "exponential", "step")
+#: the warm-up's first learning rate, as a fraction of the schedule's (RunSpec.warmup_epochs)
+WARMUP_START = 0.01
 
 
 def make_optimizer(spec: RunSpec, groups: list[dict], device: torch.device | None = None) -> torch.optim.Optimizer:
-    """Adam or SGD over the method's parameter groups; a group's `lr_scale` multiplies the lr;
+    """Adam, AdamW or SGD over the method's parameter groups; a group's `lr_scale` multiplies the lr;
     fused where optimizer_impl says so."""
     groups = [dict(g) for g in groups]
     for g in groups:
@@ -40,13 +41,16 @@ def make_optimizer(spec: RunSpec, groups: list[dict], device: torch.device | Non
     fused = {"fused": True} if device is not None and optimizer_impl(device) == "fused" else {}
     if spec.optimizer == "adam":
         return torch.optim.Adam(groups, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, **fused)
-    raise MsdeError(f"unknown optimizer {spec.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
+    raise MsdeError(f"unknown optimizer {spec.optimizer!r}; use {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
-    """Stepped once per epoch."""
+    """The schedule stepped once per epoch (multistep, exponential, step), or None for the ones
+    stepped every optimiser step (make_step_scheduler)."""
     sched = torch.optim.lr_scheduler
     if spec.schedule == "multistep":
         return sched.MultiStepLR(optimizer, list(spec.milestones), spec.gamma)
@@ -54,7 +58,81 @@ def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
         return sched.ExponentialLR(optimizer, spec.gamma)
     if spec.schedule == "step":
         return sched.StepLR(optimizer, max(1, spec.step_size), spec.gamma)
+    if spec.schedule in SCHEDULES:
+        return None
     raise MsdeError(f"unknown schedule {spec.schedule!r}; use {', '.join(SCHEDULES)}")
+
+
+def warmup_steps(spec: RunSpec, steps_per_epoch: int) -> int:
+    """The optimiser steps of the run's warm-up (RunSpec.warmup_epochs; 0: none)."""
+    return round(spec.warmup_epochs * steps_per_epoch) if spec.warmup_epochs > 0 else 0
+
+
+def make_step_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """What is stepped after every optimiser step, or None: cosine (a linear warm-up from
+    WARMUP_START x lr over the warm-up's steps, then half a cosine from lr to 0 at the run's last
+    step), onecycle (torch's OneCycleLR over the run: its warm-up the run's, default 30 %), and
+    for the epoch schedules a linear warm-up (torch's LinearLR, which composes with them) when the
+    spec asks for one."""
+    sched = torch.optim.lr_scheduler
+    total = max(1, spec.epochs * steps_per_epoch)
+    warm = min(warmup_steps(spec, steps_per_epoch), total - 1)
+    if spec.schedule == "cosine":
+        def factor(step: int) -> float:
+            if step < warm:
+                return WARMUP_START + (1 - WARMUP_START) * step / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return sched.LambdaLR(optimizer, factor)
+    if spec.schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+                                pct_start=warm / total if warm else 0.3)
+    if warm:
+        return sched.LinearLR(optimizer, start_factor=WARMUP_START, end_factor=1.0, total_iters=warm)
+    return None
+
+
+class Mix(NamedTuple):
+    """One batch's mixing (--mixup / --cutmix): image i becomes `weight` of itself and the rest of
+    image partner[i] (mixup), or image i with the rows top:bottom and columns left:right of
+    partner[i] pasted in (cutmix; `weight` is then the share of image i left)."""
+
+    partner: torch.Tensor
+    weight: float
+    box: tuple[int, int, int, int] | None = None
+
+
+def draw_mix(spec: RunSpec, n: int, gen: torch.Generator, device: torch.device) -> Mix | None:
+    """The mixing of a batch of n items, drawn from the data-order generator (so a seed and a resume
+    give the same draws): the partner permutation, then the weight from Beta(a, a) (numpy's, seeded
+    from `gen`) and, for cutmix, the box (timm's rule: side sqrt(1 - weight), clipped, the weight
+    made the exact share left). With both on, each batch picks one with probability 0.5."""
+    if not (spec.mixup or spec.cutmix):
+        return None
+    partner = torch.randperm(n, generator=gen)
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
+    cut = bool(spec.cutmix) and (not spec.mixup or rng.random() < 0.5)
+    weight = float(rng.beta(spec.cutmix, spec.cutmix) if cut else rng.beta(spec.mixup, spec.mixup))
+    if not cut:
+        return Mix(partner.to(device), weight)
+    h = w = spec.image_size
+    ch, cw = int(h * math.sqrt(1 - weight)), int(w * math.sqrt(1 - weight))
+    cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    left, right = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    weight = 1 - (bottom - top) * (right - left) / (h * w)
+    return Mix(partner.to(device), weight, (top, bottom, left, right))
+
+
+def mix_images(x: torch.Tensor, mix: Mix) -> torch.Tensor:
+    """A batch mixed as `mix` says (draw_mix)."""
+    other = x[mix.partner.to(x.device)]
+    if mix.box is None:
+        return x * mix.weight + other * (1 - mix.weight)
+    top, bottom, left, right = mix.box
+    out = x.clone()
+    out[..., top:bottom, left:right] = other[..., top:bottom, left:right]
+    return out
 
 
 def budget_plan(spec: RunSpec, paradigm: Paradigm) -> tuple[int, int]:
@@ -149,6 +227,15 @@ class Trainer:
         if device.type == "cuda":  # fixed input sizes: let cuDNN pick the fastest convolution algorithms
             torch.backends.cudnn.benchmark = True
         self.scheduler = make_scheduler(spec, self.optimizer)
+        #: the schedule stepped every optimiser step (make_step_scheduler): made by fit, which knows the steps
+        self.step_scheduler = None
+        #: the average of the weights under --ema-decay (torch's AveragedModel), updated after every step
+        self.ema = None
+        if spec.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.method, multi_avg_fn=get_ema_multi_avg_fn(spec.ema_decay),
+                                     use_buffers=True)
         self.items_per_batch, self.passes = budget_plan(spec, paradigm)
         check_precision(spec.precision, device)
         # fp16 needs loss scaling; bf16 has fp32's range and does not
@@ -178,7 +265,11 @@ class Trainer:
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if self.step_scheduler is not None:
+            self.step_scheduler.step()
         self.method.after_step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.method)
         return out
 
     def batch_views(self) -> str:
@@ -238,11 +329,15 @@ class Trainer:
                 nm = self.augment.one(pin(cache.non_masked[pairs]), gen, self.device)
             else:
                 m = self.augment.one(pin(cache.masked[pairs]), gen, self.device)
+            mix = draw_mix(self.spec, len(items), gen, self.device)
+            if mix is not None:
+                nm, m, images = (None if t is None else mix_images(t, mix) for t in (nm, m, images))
             if last:
                 nm, m, images = (None if t is None else t.contiguous(memory_format=torch.channels_last)
                                  for t in (nm, m, images))
             yield Batch(nm, m, to(cache.labels[pairs]), None if view is None else to(view), to(pairs), epoch,
-                        first_step + step, seed, len(cache), images)
+                        first_step + step, seed, len(cache), images, self.spec.label_smoothing,
+                        None if mix is None else (mix.partner, mix.weight))
 
     def fit(self, cache: ImageCache, train_idx: np.ndarray, gen: torch.Generator,
             on_epoch: Callable[[int], None] | None = None, progress: RunProgress | None = None,
@@ -266,6 +361,7 @@ class Trainer:
         steps = self.steps_per_epoch(len(train_idx))
         # Batch.step numbers batch slots (a dropped one-item last batch keeps its number)
         slots = -(-self._items_per_epoch(len(train_idx)) // self.items_per_batch)
+        self.step_scheduler = make_step_scheduler(self.spec, self.optimizer, steps)
         saved = checkpoint.load() if checkpoint is not None else None
         history: list[dict] = []
         n_images, first_epoch, skip, before = 0, 0, 0, 0.0
@@ -284,7 +380,6 @@ class Trainer:
             self.method.on_epoch_start(epoch)
             if progress:
                 progress.start_epoch(epoch, steps)
-            lr = self.optimizer.param_groups[0]["lr"]
             resumed = saved is not None and epoch == first_epoch and skip > 0
             if resumed:  # the running sums of the epoch's first `skip` batches
                 acc = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else
@@ -293,9 +388,11 @@ class Trainer:
                 epoch_gen = saved["epoch_gen"]
                 gen.set_state(epoch_gen)
             else:
+                # lr: the epoch's first (a schedule stepped every step has moved on by a resume)
                 acc = dict(sums={}, correct=torch.zeros((), device=self.device), seen=0, shares={}, n_measured=0,
-                           epoch_images=n_images)
+                           epoch_images=n_images, lr=self.optimizer.param_groups[0]["lr"])
                 epoch_gen = gen.get_state()
+            lr = acc.get("lr", self.optimizer.param_groups[0]["lr"])
             sums, shares = acc["sums"], acc["shares"]  # shares: summed on the device, read at the epoch's end
             shown = time.perf_counter()
             measure = measured_batches(steps)
@@ -339,7 +436,8 @@ class Trainer:
                 raise MsdeError(f"epoch {epoch + 1} had no batch to train on: {len(train_idx)} training pairs in "
                                 f"batches of {self.items_per_batch} (a batch needs 2 items); lower --batch-size or "
                                 "use more data")
-            self.scheduler.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             record = {k: float(v) / max(seen, 1) for k, v in sums.items()}
             bad = sorted(k for k, v in record.items() if not math.isfinite(v))
             if bad:  # checked once an epoch: no host sync per step
@@ -354,14 +452,31 @@ class Trainer:
             if on_record is not None:
                 on_record(epoch + 1, record)
             if on_epoch is not None:
-                on_epoch(epoch)
+                with self.averaged():
+                    on_epoch(epoch)
                 self.method.train()
             if checkpoint is not None:
                 checkpoint.save(self._state(epoch + 1, 0, gen, gen.get_state(), None, history, n_images,
                                             before + time.perf_counter() - t0, extra))
         seconds = before + time.perf_counter() - t0
+        if self.ema is not None:  # from here on the fold is its weights' average: evaluated, saved, recorded
+            self.method.load_state_dict(self.ema.module.state_dict())
         return dict(train_seconds=seconds, train_images_per_second=n_images / seconds if seconds else 0.0,
                     train_history=history)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The method with the weights' average (--ema-decay) in it for the duration (an evaluation
+        between epochs: the faithful protocol's), its own weights back after; a no-op without EMA."""
+        if self.ema is None:
+            yield
+            return
+        own = {k: v.clone() for k, v in self.method.state_dict().items()}
+        self.method.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield
+        finally:
+            self.method.load_state_dict(own)
 
     # -- the training state (msde_bench.cellstate) -----------------------------------------------
 
@@ -379,7 +494,9 @@ class Trainer:
             return v
 
         return dict(epoch=epoch, step=step, model=cpu_state(self.method), optimizer=cpu(self.optimizer.state_dict()),
-                    scheduler=self.scheduler.state_dict(),
+                    scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+                    step_scheduler=self.step_scheduler.state_dict() if self.step_scheduler is not None else None,
+                    ema=cpu(self.ema.state_dict()) if self.ema is not None else None,
                     scaler=self.scaler.state_dict() if self.scaler is not None else None,
                     method=cpu(self.method.resume_state()), paradigm=cpu(self.paradigm.resume_state()),
                     gen=gen.get_state(), epoch_gen=epoch_gen.clone(), random=random_states(),
@@ -389,7 +506,12 @@ class Trainer:
     def _load_state(self, state: dict, gen: torch.Generator) -> None:
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.step_scheduler is not None:
+            self.step_scheduler.load_state_dict(state["step_scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.method.load_resume_state(state["method"])
@@ -398,15 +520,33 @@ class Trainer:
         set_random_states(state["random"])
 
 
+def tta_views(x: torch.Tensor, kind: str) -> list[torch.Tensor]:
+    """The inputs one test-time augmentation averages over (spec.TTA_KINDS): flip, the image and its
+    mirror; 10crop, the four corner crops and the centre crop of side W - crop_padding(W) (44 px at
+    48, as the FER-2013 recipes that train on random 44 px crops test) and their mirrors, scored at
+    that size (the models pool adaptively)."""
+    if kind == "flip":
+        return [x, x.flip(3)]
+    if kind == "10crop":
+        h, w = x.shape[-2:]
+        c = w - crop_padding(w)
+        top, left = (h - c) // 2, (w - c) // 2
+        crops = [x[..., :c, :c], x[..., :c, w - c:], x[..., h - c:, :c], x[..., h - c:, w - c:],
+                 x[..., top:top + c, left:left + c]]
+        return crops + [t.flip(3) for t in crops]
+    raise MsdeError(f"unknown test-time augmentation {kind!r}; use {', '.join(TTA_KINDS)}")
+
+
 @torch.no_grad()
 def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device,
             batch_size: int = 128, augment: PairedAugment | None = None,
-            precision: str = "fp32", probabilities: bool = False) -> tuple[np.ndarray, ...]:
+            precision: str = "fp32", probabilities: bool = False, tta: str | None = None) -> tuple[np.ndarray, ...]:
     """Predictions for both views of the given pairs: (labels, pred non-masked, pred masked), as
     labels in the MSD-E order (the head's outputs stand for `cache.classes`). With `probabilities`,
     also each view's class probabilities (softmax of the logits, float32, N x len(cache.classes),
     columns in `cache.classes` order): (labels, pred nm, pred m, prob nm, prob m). The predictions
-    are the same either way (the argmax of the same logits)."""
+    are the same either way (the argmax of the same logits). With `tta` (tta_views), each image's
+    prediction is the argmax of its views' mean softmax (the probabilities are that mean)."""
     augment = augment or PairedAugment("none")
     cache = place_cache(cache, device)
     method.eval()
@@ -420,6 +560,14 @@ def predict(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.de
                 x = augment.eval(src[sel], device)
                 if channels_last(device, precision):
                     x = x.contiguous(memory_format=torch.channels_last)
+                if tta:
+                    with autocast(device, precision):
+                        prob = torch.stack([torch.softmax(method(v).logits.float(), dim=1)
+                                            for v in tta_views(x, tta)]).mean(0)
+                    preds[view].append(prob.argmax(1))
+                    if probabilities:
+                        probs[view].append(prob)
+                    continue
                 with autocast(device, precision):
                     logits = method(x).logits
                 preds[view].append(logits.argmax(1))  # read back once, at the end
@@ -449,3 +597,15 @@ def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.d
     if predictions is not None:
         predictions.append(out)
     return M.fold_metrics(*out[:3])
+
+
+def evaluate_tta(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec) -> dict:
+    """Under `--tta`: {kind: {acc_non_masked, acc_masked, acc_overall}} of `method` on the pairs
+    `idx` with each test-time augmentation (tta_views): numbers recorded beside the fold's, never
+    instead of them."""
+    bs = max(2 * spec.batch_size, 64)
+    out = {}
+    for kind in tta_kinds(spec.tta):
+        m = M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec), spec.precision, tta=kind))
+        out[kind] = {k: m[k] for k in ("acc_non_masked", "acc_masked", "acc_overall")}
+    return out

@@ -27,6 +27,18 @@ from tests.test_contract import Recorder, _Cache
     (["--seed", "99999999999"], "--seed 99999999999: must be <= 4294967295"),
     (["--paradigm", "contrastive", "--opt", "alpha=nan"], "--opt alpha=nan: must be a finite number"),
     (["--paradigm", "distill", "--opt", "lambda=inf"], "--opt lambda=inf: must be a finite number"),
+    (["--label-smoothing", "1"], "--label-smoothing 1.0: must be below 1"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing -0.1: must be >= 0"),
+    (["--ema-decay", "1.5"], "--ema-decay 1.5: must be below 1"),
+    (["--warmup-epochs", "6"], "--warmup-epochs 6: must be fewer than the run's 6 epochs"),
+    (["--augment", "crop+flip"], "--augment crop+flip: write each step once, in the order flip+crop+affine+erase"),
+    (["--augment", "flip+blur"], "--augment flip+blur: unknown step 'blur'"),
+    (["--model", "scn", "--label-smoothing", "0.1"], "--label-smoothing 0.1: model 'scn' computes its own losses"),
+    (["--mixup", "-0.2"], "--mixup -0.2: must be >= 0"),
+    (["--model", "dan", "--cutmix", "1"], "--cutmix 1: model 'dan' computes its own losses"),
+    (["--tta", "5crop"], "--tta 5crop: unknown test-time augmentation '5crop'"),
+    (["--tta", "10crop,flip"], "--tta 10crop,flip: write each once, in the order flip,10crop"),
+    (["--tta", "flip", "--protocol", "faithful"], "--tta flip: the faithful protocol scores the epoch it picks"),
 ])
 def test_numbers_out_of_range_fail_before_anything_runs(tmp_path, args, message):
     out = CliRunner().invoke(main, ["run", "--data", "synth:tiny", "--device", "cpu", "--out", str(tmp_path / "o"),

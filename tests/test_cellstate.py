@@ -102,6 +102,25 @@ def test_a_killed_cell_resumes_to_the_same_record(tiny_root, baseline, tmp_path,
     assert not ckpt.exists()  # gone once the cell is written
 
 
+@pytest.mark.parametrize("knobs", [
+    dict(optimizer="adamw", schedule="onecycle", warmup_epochs=0.5, ema_decay=0.9, augment="flip+crop+affine+erase",
+         label_smoothing=0.1, mixup=0.2, cutmix=1.0),
+    dict(optimizer="sgd", schedule="multistep", milestones=(1,), warmup_epochs=0.5, ema_decay=0.5),
+    dict(schedule="cosine", warmup_epochs=1.5),
+])
+def test_a_killed_cell_with_the_recipe_knobs_resumes_to_the_same_record(tiny_root, tmp_path, monkeypatch, knobs):
+    """The per-step schedules, their warm-up, the weights' average, the "+" augmentations and the
+    batch mixing are part of the saved state: stopped within the second epoch, resumed, the record is the same."""
+    cell, fold, ds = _cell(tiny_root, **knobs)
+    ref = _run(cell, fold, ds, tmp_path / "ref", CS.Policy())
+    per_epoch = Trainer(cell.spec, *_parts(cell.spec, ds), torch.device("cpu")).steps_per_epoch(len(fold.train))
+    out = tmp_path / "killed"
+    _run(cell, fold, ds, out, CS.Policy(minutes=0.0), kill_at=per_epoch + 2, monkeypatch=monkeypatch)
+    resumed = _run(cell, fold, ds, out, CS.Policy(resume=True, minutes=0.0))
+    assert resumed["resumed"][0]["epoch"] == 1
+    assert _record_numbers(resumed["record"]) == _record_numbers(ref["record"])
+
+
 def _parts(spec, ds):
     from msde_bench.factory import build_method, build_paradigm
 

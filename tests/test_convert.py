@@ -446,11 +446,13 @@ def test_a_validation_split_is_kept_and_scored_beside_the_test_split(tmp_path):
     assert {k: ds.official_splits().count(v) for k, v in (("train", "train"), ("validation", "val"), ("test", "test"))} == n
     res = CliRunner().invoke(main, ["run", "--data", str(tmp_path / "out"), "--recipe", "quick", "--epochs", "1",
                                     "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--out",
-                                    str(tmp_path / "r"), "--no-progress", "--no-save-models"])
+                                    str(tmp_path / "r"), "--no-progress", "--no-save-models", "--tta", "flip"])
     assert res.exit_code == 0, res.output
     fold = json.loads(next((tmp_path / "r").glob("*.json")).read_text())["folds"][0]
     assert fold["n_train_pairs"] == 12 and fold["n_test_pairs"] == 6
     assert fold["val"]["n_pairs"] == 4 and 0 <= fold["val"]["acc_masked"] <= 1
+    # --tta: the test split's and the validation split's, each beside its own plain numbers
+    assert set(fold["tta"]) == set(fold["val"]["tta"]) == {"flip"}
 
 
 def _astronaut_crop():

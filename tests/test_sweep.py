@@ -72,7 +72,8 @@ def test_bad_grid_files(tmp_path, text, message):
 def test_a_bad_entry_is_named_before_anything_runs(tiny_root, tmp_path):
     path = _grid(tmp_path, GRID + "\n[[include]]\nmodel = \"nosuch\"\n", root=tiny_root)
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out")])
-    assert res.exit_code == 2 and "include[0] (nosuch baseline seed=0): unknown model 'nosuch'" in res.output
+    label = "nosuch baseline seed=0 epochs=1 image_size=32 batch_size=16"  # the run's label names its settings
+    assert res.exit_code == 2 and f"include[0] ({label}): unknown model 'nosuch'" in res.output
     assert not (tmp_path / "out").exists()
 
 

@@ -1,7 +1,8 @@
 """Paired augmentation on batched tensors: the same random draw for both views of a pair.
 
 `paper` is the reference code's list (below); `flip` is horizontal flips only (the quick recipe);
-`none` leaves the images as they are.
+`none` leaves the images as they are; other values are steps joined by "+" (choices.AUGMENT_STEPS:
+flip, crop, affine, erase), drawn in that order.
 
 All randomness comes from one CPU torch.Generator, so a seed gives the same transforms on every
 device. The colour part comes first, as in the reference's list: albumentations'
@@ -19,10 +20,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from msde_bench.choices import augment_steps
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTS = ("paper", "flip", "none")
-
+AUGMENTS = ("paper", "flip", "none")  # the presets; any value augment_steps accepts is valid
 
 
 def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -99,12 +101,36 @@ def colour(x: torch.Tensor, hue: torch.Tensor, sat: torch.Tensor, val: torch.Ten
     return (hsv_to_rgb(h, s, v) * con.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
+def crop_padding(size: int) -> int:
+    """The zero padding of the `crop` step on every edge: 1/12 of the side (4 px at 48 px), at least 1."""
+    return max(1, round(size / 12))
+
+
+def _crop_offsets(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    pad = crop_padding(size)
+    return (torch.randint(0, 2 * pad + 1, (n,), generator=gen), torch.randint(0, 2 * pad + 1, (n,), generator=gen))
+
+
+def random_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Per image, the H x W window at (top, left) of the image zero-padded by crop_padding(W) on
+    every edge (torchvision's RandomCrop(size, padding=pad) with these offsets), in one gather."""
+    h, w = x.shape[-2:]
+    pad = crop_padding(w)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (top.view(-1, 1) + torch.arange(h, device=x.device)).view(-1, 1, h, 1).expand(-1, x.shape[1], h, w + 2 * pad)
+    picked = padded.gather(2, rows)
+    cols = (left.view(-1, 1) + torch.arange(w, device=x.device)).view(-1, 1, 1, w).expand(-1, x.shape[1], h, w)
+    return picked.gather(3, cols)
+
+
 class PairedAugment:
     """Augments a batch of pairs (uint8 N x 3 x H x W each) and returns normalised float tensors."""
 
     def __init__(self, kind: str = "paper", mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        if kind not in AUGMENTS:
-            raise ValueError(f"unknown augmentation {kind!r}")
+        try:
+            self.steps = augment_steps(kind)
+        except ValueError as e:
+            raise ValueError(f"unknown augmentation {kind!r}: {e}") from None
         self.kind = kind
         #: (mean, std) as tuples: what Method.input_normalisation reports
         self.normalisation = (tuple(mean), tuple(std))
@@ -142,7 +168,39 @@ class PairedAugment:
             theta = _theta(p).to(device).repeat(views, 1, 1)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        elif self.kind == "flip":
+        elif self.kind != "none":
+            x = self._steps(x, n, gen, device, views)
+        return self.normalise(x) if "erase" not in self.steps else self._erase(self.normalise(x), n, gen, views)
+
+    def _steps(self, x: torch.Tensor, n: int, gen: torch.Generator, device: torch.device, views: int) -> torch.Tensor:
+        """The geometric steps of a "+" augmentation (flip, crop, affine), one draw per pair each."""
+        if "flip" in self.steps:  # alone, exactly the `flip` preset's draws
             flip = _p(gen, n, 0.5).to(device).repeat(views).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(3), x)
-        return self.normalise(x)
+        if "crop" in self.steps:
+            x = random_crop(x, *(d.to(device).repeat(views) for d in _crop_offsets(n, x.shape[-1], gen)))
+        if "affine" in self.steps:
+            angle, scale = _u(gen, n, -10.0, 10.0) * math.pi / 180, _u(gen, n, 0.9, 1.1)
+            cos, sin, zero = torch.cos(angle) / scale, torch.sin(angle) / scale, torch.zeros(n)
+            theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+            grid = F.affine_grid(theta.to(device).repeat(views, 1, 1), list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return x
+
+    @staticmethod
+    def _erase(x: torch.Tensor, n: int, gen: torch.Generator, views: int) -> torch.Tensor:
+        """Random erasing of normalised images (p 0.5, 2-33 % of the area, aspect ratio 0.3-3.3 drawn
+        log-uniformly, as torchvision's RandomErasing), filled with 0: the mean colour; the same
+        rectangle on both views of a pair."""
+        h, w = x.shape[-2:]
+        on = _p(gen, n, 0.5)
+        area = _u(gen, n, 0.02, 0.33) * h * w
+        ratio = torch.exp(_u(gen, n, math.log(0.3), math.log(1 / 0.3)))
+        eh = (area * ratio).sqrt().round().clamp(1, h)
+        ew = (area / ratio).sqrt().round().clamp(1, w)
+        top = (torch.rand(n, generator=gen) * (h - eh + 1)).floor()
+        left = (torch.rand(n, generator=gen) * (w - ew + 1)).floor()
+        rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
+               & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))
+        return x.masked_fill(box.to(x.device).repeat(views, 1, 1).unsqueeze(1), 0.0)

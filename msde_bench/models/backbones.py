@@ -16,6 +16,8 @@ from msde_bench.errors import MsdeError
 def _timm_names() -> frozenset[str]:
     import timm
 
+    import msde_bench.models.small_input  # noqa: F401 - registers the small-input ResNet-18 variants with timm
+
     return frozenset(timm.list_models()) | frozenset(timm.list_models(pretrained=True))
 
 

@@ -55,7 +55,12 @@ class LossState:
     - `view`: "non-masked", "masked", or "mixed" (then `views` is 1 where the image is masked);
     - `step`: the 0-based optimiser step of this fold's training; `seed` the fold's seed;
     - `pairs`: the dataset's number of pairs (every `index` is below it), or None when unknown,
-      so that per-sample state can live in a tensor of fixed size on the device.
+      so that per-sample state can live in a tensor of fixed size on the device;
+    - `label_smoothing`: the run's `--label-smoothing` (0: none), and `mix`: under `--mixup` /
+      `--cutmix`, (partner, weight): every image of the batch was mixed with image `partner[i]`
+      of the same batch, keeping `weight` of its own, so its target is `weight` x y + (1 - weight) x
+      y[partner]; None without. A method that declares `applies_label_options` gives both to its
+      classification cross-entropy (cross_entropy_terms does).
     `generator()` returns a torch.Generator seeded from (seed, step): every call in one step
     returns the same stream, so a method can draw one random pairing shared by both views of a
     contrastive step without touching any other random stream."""
@@ -67,15 +72,23 @@ class LossState:
     step: int = 0
     seed: int = 0
     pairs: int | None = None
+    label_smoothing: float = 0.0
+    mix: tuple[torch.Tensor, float] | None = None
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         text = f"{self.seed}:step:{self.step}"
         return torch.Generator(device).manual_seed(int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))
 
 
-def cross_entropy_terms(out: Output, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The plain supervised objective: {"loss": ce, "ce": ce}."""
-    ce = F.cross_entropy(out.logits, y)
+def cross_entropy_terms(out: Output, y: torch.Tensor, state: LossState | None = None) -> dict[str, torch.Tensor]:
+    """The plain supervised objective: {"loss": ce, "ce": ce}, with the label smoothing and the
+    mixing of `state` (LossState.label_smoothing, LossState.mix) when given: under mixing, the
+    weighted cross-entropies of both targets."""
+    smoothing = state.label_smoothing if state is not None else 0.0
+    ce = F.cross_entropy(out.logits, y, label_smoothing=smoothing)
+    if state is not None and state.mix is not None:
+        partner, weight = state.mix
+        ce = weight * ce + (1 - weight) * F.cross_entropy(out.logits, y[partner], label_smoothing=smoothing)
     return {"loss": ce, "ce": ce}
 
 
@@ -106,12 +119,16 @@ class Method(nn.Module, metaclass=ABCMeta):
       run-dependent one (such as DACL's `attention_grid=0`, "the trunk's map size") replaced by what
       it means at this image size; the harness calls it when it builds a spec, and the spec records
       the result. Default: the options unchanged.
-    Class attributes: `options` (the `--opt` values it accepts), `official_recipe` (RunSpec
+    Class attributes: `applies_label_options` (True: its loss gives `state.label_smoothing` and
+    `state.mix` to its classification cross-entropy, e.g. through cross_entropy_terms(out, y,
+    state); the harness refuses `--label-smoothing`, `--mixup` and `--cutmix` for a method without
+    it), `options` (the `--opt` values it accepts), `official_recipe` (RunSpec
     overrides used under `--recipe official`), `official_options` (option values that
     `--recipe official` sets unless given with --opt), `paper`, `description`.
     """
 
     options: dict[str, Option] = {}
+    applies_label_options: bool = False
     official_recipe: dict = {}
     official_options: dict = {}
     paper: str = ""

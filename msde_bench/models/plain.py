@@ -11,7 +11,9 @@ from msde_bench.models.base import BackboneMethod, Output, cross_entropy_terms
 
 class PlainClassifier(BackboneMethod):
     """`resnet18` (or any timm model): backbone -> last feature map -> mean pool -> linear, trained
-    with cross-entropy."""
+    with cross-entropy (with --label-smoothing, --mixup and --cutmix)."""
+
+    applies_label_options = True
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = NUM_CLASSES, pretrained: bool = False):
         super().__init__(num_classes, pretrained, {"backbone": backbone})
@@ -24,4 +26,4 @@ class PlainClassifier(BackboneMethod):
         return Output(self.fc(emb), emb, fmap)
 
     def loss(self, x, y, out, state):
-        return cross_entropy_terms(out, y)
+        return cross_entropy_terms(out, y, state)

@@ -43,12 +43,17 @@ class Batch:
     pairs: int | None = None
     #: under batch_views "own": each item's own view (view 0 non-masked, 1 masked)
     images: torch.Tensor | None = None
+    #: the run's --label-smoothing (LossState.label_smoothing)
+    label_smoothing: float = 0.0
+    #: under --mixup / --cutmix: (partner, weight) of the batch's mixing (LossState.mix)
+    mix: tuple[torch.Tensor, float] | None = None
 
     def state(self, view: str, views: torch.Tensor | None = None) -> LossState:
         """What Method.loss receives: epoch, pair indices, which view the images are ("non-masked",
-        "masked", or "mixed" with `views` giving 1 where the image is masked), step, seed and the
-        dataset's number of pairs."""
-        return LossState(self.epoch, self.index, view, views, self.step, self.seed, self.pairs)
+        "masked", or "mixed" with `views` giving 1 where the image is masked), step, seed, the
+        dataset's number of pairs, the run's label smoothing and the batch's mixing."""
+        return LossState(self.epoch, self.index, view, views, self.step, self.seed, self.pairs, self.label_smoothing,
+                         self.mix)
 
 
 @dataclass(frozen=True)

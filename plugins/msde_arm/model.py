@@ -22,6 +22,7 @@ PLANE = 112  # the official plane side (7 x 16)
 class ARM(BackboneMethod):
     paper = "Shi & Zhu, Learning to Amend Facial Expression Representation via De-albino and Affinity, arXiv 2021"
     description = "de-albino kernel over pixel-shuffled feature planes + learnable batch-mean affinity"
+    applies_label_options = True  # its loss is cross_entropy_terms(out, y, state)
     options = {
         **BackboneMethod.options,
         "quirk_batch_mean_eval": Option(False, "at evaluation, add the mean of the *test batch* as the official "
@@ -68,4 +69,4 @@ class ARM(BackboneMethod):
         return Output(self.fc(emb), emb, fmap, {"alpha": self.alpha})
 
     def loss(self, x, y, out, state):
-        return cross_entropy_terms(out, y)
+        return cross_entropy_terms(out, y, state)
