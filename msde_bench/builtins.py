@@ -4,6 +4,7 @@ hooks as any plugin."""
 from __future__ import annotations
 
 from msde_bench.data import sources
+from msde_bench.data.formats import FORMATS
 from msde_bench.executors.local import LocalExecutor
 from msde_bench.executors.ray import RayExecutor
 from msde_bench.executors.slurm import SlurmExecutor
@@ -24,10 +25,11 @@ def msde_bench_register_paradigms(register):
 @hookimpl
 def msde_bench_register_datasets(register):
     register("synth", sources.load_synth, description="the embedded synthetic paired set (synth:VARIANT)")
-    # `data convert`'s formats (convert.FORMATS; a test checks the list): FORMAT:SRC converted once into the cache
-    for fmt in ("rafdb", "fer2013", "affectnet", "imagefolder", "ckplus"):
-        register(fmt, sources.load_converted,
-                 description=f"a public dataset converted with masks once into the cache ({fmt}:SRC[?KEY=VALUE&...])")
+    # `data convert`'s formats (the table: data.formats): FORMAT:SRC converted once into the cache
+    for fmt in FORMATS.values():
+        register(fmt.name, sources.load_converted,
+                 description=f"{fmt.name}: {fmt.short or fmt.src}, converted with masks once into the cache "
+                             f"({fmt.name}:SRC[?KEY=VALUE&...])")
 
 
 @hookimpl

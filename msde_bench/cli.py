@@ -16,6 +16,7 @@ import click
 
 from msde_bench import __version__
 from msde_bench.choices import CAM_METHODS, CHECKPOINT_MINUTES, CONVERT_FORMATS
+from msde_bench.data.formats import format_help
 from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
 from msde_bench.errors import MsdeError
@@ -1037,11 +1038,7 @@ def data_synth(out, variant, seed, subjects, image_size):
 
 
 @data.command("convert", context_settings=dict(show_default=True))
-@click.option("--format", "fmt", type=click.Choice(CONVERT_FORMATS), required=True,
-              help="rafdb: EmoLabel/list_patition_label.txt + Image/aligned; fer2013: fer2013.csv (+ FER+ votes in "
-                   "fer2013new.csv beside it); affectnet: training.csv/validation.csv + images, cropped to the face "
-                   "box; imagefolder: one folder per class (optionally under train/ and test/); ckplus: CK+'s class "
-                   "folders, the subject and sequence read from each name (S010_004_00000017.png).")
+@click.option("--format", "fmt", type=click.Choice(CONVERT_FORMATS), required=True, help=format_help())
 @click.argument("src", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Fixes each image's mask style, colour and fit.")
@@ -1053,12 +1050,17 @@ def data_synth(out, variant, seed, subjects, image_size):
               help="imagefolder: a regular expression searched in each file's path (relative to SRC, with /) "
                    "whose named group (?P<subject>...) is the person (and (?P<sequence>...) the recording); a file "
                    "it does not match is skipped. Without it every image is its own subject and folds are "
-                   "image-level (README: patterns for CK+, JAFFE, KDEF, RaFD).")
+                   "image-level (README: patterns for lab sets in class folders; --format kdef, jaffe, rafd, oulu read "
+                   "those sets as distributed).")
 @click.option("--map", "class_map", multiple=True, metavar="NAME=CLASS|drop",
               help="imagefolder, ckplus: map a class folder to one of the seven classes, or drop it (repeatable; "
                    "folders outside the seven classes are dropped and counted without it, e.g. CK+'s contempt).")
+@click.option("--views", default=None, metavar="V1,V2",
+              help="kdef, rafd, oulu: the views to keep (kdef: S, HL, HR, FL, FR; rafd: camera angles 090, 045, "
+                   "135, 000, 180; oulu: VL/Strong ... NI/Dark); the others are counted as dropped [default: the "
+                   "frontal view: S, 090, VL/Strong].")
 @click.option("--allow-skips", is_flag=True, help="Exit 0 even if some items were skipped.")
-def data_convert(fmt, src, out, seed, mask_style, landmarks, subject_pattern, class_map, allow_skips):
+def data_convert(fmt, src, out, seed, mask_style, landmarks, subject_pattern, class_map, views, allow_skips):
     """Turn a public FER dataset into masked / non-masked pairs in the MSD-E layout.
 
     Each face is copied unchanged to OUT/MSD-E and drawn with a synthetic mask into OUT/MSD-ME;
@@ -1087,12 +1089,14 @@ def data_convert(fmt, src, out, seed, mask_style, landmarks, subject_pattern, cl
                 lines(n, total)
 
         report = convert(fmt, src, out, seed=seed, mask_style=mask_style, landmarks=landmarks, progress=progress,
-                         subject_pattern=subject_pattern, class_map=mapping)
+                         subject_pattern=subject_pattern, class_map=mapping, views=views)
     pairs = report.written + report.kept
     placements = {k.split(":", 1)[1]: v for k, v in report.masks.items() if k.startswith("placement:")}
     click.echo(f"{pairs} pairs in {out} ({report.written} written, {report.kept} kept from an earlier run); "
                f"mask placement: {', '.join(f'{k} {v}' for k, v in sorted(placements.items())) or 'none new'}")
     click.echo(f"subjects: {report.subjects}")
+    click.echo("classes before mapping: " + ", ".join(f"{k} {v}" for k, v in sorted(report.source_classes.items())))
+    click.echo("classes after mapping: " + ", ".join(f"{k} {v}" for k, v in report.classes.most_common()))
     if report.dropped:
         click.echo("dropped (outside the seven classes, or --map NAME=drop): " +
                    ", ".join(f"{k} {v}" for k, v in sorted(report.dropped.items())))

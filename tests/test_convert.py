@@ -228,7 +228,7 @@ def test_imagefolder_subject_pattern_for_names_without_digits(tmp_path):
     (["--format", "rafdb", "--subject-pattern", "(?P<subject>.)"], "only with --format imagefolder"),
     (["--format", "ckplus", "--map", "contempt"], "expected NAME=CLASS or NAME=drop"),
     (["--format", "ckplus", "--map", "contempt=bored"], "'bored' is not one of the seven classes"),
-    (["--format", "rafdb", "--map", "contempt=drop"], "--map: only with --format imagefolder or ckplus"),
+    (["--format", "rafdb", "--map", "contempt=drop"], "--map: only with --format imagefolder, ckplus, rafd, oulu"),
 ])
 def test_identity_and_class_options_are_checked(tmp_path, args, message):
     src = _ckplus(tmp_path / "ck", subjects=(10,), sequences=(1,))

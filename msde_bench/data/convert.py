@@ -34,11 +34,12 @@ from PIL import Image
 from msde_bench import CLASS_NAMES
 from msde_bench.atomic import atomic_target, check_writable, write_text_atomic
 from msde_bench.choices import CONVERT_FORMATS
+from msde_bench.data.formats import FORMATS as FORMAT_TABLE
 from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
 from msde_bench.data.pairs import NO_IDENTITIES, load_image, open_image
 from msde_bench.errors import DataError, MsdeError
 
-FORMATS = CONVERT_FORMATS
+FORMATS = CONVERT_FORMATS  # the table: msde_bench.data.formats
 
 # source label -> MSD-E label (0 Surprise, 1 Fear, 2 Disgust, 3 Happiness, 4 Sadness, 5 Anger, 6 Neutral)
 RAFDB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6}  # RAF-DB's 1-7 are the same classes, 1-based
@@ -76,6 +77,7 @@ class Item:
     ext: str = ".png"
     subject: str | None = None  # the dataset's own identity of the person, where it has one
     sequence: str | None = None  # the recording (video) the image comes from, where known
+    source_class: str = ""  # the dataset's own name of the class (meta.json's counts before mapping)
 
 
 @dataclass
@@ -86,6 +88,10 @@ class Report:
     skipped: list = field(default_factory=list)  # "source: problem"
     masks: Counter = field(default_factory=Counter)  # mask kind, and "placement:<how>" -> count
     subjects: str = ""  # how many subjects, and where their identities came from
+    #: per class before mapping (the dataset's own names or codes, the dropped ones included) and
+    #: after (the MSD-E classes of the pairs written or kept)
+    source_classes: Counter = field(default_factory=Counter)
+    classes: Counter = field(default_factory=Counter)
 
 
 # ------------------------------------------------------------------------------------------
@@ -123,7 +129,8 @@ def read_rafdb(src: Path, report: Report) -> Iterator[Item]:
             report.skipped.append(f"{where}: image {image} not found")
             continue
         split = "train" if name.startswith("train") else "test"
-        yield Item(stem, RAFDB[raw], split, _open_image(image), where, copy_from=image, ext=".jpg")
+        yield Item(stem, RAFDB[raw], split, _open_image(image), where, copy_from=image, ext=".jpg",
+                   source_class=str(raw))
 
 
 def read_fer2013(src: Path, report: Report) -> Iterator[Item]:
@@ -169,7 +176,8 @@ def read_fer2013(src: Path, report: Report) -> Iterator[Item]:
                 report.skipped.append(f"{where}: unknown Usage {row[2]!r}")
                 continue
             img = Image.fromarray(pixels.reshape(48, 48), "L")
-            yield Item(f"fer{i - 2:05d}", label, split, lambda img=img: img.convert("RGB"), where)
+            yield Item(f"fer{i - 2:05d}", label, split, lambda img=img: img.convert("RGB"), where,
+                       source_class=CLASS_NAMES[label].lower() if ferplus is not None else str(raw))
 
 
 def _ferplus_labels(path: Path, report: Report) -> dict[int, int]:
@@ -221,7 +229,8 @@ def read_affectnet(src: Path, report: Report) -> Iterator[Item]:
                     report.skipped.append(f"{where}: image {rel} not found")
                     continue
                 x, y, w, h = box
-                yield Item(Path(rel).stem, AFFECTNET[raw], split, _open_image(image, (x, y, x + w, y + h)), where)
+                yield Item(Path(rel).stem, AFFECTNET[raw], split, _open_image(image, (x, y, x + w, y + h)), where,
+                           source_class=str(raw))
     if not found:
         raise DataError(src, "label file not found (AffectNet: training.csv and/or validation.csv)")
 
@@ -268,13 +277,198 @@ def read_imagefolder(src: Path, report: Report, subject_pattern: str | None = No
                     if "sequence" in pattern.groupindex and m.group("sequence"):
                         sequence = f"{subject}/{m.group('sequence')}"
                 yield Item(key, label, split, _open_image(image), str(image), copy_from=image, ext=ext,
-                           subject=subject, sequence=sequence)
+                           subject=subject, sequence=sequence, source_class=folder.name.lower())
 
 
 def read_ckplus(src: Path, report: Report, class_map: dict[str, str] | None = None) -> Iterator[Item]:
     """CK+ in class folders (anger, contempt, disgust, fear, happy, sadness, surprise), files named
     S<subject>_<sequence>_<frame>; contempt, outside the seven classes, is dropped unless mapped."""
     yield from read_imagefolder(src, report, CKPLUS_PATTERN, class_map)
+
+
+# ------------------------------------------------------------------------------------------
+# the lab sets as distributed: identities, expressions and views from their own names
+
+
+#: KDEF's and JAFFE's expression codes -> MSD-E labels
+KDEF_CODES = {"SU": 0, "AF": 1, "DI": 2, "HA": 3, "SA": 4, "AN": 5, "NE": 6}
+JAFFE_CODES = {"SU": 0, "FE": 1, "DI": 2, "HA": 3, "SA": 4, "AN": 5, "NE": 6}
+#: RaFD's expression words -> MSD-E labels (contemptuous is outside the seven: dropped unless --map)
+RAFD_WORDS = {"surprised": 0, "fearful": 1, "disgusted": 2, "happy": 3, "sad": 4, "angry": 5, "neutral": 6}
+KDEF_NAME = re.compile(r"^(?P<session>[AB])(?P<sex>[FM])(?P<person>\d{2})(?P<code>[A-Z]{2})(?P<view>[A-Z]{1,2})$")
+JAFFE_NAME = re.compile(r"^(?P<subject>[A-Z]{2})\.(?P<code>[A-Z]{2})(?P<take>\d+)\.(?P<number>\d+)$")
+RAFD_NAME = re.compile(r"^Rafd(?P<angle>\d{3})_(?P<subject>\d+)_(?P<ethnicity>[A-Za-z]+)_(?P<sex>[A-Za-z]+)_"
+                       r"(?P<word>[a-z]+)_(?P<gaze>[a-z]+)$", re.IGNORECASE)
+#: Oulu-CASIA: the frames of each sequence a conversion keeps (the last ones: the expression's apex)
+OULU_LAST_FRAMES = 3
+
+
+def _image_files(src: Path) -> list[Path]:
+    """Every image file under src (src itself when it is one), in name order."""
+    from msde_bench.data.msde import EXTENSIONS
+
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise DataError(src, "folder not found")
+    return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+
+
+def check_views(fmt: str, views) -> tuple[str, ...]:
+    """--views for a format: its known codes (case as the table writes them), else the default."""
+    from msde_bench.data.formats import FORMATS as TABLE
+
+    known = TABLE[fmt].views
+    if not views:
+        return TABLE[fmt].default_views
+    if not known:
+        raise MsdeError(f"--views: --format {fmt} has no views to choose among")
+    wanted = [v.strip() for v in (views.split(",") if isinstance(views, str) else views) if v.strip()]
+    by_key = {v.lower(): v for v in known}
+    bad = [v for v in wanted if v.lower() not in by_key]
+    if bad or not wanted:
+        given = ",".join(wanted) or repr(views)
+        raise MsdeError(f"--views {given}: {fmt} knows the views {', '.join(known)}"
+                        + (f" ({bad[0]!r} is not one)" if bad else ""))
+    return tuple(by_key[v.lower()] for v in wanted)
+
+
+class _Takes:
+    """Refuses a second file that claims the take of an earlier one (the same person, expression,
+    take and view): a skipped item naming both."""
+
+    def __init__(self, report: Report):
+        self.report, self.seen = report, {}
+
+    def new(self, key: tuple, path: Path) -> bool:
+        if key in self.seen:
+            self.report.skipped.append(f"{path}: the same person, expression and take as {self.seen[key]}; "
+                                       "kept the first")
+            return False
+        self.seen[key] = path
+        return True
+
+
+def read_kdef(src: Path, report: Report, views=None) -> Iterator[Item]:
+    """KDEF as distributed (`AF01AFS.JPG`: session, sex, person, expression, view), flat or in
+    per-person folders; the views in `views` (default frontal, S); the others are counted as dropped."""
+    views = check_views("kdef", views)
+    takes = _Takes(report)
+    for image in _image_files(src):
+        m = KDEF_NAME.match(image.stem.upper())
+        if m is None:
+            report.skipped.append(f"{image}: not a KDEF name (session A/B, sex F/M, person, expression, view: "
+                                  "AF01AFS.JPG)")
+            continue
+        code, view = m.group("code"), m.group("view")
+        if code not in KDEF_CODES:
+            report.skipped.append(f"{image}: unknown KDEF expression code {code!r} (known: {', '.join(KDEF_CODES)})")
+            continue
+        if view not in FORMAT_VIEWS["kdef"]:
+            report.skipped.append(f"{image}: unknown KDEF view {view!r} (known: {', '.join(FORMAT_VIEWS['kdef'])})")
+            continue
+        if view not in views:
+            report.dropped[f"view {view}"] += 1
+            continue
+        subject = m.group("sex") + m.group("person")
+        if not takes.new((subject, code, m.group("session"), view), image):
+            continue
+        yield Item(f"{image.stem.upper()}", KDEF_CODES[code], "train", _open_image(image), str(image),
+                   copy_from=image, ext=image.suffix.lower(), subject=subject,
+                   sequence=f"{subject}/{m.group('session')}", source_class=code)
+
+
+def read_jaffe(src: Path, report: Report) -> Iterator[Item]:
+    """JAFFE as distributed (`KA.AN1.39.tiff`: person, expression and take, number)."""
+    takes = _Takes(report)
+    for image in _image_files(src):
+        m = JAFFE_NAME.match(image.stem.upper())
+        if m is None:
+            report.skipped.append(f"{image}: not a JAFFE name (person, expression + take, number: KA.AN1.39.tiff)")
+            continue
+        code = m.group("code")
+        if code not in JAFFE_CODES:
+            report.skipped.append(f"{image}: unknown JAFFE expression code {code!r} (known: {', '.join(JAFFE_CODES)})")
+            continue
+        subject = m.group("subject")
+        if not takes.new((subject, code, m.group("take")), image):
+            continue
+        yield Item(image.stem.upper(), JAFFE_CODES[code], "train", _open_image(image), str(image),
+                   subject=subject, source_class=code)
+
+
+def read_rafd(src: Path, report: Report, views=None, class_map: dict[str, str] | None = None) -> Iterator[Item]:
+    """RaFD as distributed (`Rafd090_01_Caucasian_female_angry_frontal.jpg`); the camera angles in
+    `views` (default 090, frontal), every gaze; contemptuous dropped unless `class_map` maps it."""
+    views = check_views("rafd", views)
+    class_map = class_map or {}
+    takes = _Takes(report)
+    for image in _image_files(src):
+        m = RAFD_NAME.match(image.stem)
+        if m is None:
+            report.skipped.append(f"{image}: not a RaFD name (Rafd<angle>_<person>_<ethnicity>_<sex>_<expression>_"
+                                  "<gaze>.jpg)")
+            continue
+        angle, word, gaze = m.group("angle"), m.group("word").lower(), m.group("gaze").lower()
+        if angle not in FORMAT_VIEWS["rafd"]:
+            report.skipped.append(f"{image}: unknown RaFD camera angle {angle!r} (known: "
+                                  f"{', '.join(FORMAT_VIEWS['rafd'])})")
+            continue
+        target = class_map.get(word, word)
+        label = RAFD_WORDS.get(target, SYNONYMS.get(target))
+        if label is None and target not in ("drop", "contemptuous"):
+            report.skipped.append(f"{image}: unknown RaFD expression {word!r} (known: {', '.join(RAFD_WORDS)}, "
+                                  "contemptuous)")
+            continue
+        if angle not in views:
+            report.dropped[f"view {angle}"] += 1
+            continue
+        if label is None:  # contemptuous, outside the seven classes unless --map says otherwise, or mapped to drop
+            report.dropped[word] += 1
+            continue
+        subject = str(int(m.group("subject")))
+        if not takes.new((subject, word, angle, gaze), image):
+            continue
+        yield Item(image.stem, label, "train", _open_image(image), str(image), copy_from=image,
+                   ext=image.suffix.lower(), subject=subject, sequence=f"{subject}/{word}", source_class=word)
+
+
+def read_oulu(src: Path, report: Report, views=None, class_map: dict[str, str] | None = None) -> Iterator[Item]:
+    """Oulu-CASIA as distributed (`VL/Strong/P001/Anger/000.jpeg`), or SRC one `<camera>/<lighting>`
+    folder: per person and expression, the last OULU_LAST_FRAMES frames of the sequence, of the
+    camera and lighting in `views` (default VL/Strong)."""
+    views = check_views("oulu", views)
+    class_map = class_map or {}
+    if not src.is_dir():
+        raise DataError(src, "folder not found")
+    known = {v.lower(): v for v in FORMAT_VIEWS["oulu"]}
+    own = "/".join(src.resolve().parts[-2:]).lower()  # SRC may be one <camera>/<lighting> folder
+    sequences: dict[Path, list[Path]] = {}
+    for image in _image_files(src):
+        sequences.setdefault(image.parent, []).append(image)
+    for folder, frames in sorted(sequences.items()):
+        rel = folder.relative_to(src).parts
+        view_key = f"{rel[0]}/{rel[1]}".lower() if len(rel) == 4 else own if len(rel) == 2 else None
+        if view_key not in known:
+            report.skipped.append(f"{folder}: not an Oulu-CASIA sequence folder (<camera>/<lighting>/P<person>/"
+                                  "<expression>/, e.g. VL/Strong/P001/Anger)")
+            continue
+        view = known[view_key]
+        subject, word = rel[-2], rel[-1].lower()
+        if not re.fullmatch(r"P\d+", subject, re.IGNORECASE):
+            report.skipped.append(f"{folder}: {subject!r} is not an Oulu-CASIA person folder (P001)")
+            continue
+        if view not in views:  # counted as the images it would have given: the last frames
+            report.dropped[f"view {view}"] += min(len(frames), OULU_LAST_FRAMES)
+            continue
+        label = _class_label(word, class_map)
+        if label is None:
+            report.dropped[word] += min(len(frames), OULU_LAST_FRAMES)
+            continue
+        for image in frames[-OULU_LAST_FRAMES:]:
+            key = f"{view}-{subject}-{word}-{image.stem}".replace("/", "-")
+            yield Item(key, label, "train", _open_image(image), str(image), copy_from=image, ext=image.suffix.lower(),
+                       subject=subject.upper(), sequence=f"{subject.upper()}/{word}/{view}", source_class=word)
 
 
 def compile_subject_pattern(pattern: str) -> re.Pattern:
@@ -316,10 +510,13 @@ def subject_numbers(items: list[Item]) -> dict[str, int]:
 
 
 READERS = {"rafdb": read_rafdb, "fer2013": read_fer2013, "affectnet": read_affectnet, "imagefolder": read_imagefolder,
-           "ckplus": read_ckplus}
-MAPPINGS = {"rafdb": RAFDB, "fer2013": FER2013, "affectnet": AFFECTNET, "imagefolder": SYNONYMS, "ckplus": SYNONYMS}
-#: the formats whose class folders `class_map` (--map) applies to
-FOLDER_FORMATS = ("imagefolder", "ckplus")
+           "ckplus": read_ckplus, "kdef": read_kdef, "jaffe": read_jaffe, "rafd": read_rafd, "oulu": read_oulu}
+MAPPINGS = {"rafdb": RAFDB, "fer2013": FER2013, "affectnet": AFFECTNET, "imagefolder": SYNONYMS, "ckplus": SYNONYMS,
+            "kdef": KDEF_CODES, "jaffe": JAFFE_CODES, "rafd": RAFD_WORDS, "oulu": SYNONYMS}
+#: the formats whose class names `class_map` (--map) applies to, and those with views (--views)
+FOLDER_FORMATS = tuple(f.name for f in FORMAT_TABLE.values() if f.maps_classes)
+VIEW_FORMATS = tuple(f.name for f in FORMAT_TABLE.values() if f.views)
+FORMAT_VIEWS = {f.name: f.views for f in FORMAT_TABLE.values()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -378,21 +575,26 @@ def _copy_atomic(src: Path, path: Path) -> None:
 
 
 def _reader(fmt: str, src: Path, report: Report, subject_pattern: str | None,
-            class_map: dict[str, str]) -> Iterator[Item]:
+            class_map: dict[str, str], views=None) -> Iterator[Item]:
     if subject_pattern is not None and fmt != "imagefolder":
         raise MsdeError(f"--subject-pattern: only with --format imagefolder (--format {fmt} "
-                        + ("reads the subject from CK+'s file names)" if fmt == "ckplus" else "has no identities to match)"))
+                        + (f"reads the subjects from its {FORMAT_TABLE[fmt].subjects.split(' (')[0]})"
+                           if "name" in FORMAT_TABLE[fmt].subjects else "has no identities to match)"))
     if class_map and fmt not in FOLDER_FORMATS:
-        raise MsdeError(f"--map: only with --format {' or '.join(FOLDER_FORMATS)} (class folders)")
+        raise MsdeError(f"--map: only with --format {', '.join(FOLDER_FORMATS)} (named classes)")
+    if views and fmt not in VIEW_FORMATS:
+        raise MsdeError(f"--views: only with --format {', '.join(VIEW_FORMATS)} (--format {fmt} has no views)")
     options = dict(class_map=class_map) if fmt in FOLDER_FORMATS else {}
     if fmt == "imagefolder":
         options["subject_pattern"] = subject_pattern
+    if fmt in VIEW_FORMATS:
+        options["views"] = views
     return READERS[fmt](src, report, **options)
 
 
 def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_style: str = "random",
             landmarks: str = "auto", progress: Callable[[int, int], None] | None = None,
-            subject_pattern: str | None = None, class_map: dict[str, str] | None = None) -> Report:
+            subject_pattern: str | None = None, class_map: dict[str, str] | None = None, views=None) -> Report:
     from msde_bench.data.masking import make_masker
 
     if fmt not in READERS:
@@ -402,7 +604,9 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
         raise DataError(src, "source not found")
     class_map = dict(class_map or {})
     report = Report()
-    items = list(_reader(fmt, src, report, subject_pattern, class_map))  # lazy loaders: no image read yet
+    items = list(_reader(fmt, src, report, subject_pattern, class_map, views))  # lazy loaders: no image read yet
+    report.source_classes = Counter(it.source_class for it in items) + Counter(
+        {k: v for k, v in report.dropped.items() if not k.startswith("view ")})
     numbers = subject_numbers(items)
     with_ids = bool(numbers)
     masker = make_masker(seed, mask_style, landmarks)
@@ -435,6 +639,7 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
             report.masks[info["mask"]] += 1
             report.masks[f"placement:{info['placement']}"] += 1
         names.append(name)
+        report.classes[CLASS_NAMES[item.label]] += 1
         splits[name] = item.split
         info = dict(source=_relative(item.source, src))
         if with_ids:
@@ -451,13 +656,16 @@ def convert(fmt: str, src: str | Path, out: str | Path, *, seed: int = 0, mask_s
                 splits=splits, pairs=pair_info,
                 masking=dict(masker=masker.name, seed=seed, style=mask_style, version=MASKS_VERSION),
                 subjects=dict(
-                    how=(SUBJECTS_FROM_CKPLUS if fmt == "ckplus" else f"--subject-pattern {subject_pattern}")
+                    how=(SUBJECTS_FROM_CKPLUS if fmt == "ckplus" else f"--subject-pattern {subject_pattern}"
+                         if fmt == "imagefolder" else f"{fmt}: {FORMAT_TABLE[fmt].subjects}")
                     if with_ids else NO_IDENTITIES,
                     ids={str(n): i for i, n in sorted(numbers.items(), key=lambda t: t[1])},
                     sequences=len({i["sequence"] for i in pair_info.values() if "sequence" in i})),
                 class_map=class_map,
                 counts=dict(pairs=len(names), written=report.written, kept=report.kept, skipped=len(report.skipped),
-                            dropped=dict(report.dropped), masks=dict(report.masks)))
+                            dropped=dict(report.dropped), masks=dict(report.masks),
+                            source_classes=dict(report.source_classes), classes=dict(report.classes)),
+                **({"views": list(check_views(fmt, views))} if fmt in VIEW_FORMATS else {}))
     n_subjects = len({n.split("_", 1)[0] for n in names})
     report.subjects = f"{n_subjects} ({meta['subjects']['how']})"
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")

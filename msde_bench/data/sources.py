@@ -42,7 +42,7 @@ def load_folder(data: str, **_) -> PairedDataset:
 
 #: the settings of `data convert` a --data string may give after `?` (`map` repeatable), with defaults
 CONVERT_KEYS = {"seed": "0", "landmarks": "auto", "mask-style": "random", "subject-pattern": None, "map": None,
-                "name": None, "allow-skips": "false"}
+                "name": None, "allow-skips": "false", "views": None}
 
 
 def parse_converted(data: str) -> tuple[str, Path, dict]:
@@ -92,7 +92,7 @@ def _source_listing(src: Path) -> str:
 
 def load_converted(data: str, *, progress=None) -> PairedDataset:
     """`FORMAT:SRC[?settings]`: the public dataset at SRC converted as `msde-bench data convert
-    --format FORMAT` would (settings: seed, landmarks, mask-style, subject-pattern, map, allow-skips),
+    --format FORMAT` would (settings: seed, landmarks, mask-style, subject-pattern, map, views, allow-skips),
     once, into `$MSDE_BENCH_HOME/datasets/`, and reused while the source files, the settings and the
     mask drawing (convert.MASKS_VERSION) stay the same. Its name is `m-<SRC's folder name>` (or
     `name=`); result files record the --data string as its root, so that committed results carry no
@@ -104,8 +104,10 @@ def load_converted(data: str, *, progress=None) -> PairedDataset:
     if not src.exists():
         raise DataError(src, f"source of --data {data} not found")
     placement = effective_placement(settings["landmarks"])
+    # views: in the key only when given, so that the conversions cached before it existed stay valid
     key = dict(format=fmt, source=str(src.resolve()), files=_source_listing(src), masks=MASKS_VERSION,
-               placement=placement, **{k: v for k, v in settings.items() if k not in ("name", "allow-skips")})
+               placement=placement, **{k: v for k, v in settings.items() if k not in ("name", "allow-skips")
+                                       and not (k == "views" and v is None)})
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     name = converted_name(data)
     path = cache_home() / "datasets" / f"converted-{fmt}-{src.resolve().stem.lower()}-{digest}"
@@ -117,7 +119,7 @@ def load_converted(data: str, *, progress=None) -> PairedDataset:
                     progress(0, 0)
                 report = convert(fmt, src, path, seed=settings["seed"], mask_style=settings["mask-style"],
                                  landmarks=settings["landmarks"], subject_pattern=settings["subject-pattern"],
-                                 class_map=parse_class_map(settings["map"]),
+                                 class_map=parse_class_map(settings["map"]), views=settings["views"],
                                  progress=(lambda n, total: progress(n, total)) if progress is not None else None)
                 if report.skipped and settings["allow-skips"] != "true":
                     shutil.move(str(path / "skipped.txt"), str(path) + ".skipped.txt")
