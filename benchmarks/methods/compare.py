@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from msde_bench import results as R
+from msde_bench.factory import paradigm_class
 from msde_bench.stats import corrected_ci, corrected_ttest, detectable_difference
 
 RESULTS = Path(__file__).resolve().parents[2] / "leaderboard" / "results"
@@ -31,26 +32,59 @@ SEED = 0
 METRICS = (("acc_non_masked", "non-masked"), ("acc_masked", "masked"))
 
 
-def runs(results: list[dict]) -> dict:
-    """{(model, paradigm): {fold: fold record}} for the complete from-scratch real48 seed-0 runs of
-    M-CK+ (mixed baselines only: the one-view ResNet-18 baselines are the paper's other comparison)."""
+#: the weight option of each paradigm (a row's label: the reference code's or the chosen default)
+WEIGHT = {"contrastive": "alpha", "distill": "lambda"}
+#: the weights the methods grid (leaderboard/real-ckplus.toml) trained every method with: the reference code's
+#: (Paradigm.reference_options, what --quirks reference sets)
+REFERENCE = {p: paradigm_class(p).reference_options[k] for p, k in WEIGHT.items()}
+
+
+def _weight(spec: dict) -> float | None:
+    key = WEIGHT.get(spec["paradigm"])
+    return None if key is None else spec["options"].get(key)
+
+
+def _start(spec: dict) -> str:
+    init = spec.get("init") or ""
+    return "FER-2013-pretrained" if init.startswith("pretrain:") else "random" if not init else "other"
+
+
+def all_runs(results: list[dict]) -> dict:
+    """{(model, paradigm, weight, start, seed): {fold: fold record}} for the complete real48 M-CK+ runs
+    (mixed baselines only: the one-view ResNet-18 baselines are the paper's other comparison)."""
     out: dict = {}
     for r in results:
         s = r["spec"]
-        if (r["dataset"]["name"] != DATASET or s["recipe"] != "real48" or s["seed"] != SEED or s.get("init")
-                or not r["protocol"].get("complete") or s.get("test_data")
-                or s["options"].get("train_on", "mixed") != "mixed"):
+        if (r["dataset"]["name"] != DATASET or s["recipe"] != "real48" or not r["protocol"].get("complete")
+                or s.get("test_data") or s.get("candidates") or s["options"].get("train_on", "mixed") != "mixed"
+                or any(v for k, v in s["options"].items() if k.startswith("quirk_"))):
             continue
-        key = (s["model"], s["paradigm"])
+        if s["paradigm"] == "contrastive" and (s["options"].get("align", "mse") != "mse"
+                                               or s["options"].get("joint_forward")):
+            continue
+        if s["paradigm"] == "distill" and s["options"].get("p", 0.5) != 0.5:
+            continue
+        key = (s["model"], s["paradigm"], _weight(s), _start(s), s["seed"])
         if key in out:
             raise SystemExit(f"{r['run_id']}: a second result for {key}; give one results folder per grid")
         out[key] = {f["fold"]: f for f in r["folds"]}
     return out
 
 
+def runs(results: list[dict]) -> dict:
+    """{(model, paradigm): {fold: fold record}}: the methods grid's rows, seed 0 from random weights, the
+    paradigms at the reference code's weights (alpha = 1, lambda = 100)."""
+    out: dict = {}
+    for (model, paradigm, weight, start, seed), folds in all_runs(results).items():
+        if seed == SEED and start == "random" and weight == REFERENCE.get(paradigm):
+            out[(model, paradigm)] = folds
+    return out
+
+
 def change(a: dict, b: dict, metric: str) -> tuple[float, float, float, tuple[float, float], float, float]:
     """(mean of a, mean of b, mean change b - a, its 95 % interval, p, the change detectable with
-    80 % power) over the folds both have."""
+    80 % power) over the folds both have; a and b are {fold: record}, or {(seed, fold): record} to pair
+    seed by seed and fold by fold."""
     folds = sorted(set(a) & set(b))
     x = np.array([a[f][metric] for f in folds])
     y = np.array([b[f][metric] for f in folds])
@@ -58,6 +92,12 @@ def change(a: dict, b: dict, metric: str) -> tuple[float, float, float, tuple[fl
     d = y - x
     return (float(x.mean()), float(y.mean()), float(d.mean()), corrected_ci(d, ratio), corrected_ttest(d, ratio),
             detectable_difference(d, ratio))
+
+
+def seeded(table: dict, model: str, paradigm: str, weight, start: str) -> dict:
+    """{(seed, fold): record} of one row over all its seeds."""
+    return {(seed, f): rec for (m, p, w, st, seed), folds in table.items() if (m, p, w, st) == (model, paradigm,
+            weight, start) for f, rec in folds.items()}
 
 
 def _cell(a: dict, b: dict, metric: str) -> str:
@@ -68,7 +108,8 @@ def _cell(a: dict, b: dict, metric: str) -> str:
 
 def main() -> int:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
-    table = runs([R.load(p) for p in sorted(folder.glob("*.json"))])
+    loaded = [R.load(p) for p in sorted(folder.glob("*.json"))]
+    table, every = runs(loaded), all_runs(loaded)
     models = sorted({m for m, _ in table}, key=lambda m: (m != "resnet18", m))
     n_folds = {len(v) for v in table.values()}
     print(f"# The paradigms and the methods on M-CK+ (seed {SEED}, {'/'.join(map(str, sorted(n_folds)))} "
@@ -101,6 +142,28 @@ def main() -> int:
         if m == "resnet18" or ref is None or (m, "baseline") not in table:
             continue
         print(f"| {m} | " + " | ".join(_cell(ref, table[(m, "baseline")], k) for k, _ in METRICS) + " |")
+    print("\n## 3. ResNet-18 over seeds: the paradigms at the reference weights and at the defaults\n")
+    print("Issue 36, item 5. Every seed's run is paired fold by fold with the mixed baseline of the same seed and "
+          "start (the same folds), so each comparison has seeds x folds paired differences; the t-test's "
+          "correction uses the folds' test/train ratio. The reference weights (alpha = 1, lambda = 100) are the "
+          "MSD-E code's numbers; the defaults since 0.10 (alpha = 30, lambda = 1000) give the cross-view term the "
+          "share of the gradient it has in the reference code's own objective (benchmarks/paradigms/RESULTS.md).\n")
+    print("| start | paradigm | weight | seeds | non-masked: baseline -> paradigm | change | p | detectable | masked: "
+          "baseline -> paradigm | change | p | detectable |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for start in ("random", "FER-2013-pretrained"):
+        for paradigm in ("contrastive", "distill"):
+            weights = sorted({w for (m, p, w, st, _) in every if (m, p, st) == ("resnet18", paradigm, start)})
+            for w in weights:
+                row = seeded(every, "resnet18", paradigm, w, start)
+                base = seeded(every, "resnet18", "baseline", None, start)
+                seeds = sorted({sd for sd, _ in set(row) & set(base)})
+                if not seeds:
+                    continue
+                default = paradigm_class(paradigm).options[WEIGHT[paradigm]].default
+                label = "reference" if w == REFERENCE[paradigm] else "the default" if w == default else "other"
+                print(f"| {start} | {paradigm} | {WEIGHT[paradigm]} = {w:g} ({label}) | {','.join(map(str, seeds))} | "
+                      + " | ".join(_cell(base, row, k) for k, _ in METRICS) + " |")
     return 0
 
 
