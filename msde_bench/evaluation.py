@@ -39,7 +39,7 @@ from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.device import resolve_device
 from msde_bench.errors import MsdeError
 from msde_bench.factory import build_method, load_dataset, method_provider
-from msde_bench.runner import _now, cells_of, cross_test_pairs, environment, git_state
+from msde_bench.runner import _now, cells_of, cross_test_pairs, environment, git_state, untrained_pairs
 from msde_bench.spec import RunSpec
 from msde_bench.training import evaluate
 
@@ -191,6 +191,23 @@ def _mode(srcs: list[Source], dataset: PairedDataset, data: str | None, cross_da
     return "cross-dataset"
 
 
+def _trained_faces(src: Source, console: Console) -> set[str] | None:
+    """The faces (PairedDataset.face_digests) a fold model trained on, from its recorded data and
+    fold, which a cross-dataset evaluation never scores; None, with a warning, when that data cannot
+    be read here."""
+    if src.fold is None:
+        return None
+    try:
+        train_set = load_dataset(src.spec.data)
+        fold = cells_of(src.spec.whole(), train_set)[1][src.fold]
+    except (MsdeError, OSError) as e:
+        console.print(f"[yellow]warning[/]: {src.path}: its training data {src.spec.data} cannot be read here ({e}), "
+                      "so nothing guards against scoring it on the faces it trained on")
+        return None
+    faces = train_set.face_digests()
+    return {faces[i] for i in fold.train}
+
+
 def evaluate_models(target: str | Path, *, data: str | None = None, model: str | None = None, fold: int | None = None,
                     cross_dataset: bool = False, device: str | None = None, out: str | Path = "results",
                     log_samples: bool = False, image_size: int | None = None,
@@ -219,6 +236,8 @@ def evaluate_models(target: str | Path, *, data: str | None = None, model: str |
             idx, scored_on = f.test, "its own test fold"
         else:
             idx, scored_on = cross_test_pairs(dataset)
+            if mode == "cross-dataset":
+                idx, scored_on, _ = untrained_pairs(dataset, idx, scored_on, _trained_faces(src, console), test_data)
         classes = _model_classes(src, dataset)
         missing = sorted(set(dataset.classes) - set(classes))
         if missing:

@@ -198,13 +198,44 @@ def check_test_data(spec: RunSpec, dataset: PairedDataset) -> PairedDataset | No
     return test
 
 
-def cross_test(spec: RunSpec, cache: ImageCache) -> tuple[PairedDataset, ImageCache, np.ndarray, dict]:
+def cross_test(spec: RunSpec, cache: ImageCache,
+               trained_faces: set[str] | None = None) -> tuple[PairedDataset, ImageCache, np.ndarray, dict]:
     """A cross-dataset run's test set, its images over the training set's classes (over_classes
-    refuses a class the model lacks), the pairs to score and what the record says of it."""
+    refuses a class the model lacks), the pairs to score and what the record says of it. A pair
+    whose face the fold trained on (`trained_faces`: PairedDataset.face_digests of its training
+    pairs) is never scored: the same faces under other masks, or two sets that share a source, would
+    otherwise score the model on the people it learnt; the record counts them (`excluded_trained_faces`)."""
     dataset = other_dataset(spec.test_data)  # checked by check_test_data (run, sweep planning) before training
-    idx, scored_on = cross_test_pairs(dataset)
+    idx, scored_on, excluded = untrained_pairs(dataset, *cross_test_pairs(dataset), trained_faces, spec.test_data)
     test_cache = _test_images(spec.test_data, spec.image_size).over_classes(cache.classes)
-    return dataset, test_cache, idx, dict(dataset.describe(), scored_on=scored_on)
+    return dataset, test_cache, idx, dict(dataset.describe(), scored_on=scored_on, excluded_trained_faces=excluded)
+
+
+def untrained_pairs(dataset: PairedDataset, idx: np.ndarray, scored_on: str, trained_faces: set[str] | None,
+                    name: str) -> tuple[np.ndarray, str, int]:
+    """The pairs `idx` of another set less those whose face (PairedDataset.face_digests) is among
+    `trained_faces`, the words for them, and how many were left out; an error naming `name` when
+    none is left."""
+    if not trained_faces:
+        return idx, scored_on, 0
+    faces = dataset.face_digests()
+    keep = np.array([faces[i] not in trained_faces for i in idx], dtype=bool)
+    excluded = int((~keep).sum())
+    if excluded:
+        scored_on += f" less the {excluded} pairs whose faces this fold trained on"
+    if not keep.any():
+        raise MsdeError(f"{name}: every pair it would score shows a face the model trained on (the same images "
+                        "under other masks?); nothing is left to test")
+    return idx[keep], scored_on, excluded
+
+
+def trained_faces(spec: RunSpec, dataset: PairedDataset, fold: P.Fold) -> set[str] | None:
+    """Under --test-data: the faces (PairedDataset.face_digests) of the fold's training pairs, which
+    cross_test never scores; None otherwise (nothing is read)."""
+    if not spec.test_data:
+        return None
+    faces = dataset.face_digests()
+    return {faces[i] for i in fold.train}
 
 
 def fold_record(fold: P.Fold, subjects: np.ndarray) -> dict:
@@ -234,13 +265,15 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
              progress: RunProgress | None = None, console: Console | None = None,
              save_to: Path | None = None, samples_to: Path | None = None,
              pair_names: list[str] | None = None, track: CellTracking | None = None,
-             checkpoints: CS.CellCheckpoints | None = None) -> dict:
+             checkpoints: CS.CellCheckpoints | None = None, trained_faces: set[str] | None = None) -> dict:
     """Trains and evaluates one fold of the whole spec; its result depends only on (spec, fold),
     never on which folds ran before. With `save_to`, the final model is written there (with the
     spec, to rebuild it); with `samples_to` (and the dataset's `pair_names`), the evaluated model's
     per-image predictions on the test pairs (msde_bench.samples); `track` gets each epoch's values;
     `checkpoints`: where each of its trainings (the fold's model, a teacher it trains, each
-    candidate of a nested selection) saves its state and resumes from (msde_bench.cellstate)."""
+    candidate of a nested selection) saves its state and resumes from (msde_bench.cellstate);
+    `trained_faces`: under --test-data, the face digests of the fold's training pairs, which the
+    other set's scoring leaves out (cross_test)."""
 
     def phase(name: str) -> CS.Checkpoint | None:
         return checkpoints.phase(name) if checkpoints is not None else None
@@ -311,7 +344,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if selection == "best-on-test":
         metrics, selected, predictions = best["metrics"], best["epoch"], best["predictions"]
     elif spec.test_data:  # cross-dataset: scored on the other set; its own test fold recorded beside it
-        test_set, test_cache, test_idx, about = cross_test(spec, cache)
+        test_set, test_cache, test_idx, about = cross_test(spec, cache, trained_faces)
         own = evaluate(trainer.method, cache, fold.test, device, spec) if len(fold.test) else None
         predictions = [] if samples_to is not None else None
         metrics, selected = evaluate(trainer.method, test_cache, test_idx, device, spec, predictions), spec.epochs
@@ -456,7 +489,8 @@ def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache
                **run_fold(cell.spec, cache, fold, device, dataset.subjects, progress, console,
                           cell.model_path(out) if keep_model else None,
                           S.samples_path(cell.path(out)) if log_samples else None,
-                          [p.name for p in dataset.pairs] if log_samples else None, session, saved)}
+                          [p.name for p in dataset.pairs] if log_samples else None, session, saved,
+                          trained_faces(cell.spec, dataset, fold))}
         sha, dirty = git_state()
         obj = dict(format=CELL_FORMAT, run_id=cell.run_id, spec=cell.spec.to_dict(), dataset=cell.dataset,
                    created=created, finished=_now(), msde_bench_version=__version__, git_sha=sha, git_dirty=dirty,

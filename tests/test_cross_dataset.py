@@ -75,3 +75,32 @@ def test_a_grid_can_name_a_test_set(tiny_root, other_set, tmp_path):
     rec = json.loads(cell.read_text())["record"]
     assert cell.name == "fold0.json" and rec["n_test_pairs"] == 56
     assert rec["test_dataset"]["fingerprint"] == read_msde(other_set).fingerprint()
+
+
+def test_the_same_faces_under_other_masks_never_score_a_face_the_fold_trained_on(tiny_root, tmp_path):
+    """A cross-dataset test on the same people under other masks (another mask style of one source):
+    each fold is scored only on the faces it did not train on, which are its own test subjects'."""
+    import shutil
+
+    from PIL import Image, ImageDraw
+
+    from msde_bench.data.msde import MASKED_DIR
+
+    remasked = tmp_path / "remasked"
+    shutil.copytree(tiny_root, remasked)
+    for path in sorted((remasked / MASKED_DIR).iterdir()):
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+        ImageDraw.Draw(img).rectangle((4, 16, 28, 30), fill=(40, 90, 160))  # another mask over the same face
+        img.save(path)
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--test-data", str(remasked), "--out",
+                                    str(tmp_path / "out"), *TINY])
+    assert res.exit_code == 0, res.output
+    run = R.load(next((tmp_path / "out").glob("*.json")))
+    own = {p.name: p.subject for p in read_msde(tiny_root).pairs}
+    for f in run["folds"]:
+        assert f["n_test_pairs"] == 28 and f["in_domain"]["n_pairs"] == 28
+        assert f["test_dataset"]["excluded_trained_faces"] == 28
+        assert "less the 28 pairs whose faces this fold trained on" in f["test_dataset"]["scored_on"]
+        assert set(f["test_subjects"]).isdisjoint(f["train_subjects"])
+        assert len(f["test_subjects"]) == 4 and set(f["test_subjects"]) <= set(own.values())

@@ -141,3 +141,29 @@ def test_a_set_with_fewer_classes_is_scored_over_the_models_outputs(tiny_root):
     assert cache.over_classes([1, 2, 3, 4, 5, 6]) is cache
     with pytest.raises(ValueError, match="not among"):
         cache.over_classes([2, 3, 4, 5, 6])
+
+
+def test_a_cross_dataset_evaluation_never_scores_a_face_its_fold_model_trained_on(trained, tiny_root, tmp_path):
+    """The same faces under other masks: each fold model is scored only on the faces of its own test
+    subjects, the ones it never saw."""
+    import shutil
+
+    from PIL import Image, ImageDraw
+
+    from msde_bench.data.msde import MASKED_DIR
+
+    path, run = trained
+    remasked = tmp_path / "remasked"
+    shutil.copytree(tiny_root, remasked)
+    for image in sorted((remasked / MASKED_DIR).iterdir()):
+        with Image.open(image) as im:
+            img = im.convert("RGB")
+        ImageDraw.Draw(img).rectangle((4, 16, 28, 30), fill=(160, 40, 40))
+        img.save(image)
+    res = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(remasked), "--cross-dataset",
+                                    "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    ev = R.load(next((tmp_path / "ev").glob("eval-*.json")))
+    assert [f["n_test_pairs"] for f in ev["folds"]] == [28, 28]
+    for f, own in zip(ev["folds"], run["folds"]):
+        assert f["test_subjects"] == own["test_subjects"]  # its own test subjects, under the other masks

@@ -43,6 +43,7 @@ class PairedDataset:
     # (`synth:small`), so that committed results do not carry one machine's cache path
     source: str | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+    _faces: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -68,6 +69,14 @@ class PairedDataset:
         if not isinstance(splits, dict) or not splits:
             return None
         return [splits.get(p.name, "train") for p in self.pairs]
+
+    def face_digests(self) -> list[str]:
+        """Per pair, the SHA-256 of its non-masked file's bytes: the face itself, whatever its name,
+        its set or its mask (a conversion copies each source face unchanged, so two conversions of
+        one source under other masks have the same digests). Read once per dataset object."""
+        if self._faces is None:
+            self._faces = [hashlib.sha256(p.non_masked.read_bytes()).hexdigest() for p in self.pairs]
+        return self._faces
 
     def fingerprint(self) -> str:
         """A hash of the pair list and the files' sizes: changes when the data changes. Computed
