@@ -554,3 +554,19 @@ def test_the_readme_mask_figure_is_what_the_script_draws():
         committed = np.asarray(im.convert("RGB"), dtype=float)
     assert drawn.shape == committed.shape
     assert np.abs(drawn - committed).mean() < 1.0
+
+
+def test_conversions_under_other_mask_styles_keep_the_same_pairs_subjects_and_faces(tmp_path):
+    """Issue 38's mask-style shift is a paired comparison: every style's conversion of one source has
+    the same pairs, subjects, labels and non-masked faces, and only the masks differ."""
+    src = _ckplus(tmp_path / "ck")
+    sets = {}
+    for style in ("surgical", "cloth", "n95", "random"):
+        convert("ckplus", src, tmp_path / style, mask_style=style, landmarks="off")
+        sets[style] = read_msde(tmp_path / style)
+    ref = sets["surgical"]
+    for style, ds in sets.items():
+        assert [(p.name, p.subject, p.label) for p in ds.pairs] == [(p.name, p.subject, p.label) for p in ref.pairs]
+        assert ds.face_digests() == ref.face_digests()
+    masked = {style: [p.masked.read_bytes() for p in ds.pairs] for style, ds in sets.items()}
+    assert masked["surgical"] != masked["cloth"] != masked["n95"]
