@@ -186,6 +186,11 @@ def _real_grid_run_ids(path) -> set[str]:
     return ids
 
 
+#: the leaderboard's grids whose sweeps are still running (issue 36, item 5: the paradigms at the default
+#: weights); once every run of one is committed it moves to the list of complete grids above
+RUNNING_GRIDS = ("real-ckplus-paradigms.toml",)
+
+
 def test_the_committed_grids_are_the_committed_leaderboard():
     """The committed results are exactly what the leaderboard's grids plan: leaderboard/grid.toml (the
     synthetic set) its results, every cell done; the real-face grids the others (no real-face row is
@@ -202,7 +207,14 @@ def test_the_committed_grids_are_the_committed_leaderboard():
         real |= _real_grid_run_ids(os.path.join(root, "leaderboard", grid))
     # M-CK+: 5 ResNet-18 rows x 3 seeds, 8 methods x 3 paradigms; M-FER-2013: 5; M-CK+ from FER-2013: 5 x 3
     assert len(real) == 15 + 24 + 5 + 15
-    assert committed - synthetic == real, (sorted(committed - synthetic - real), sorted(real - committed))
+    # grids still running (their finished runs are committed as they come): none extra, some may be missing
+    running = set()
+    for grid in RUNNING_GRIDS:
+        running |= _real_grid_run_ids(os.path.join(root, "leaderboard", grid))
+    assert not running & real
+    extra = committed - synthetic - real
+    assert extra <= running, sorted(extra - running)
+    assert committed - synthetic - extra == real, sorted(real - committed)
 
 
 FAKE_SLURM = os.path.join(os.path.dirname(__file__), "fake_slurm")
