@@ -6,6 +6,7 @@ hash salt, the bundled DejaVu fonts), so that `msde-bench leaderboard --check` c
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -50,12 +51,22 @@ def _save(fig) -> dict[str, bytes]:
     return out
 
 
-def _label(rec) -> str:
-    return rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else "")
+def _labeller(df: pd.DataFrame):
+    """A row's label in a table's figures: its paradigm and variant, and its start and recipe where
+    the table's rows differ in them, so that every row of the table has its own point and bar (rows
+    that differ only by start, such as random and FER-2013-pretrained, would otherwise share one)."""
+    extra = [c for c in ("init", "recipe") if c in df and df[c].nunique() > 1]
+
+    def label(rec) -> str:
+        text = rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else "")
+        return text + "".join(f", {rec[c]}" for c in extra)
+
+    return label
 
 
 def _markers(labels: list[str]) -> dict[str, str]:
-    extra = iter(_MORE_MARKERS * 4)
+    """A marker per label: a paradigm's own, else the others in turn, cycled (they never run out)."""
+    extra = itertools.cycle(_MORE_MARKERS)
     return {p: MARKERS.get(p) or next(extra) for p in labels}
 
 
@@ -77,6 +88,7 @@ def accuracy_figure(df: pd.DataFrame, title: str, classes: int = 7) -> dict[str,
         fig, ax = plt.subplots(figsize=(7.5, 5.5))
         models = sorted(df["model"].unique())
         colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+        _label = _labeller(df)
         labels = sorted({_label(r) for _, r in df.iterrows()})
         markers = _markers(labels)
         for _, rec in df.iterrows():
@@ -119,6 +131,7 @@ def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
     with plt.rc_context(_style()):
         models = sorted(df["model"].unique())
         colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+        _label = _labeller(df)
         labels = sorted({_label(r) for _, r in df.iterrows()})
         fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.25 * len(models) * max(1, len(labels)))), 4.2))
         width = 0.8 / max(1, len(labels))

@@ -496,3 +496,28 @@ def test_intervals_stay_within_what_a_metric_can_take():
     assert row.ci("acc_masked")[0] == 0.0 and row.ci("acc_non_masked")[1] == 1.0  # both clipped here
     text = render_results([dict(r, _path="a")], [], ["x"])
     assert "[0.000, " in text and ", 1.000]" in text and "clipped to the values a metric can take" in text
+
+
+def test_figures_give_every_row_its_own_label_and_never_run_out_of_markers():
+    """Issue 40 (6, 13): 40 rows that differ only in their learning rate draw (markers cycle), and two
+    rows of one model and paradigm that differ only in their start get a label each (neither hides
+    the other in the mask-gap bars)."""
+    import pandas as pd
+
+    from msde_bench.figures import _labeller, accuracy_figure, gap_figure
+
+    def row(model, paradigm, variant, init, gap):
+        return dict(model=model, paradigm=paradigm, variant=variant, init=init, recipe="real48",
+                    acc_non_masked_mean=0.8, acc_non_masked_std=0.01, acc_non_masked_ci=(0.79, 0.81),
+                    acc_masked_mean=0.8 - gap, acc_masked_std=0.01, acc_masked_ci=(0.7, 0.72),
+                    mask_gap_mean=gap, mask_gap_std=0.01, mask_gap_ci=(gap - 0.01, gap + 0.01))
+
+    many = pd.DataFrame([row("resnet18", "baseline (mixed)", f"lr={i / 1000:g}", "random", 0.1) for i in range(1, 41)])
+    assert accuracy_figure(many, "t")["png"] and gap_figure(many, "t")["png"]
+    starts = pd.DataFrame([row("resnet18", "distill", "", "random", 0.17),
+                           row("resnet18", "distill", "", "pretrained on m-fer2013", 0.16)])
+    label = _labeller(starts)
+    assert len({label(r) for _, r in starts.iterrows()}) == 2
+    assert label(starts.iloc[1]) == "distill, pretrained on m-fer2013"
+    same = starts.assign(init="random").iloc[:1]
+    assert _labeller(same)(same.iloc[0]) == "distill"  # one start: no start in the label
