@@ -345,6 +345,9 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
         metrics, selected, predictions = best["metrics"], best["epoch"], best["predictions"]
     elif spec.test_data:  # cross-dataset: scored on the other set; its own test fold recorded beside it
         test_set, test_cache, test_idx, about = cross_test(spec, cache, trained_faces)
+        if about["excluded_trained_faces"] and console is not None:
+            console.print(f"fold {fold.index}: {spec.test_data} scored on {len(test_idx)} pairs; "
+                          f"{about['excluded_trained_faces']} left out (faces this fold trained on)", highlight=False)
         own = evaluate(trainer.method, cache, fold.test, device, spec) if len(fold.test) else None
         predictions = [] if samples_to is not None else None
         metrics, selected = evaluate(trainer.method, test_cache, test_idx, device, spec, predictions), spec.epochs
