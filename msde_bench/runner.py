@@ -39,7 +39,7 @@ from msde_bench import selection as SEL
 from msde_bench.atomic import check_writable, remove_stale_temporaries
 from msde_bench.checkpoints import check_init_subjects, save_model
 from msde_bench.choices import CHECKPOINT_MINUTES
-from msde_bench.data.pairs import ImageCache, PairedDataset
+from msde_bench.data.pairs import ImageCache, PairedDataset, open_image
 from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimizer_impl
 from msde_bench.errors import FoldFailed, MsdeError, ResultError
 from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset, paradigm_class
@@ -151,13 +151,9 @@ def check_memory(spec: RunSpec, dataset: PairedDataset, console: Console | None 
                         + f", above the {free / 1e9:.1f} GB of memory available; choose a smaller --image-size"
                         + (" or --batch-size" if spec.device == "cpu" else ""))
     if console is not None and dataset.pairs:
-        try:
-            from PIL import Image
-
-            with Image.open(dataset.pairs[0].non_masked) as im:
-                native = max(im.size)
-        except OSError:
-            return
+        # open_image: a decompression bomb or an unreadable file is one DataError naming it, never a traceback
+        with open_image(dataset.pairs[0].non_masked) as im:
+            native = max(im.size)
         if spec.image_size >= 4 * native:
             console.print(f"[yellow]warning[/]: --image-size {spec.image_size} is {spec.image_size / native:.0f}x "
                           f"the images' own {native} px: every image is upscaled (slower, not sharper)")

@@ -238,3 +238,17 @@ def test_a_16_bit_greyscale_image_is_scaled_not_clipped(tiny_copy):
     assert got[0, 0] == 0 and got[0, -1] == 255 and np.all(np.diff(got[0].astype(int)) >= 0)
     assert np.allclose(got[0], np.linspace(0, 255, 32), atol=1.0)
     assert _validate(tiny_copy).exit_code == 0
+
+
+def test_a_bomb_as_the_first_non_masked_image_is_one_line_in_run(tiny_copy, tmp_path):
+    """Issue 40 (8): run's memory check opens the first non-masked image; a decompression bomb there
+    is the same one line as anywhere else, never a traceback."""
+    path = tiny_copy / "MSD-E" / _first(tiny_copy)
+    path.unlink()
+    _bomb(path)
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_copy), "--device", "cpu", "--epochs", "1", "--folds",
+                                    "2", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: {path}:") and "safety limit" in last, last
+    assert "Traceback" not in res.output
