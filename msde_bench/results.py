@@ -263,6 +263,7 @@ def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bo
     _check_folds(obj, path)
     for i, fold in enumerate(obj["folds"]):
         check_digest(fold, fold.get("record_sha256"), obj.get("msde_bench_version"), path, f"folds[{i}]")
+    _check_summary(obj, path)
     if check_run_id:
         want = expected_run_id(obj)
         if obj["run_id"] != want:
@@ -270,6 +271,20 @@ def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bo
                                     "dataset or models were edited (or it predates the current spec form: "
                                     "`msde-bench results upgrade`)")
     return obj
+
+
+def _check_summary(obj: dict, path) -> None:
+    """The summary is what its folds give (metrics.summarise): no digest covers it, so an edited
+    mean (or std, or count) would otherwise be listed and ranked."""
+    again = M.summarise(obj["folds"], keys=list(obj["summary"]))
+    for key, stat in obj["summary"].items():
+        if key not in again:
+            raise ResultError(path, f"summary.{key}: no fold records {key}: the summary was edited")
+        for part in ("mean", "std", "n"):
+            have, want = stat[part], again[key][part]
+            if not math.isclose(have, want, rel_tol=1e-9, abs_tol=1e-12):
+                raise ResultError(path, f"summary.{key}.{part} is {have:g} but its folds give {want:g}: the summary "
+                                        "was edited")
 
 
 def upgrade_file(path: str | os.PathLike, complete_spec=None) -> Path | None:

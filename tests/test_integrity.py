@@ -26,6 +26,10 @@ def _bad(how: str) -> dict:
         r["protocol"] = dict(r["protocol"], folds=3)
         r["spec"] = dict(r["spec"], folds=3)
         r["run_id"] = R.expected_run_id(r)
+    elif how == "edited summary":  # issue 40: no digest covers the summary
+        r["summary"] = dict(r["summary"], acc_masked=dict(r["summary"]["acc_masked"], mean=0.99))
+    elif how == "summary of a metric no fold has":
+        r["summary"] = dict(r["summary"], acc_secret=dict(mean=0.99, std=0.0, n=2))
     return r
 
 
@@ -35,6 +39,8 @@ def _bad(how: str) -> dict:
     ("repeated fold", "fold 0 appears 2 times"),
     ("fold outside the protocol", "fold 7 is not one of the protocol's folds 0-1"),
     ("complete with a fold missing", "marked complete but holds folds [0, 1] of the protocol's 3"),
+    ("edited summary", "summary.acc_masked.mean is 0.99 but its folds give 0.45: the summary was edited"),
+    ("summary of a metric no fold has", "summary.acc_secret: no fold records acc_secret"),
 ])
 def test_an_edited_or_inconsistent_result_is_refused_never_ranked(tmp_path, how, problem):
     bad = _bad(how)
