@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,15 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def save_torch_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written checkpoint."""
+    """torch.save to a temporary file beside `path`, then rename: never a half-written checkpoint.
+    Serialised in memory first: torch.save names its archive after the file it writes, so saving
+    to the temporary name directly would make the bytes (and the SHA-256 a fold record keeps)
+    differ between two saves of the same weights."""
     path = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+        Path(tmp).write_bytes(buf.getvalue())
     return path
 
 

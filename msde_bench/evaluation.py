@@ -108,6 +108,9 @@ def sources(target: str | Path, *, model: str | None = None, fold: int | None = 
             if not path.is_file():
                 raise MsdeError(f"{path}: fold {rec['fold']}'s model was not saved; run again with --save-models to "
                                 "evaluate this run")
+            if rec.get("model_sha256") and file_sha256(path) != rec["model_sha256"]:
+                raise MsdeError(f"{path}: fold {rec['fold']}'s model is not the one this run saved (its SHA-256 differs "
+                                "from the one the fold records): it was replaced or edited")
             obj = _read(path)
             if not (isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT):
                 raise MsdeError(f"{path}: not an msde-bench fold model")

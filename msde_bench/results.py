@@ -63,10 +63,11 @@ class FoldResult(TypedDict, total=False):
 #: {on, metric, chosen, candidates [{values, n_val_pairs, acc_non_masked, acc_masked, acc_overall}],
 #: n_inner_train_pairs, n_val_pairs, val_subjects}; msde_bench.selection); tta (since 0.11.0, `--tta`:
 #: {kind: {acc_non_masked, acc_masked, acc_overall}} of the scored set with each test-time augmentation,
-#: beside the fold's own numbers; under a holdout's validation split too, as val.tta)
+#: beside the fold's own numbers; under a holdout's validation split too, as val.tta); model_sha256 (since
+#: 0.11.0, with model_file: the saved model file's SHA-256, which `evaluate` checks before it scores it)
 OPTIONAL_FOLD_KEYS = ("n_train_pairs", "train_subjects", "selected_epoch", "n_params", "train_history", "history",
                       "paradigm", "init", "model_file", "val", "samples_file", "samples_sha256", "test_dataset",
-                      "in_domain", "weights_chosen", "tta")
+                      "in_domain", "weights_chosen", "tta", "model_sha256")
 
 
 class RunResult(TypedDict, total=False):

@@ -37,7 +37,7 @@ from msde_bench import results as R
 from msde_bench import samples as S
 from msde_bench import selection as SEL
 from msde_bench.atomic import check_writable, remove_stale_temporaries
-from msde_bench.checkpoints import check_init_subjects, save_model
+from msde_bench.checkpoints import check_init_subjects, file_sha256, save_model
 from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.data.pairs import ImageCache, PairedDataset, open_image
 from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimizer_impl
@@ -386,6 +386,7 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if save_to is not None:
         save_model(save_to, trainer.method, recorded.to_dict(), fold.index, fold.test_subjects)
         rec["model_file"] = f"{save_to.parent.name}/{save_to.name}"
+        rec["model_sha256"] = file_sha256(save_to)  # `evaluate` checks the file it loads is this one
     return rec
 
 

@@ -167,3 +167,25 @@ def test_a_cross_dataset_evaluation_never_scores_a_face_its_fold_model_trained_o
     assert [f["n_test_pairs"] for f in ev["folds"]] == [28, 28]
     for f, own in zip(ev["folds"], run["folds"]):
         assert f["test_subjects"] == own["test_subjects"]  # its own test subjects, under the other masks
+
+
+def test_a_fold_model_that_is_not_the_one_the_run_saved_is_refused(trained, tmp_path):
+    """Issue 40 (4): the fold record carries its saved model's SHA-256; evaluate checks it first."""
+    import shutil
+
+    import torch
+
+    path, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(path.parent, copy)
+    result = copy / path.name
+    fold0 = copy / run["folds"][0]["model_file"]
+    assert run["folds"][0]["model_sha256"]
+    obj = torch.load(fold0, weights_only=False)
+    first = next(k for k, v in obj["state_dict"].items() if v.is_floating_point())
+    obj["state_dict"][first] = obj["state_dict"][first] * -1  # weights flipped, the file still well-formed
+    torch.save(obj, fold0)
+    res = CliRunner().invoke(main, ["evaluate", str(result), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 2, res.output
+    assert f"{fold0}: fold 0's model is not the one this run saved" in res.output
+    assert not (tmp_path / "ev").exists() or not list((tmp_path / "ev").iterdir())
