@@ -503,13 +503,31 @@ def prediction_rows(result: dict, only_fold: int | None = None) -> tuple[list[di
     return rows, checks
 
 
+def _own_model(path: Path, base: Path, fold: dict) -> bool:
+    """Whether `path` is a fold model the harness wrote for this fold: `<run folder>/fold<k>.pt`
+    inside the results folder, and, where the fold records it, the file it saved (model_sha256).
+    Anything else a result's `model_file` names (an edited field: a file outside the folder, a
+    script) is never removed."""
+    try:
+        inside = path.resolve().parent.parent == base.resolve()
+    except OSError:
+        return False
+    if not inside or path.name != f"fold{fold['fold']}.pt" or path.is_symlink():
+        return False
+    return not fold.get("model_sha256") or hashlib.sha256(path.read_bytes()).hexdigest() == fold["model_sha256"]
+
+
 def prunable_models(folders: list[Path]) -> list[tuple[Path, int]]:
     """(file, bytes) of the fold models (`<run_id>/fold<k>.pt`) that the complete results in the
     folders name, and the training checkpoints their cells kept (`--keep-checkpoints`:
     `<run_id>/fold<k>*.ckpt`, msde_bench.cellstate): what `results prune` removes (a result keeps
     its numbers; `explain` and `evaluate` then need the run again with --save-models). The files of
-    unfinished runs are kept (a checkpoint there is a stopped cell's way to resume)."""
+    unfinished runs are kept (a checkpoint there is a stopped cell's way to resume), and so are a
+    file that is not the fold's own model (_own_model) and a model a kept result starts from (--init)."""
     found, _ = load_all(folders)
+    # a model that a kept result starts from (--init) is never removed, whichever folder names it
+    starts = {Path(r["spec"]["init"]).resolve() for r in found if r["spec"].get("init")
+              and not str(r["spec"]["init"]).startswith("pretrain:")}
     out = []
     for r in found:
         if not r["protocol"].get("complete"):
@@ -517,7 +535,7 @@ def prunable_models(folders: list[Path]) -> list[tuple[Path, int]]:
         base = Path(r["_path"]).parent
         for f in r["folds"]:
             path = base / f["model_file"] if f.get("model_file") else None
-            if path is not None and path.is_file():
+            if path is not None and path.is_file() and _own_model(path, base, f) and path.resolve() not in starts:
                 out.append((path, path.stat().st_size))
             out += [(p, p.stat().st_size) for p in sorted((base / r["run_id"]).glob(f"fold{f['fold']}.*ckpt"))
                     if p.name.endswith(".ckpt")]

@@ -259,6 +259,22 @@ def test_fold_models_are_announced_with_their_size_and_pruned(tiny_root, tmp_pat
     assert R.load(path)["folds"][0]["acc_masked"] >= 0 and len(list(partial.glob("*/fold*.pt"))) == 2
 
 
+def test_prune_keeps_a_model_that_a_kept_result_starts_from(tiny_root, tmp_path):
+    """Issue 40 (5): a fold model that another result in the folder starts from (--init) stays, and
+    `run --spec` of that result still works after the prune; the other models go."""
+    out = tmp_path / "out"
+    first = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--out", str(out), *TINY])
+    assert first.exit_code == 0, first.output
+    start = sorted(out.glob("*/fold0.pt"))[0]
+    second = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--out", str(out), "--init", str(start),
+                                       "--fold", "0", "--no-save-models", *TINY])
+    assert second.exit_code == 0, second.output
+    dry = CliRunner().invoke(main, ["results", "--results", str(out), "prune", "--dry-run"])
+    assert dry.exit_code == 0 and str(start) not in dry.output and dry.output.count("would remove") == 1
+    pruned = CliRunner().invoke(main, ["results", "--results", str(out), "prune"])
+    assert pruned.exit_code == 0 and start.is_file() and not list(out.glob("*/fold1.pt"))
+
+
 def test_plain_progress_lines_when_not_on_a_terminal(tiny_root, tmp_path):
     import io
 
