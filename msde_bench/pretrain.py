@@ -88,6 +88,14 @@ def check(run: RunSpec, dataset: PairedDataset) -> PairedDataset | None:
     if pre.fingerprint() == dataset.fingerprint():
         raise MsdeError(f"--init {run.init}: pretrains on the run's own images ({dataset.name}); a pretrained "
                         "start must come from another set")
+    # the same faces under other names, subjects or masks (PairedDataset.face_digests: the non-masked bytes)
+    own = set(dataset.face_digests())
+    faces = pre.face_digests()
+    shared = [pre.pairs[i].name for i in training_pairs(pre) if faces[i] in own]
+    if shared:
+        raise MsdeError(f"--init {run.init}: its training pairs hold {len(shared)} of the run's own images "
+                        f"(first: {', '.join(shared[:3])}); a pretrained start must not have seen the faces it is "
+                        "tested on")
     return pre
 
 

@@ -53,6 +53,37 @@ def test_refused_on_the_runs_own_data_before_anything_trains(tiny_root, tmp_path
     assert not list(tmp_path.iterdir())
 
 
+def test_refused_on_the_runs_own_faces_under_other_names_and_masks(tiny_root, tmp_path):
+    """Issue 40 (1): a pretraining set that holds the run's images under other subject numbers and
+    masks is refused by content, with the count and the first names."""
+    import shutil
+
+    from PIL import Image
+
+    from msde_bench.data.msde import MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_root, copy)
+    names = (copy / PAIR_LIST).read_text().split()
+    renamed = []
+    for name in names[:10]:  # ten of the run's faces, renumbered, their masks redrawn flat
+        subject, rest = name.split("_", 1)
+        new = f"{int(subject) + 100}_{rest}"
+        (copy / NON_MASKED_DIR / name).rename(copy / NON_MASKED_DIR / new)
+        (copy / MASKED_DIR / name).unlink()
+        Image.new("RGB", (32, 32), (90, 90, 90)).save(copy / MASKED_DIR / new)
+        renamed.append(new)
+    for name in names[10:]:
+        (copy / NON_MASKED_DIR / name).unlink()
+        (copy / MASKED_DIR / name).unlink()
+    (copy / PAIR_LIST).write_text("".join(n + "\n" for n in renamed))
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), "--init", f"pretrain:{copy}", "--out",
+                                    str(tmp_path / "out"), *TINY])
+    assert res.exit_code == 2, res.output
+    assert "its training pairs hold 10 of the run's own images (first: " in res.output, res.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 @pytest.mark.parametrize("init, problem", [("pretrain:", "name the set"), ("pretrain:x#lr=1", "unknown setting"),
                                            ("pretrain:x#recipe=big", "recipe 'big'"),
                                            ("pretrain:x#epochs=two", "expected a whole number"),
