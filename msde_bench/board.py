@@ -585,6 +585,8 @@ class Board:
     problems: list[tuple[str, str]]
     sources: list[str]
     n_results: int
+    #: (path, note) of files that were read but deserve a word: one whose name is not its run id
+    file_notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def make_board(results: list[dict], problems: list[tuple[str, str]], sources: list[str],
@@ -602,7 +604,14 @@ def make_board(results: list[dict], problems: list[tuple[str, str]], sources: li
                             Group.of(complete, split != "evaluation", row_notes) if complete else None,
                             Group.of(incomplete, False) if incomplete else None, about))
     tables.sort(key=lambda t: (t.synthetic, (t.name, t.fingerprint, t.protocol, t.version, t.split, t.folds)))
-    return Board(tables, superseded, list(problems), list(sources), len(results))
+    return Board(tables, superseded, list(problems), list(sources), len(results), misnamed(results))
+
+
+def misnamed(results: list[dict]) -> list[tuple[str, str]]:
+    """(path, note) of every result whose file name is not `<its run id>.json`: read and ranked as any
+    other (its contents name the run), but said, since the name is what people look a run up by."""
+    return [(r["_path"], f"its file name is not its run id ({r['run_id']}.json)") for r in results
+            if r.get("_path") and Path(r["_path"]).name != f"{r['run_id']}.json"]
 
 
 def load_board(dirs: list[Path], strict: bool = False, notes: Path | None = None) -> Board:

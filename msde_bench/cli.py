@@ -824,10 +824,14 @@ def results(ctx, results_dirs, fmt):
         return
     from msde_bench import results as R
 
+    from msde_bench.board import misnamed
+
     found, problems = R.load_all(ctx.obj["dirs"])
     click.echo(R.format_rows(R.list_rows(found), fmt), nl=False)
     for path, problem in problems:
         click.echo(f"skipped {path}: {problem}", err=True)
+    for path, note in misnamed(found):
+        click.echo(f"note {path}: {note}", err=True)
 
 
 def _result_dirs(out: str | None) -> list[Path]:

@@ -195,6 +195,8 @@ def render(board: Board, with_figures: bool = False) -> str:
                           for r in board.superseded) + "."]
     if board.problems:
         out += ["", "## Skipped files", ""] + [f"- {code(p)}: {md_text(msg)}" for p, msg in board.problems]
+    if board.file_notes:
+        out += ["", "## Notes on files", ""] + [f"- {code(p)}: {md_text(msg)}" for p, msg in board.file_notes]
     return "\n".join(out) + "\n"
 
 

@@ -184,3 +184,19 @@ def test_an_image_size_that_cannot_fit_is_refused_before_anything_is_decoded(tin
     res = CliRunner().invoke(main, [*args, "--image-size", "128", "--fold", "0"])
     said = " ".join(res.output.split())
     assert res.exit_code == 0 and "--image-size 128 is 4x the images' own 32 px" in said, said
+
+
+def test_a_result_under_another_file_name_is_read_and_said(tmp_path):
+    """Issue 40 (12): a result whose file name is not its run id is listed and ranked (its contents
+    name the run), and `results` and the leaderboard name the mismatch."""
+    good = make_result(model="scn", nm=(0.6, 0.6), m=(0.3, 0.3))
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "renamed.json").write_text(json.dumps(good))
+    listed = CliRunner().invoke(main, ["results", "--results", str(folder)])
+    assert listed.exit_code == 0 and good["run_id"] in listed.output
+    assert f"note {folder / 'renamed.json'}: its file name is not its run id ({good['run_id']}.json)" in listed.output
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md")])
+    text = (tmp_path / "LB.md").read_text()
+    assert out.exit_code == 0 and "## Notes on files" in text and "renamed.json" in text
+    assert any(ln.startswith("| 1 ") and "scn" in ln for ln in text.splitlines())

@@ -40,9 +40,11 @@ def make_result(model="resnet18", paradigm="baseline", seed=0, nm=(0.8, 0.7), m=
 
 
 def write(d, *results):
+    """Each result as `<run id>.json` (a second result of the same run id as `<run id>-<i>.json`)."""
     d.mkdir(parents=True, exist_ok=True)
     for i, r in enumerate(results):
-        R.write_json_atomic(d / f"{r['run_id']}-{i}.json", R.validate(r))
+        name = f"{r['run_id']}.json" if not (d / f"{r['run_id']}.json").exists() else f"{r['run_id']}-{i}.json"
+        R.write_json_atomic(d / name, R.validate(r))
     return d
 
 
