@@ -823,7 +823,6 @@ def results(ctx, results_dirs, fmt):
     if ctx.invoked_subcommand is not None:
         return
     from msde_bench import results as R
-
     from msde_bench.board import misnamed
 
     found, problems = R.load_all(ctx.obj["dirs"])
