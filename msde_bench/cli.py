@@ -25,7 +25,7 @@ from msde_bench.options import QUIRK_SETS
 from msde_bench.progress import PROGRESS_MODES, progress_mode
 from msde_bench.protocol import PROTOCOLS
 from msde_bench.results import FORMATS as RESULT_FORMATS
-from msde_bench.spec import BUDGETS, OPTIMIZERS, PRECISIONS, RECIPE_NAMES, SCHEDULES
+from msde_bench.spec import BUDGETS, OPTIMIZERS, PRECISIONS, RECIPE_NAMES, SCHEDULES, TRAINING_FIELDS
 
 
 class _Group(click.Group):
@@ -101,8 +101,8 @@ TRACK_OPTIONS = (
 )
 
 
-#: the recipe's training knobs `run` and `compare` can override (each a RunSpec field, a grid key; None:
-#: the recipe's value)
+#: the recipe's training knobs `run` and `compare` can override (spec.TRAINING_FIELDS, in that order: each a
+#: RunSpec field and a grid key; None: the recipe's value)
 TRAINING_OPTIONS = (
     click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
                  help="Override the recipe's optimiser (adamw: decoupled weight decay)."),
@@ -137,9 +137,6 @@ TRAINING_OPTIONS = (
                       "recorded beside the fold's numbers as `tta`, never instead of them (clean and holdout "
                       "protocols)."),
 )
-#: their parameter names
-TRAINING_KEYS = ("optimizer", "weight_decay", "schedule", "warmup_epochs", "augment", "label_smoothing", "ema_decay",
-                 "mixup", "cutmix", "tta")
 
 
 def run_options(*, single: bool):
@@ -329,7 +326,7 @@ def run(model, paradigm, data, out, recipe, protocol, epochs, folds, precision, 
         given = [name for name in ("model", "paradigm", "data", "recipe", "protocol", "epochs", "folds", "budget",
                                    "precision", "quirks", "run_folds",
                                    "image_size", "batch_size", "lr", "seed", "opts", "init", "pretrained", "test_data",
-                                   "select_on", *TRAINING_KEYS)
+                                   "select_on", *TRAINING_FIELDS)
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
         if given:
             raise MsdeError(f"--spec {spec_file}: cannot be combined with --{given[0].replace('_', '-')}")

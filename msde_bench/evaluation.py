@@ -38,7 +38,7 @@ from msde_bench.checkpoints import MODEL_FORMAT, file_sha256, load_torch, model_
 from msde_bench.data.pairs import ImageCache, PairedDataset
 from msde_bench.device import resolve_device
 from msde_bench.errors import MsdeError
-from msde_bench.factory import build_method, load_dataset, method_provider
+from msde_bench.factory import build_method, load_dataset, method_provider, other_dataset
 from msde_bench.runner import _now, cells_of, cross_test_pairs, environment, git_state, untrained_pairs
 from msde_bench.spec import RunSpec
 from msde_bench.training import evaluate
@@ -201,7 +201,7 @@ def _trained_faces(src: Source, console: Console) -> set[str] | None:
     if src.fold is None:
         return None
     try:
-        train_set = load_dataset(src.spec.data)
+        train_set = other_dataset(src.spec.data)  # loaded and hashed once for every fold model of the run
         fold = cells_of(src.spec.whole(), train_set)[1][src.fold]
     except (MsdeError, OSError) as e:
         console.print(f"[yellow]warning[/]: {src.path}: its training data {src.spec.data} cannot be read here ({e}), "

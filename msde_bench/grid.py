@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from msde_bench.errors import FileError
+from msde_bench.spec import TRAINING_FIELDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,14 +38,12 @@ KEYS = {
     "model": None, "paradigm": None, "data": None, "recipe": None, "protocol": None, "epochs": None, "folds": None,
     "budget": None, "precision": None, "quirks": None, "fold": "run_folds", "image_size": None, "batch_size": None,
     "lr": None, "seed": None, "device": None, "init": None, "pretrained": None, "opt": "options", "test_data": None,
-    "select_on": None, "optimizer": None, "weight_decay": None, "schedule": None, "warmup_epochs": None, "augment": None,
-    "label_smoothing": None, "ema_decay": None, "mixup": None, "cutmix": None, "tta": None,
+    "select_on": None, **dict.fromkeys(TRAINING_FIELDS),
 }
 
 
 #: the settings a run's label names when the grid gives them (besides model, paradigm, seed and --opt)
-LABEL_KEYS = ("epochs", "lr", "image_size", "batch_size", "optimizer", "weight_decay", "schedule", "warmup_epochs",
-              "augment", "label_smoothing", "ema_decay", "mixup", "cutmix")
+LABEL_KEYS = ("epochs", "lr", "image_size", "batch_size", *(k for k in TRAINING_FIELDS if k != "tta"))
 
 
 class GridError(FileError):

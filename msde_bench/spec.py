@@ -68,6 +68,11 @@ SCHEDULES = ("multistep", "exponential", "step", "cosine", "onecycle")
 #: --tta: the test-time augmentations a run can score beside its plain numbers (training.tta_views)
 TTA_KINDS = ("flip", "10crop")
 
+#: the recipe's training knobs that `run` and `compare` override by a flag of the same name (--weight-decay,
+#: ...) and a grid by a key: one list for the command line, the grid keys and the run labels
+TRAINING_FIELDS = ("optimizer", "weight_decay", "schedule", "warmup_epochs", "augment", "label_smoothing", "ema_decay",
+                   "mixup", "cutmix", "tta")
+
 #: the fields a spec leaves out of its dict (and so of its digest) at these values
 OPTIONAL_DEFAULTS = {"warmup_epochs": 0.0, "label_smoothing": 0.0, "ema_decay": 0.0, "mixup": 0.0, "cutmix": 0.0,
                      "tta": ""}

@@ -588,12 +588,13 @@ def eval_augment(spec: RunSpec) -> PairedAugment:
 
 
 def evaluate(method: Method, cache: ImageCache, idx: np.ndarray, device: torch.device, spec: RunSpec,
-             predictions: list | None = None) -> dict:
-    """The fold metrics of `method` on the pairs `idx`. With `predictions` (a list), also appends
-    (labels, pred non-masked, pred masked, prob non-masked, prob masked) to it (samples.rows)."""
+             predictions: list | None = None, tta: str | None = None) -> dict:
+    """The fold metrics of `method` on the pairs `idx` (with `tta`, under that test-time
+    augmentation: tta_views). With `predictions` (a list), also appends (labels, pred non-masked,
+    pred masked, prob non-masked, prob masked) to it (samples.rows)."""
     bs = max(2 * spec.batch_size, 64)
     out = predict(method, cache, idx, device, bs, eval_augment(spec), spec.precision,
-                  probabilities=predictions is not None)
+                  probabilities=predictions is not None, tta=tta)
     if predictions is not None:
         predictions.append(out)
     return M.fold_metrics(*out[:3])
@@ -603,9 +604,8 @@ def evaluate_tta(method: Method, cache: ImageCache, idx: np.ndarray, device: tor
     """Under `--tta`: {kind: {acc_non_masked, acc_masked, acc_overall}} of `method` on the pairs
     `idx` with each test-time augmentation (tta_views): numbers recorded beside the fold's, never
     instead of them."""
-    bs = max(2 * spec.batch_size, 64)
     out = {}
     for kind in tta_kinds(spec.tta):
-        m = M.fold_metrics(*predict(method, cache, idx, device, bs, eval_augment(spec), spec.precision, tta=kind))
+        m = evaluate(method, cache, idx, device, spec, tta=kind)
         out[kind] = {k: m[k] for k in ("acc_non_masked", "acc_masked", "acc_overall")}
     return out

@@ -35,7 +35,7 @@ from msde_bench import CLASS_NAMES
 from msde_bench.atomic import atomic_target, check_writable, write_text_atomic
 from msde_bench.choices import CONVERT_FORMATS
 from msde_bench.data.formats import FORMATS as FORMAT_TABLE
-from msde_bench.data.msde import CONVERTING, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
+from msde_bench.data.msde import CONVERTING, EXTENSIONS, MASKED_DIR, NON_MASKED_DIR, PAIR_LIST
 from msde_bench.data.pairs import NO_IDENTITIES, load_image, open_image
 from msde_bench.errors import DataError, MsdeError
 
@@ -246,8 +246,6 @@ def read_imagefolder(src: Path, report: Report, subject_pattern: str | None = No
     """One folder per class, optionally under train/ and test/. With `subject_pattern`, each file's
     path relative to `src` (with /) must contain a match whose group `subject` names the person
     (and `sequence`, optionally, the recording); a file that does not match is skipped."""
-    from msde_bench.data.msde import EXTENSIONS
-
     if not src.is_dir():
         raise DataError(src, "folder not found")
     pattern = compile_subject_pattern(subject_pattern) if subject_pattern else None
@@ -305,8 +303,6 @@ OULU_LAST_FRAMES = 3
 
 def _image_files(src: Path) -> list[Path]:
     """Every image file under src (src itself when it is one), in name order."""
-    from msde_bench.data.msde import EXTENSIONS
-
     if src.is_file():
         return [src]
     if not src.is_dir():
@@ -316,11 +312,9 @@ def _image_files(src: Path) -> list[Path]:
 
 def check_views(fmt: str, views) -> tuple[str, ...]:
     """--views for a format: its known codes (case as the table writes them), else the default."""
-    from msde_bench.data.formats import FORMATS as TABLE
-
-    known = TABLE[fmt].views
+    known = FORMAT_TABLE[fmt].views
     if not views:
-        return TABLE[fmt].default_views
+        return FORMAT_TABLE[fmt].default_views
     if not known:
         raise MsdeError(f"--views: --format {fmt} has no views to choose among")
     wanted = [v.strip() for v in (views.split(",") if isinstance(views, str) else views) if v.strip()]
@@ -364,8 +358,8 @@ def read_kdef(src: Path, report: Report, views=None) -> Iterator[Item]:
         if code not in KDEF_CODES:
             report.skipped.append(f"{image}: unknown KDEF expression code {code!r} (known: {', '.join(KDEF_CODES)})")
             continue
-        if view not in FORMAT_VIEWS["kdef"]:
-            report.skipped.append(f"{image}: unknown KDEF view {view!r} (known: {', '.join(FORMAT_VIEWS['kdef'])})")
+        if view not in FORMAT_TABLE["kdef"].views:
+            report.skipped.append(f"{image}: unknown KDEF view {view!r} (known: {', '.join(FORMAT_TABLE['kdef'].views)})")
             continue
         if view not in views:
             report.dropped[f"view {view}"] += 1
@@ -410,13 +404,12 @@ def read_rafd(src: Path, report: Report, views=None, class_map: dict[str, str] |
                                   "<gaze>.jpg)")
             continue
         angle, word, gaze = m.group("angle"), m.group("word").lower(), m.group("gaze").lower()
-        if angle not in FORMAT_VIEWS["rafd"]:
+        if angle not in FORMAT_TABLE["rafd"].views:
             report.skipped.append(f"{image}: unknown RaFD camera angle {angle!r} (known: "
-                                  f"{', '.join(FORMAT_VIEWS['rafd'])})")
+                                  f"{', '.join(FORMAT_TABLE['rafd'].views)})")
             continue
-        target = class_map.get(word, word)
-        label = RAFD_WORDS.get(target, SYNONYMS.get(target))
-        if label is None and target not in ("drop", "contemptuous"):
+        label = _class_label(word, class_map)  # RaFD's words are among the synonyms
+        if label is None and class_map.get(word, word) not in ("drop", "contemptuous"):
             report.skipped.append(f"{image}: unknown RaFD expression {word!r} (known: {', '.join(RAFD_WORDS)}, "
                                   "contemptuous)")
             continue
@@ -441,7 +434,7 @@ def read_oulu(src: Path, report: Report, views=None, class_map: dict[str, str] |
     class_map = class_map or {}
     if not src.is_dir():
         raise DataError(src, "folder not found")
-    known = {v.lower(): v for v in FORMAT_VIEWS["oulu"]}
+    known = {v.lower(): v for v in FORMAT_TABLE["oulu"].views}
     own = "/".join(src.resolve().parts[-2:]).lower()  # SRC may be one <camera>/<lighting> folder
     sequences: dict[Path, list[Path]] = {}
     for image in _image_files(src):
@@ -516,7 +509,6 @@ MAPPINGS = {"rafdb": RAFDB, "fer2013": FER2013, "affectnet": AFFECTNET, "imagefo
 #: the formats whose class names `class_map` (--map) applies to, and those with views (--views)
 FOLDER_FORMATS = tuple(f.name for f in FORMAT_TABLE.values() if f.maps_classes)
 VIEW_FORMATS = tuple(f.name for f in FORMAT_TABLE.values() if f.views)
-FORMAT_VIEWS = {f.name: f.views for f in FORMAT_TABLE.values()}
 
 
 # ------------------------------------------------------------------------------------------

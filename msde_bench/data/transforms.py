@@ -24,7 +24,6 @@ from msde_bench.choices import augment_steps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTS = ("paper", "flip", "none")  # the presets; any value augment_steps accepts is valid
 
 
 def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:

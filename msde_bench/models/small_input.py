@@ -14,7 +14,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-#: name -> (stem, its stride): what each variant changes in timm's ResNet-18
+#: name -> the stem variant SmallInputResNet builds (what it changes in timm's ResNet-18)
 VARIANTS = {"resnet18_nomaxpool": "nomaxpool", "resnet18_cifar": "cifar"}
 
 
