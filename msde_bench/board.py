@@ -50,6 +50,7 @@ DEFAULT_NOTES = Path("leaderboard/notes.toml")
 class Row:
     key: str
     runs: list[dict] = field(default_factory=list)
+    _full_spec: dict | None = field(default=None, repr=False, compare=False)  # full_spec's, once
 
     @property
     def spec(self) -> dict:
@@ -264,7 +265,11 @@ _NOT_SETTINGS = {"model", "paradigm", "seed", "run_folds", "options", "data", "r
 
 
 def full_spec(row: Row) -> dict:
-    return RunSpec.from_dict(row.spec).to_dict()  # fields missing from older results get their defaults
+    """The row's spec with every field (those missing from older results get their defaults), read once
+    per row (not to be changed in place)."""
+    if row._full_spec is None:
+        row._full_spec = RunSpec.from_dict(row.spec).to_dict()
+    return row._full_spec
 
 
 def _settings(row: Row) -> dict:
@@ -542,6 +547,129 @@ class Group:
             if low is not None:
                 row_list.append({"text": low})
         return cls(rows, ranked, df, best, marks, notes, tests)
+
+
+def fmt_params(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e5 else str(n)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What one cell of a table shows, the same in every rendering (markdown, web page)."""
+
+    #: the value; it may come from a result file, so each renderer shows it as text (escaped)
+    text: str
+    #: the best value of its column (in a ranked table)
+    bold: bool = False
+    #: the harness's own additions after it, never from a file: the interval and the marks († ◦ ‡)
+    tail: str = ""
+    #: the numbers of the row notes (TableView.row_notes) the row matches, in the paradigm's cell
+    notes: tuple[int, ...] = ()
+
+
+@dataclass
+class TableView:
+    """A group of rows as every rendering shows it: (key, header) of each column, the cells of each row,
+    the notes under the table (markdown: the page strips it), and the texts of the row notes the cells
+    number (1 first)."""
+
+    columns: list[tuple[str, str]]
+    cells: list[list[Cell]]
+    notes: list[str]
+    row_notes: list[str]
+
+
+def columns() -> list[tuple[str, str]]:
+    """(key, header) of a table's columns, in order (the metrics: metrics.METRICS, view `table`)."""
+    return [("rank", "#"), ("model", "model"), ("paradigm", "paradigm"), ("backbone", "backbone"),
+            ("recipe", "recipe"), ("init", "init"), *((m.key, m.label) for m in metrics_in("table")),
+            ("runs", "folds × seeds"), ("params", "params"), ("train_seconds", "train time / fold"),
+            ("provider", "method from")]
+
+
+def table_view(group: Group) -> TableView:
+    """The cells and notes of one group of a table's rows: ranks, the best value of each column in
+    bold (ranked tables), each mean ± std with its 95 % interval, the marks († not significantly
+    different from the best row, ◦ indistinguishable from chance, ‡ fold times spread widely), the
+    row notes' numbers, and the notes that explain what the table uses."""
+    rows, ranked, df = group.rows, group.ranked, group.frame
+    k = n_classes(rows)
+    chance = spread = single = False
+    used: list[dict] = []
+    cells = []
+    for i, rec in enumerate(df.to_dict("records")):
+        marks = []
+        for note in group.notes[i]:
+            if note not in used:
+                used.append(note)
+            marks.append(used.index(note) + 1)
+        row = [Cell(str(i + 1) if ranked else "–"), Cell(rec["model"]),
+               Cell(rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else ""), notes=tuple(marks)),
+               Cell(rec["backbone"]), Cell(rec["recipe"]), Cell(rec["init"])]
+        for m in metrics_in("table"):
+            key = m.key
+            if rec[f"{key}_n"] == 0:  # its results do not record this metric (older than it)
+                row.append(Cell("–"))
+                continue
+            text = m.text(rec[f"{key}_mean"])
+            if rec[f"{key}_n"] > 1:
+                text += f" ± {m.text(rec[f'{key}_std'])}"
+            else:
+                single = True  # one value (one fold of one seed): no spread to show
+            bold = ranked and math.isclose(rec[f"{key}_mean"], group.best[key], rel_tol=0, abs_tol=1e-12)
+            tail = ""
+            ci = rec[f"{key}_ci"]
+            if ci is not None:
+                tail += f" [{m.text(ci[0])}, {m.text(ci[1])}]"
+                if m.chance and ci[0] <= 1 / k:
+                    tail += " ◦"
+                    chance = True
+            if key == "acc_masked":
+                tail += group.marks[i]
+            row.append(Cell(text, bold, tail))
+        spread |= rec["time_spread"]
+        trained = not rows[i].runs[0].get("evaluation")
+        row += [Cell(f"{rec['folds']} × {rec['seeds']}"), Cell(fmt_params(rec["params"])),
+                Cell(f"{rec['train_seconds']:.1f} s ({rec['device']})", tail=" ‡" if rec["time_spread"] else "")
+                if trained else Cell("– (models of " + ", ".join(sources(rows[i])) + ")"),
+                Cell(rec["provider"])]
+        cells.append(row)
+    return TableView(columns(), cells, _table_notes(group, single, chance, spread, k),
+                     [note["text"] for note in used])
+
+
+def _table_notes(group: Group, single: bool, chance: bool, spread: bool, k: int) -> list[str]:
+    rows, ranked, df = group.rows, group.ranked, group.frame
+    notes = []
+    if ranked and len(rows) > 1:
+        notes.append(f"**bold**: best value of the column. †: masked accuracy not significantly different from the "
+                     f"best row's: two-sided corrected resampled t-test over the same (seed, fold) pairs (Nadeau & "
+                     f"Bengio 2003; Bouckaert & Frank 2004: the variance of the differences inflated by n_test / "
+                     f"n_train, because folds share training data) or, on a fixed split whose rows logged their per-image "
+                     f"predictions, the paired per-image test (McNemar's exact test for one seed; a paired bootstrap over "
+                     f"images with seeds as repeats), p ≥ {P_THRESHOLD}.")
+    power = power_note(group)
+    if power:
+        notes.append(power)
+    if any(rec[f"{m.key}_ci"] is not None for rec in df.to_dict("records") for m in metrics_in("table")):
+        notes.append("[a, b]: 95 % confidence interval of the mean over seeds × folds (t distribution with the same "
+                     "corrected variance), clipped to the values a metric can take ([0, 1] for accuracies, pair "
+                     "agreement and F1; [−1, 1] for the mask gap): with few folds it reaches past them.")
+    if single:
+        n_test = min(int(f.get("n_test_pairs") or 0) for row in rows for r in row.runs for f in r["folds"])
+        notes.append("A value without ± is one fold of one seed (a fixed split): no spread or interval (rows that "
+                     "logged their per-image predictions are compared image by image: McNemar's test); one accuracy over "
+                     "n test images has a binomial standard error of at most 0.5/√n"
+                     + (f" ({0.5 / math.sqrt(n_test):.3f} for the {n_test} test pairs here)." if n_test else "."))
+    if chance:
+        notes.append(f"◦: cannot be told from chance (1/{k}): the accuracy's confidence interval reaches it.")
+    notes.append("train time / fold: the median over the folds (and seeds), distill's including the training of "
+                 "its teacher.")
+    if spread:
+        notes.append(f"‡: the fold times spread widely (the slowest over {TIME_SPREAD:g}x the fastest): the machine "
+                     "was probably loaded, so the time says little about the method.")
+    notes.append(budget_note(rows))
+    return notes
 
 
 @dataclass

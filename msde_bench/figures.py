@@ -1,5 +1,5 @@
 """The leaderboard's figures, drawn from a table's numbers (board.frame): non-masked against
-masked accuracy per row, and the mask gap per method grouped by paradigm. PNG (embedded in the
+masked accuracy per row, and the mask gap of every row, each numbered as in the table. PNG (embedded in the
 markdown) and SVG, byte-stable for the same numbers and matplotlib version (no dates, a fixed SVG
 hash salt, the bundled DejaVu fonts), so that `msde-bench leaderboard --check` can compare them."""
 
@@ -43,10 +43,12 @@ def _style() -> dict:
 
 
 def _save(fig) -> dict[str, bytes]:
+    """PNG and SVG bytes; the canvas fits what is drawn (a key beside the axes included)."""
     out = {}
     for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=100, metadata=metadata)
+        fig.savefig(buf, format=fmt, dpi=100, metadata=metadata, bbox_inches="tight",
+                    pad_inches=0.1)
         out[fmt] = buf.getvalue()
     return out
 
@@ -65,7 +67,7 @@ def _labeller(df: pd.DataFrame):
 
 
 def _markers(labels: list[str]) -> dict[str, str]:
-    """A marker per label: a paradigm's own, else the others in turn, cycled (they never run out)."""
+    """A marker per paradigm: its own, else the others in turn, cycled (they never run out)."""
     extra = itertools.cycle(_MORE_MARKERS)
     return {p: MARKERS.get(p) or next(extra) for p in labels}
 
@@ -79,85 +81,84 @@ def _err(rec, key: str) -> tuple[float, float]:
     return (std, std) if np.isfinite(std) else (0.0, 0.0)
 
 
+#: rows listed in one column of the accuracy figure's key; more rows take more columns
+KEY_ROWS_PER_COLUMN = 36
+
+
+def _rows(df: pd.DataFrame) -> list[tuple[str, dict]]:
+    """Each row of the table, in its order, as (its key label, its record): the label is the row's number
+    in the table (the `#` column; the frame's order), its model, paradigm, variant, and start and recipe
+    where the table's rows differ in them, so that every row has its own, readable at 100 rows."""
+    label = _labeller(df)
+    return [(f"{i}. {rec['model']} · {label(rec)}", rec) for i, rec in enumerate(df.to_dict("records"), 1)]
+
+
+def _colours(plt, df: pd.DataFrame) -> dict:
+    models = sorted(df["model"].unique())
+    return {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+
+
 def accuracy_figure(df: pd.DataFrame, title: str, classes: int = 7) -> dict[str, bytes]:
-    """Non-masked (x) against masked (y) accuracy, one point per row with its 95 % intervals; colour =
-    method, marker = paradigm; the diagonal (no mask gap) and chance (1 / `classes`) drawn in."""
+    """Non-masked (x) against masked (y) accuracy, one point per row with its 95 % intervals, numbered
+    as the table's rows; colour = method, marker = paradigm; the diagonal (no mask gap) and chance
+    (1 / `classes`) drawn in. The key beside the axes lists every row (number, method, paradigm,
+    variant), in as many columns as it needs, so that no row hides behind it."""
     chance = 1 / classes
     plt = _plt()
+    rows = _rows(df)
     with plt.rc_context(_style()):
-        fig, ax = plt.subplots(figsize=(7.5, 5.5))
-        models = sorted(df["model"].unique())
-        colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
-        _label = _labeller(df)
-        labels = sorted({_label(r) for _, r in df.iterrows()})
-        markers = _markers(labels)
-        for _, rec in df.iterrows():
+        columns = max(1, -(-len(rows) // KEY_ROWS_PER_COLUMN))
+        fig, ax = plt.subplots(figsize=(5.5, 5.5))  # the saved canvas grows to hold the key's columns
+        colours = _colours(plt, df)
+        markers = _markers(sorted(df["paradigm"].unique()))
+        handles = []
+        for i, (text, rec) in enumerate(rows, 1):
+            marker, colour = markers[rec["paradigm"]], colours[rec["model"]]
             ax.errorbar(rec["acc_non_masked_mean"], rec["acc_masked_mean"],
                         xerr=np.array([_err(rec, "acc_non_masked")]).T, yerr=np.array([_err(rec, "acc_masked")]).T,
-                        fmt=markers[_label(rec)], color=colours[rec["model"]], ms=6, capsize=2, lw=0.8, alpha=0.9)
+                        fmt=marker, color=colour, ms=5, capsize=2, lw=0.7, alpha=0.85)
+            ax.annotate(str(i), (rec["acc_non_masked_mean"], rec["acc_masked_mean"]), xytext=(3, 2),
+                        textcoords="offset points", fontsize=6)
+            handles.append(plt.Line2D([], [], color=colour, marker=marker, ls="", label=text))
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
         ax.axhline(chance, ls=":", color="grey", lw=0.8)
         ax.axvline(chance, ls=":", color="grey", lw=0.8)
         ax.text(chance + 0.01, 0.01, f"chance (1/{classes})", ha="left", va="bottom", fontsize=7, color="grey")
-        ax.text(0.97, 0.93, "no mask gap", ha="right", rotation=38, fontsize=7, color="grey")
+        ax.text(0.97, 0.93, "no mask gap", ha="right", rotation=45, fontsize=7, color="grey")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
         ax.set_xlabel("non-masked accuracy")
         ax.set_ylabel("masked accuracy")
         ax.set_title(title)
         ax.grid(alpha=0.25)
-        method_handles = [plt.Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
-        paradigm_handles = [plt.Line2D([], [], color="black", marker=markers[p], ls="", label=p) for p in labels]
-        first = ax.legend(handles=method_handles, title="method", loc="upper left", fontsize=7, title_fontsize=7)
-        ax.add_artist(first)
-        ax.legend(handles=paradigm_handles, title="paradigm", loc="lower right", fontsize=7, title_fontsize=7)
-        fig.tight_layout()
+        ax.legend(handles=handles, title="rows, numbered in the table's order (colour: method, marker: paradigm)",
+                  loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=columns, fontsize=6.5, title_fontsize=7,
+                  alignment="left", borderaxespad=0.0, handletextpad=0.3, columnspacing=1.0)
         out = _save(fig)
         plt.close(fig)
     return out
 
 
-def _shade(colour, j: int, n: int):
-    """Paradigm j of n as a lighter shade of the method's colour (hue = method, as in the scatter;
-    hatches would make each SVG ten times larger)."""
-    t = 0.65 * j / max(1, n - 1) if n > 1 else 0.0
-    return tuple(c + (1 - c) * t for c in colour[:3])
-
-
 def gap_figure(df: pd.DataFrame, title: str) -> dict[str, bytes]:
-    """The mask gap (non-masked − masked accuracy) per method, one bar per paradigm, with intervals;
-    colour = method (the scatter's colours), shade = paradigm (darkest first, as the legend lists)."""
+    """The mask gap (non-masked − masked accuracy) of every row, one bar each with its interval, in the
+    table's order (its number first in the label); colour = method (the scatter's colours). The
+    figure grows with the rows, so that each keeps a readable label."""
     plt = _plt()
+    rows = _rows(df)
     with plt.rc_context(_style()):
-        models = sorted(df["model"].unique())
-        colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
-        _label = _labeller(df)
-        labels = sorted({_label(r) for _, r in df.iterrows()})
-        fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.25 * len(models) * max(1, len(labels)))), 4.2))
-        width = 0.8 / max(1, len(labels))
-        for j, label in enumerate(labels):
-            xs, ys, errs, cs = [], [], [], []
-            for i, model in enumerate(models):
-                sel = [r for _, r in df.iterrows() if r["model"] == model and _label(r) == label]
-                if not sel:
-                    continue
-                rec = sel[0]
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(rec["mask_gap_mean"])
-                errs.append(_err(rec, "mask_gap"))
-                cs.append(_shade(colours[model], j, len(labels)))
-            if xs:
-                ax.bar(xs, ys, width=width * 0.95, color=cs, edgecolor="black", lw=0.4, yerr=np.array(errs).T,
-                       capsize=2, error_kw=dict(lw=0.8))
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(models)), models)
-        ax.set_ylabel("mask gap (non-masked − masked accuracy)")
+        colours = _colours(plt, df)
+        fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.17 * len(rows) + 1.1)))
+        ys = np.arange(len(rows))
+        ax.barh(ys, [rec["mask_gap_mean"] for _, rec in rows], height=0.75,
+                color=[colours[rec["model"]] for _, rec in rows], edgecolor="black", lw=0.4,
+                xerr=np.array([_err(rec, "mask_gap") for _, rec in rows]).T, capsize=2, error_kw=dict(lw=0.8))
+        ax.set_yticks(ys, [text for text, _ in rows], fontsize=6.5)
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # row 1 on top, as in the table
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel("mask gap (non-masked − masked accuracy)")
         ax.set_title(title)
-        ax.grid(axis="y", alpha=0.25)
-        handles = [plt.Rectangle((0, 0), 1, 1, facecolor=_shade((0.3, 0.3, 0.3), j, len(labels)), edgecolor="black",
-                                 lw=0.4, label=label) for j, label in enumerate(labels)]
-        ax.legend(handles=handles, title="paradigm (shade; colour: method)", fontsize=7, title_fontsize=7)
-        fig.tight_layout()
+        ax.grid(axis="x", alpha=0.25)
         out = _save(fig)
         plt.close(fig)
     return out
@@ -175,6 +176,21 @@ def figure_paths(slug: str) -> list[tuple[str, str]]:
     return [(f"{FIGURES_DIR}/{slug}-{kind}", alt) for kind, alt in KINDS]
 
 
+#: a table's figures draw its first rows (the best, in a ranked table); the markdown says so for a longer table
+FIGURE_ROWS = 100
+
+
+def figure_rows_note(n_rows: int) -> str | None:
+    """What a table's figures leave out: None when they draw every row."""
+    if n_rows <= FIGURE_ROWS:
+        return None
+    return f"The figures draw the table's first {FIGURE_ROWS} rows of {n_rows} (the rest are in the table only)."
+
+
 def table_figures(df: pd.DataFrame, title: str, classes: int = 7) -> list[dict[str, bytes]]:
-    """A table's figures in KINDS order, from its rows' numbers (board.frame, best row first)."""
+    """A table's figures in KINDS order, from its rows' numbers (board.frame, in the table's order: best
+    row first when ranked); of a table over FIGURE_ROWS rows, its first FIGURE_ROWS, said in the title."""
+    if len(df) > FIGURE_ROWS:
+        title += f" (rows 1-{FIGURE_ROWS} of {len(df)})"
+        df = df.head(FIGURE_ROWS)
     return [accuracy_figure(df, title, classes), gap_figure(df, title)]

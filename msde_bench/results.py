@@ -9,6 +9,7 @@ numbers is a minor version (0.x) bump, fixes that change no number a patch bump.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -125,8 +126,13 @@ def _type_ok(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+@functools.cache
+def _hints(schema: type) -> dict:
+    return get_type_hints(schema)
+
+
 def _check_keys(obj: dict, schema: type, path, where: str = "") -> None:
-    for key, kind in get_type_hints(schema).items():
+    for key, kind in _hints(schema).items():
         if key not in obj:
             raise ResultError(path, f"{where}missing field {key!r}" if not where else f"{where} is missing {key!r}")
         if not _type_ok(obj[key], kind):
@@ -403,12 +409,13 @@ def differing(items: list[tuple[object, dict]]) -> list[str]:
     groups: dict = {}
     for group, settings in items:
         groups.setdefault(group, []).append(settings)
-    out = []
-    for group, mine in items:
-        same = groups[group]
-        keys = sorted({k for s in same for k in s if any(o.get(k) != s.get(k) for o in same)})
-        out.append(", ".join(f"{k}={mine.get(k)}" for k in keys))
-    return out
+    # once per group, linear in its items: a key differs when some item's value (absent: None) is not the first's
+    keys_of = {}
+    for group, same in groups.items():
+        first = same[0]
+        every = {k for s in same for k in s}
+        keys_of[group] = sorted(k for k in every if any(s.get(k) != first.get(k) for s in same))
+    return [", ".join(f"{k}={mine.get(k)}" for k in keys_of[group]) for group, mine in items]
 
 
 def differences(results: list[dict]) -> list[str]:

@@ -15,17 +15,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from msde_bench.balance import describe as describe_balance
-from msde_bench.board import Board, Group, Row, Table, budget_note, dataset_note, power_note
+from msde_bench.board import Board, Cell, Row, Table, columns, dataset_note, table_view
 from msde_bench.figures import figure_paths
 from msde_bench.mdtext import plain
 from msde_bench.metrics import metrics_in
-
-
-def _columns() -> list[tuple[str, str]]:
-    """(key, title): what the table shows, in order (the metrics: metrics.METRICS, view `table`)."""
-    return [("rank", "#"), ("model", "model"), ("paradigm", "paradigm"), ("backbone", "backbone"),
-            ("recipe", "recipe"), ("init", "init"), *((m.key, m.label) for m in metrics_in("table")),
-            ("runs", "folds × seeds"), ("train_seconds", "train time / fold (s)"), ("provider", "method from")]
 
 
 def _fold_keys() -> tuple[str, ...]:
@@ -57,17 +50,14 @@ function el(tag, text, cls) { const e = document.createElement(tag); if (text !=
   if (cls) e.className = cls; return e; }
 function fmt(v) { return (v === null || v === undefined) ? "–" :
   (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(3)) : String(v)); }
-function cell(row, key) {
-  const v = row[key];
-  if (v && typeof v === "object" && "mean" in v) {
-    if (v.mean === null) return "–";
-    let t = v.mean.toFixed(3) + (v.std === null ? "" : " ± " + v.std.toFixed(3));
-    if (v.ci) t += " [" + v.ci[0].toFixed(3) + ", " + v.ci[1].toFixed(3) + "]";
-    return t;
-  }
-  return key === "train_seconds" ? Number(v).toFixed(1) : String(v);
+function cell(row, i) {
+  const c = row.cells[i]; const td = el("td", undefined, i === 1 ? "" : "num");
+  if (c.bold) td.appendChild(el("strong", c.text)); else td.appendChild(document.createTextNode(c.text));
+  if (c.tail) td.appendChild(document.createTextNode(c.tail));
+  for (const n of c.notes) { td.appendChild(document.createTextNode(" ")); td.appendChild(el("sup", String(n))); }
+  return td;
 }
-function sortValue(row, key) { const v = row[key]; return (v && typeof v === "object") ? v.mean : v; }
+function sortValue(row, key) { return key in row ? row[key] : row.cells[DATA.columns.findIndex(c => c[0] === key)].text; }
 function buildTable(table, section) {
   const filters = el("div", undefined, "filters");
   const selects = {};
@@ -117,7 +107,7 @@ function buildTable(table, section) {
       return (x < y ? -1 : x > y ? 1 : 0) * sortDir; });
     for (const row of rows) {
       const tr = el("tr", undefined, "row"); tr.dataset.model = row.model; tr.dataset.paradigm = row.paradigm;
-      for (const [key] of DATA.columns) tr.appendChild(el("td", cell(row, key), key === "model" ? "" : "num"));
+      DATA.columns.forEach((_, i) => tr.appendChild(cell(row, i)));
       tr.addEventListener("click", () => { const next = tr.nextSibling;
         if (next && next.className === "details") next.remove(); else tr.after(details(row)); });
       body.appendChild(tr);
@@ -130,6 +120,7 @@ for (const table of DATA.tables) {
   const section = el("section"); section.appendChild(el("h2", table.title));
   section.appendChild(el("p", table.note, "note"));
   buildTable(table, section);
+  for (const n of table.notes) section.appendChild(el("p", n, "note"));
   for (const fig of table.figures) { const img = el("img", undefined, "figure"); img.src = fig.src; img.alt = fig.alt;
     section.appendChild(img); }
   main.appendChild(section);
@@ -150,8 +141,8 @@ def page(board: Board, svgs: dict[str, bytes], intro: str, result_dir: Path) -> 
     ({path relative to the markdown: SVG bytes}: figures.figure_paths), its result files linked
     relative to `result_dir`."""
     tables = [_table_data(t, svgs, result_dir) for t in board.tables]
-    data = dict(columns=_columns(), fold_keys=_fold_keys(),
-                tables=[dict(title=t["title"], note=t["note"], rows=t["rows"],
+    data = dict(columns=columns(), fold_keys=_fold_keys(),
+                tables=[dict(title=t["title"], note=t["note"], rows=t["rows"], notes=t["notes"],
                              figures=[dict(alt=f["alt"], src=_svg_data(f["svg"])) for f in t["figures"]])
                         for t in tables])
     # JSON inside HTML: < > & as \u escapes, so no text from a result file can close the element
@@ -168,19 +159,18 @@ def page(board: Board, svgs: dict[str, bytes], intro: str, result_dir: Path) -> 
         "</body>\n</html>\n")
 
 
-def row_data(rec: dict, row: Row, rank: int | None, result_dir: Path) -> dict:
-    """One row of the page from board.frame's record and its Row."""
-    out = {"rank": rank if rank is not None else "–", "model": rec["model"],
-           "paradigm": rec["paradigm"] + (f" ({rec['variant']})" if rec["variant"] else ""),
-           "backbone": rec["backbone"], "recipe": rec["recipe"], "init": rec["init"],
-           "runs": f"{rec['folds']} × {rec['seeds']}", "train_seconds": round(float(rec["train_seconds"]), 1),
-           "provider": rec["provider"], "run_ids": [r["run_id"] for r in row.runs]}
+def row_data(rec: dict, row: Row, cells: list[Cell], result_dir: Path) -> dict:
+    """One row of the page from board.frame's record, its Row and its cells (board.table_view, as the
+    markdown shows them): what each column shows in `cells`, the numbers it sorts by under the
+    column's key, and the row's details."""
+    out = {"rank": cells[0].text if cells[0].text != "–" else None, "model": rec["model"],
+           "paradigm": cells[2].text, "recipe": rec["recipe"], "params": int(rec["params"]),
+           "train_seconds": round(float(rec["train_seconds"]), 1), "run_ids": [r["run_id"] for r in row.runs],
+           "cells": [dict(text=c.text, bold=c.bold, tail=c.tail, notes=list(c.notes)) for c in cells]}
+    if out["rank"] is not None:
+        out["rank"] = int(out["rank"])
     for key in (m.key for m in metrics_in("table")):
-        ci = rec[f"{key}_ci"]
-        std = round(float(rec[f"{key}_std"]), 6) if rec[f"{key}_n"] > 1 else None  # one value: no spread
-        mean = round(float(rec[f"{key}_mean"]), 6) if rec[f"{key}_n"] else None  # not recorded: none
-        out[key] = dict(mean=mean, std=std,
-                        ci=None if ci is None else [round(float(ci[0]), 6), round(float(ci[1]), 6)])
+        out[key] = round(float(rec[f"{key}_mean"]), 6) if rec[f"{key}_n"] else None  # not recorded: none
     run = row.runs[0]
     out["balance"] = [f"seed {r['spec']['seed']}: {line}" for r in row.runs if (line := describe_balance(r))]
     out["settings"] = run["spec"]
@@ -192,21 +182,20 @@ def row_data(rec: dict, row: Row, rank: int | None, result_dir: Path) -> dict:
 
 
 def _table_data(table: Table, svgs: dict[str, bytes], result_dir: Path) -> dict:
-    """A table of the board as the page's data: title, note, rows (ranked ones numbered), figures."""
-    rows = []
+    """A table of the board as the page's data: title, note (what the dataset is), rows (with the cells
+    the markdown shows), the notes under the table (the markdown's, as text: the marks' meanings, the
+    power, the budget, the row notes) and the figures."""
+    rows, notes = [], []
     for group in (table.complete, table.incomplete):
         if group is not None:
-            rows += _group_rows(group, result_dir)
-    note = " ".join([dataset_note(table.rows), *table.about])
-    note = plain(note + ((" " + budget_note(table.complete.rows)) if table.complete is not None else "")
-                 + ((" " + power) if table.complete is not None and (power := power_note(table.complete)) else ""))
+            view = table_view(group)
+            rows += [row_data(rec, row, cells, result_dir)
+                     for rec, row, cells in zip(group.frame.to_dict("records"), group.rows, view.cells)]
+            if group is table.complete:  # the markdown, too, shows the notes of the complete rows only
+                notes = [plain(n) for n in view.notes] + [f"{k}. {plain(t)}" for k, t in enumerate(view.row_notes, 1)]
+    note = plain(" ".join([dataset_note(table.rows), *table.about]))
     mine = sorted(f"{base}.svg" for base, _ in figure_paths(table.slug))
     figs = [dict(alt=rel.rsplit("/", 1)[-1], svg=svgs[rel]) for rel in mine if rel in svgs]
     title = (f"{table.name} · fingerprint {table.fingerprint} · protocol {table.protocol} v{table.version} "
              f"({table.split}, {table.folds} fold{'' if table.folds == 1 else 's'})")
-    return dict(title=title, note=note, rows=rows, figures=figs)
-
-
-def _group_rows(group: Group, result_dir: Path) -> list[dict]:
-    return [row_data(rec, row, i + 1 if group.ranked else None, result_dir)
-            for i, ((_, rec), row) in enumerate(zip(group.frame.iterrows(), group.rows))]
+    return dict(title=title, note=note, rows=rows, notes=notes, figures=figs)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from msde_bench import results as R
 from msde_bench.cli import main
 from msde_bench.errors import ResultError
+from msde_bench.mdtext import md_text
 from tests.test_leaderboard import make_result, write
 
 
@@ -52,7 +53,7 @@ def test_an_edited_or_inconsistent_result_is_refused_never_ranked(tmp_path, how,
     (folder / "edited.json").write_text(json.dumps(bad))
     out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md")])
     text = (tmp_path / "LB.md").read_text()
-    assert out.exit_code == 0 and "edited.json" in text and problem.split(" [")[0] in text
+    assert out.exit_code == 0 and "edited.json" in text and md_text(problem.split(" [")[0]) in text
     ranked = [ln for ln in text.splitlines() if ln.startswith("| 1 ")]
     assert len(ranked) == 1 and "scn" in ranked[0]  # only the good result is a row
     out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md"),

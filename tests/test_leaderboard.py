@@ -14,6 +14,7 @@ from msde_bench.board import paired_p
 from msde_bench.cli import main
 from msde_bench.errors import MsdeError
 from msde_bench.leaderboard import render_results
+from msde_bench.mdtext import md_text
 from msde_bench.metrics import summarise
 from msde_bench.spec import RunSpec
 
@@ -333,7 +334,7 @@ def test_mistyped_result_files_are_reported_and_skipped(tmp_path, how, problem):
     out = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(tmp_path / "lb.md")])
     assert out.exit_code == 0, out.output
     text = (tmp_path / "lb.md").read_text()
-    md = problem.replace("[", "\\[").replace("]", "\\]")  # markdown text: brackets escaped, shown as written
+    md = md_text(problem)  # markdown text: brackets and underscores escaped, shown as written
     assert "## Skipped files" in text and md in text and "| 1   | resnet18 |" in text
     strict = CliRunner().invoke(main, ["leaderboard", "--strict", "--results", str(d), "--output", str(tmp_path / "s.md")])
     assert strict.exit_code == 2 and problem in strict.output and "Traceback" not in strict.output
@@ -482,7 +483,8 @@ def test_a_metric_added_to_the_table_is_shown_everywhere(tmp_path, monkeypatch):
     write(res, old)
     rows = json.loads(runner.invoke(main, ["results", "--results", str(res), "--format", "json"]).output)
     assert [r["worse_view"] for r in rows] == [0.45, None]
-    assert '"mean": null' in board_files(load_board([res]), tmp_path)["index.html"].decode()
+    page = board_files(load_board([res]), tmp_path)["index.html"].decode()
+    assert '"acc_worse_view": null' in page and r'{"bold": false, "notes": [], "tail": "", "text": "\u2013"}' in page
     bad = dict(a, folds=[dict(a["folds"][0], acc_worse_view=1.5), a["folds"][1]])
     with pytest.raises(Exception, match=r"acc_worse_view = 1.5 is not a fraction"):
         R.validate(bad)
@@ -501,12 +503,14 @@ def test_intervals_stay_within_what_a_metric_can_take():
 
 
 def test_figures_give_every_row_its_own_label_and_never_run_out_of_markers():
-    """Issue 40 (6, 13): 40 rows that differ only in their learning rate draw (markers cycle), and two
-    rows of one model and paradigm that differ only in their start get a label each (neither hides
-    the other in the mask-gap bars)."""
+    """Issue 40 (6, 13): 100 rows that differ only in their learning rate draw (markers cycle), every row
+    with its own numbered label in both figures (the key beside the scatter, the gap figure's bars), the
+    key in columns beside the axes; over FIGURE_ROWS rows the figures say which rows they draw; and two
+    rows of one model and paradigm that differ only in their start get a label each (neither hides the
+    other in the mask-gap bars)."""
     import pandas as pd
 
-    from msde_bench.figures import _labeller, accuracy_figure, gap_figure
+    from msde_bench.figures import FIGURE_ROWS, _labeller, accuracy_figure, figure_rows_note, gap_figure, table_figures
 
     def row(model, paradigm, variant, init, gap):
         return dict(model=model, paradigm=paradigm, variant=variant, init=init, recipe="real48",
@@ -514,8 +518,20 @@ def test_figures_give_every_row_its_own_label_and_never_run_out_of_markers():
                     acc_masked_mean=0.8 - gap, acc_masked_std=0.01, acc_masked_ci=(0.7, 0.72),
                     mask_gap_mean=gap, mask_gap_std=0.01, mask_gap_ci=(gap - 0.01, gap + 0.01))
 
-    many = pd.DataFrame([row("resnet18", "baseline (mixed)", f"lr={i / 1000:g}", "random", 0.1) for i in range(1, 41)])
-    assert accuracy_figure(many, "t")["png"] and gap_figure(many, "t")["png"]
+    many = pd.DataFrame([row("resnet18", "baseline (mixed)", f"lr={i / 1000:g}", "random", 0.1) for i in range(1, 101)])
+    scatter, bars = accuracy_figure(many, "t"), gap_figure(many, "t")
+    for i in range(1, 101):
+        label = f"{i}. resnet18 · baseline (mixed) (lr={i / 1000:g})"
+        assert label in scatter["svg"].decode() and label in bars["svg"].decode(), label
+    width = lambda png: int.from_bytes(png[16:20], "big")  # noqa: E731  the PNG header's width, height
+    height = lambda png: int.from_bytes(png[20:24], "big")  # noqa: E731
+    few = accuracy_figure(many.head(10), "t")
+    assert width(scatter["png"]) > 1.3 * width(few["png"])  # the 100-row key took columns beside the axes
+    assert height(bars["png"]) > 4 * height(gap_figure(many.head(10), "t")["png"])  # a readable bar per row
+    assert figure_rows_note(FIGURE_ROWS) is None
+    longer = pd.concat([many, many.head(1)], ignore_index=True)
+    assert f"first {FIGURE_ROWS} rows of {FIGURE_ROWS + 1}" in figure_rows_note(FIGURE_ROWS + 1)
+    assert f"rows 1-{FIGURE_ROWS} of {FIGURE_ROWS + 1}" in table_figures(longer, "t")[1]["svg"].decode()
     starts = pd.DataFrame([row("resnet18", "distill", "", "random", 0.17),
                            row("resnet18", "distill", "", "pretrained on m-fer2013", 0.16)])
     label = _labeller(starts)
@@ -523,3 +539,49 @@ def test_figures_give_every_row_its_own_label_and_never_run_out_of_markers():
     assert label(starts.iloc[1]) == "distill, pretrained on m-fer2013"
     same = starts.assign(init="random").iloc[:1]
     assert _labeller(same)(same.iloc[0]) == "distill"  # one start: no start in the label
+
+
+def test_differing_settings_cost_linear_in_the_rows():
+    """Issue 40 (7): the settings that tell a group's rows apart are computed once per group, in reads
+    linear in its rows (they had been compared with every other row for each row: cubic, 1,000 results
+    did not render in 15 minutes); and they are still the right ones."""
+    reads = 0
+
+    class Counting(dict):
+        def get(self, *a):
+            nonlocal reads
+            reads += 1
+            return super().get(*a)
+
+    def items(n):
+        return [("g", Counting(lr=i / 1000, batch_size=32, seed=0, extra=None if i % 2 else 1)) for i in range(n)]
+
+    out = R.differing([*items(4), ("h", Counting(lr=1.0))])
+    assert out[:4] == ["extra=1, lr=0.0", "extra=None, lr=0.001", "extra=1, lr=0.002", "extra=None, lr=0.003"]
+    assert out[4] == ""  # alone in its group: nothing differs
+    reads = 0
+    R.differing(items(400))
+    assert reads <= 3 * 400 * 4, reads  # quadratic would be ~ 400 x 400 x 4
+
+
+def test_markdown_from_result_fields_renders_as_its_characters(tmp_path):
+    """Issue 40 (11): emphasis, strikethrough and bare links in a result's fields show as the characters
+    they are, in the leaderboard and in `results --format markdown`, as GitHub renders them (cmark-gfm)."""
+    import cmarkgfm
+
+    evil_model = "**bold**_it_~~gone~~"
+    evil = make_result(model=evil_model, paradigm="contrastive", nm=(0.6, 0.5), m=(0.3, 0.2))
+    evil["dataset"] = dict(evil["dataset"], name="see_http://evil.example/x_and_www.evil.example")
+    evil["method_plugin"] = {"plugin": "p", "version": "1", "source": "installed", "distribution": "mail a.b@evil.example"}
+    evil["run_id"] = R.expected_run_id(evil)
+    write(tmp_path / "r", evil, make_result())
+    board = CliRunner().invoke(main, ["leaderboard", "--results", str(tmp_path / "r"), "--output", "-"])
+    listed = CliRunner().invoke(main, ["results", "--results", str(tmp_path / "r"), "--format", "markdown"])
+    assert board.exit_code == 0 and listed.exit_code == 0, board.output + listed.output
+    for md in (board.output, listed.output):
+        html = cmarkgfm.github_flavored_markdown_to_html(md).replace("\u2060", "")
+        assert "**bold**_it_~~gone~~" in html
+        assert "<strong>bold</strong>" not in html and "<em>it</em>" not in html and "<del>gone</del>" not in html
+        assert "evil.example" not in "".join(re.findall(r'href="[^"]*"', html))
+    html = cmarkgfm.github_flavored_markdown_to_html(board.output).replace("\u2060", "")
+    assert "see_http://evil.example/x_and_www.evil.example" in html and "mail a.b@evil.example" in html

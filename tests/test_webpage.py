@@ -158,3 +158,50 @@ def test_a_rows_details_name_the_seed_and_list_the_options(browser, page):
     assert ["model", "resnet18"] in settings and not any("{" in value for _, value in settings)
     note = browser.find_element(By.CSS_SELECTOR, "p.note").text
     assert "`" not in note and "**" not in note
+
+
+def test_the_page_shows_the_markdowns_columns_marks_and_notes(browser, tmp_path):
+    """Issue 40 (14): one board model (board.table_view) for both renderings: the page shows the markdown
+    table's columns (params included), its cells cell by cell with the same marks († ◦ ‡ and the row
+    notes' numbers), the same bold bests, and the notes under the table."""
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    from msde_bench.mdtext import plain
+    from msde_bench.metrics import summarise
+
+    spread = make_result(model="scn", nm=(0.7, 0.6), m=(0.45, 0.3))
+    spread["folds"][1]["train_seconds"] = 40.0  # 10 s and 40 s: the fold times spread widely (‡)
+    spread["summary"] = summarise(spread["folds"])
+    d = write(tmp_path / "r", make_result(nm=(0.8, 0.7), m=(0.5, 0.4)),
+              make_result(paradigm="contrastive", nm=(0.6, 0.5), m=(0.6, 0.5)), spread,
+              make_result(model="chance", nm=(0.2, 0.1), m=(0.15, 0.1)))
+    notes = tmp_path / "notes.toml"
+    notes.write_text('[[note]]\nparadigm = "contrastive"\ntext = "alignment **weight** from its paper"\n')
+    out = tmp_path / "site" / "README.md"
+    res = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(out), "--notes", str(notes)])
+    assert res.exit_code == 0, res.output
+    md = out.read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    header, body = lines[0], lines[1:]
+
+    def cells(line):
+        return [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+    def as_text(cell):  # what the markdown cell shows
+        return plain(re.sub(r" ?<sup>(\d+)</sup>", r" \1", cell))
+
+    browser.get((out.parent / "index.html").as_uri())
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.board th")]
+    assert heads == [as_text(c) for c in cells(header)] and "params" in heads and len(heads) == 16
+    shown = _rows(browser)
+    assert shown == [[as_text(c) for c in cells(line)] for line in body]
+    assert any("†" in c for r in shown for c in r) and any("‡" in c for r in shown for c in r)
+    assert any("◦" in c for r in shown for c in r) and any(c.endswith(" 1") for r in shown for c in r)
+    bold = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "table.board strong")]
+    assert bold and sorted(bold) == sorted(m for line in body for m in re.findall(r"\*\*(.+?)\*\*", line))
+    page_notes = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "section p.note")]
+    assert any(n.startswith("bold: best value of the column. †:") for n in page_notes)
+    assert any("‡: the fold times spread widely" in n for n in page_notes)
+    assert "1. alignment weight from its paper" in page_notes
