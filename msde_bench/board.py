@@ -37,7 +37,7 @@ from msde_bench.errors import MsdeError
 from msde_bench.mdtext import code, md_text
 from msde_bench.metrics import metrics_in
 from msde_bench.options import QUIRKS, is_method_key, method_values
-from msde_bench.results import differing, load_all
+from msde_bench.results import differing, legacy_problem, load_all
 from msde_bench.spec import RunSpec
 from msde_bench.stats import corrected_ci, corrected_ttest, detectable_difference, paired_images
 
@@ -742,7 +742,12 @@ def misnamed(results: list[dict]) -> list[tuple[str, str]]:
             if r.get("_path") and Path(r["_path"]).name != f"{r['run_id']}.json"]
 
 
-def load_board(dirs: list[Path], strict: bool = False, notes: Path | None = None) -> Board:
-    """The board of the result files in the folders, with the notes of `notes` (a TOML file)."""
+def load_board(dirs: list[Path], strict: bool = False, notes: Path | None = None, allow_legacy: bool = False) -> Board:
+    """The board of the result files in the folders, with the notes of `notes` (a TOML file). A result
+    without record digests (results.legacy_problem) is skipped, and said, unless `allow_legacy`."""
     results, problems = load_all(dirs, strict)
+    if not allow_legacy:
+        legacy = [(r["_path"], why) for r in results if (why := legacy_problem(r))]
+        results = [r for r in results if not legacy_problem(r)]
+        problems = sorted([*problems, *legacy])
     return make_board(results, problems, [str(d) for d in dirs], read_notes(notes), read_dataset_notes(notes))

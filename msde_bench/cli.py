@@ -767,12 +767,16 @@ def methods(name):
 @click.option("--notes", type=click.Path(dir_okay=False), default=None,
               help="A TOML file of notes shown next to the rows they match ([[note]] text = ..., model = ..., "
                    "paradigm = ..., any spec field or options.KEY) [default: leaderboard/notes.toml if it exists].")
-def leaderboard(results_dirs, output, check, strict, notes):
+@click.option("--allow-legacy", is_flag=True,
+              help="Also rank result files without record digests (written before 0.6.0 and not sealed with "
+                   "`msde-bench results seal`), whose edits nothing would notice.")
+def leaderboard(results_dirs, output, check, strict, notes, allow_legacy):
     """Render the result files into the markdown leaderboard.
 
     One table per dataset and protocol; rows ranked by masked accuracy, best values in bold, rows
     not significantly different from the best marked. Malformed files are reported and skipped
-    (or fail the command under --strict).
+    (or fail the command under --strict); so are files without record digests, unless
+    --allow-legacy.
 
     \b
     Examples:
@@ -794,10 +798,10 @@ def leaderboard(results_dirs, output, check, strict, notes):
     if output == "-":
         if check:
             raise MsdeError("--check compares a file: give --output FILE")
-        text, _ = render_dirs(dirs, strict, notes_path)
+        text, _ = render_dirs(dirs, strict, notes_path, allow_legacy)
         click.echo(text, nl=False)
         return
-    ok, message = write_or_check(dirs, Path(output), check, strict, notes_path)
+    ok, message = write_or_check(dirs, Path(output), check, strict, notes_path, allow_legacy)
     click.echo(message, err=not ok)
     if not ok:
         sys.exit(1)
@@ -918,6 +922,39 @@ def results_upgrade(out):
         for old, new in changed:
             click.echo(f"{old.name} -> {new.name}")
         click.echo(f"{d}: {len(changed)} result files upgraded to {R.SCHEMA} and today's options")
+
+
+@results.command("seal")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+def results_seal(paths):
+    """Add record digests to result files from before 0.6.0 (numbers untouched).
+
+    A file without digests is ranked by the leaderboard only under --allow-legacy, because nothing
+    would notice an edit. Seal the files you trust (e.g. committed ones, whose history version
+    control keeps): each fold gets its record digest and the file records `sealed` (when, by which
+    msde-bench). PATHS are result files or folders [default: the --results folders].
+
+    \b
+    Example:
+      msde-bench results seal leaderboard/results
+    """
+    from datetime import datetime, timezone
+
+    from msde_bench import __version__
+    from msde_bench import results as R
+
+    files = [f for p in (paths or _result_dirs(None)) for f in
+             (sorted(Path(p).glob("*.json")) if Path(p).is_dir() else [Path(p)]) if not f.name.endswith(".partial.json")]
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    sealed = 0
+    for f in files:
+        if R.has_digests(R.load_json(f)):
+            continue
+        later = R.seal_file(f, when, __version__)
+        sealed += 1
+        click.echo(f"sealed {f}" + (f" (it also holds {', '.join(later)}, which versions before digests did not "
+                                    "write)" if later else ""))
+    click.echo(f"{sealed} of {len(files)} result files sealed")
 
 
 @results.command("show")

@@ -77,6 +77,7 @@ def render(board: Board, with_figures: bool = False) -> str:
         "To add results, run `msde-bench run --data /path/to/MSD-E ...` (or `msde-bench compare`, or `msde-bench "
         "sweep` over a grid) and copy the result JSON files into `leaderboard/results/`; the committed rows are "
         "defined by `leaderboard/real-ckplus.toml`, `leaderboard/real-ckplus-fer-pretrained.toml`, "
+        "`leaderboard/real-ckplus-paradigms.toml`, "
         "`leaderboard/real-fer2013.toml` (the real-face sets) and "
         "`leaderboard/grid.toml` (the embedded synthetic set).",
         "",
@@ -131,9 +132,10 @@ def render_results(results: list[dict], problems=(), sources=("results",), row_n
     return render(make_board(results, list(problems), list(sources), row_notes, dataset_notes))
 
 
-def render_dirs(results_dirs: list[Path], strict: bool = False, notes: Path | None = None) -> tuple[str, Board]:
+def render_dirs(results_dirs: list[Path], strict: bool = False, notes: Path | None = None,
+                allow_legacy: bool = False) -> tuple[str, Board]:
     """(markdown, board) of the result files in the folders (no figures)."""
-    board = load_board(results_dirs, strict, notes)
+    board = load_board(results_dirs, strict, notes, allow_legacy)
     return render(board), board
 
 
@@ -158,11 +160,11 @@ def _count(files: dict) -> str:
 
 
 def write_or_check(results_dirs: list[Path], output: Path, check: bool, strict: bool,
-                   notes: Path | None = None) -> tuple[bool, str]:
+                   notes: Path | None = None, allow_legacy: bool = False) -> tuple[bool, str]:
     """Renders (with the row notes of `notes`, a TOML file; read_notes) the markdown and its
     figures (in `figures/` beside it); writes them (atomically) or, with `check`, compares them
     byte for byte. Returns (ok, message)."""
-    board = load_board(results_dirs, strict, notes)  # before anything is made: a failure leaves no folder
+    board = load_board(results_dirs, strict, notes, allow_legacy)  # before anything is made: a failure leaves no folder
     text = render(board, with_figures=True)
     figures = board_files(board, output.parent)
     if not check:

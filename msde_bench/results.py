@@ -100,9 +100,10 @@ class RunResult(TypedDict, total=False):
 #: train_seconds; every fold record has it too), budget_rules_differ (since 0.7.0: whether the paradigm would
 #: train differently under the other --budget rule, so that the leaderboard's budget note needs no
 #: plugin loaded), balance (since 0.9.0, for a paradigm with cross-view terms: {cross_view_terms, grad_share:
-#: their mean share of the gradient over folds and epochs, note: said when under 1 %}; msde_bench.balance)
+#: their mean share of the gradient over folds and epochs, note: said when under 1 %}; msde_bench.balance),
+#: sealed (since 0.12.0, `results seal`: {at, by} of the record digests added to a file from before 0.6.0)
 OPTIONAL_KEYS = ("finished", "git_sha", "git_dirty", "method_plugin", "upgraded_from", "evaluation", "test_dataset",
-                 "pretrained", "budget_rules_differ", "balance")
+                 "pretrained", "budget_rules_differ", "balance", "sealed")
 
 #: the keys of the `dataset` and `protocol` blocks with their types
 _DATASET_KEYS = {"name": str, "fingerprint": str, "n_pairs": int, "n_subjects": int}
@@ -180,6 +181,58 @@ def evaluation_run_id(model: str, paradigm: str, dataset: dict, mode: str, sha25
 DIGESTS_SINCE = (0, 6, 0)
 
 
+#: what the versions before digests wrote (0.5.0's schema, the latest of them): a file that claims such a
+#: version but carries another key was written later and had its digests removed (and its version lowered)
+PRE_DIGEST_KEYS = frozenset({*RunResult.__annotations__, "finished", "git_sha", "git_dirty", "method_plugin",
+                             "upgraded_from"})
+PRE_DIGEST_FOLD_KEYS = frozenset({*FoldResult.__annotations__, "n_train_pairs", "train_subjects", "selected_epoch",
+                                  "n_params", "train_history", "history", "paradigm", "init", "model_file", "val"})
+
+
+def has_digests(obj: dict) -> bool:
+    """Whether every fold of a result carries its record digest (written since 0.6.0, or added by
+    `results seal`)."""
+    return all(isinstance(f, dict) and f.get("record_sha256") for f in obj.get("folds") or [])
+
+
+def legacy_problem(obj: dict) -> str | None:
+    """Why the leaderboard ranks a result only under --allow-legacy: it has no record digests (a
+    file from before 0.6.0 that `results seal` has not sealed); None for a result with digests."""
+    if has_digests(obj):
+        return None
+    return (f"no record digests (written by msde-bench {obj.get('msde_bench_version')}, before "
+            f"{'.'.join(map(str, DIGESTS_SINCE))}), so an edit would go unseen: ranked only with --allow-legacy "
+            "(msde-bench results seal FILE adds them to a file you trust)")
+
+
+def _check_pre_digest(obj: dict, path) -> None:
+    """A file without digests must be what a version before digests wrote: no key that only later
+    versions write (a later file whose version was lowered and digests deleted is edited)."""
+    if has_digests(obj) or _version(obj.get("msde_bench_version")) >= DIGESTS_SINCE:
+        return
+    later = sorted(set(obj) - PRE_DIGEST_KEYS)
+    where = ""
+    if not later:
+        for i, fold in enumerate(obj["folds"]):
+            later = sorted(set(fold) - PRE_DIGEST_FOLD_KEYS)
+            if later:
+                where = f"folds[{i}] "
+                break
+    if later:
+        raise ResultError(path, f"claims msde-bench {obj.get('msde_bench_version')}, which wrote no record digests, "
+                                f"but {where}carries {later[0]!r}, which only later versions write: edited")
+
+
+def seal(obj: dict, when: str, version: str) -> dict:
+    """A result from before digests with a record digest on every fold and `sealed` ({at, by}: when and by
+    which msde-bench), its numbers untouched: what `results seal` writes for a file its owner trusts
+    (e.g. one whose history version control keeps)."""
+    if has_digests(obj):
+        raise MsdeError("already has record digests")
+    folds = [dict(f, record_sha256=record_digest(f)) for f in obj["folds"]]
+    return dict(obj, folds=folds, sealed=dict(at=when, by=version))
+
+
 def record_digest(record: dict) -> str:
     """The SHA-256 of a fold record (without its own `record_sha256`) in canonical JSON: what a
     cell file and each fold of a result carry, so that an edited number is noticed."""
@@ -233,11 +286,14 @@ def _check_folds(obj: dict, path) -> None:
         raise ResultError(path, f"marked complete but holds folds {sorted(indices)} of the protocol's {n}")
 
 
-def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bool = True) -> dict:
+def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bool = True,
+             check_pre_digest: bool = True) -> dict:
     """Checks a loaded result against the schema (upgrading an older one); raises ResultError
     naming the file and field. Returns the (upgraded) result. A result in the current schema must
     carry the run id its contents name (`expected_run_id`: an edited spec no longer does), unless
-    `check_run_id` is False (`upgrade_file`, which renames such files)."""
+    `check_run_id` is False (`upgrade_file`, which renames such files). A file without record digests that
+    claims a version before them must hold only what those versions wrote (`check_pre_digest`; `seal_file`
+    says what else it holds instead)."""
     if not isinstance(obj, dict):
         raise ResultError(path, "not a JSON object")
     if obj.get("schema") in OLD_SCHEMAS:
@@ -270,6 +326,8 @@ def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bo
     _check_folds(obj, path)
     for i, fold in enumerate(obj["folds"]):
         check_digest(fold, fold.get("record_sha256"), obj.get("msde_bench_version"), path, f"folds[{i}]")
+    if check_pre_digest:
+        _check_pre_digest(obj, path)
     _check_summary(obj, path)
     if check_run_id:
         want = expected_run_id(obj)
@@ -328,10 +386,24 @@ def upgrade_file(path: str | os.PathLike, complete_spec=None) -> Path | None:
     return new
 
 
-def load(path: str | os.PathLike) -> dict:
+def seal_file(path: str | os.PathLike, when: str, version: str) -> list[str]:
+    """`seal` a result file in place (atomically); returns the keys it holds that versions before digests
+    did not write (e.g. one a later version backfilled), which the caller names. A file that already has
+    digests, or is not a valid result, raises ResultError."""
     path = Path(path)
+    raw = load_json(path)
+    obj = validate(raw, path, check_pre_digest=False)
+    if has_digests(obj):
+        raise ResultError(path, "already has record digests: nothing to seal")
+    later = sorted(set(obj) - PRE_DIGEST_KEYS) + sorted({k for f in obj["folds"] for k in f} - PRE_DIGEST_FOLD_KEYS)
+    write_json_atomic(path, seal(raw, when, version))
+    return later
+
+
+def load_json(path: Path) -> Any:
+    """A result file's JSON, or ResultError naming the file and what is wrong."""
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ResultError(path, "file not found") from None
     except IsADirectoryError:
@@ -340,7 +412,11 @@ def load(path: str | os.PathLike) -> dict:
         raise ResultError(path, f"not valid JSON ({e})") from None
     except OSError as e:
         raise ResultError(path, f"cannot read the file ({e.strerror or type(e).__name__})") from None
-    return validate(obj, path)
+
+
+def load(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    return validate(load_json(path), path)
 
 
 

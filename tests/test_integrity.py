@@ -110,10 +110,56 @@ def test_an_edited_result_fold_is_refused(finished):
     with pytest.raises(ResultError, match=r"folds\[1\] has no record digest"):
         R.validate(edited)
     old = json.loads(path.read_text())
-    old["msde_bench_version"] = "0.5.0"  # files from before digests are read as before
+    old["msde_bench_version"] = "0.5.0"  # a version before digests claimed, and the digests deleted (issue 40, 3):
     for f in old["folds"]:
         del f["record_sha256"]
-    R.validate(old)
+    later = sorted(set(old) - R.PRE_DIGEST_KEYS)[0]  # but it holds what only later versions write
+    with pytest.raises(ResultError, match=f"claims msde-bench 0.5.0, which wrote no record digests, but carries "
+                                          f"'{later}', which only later versions write: edited"):
+        R.validate(old)
+    for key in set(old) - R.PRE_DIGEST_KEYS:
+        del old[key]
+    old["folds"][0]["model_sha256"] = "0" * 64  # a fold key of 0.11
+    with pytest.raises(ResultError, match=r"folds\[0\] carries '.*', which only later versions write: edited"):
+        R.validate(old)
+    for f in old["folds"]:
+        for key in set(f) - R.PRE_DIGEST_FOLD_KEYS:
+            del f[key]
+    R.validate(old)  # what 0.5 wrote: read as before (the leaderboard ranks it only under --allow-legacy)
+
+
+def test_a_file_without_digests_is_ranked_only_when_allowed_or_sealed(tmp_path):
+    """Issue 40 (3): a result without record digests (from before 0.6.0) is skipped by the leaderboard,
+    with the reason, unless --allow-legacy; `results seal` adds the digests (numbers untouched), after
+    which it is ranked, and an edit to it is refused again."""
+    legacy = make_result(model="scn", nm=(0.6, 0.6), m=(0.3, 0.3))
+    folder = write(write(tmp_path / "r", make_result()), legacy, legacy=True)
+    path = folder / f"{legacy['run_id']}.json"
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md")])
+    text = (tmp_path / "LB.md").read_text()
+    assert out.exit_code == 0 and "## Skipped files" in text and "no record digests" in text
+    ranks = lambda text: [ln.split("|")[1].strip() for ln in text.splitlines() if ln[:3] in ("| 1", "| 2")]  # noqa: E731
+    assert "--allow-legacy" in text and ranks(text) == ["1"]
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md"),
+                                    "--allow-legacy"])
+    text = (tmp_path / "LB.md").read_text()
+    assert out.exit_code == 0 and "## Skipped files" not in text and ranks(text) == ["1", "2"]
+    before = json.loads(path.read_text())
+    sealed = CliRunner().invoke(main, ["results", "seal", str(path)])
+    assert sealed.exit_code == 0 and "1 of 1 result files sealed" in sealed.output, sealed.output
+    after = json.loads(path.read_text())
+    assert after["sealed"]["by"] and [f.pop("record_sha256") for f in after["folds"]]
+    assert {k: v for k, v in after.items() if k != "sealed"} == before  # only the digests and the seal added
+    again = CliRunner().invoke(main, ["results", "--results", str(folder), "seal"])
+    assert again.exit_code == 0 and "0 of 2 result files sealed" in again.output, again.output
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md")])
+    text = (tmp_path / "LB.md").read_text()
+    assert out.exit_code == 0 and "## Skipped files" not in text and ranks(text) == ["1", "2"]
+    edited = json.loads(path.read_text())
+    edited["folds"][0]["acc_masked"] = 0.9
+    path.write_text(json.dumps(edited))
+    out = CliRunner().invoke(main, ["leaderboard", "--results", str(folder), "--output", str(tmp_path / "LB.md")])
+    assert "does not match its record digest" in (tmp_path / "LB.md").read_text()
 
 
 def test_merge_never_replaces_a_complete_result_with_other_numbers_unless_forced(finished):
@@ -193,7 +239,7 @@ def test_a_result_under_another_file_name_is_read_and_said(tmp_path):
     good = make_result(model="scn", nm=(0.6, 0.6), m=(0.3, 0.3))
     folder = tmp_path / "r"
     folder.mkdir()
-    (folder / "renamed.json").write_text(json.dumps(good))
+    (folder / "renamed.json").write_text(json.dumps(R.seal(good, "2026-01-01", "test")))
     listed = CliRunner().invoke(main, ["results", "--results", str(folder)])
     assert listed.exit_code == 0 and good["run_id"] in listed.output
     assert f"note {folder / 'renamed.json'}: its file name is not its run id ({good['run_id']}.json)" in listed.output

@@ -109,7 +109,7 @@ def test_a_result_file_name_never_becomes_a_script_link(browser, tmp_path):
     d = tmp_path / "one"
     d.mkdir()
     good = make_result(nm=(0.8, 0.7), m=(0.5, 0.4))
-    R.write_json_atomic(d / "javascript:window.pwned=2;x.json", R.validate(good))
+    R.write_json_atomic(d / "javascript:window.pwned=2;x.json", R.validate(R.seal(good, "2026-01-01", "test")))
     res = CliRunner().invoke(main, ["leaderboard", "--results", str(d), "--output", str(d / "README.md")])
     assert res.exit_code == 0, res.output
     browser.get((d / "index.html").as_uri())
