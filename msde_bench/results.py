@@ -328,6 +328,7 @@ def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bo
         check_digest(fold, fold.get("record_sha256"), obj.get("msde_bench_version"), path, f"folds[{i}]")
     if check_pre_digest:
         _check_pre_digest(obj, path)
+    check_one_start(obj["folds"], path)
     _check_summary(obj, path)
     if check_run_id:
         want = expected_run_id(obj)
@@ -336,6 +337,28 @@ def validate(obj: Any, path: str | os.PathLike = "<result>", *, check_run_id: bo
                                     "dataset or models were edited (or it predates the current spec form: "
                                     "`msde-bench results upgrade`)")
     return obj
+
+
+def start_digest(fold: dict) -> str | None:
+    """The digest of the weights a fold started from, as its record names it: the pretrained model's
+    (`--init pretrain:DATA`) or the `--init` file's (since 0.12.0); None for a random start or an older record."""
+    for key in ("pretrained", "init"):
+        block = fold.get(key)
+        if isinstance(block, dict) and isinstance(block.get("sha256"), str):
+            return block["sha256"]
+    return None
+
+
+def check_one_start(folds: list[dict], path) -> None:
+    """Every fold of one result started from the same weights: folds run at different times against two
+    pretrained caches (or two files under one `--init` path) are two experiments, not one result."""
+    starts = [(f.get("fold"), start_digest(f)) for f in folds]
+    known = [(i, d) for i, d in starts if d is not None]
+    for i, d in known[1:]:
+        if d != known[0][1]:
+            raise ResultError(path, f"fold {i} started from other weights than fold {known[0][0]} (sha256 {d[:12]} "
+                                    f"against {known[0][1][:12]}: the pretrained cache or the --init file changed "
+                                    "between them); run the folds again from one start")
 
 
 def _check_summary(obj: dict, path) -> None:

@@ -16,6 +16,7 @@ or where, so:
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import functools
 import json
 import platform
@@ -381,6 +382,8 @@ def run_fold(spec: RunSpec, cache: ImageCache, fold: P.Fold, device: torch.devic
     if init_report:
         rec["init"] = dict(loaded=init_report["loaded"], missing=len(init_report["missing"]),
                            unexpected=len(init_report["unexpected"]))
+        if spec.init and not is_pretrain(spec.init):  # the start file's digest (a pretrained start's: `pretrained`)
+            rec["init"]["sha256"] = file_sha256(spec.init)
     if pretrained is not None:
         rec["pretrained"] = pretrained
     if save_to is not None:
@@ -508,11 +511,22 @@ def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache
     return obj
 
 
+def disk_problem(e: OSError, what: str, folder: Path) -> str:
+    """One line for an OSError while `what` ran (writing under `folder`): a full disk named with the
+    folder, any other with its path and reason; what is finished is kept."""
+    where = e.filename or folder
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{what}: no space left on the device holding {where} (writing under {folder}); free space and "
+                "run the same command again: finished work is kept")
+    return f"{what}: {where}: {e.strerror or type(e).__name__}"
+
+
 def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
     """The result file of `spec` from the cell files of its selected folds (in their order)."""
     # each fold carries its cell's record digest (a cell from before digests: none)
     fold_list = [dict(c["record"], **({"record_sha256": c["record_sha256"]} if c.get("record_sha256") else {}))
                  for c in cells]
+    R.check_one_start(fold_list, Path(str(spec.run_id(cells[0]["dataset"]["name"]))))
     selected = [f["fold"] for f in fold_list]
     first = cells[0]
     result = dict(
@@ -731,6 +745,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                 console.print(f"interrupted in fold {cell.fold}: folds {sorted(done) or 'none'} of "
                               f"{spec.run_id(dataset.name)} are finished and kept", highlight=False)
                 raise
+            except OSError as e:  # the disk or a folder, not the method: name the path
+                raise MsdeError(disk_problem(e, f"fold {cell.fold}", Path(out_dir))) from e
             except Exception as e:  # noqa: BLE001 - a plugin's bug is one line; --traceback shows where
                 who = method_provider(spec.model)
                 detail = (str(e).strip().splitlines() or [""])[0][:200]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from msde_bench.errors import MsdeError
 from msde_bench.factory import tracker_class
 from msde_bench.trackers.base import TrackedCell, Tracker
 
@@ -37,25 +38,46 @@ class Tracking:
         if not names:
             return None
         for name in names:
-            tracker_class(name).check()
+            try:
+                tracker_class(name).check()
+            except MsdeError:
+                raise
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - a plugin's check that breaks is one line too
+                raise MsdeError(f"--track {name}: the tracker's check failed ({_why(e)}); fix or uninstall the "
+                                "plugin that registers it, or run without --track") from None
         return cls(names, str(folder or DEFAULT_FOLDER))
 
     def absolute(self) -> Tracking:
         """The same with an absolute folder (a sweep's worker may start in another folder)."""
         return Tracking(self.names, str(Path(self.folder).resolve()))
 
-    def _trackers(self) -> list[Tracker]:
-        return [tracker_class(name)(Path(self.folder)) for name in self.names]
+    def _trackers(self, console: Console) -> list[Tracker]:
+        """An instance of each tracker; one whose construction raises is a warning line and left out."""
+        made = []
+        for name in self.names:
+            try:
+                made.append(tracker_class(name)(Path(self.folder)))
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - a tracker never changes a result
+                console.print(f"[yellow]warning[/]: tracker {name}: it could not start ({_why(e)}); it is left out "
+                              "for this cell", highlight=False)
+        return made
 
     def cell(self, cell: TrackedCell, console: Console | None = None) -> CellTracking:
         """The trackers of one cell, started."""
-        session = CellTracking(self._trackers(), console or Console(stderr=True))
+        console = console or Console(stderr=True)
+        session = CellTracking(self._trackers(console), console)
         session.call("start_cell", cell)
         return session
 
     def result(self, result: dict, path: Path, console: Console | None = None) -> None:
         """Reports a written result file to every tracker."""
-        CellTracking(self._trackers(), console or Console(stderr=True)).call("log_result", result, path)
+        console = console or Console(stderr=True)
+        CellTracking(self._trackers(console), console).call("log_result", result, path)
+
+
+def _why(e: BaseException) -> str:
+    """An exception as `Type: its first line` (200 characters at most)."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
 
 
 class CellTracking:
@@ -69,12 +91,10 @@ class CellTracking:
         for tracker in list(self.live):
             try:
                 getattr(tracker, method)(*args)
-            except Exception as e:  # noqa: BLE001 - a tracker never changes a result
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - a tracker never changes a result (nor ends it)
                 self.live.remove(tracker)
-                detail = (str(e).strip().splitlines() or [""])[0][:200]
                 self.console.print(f"[yellow]warning[/]: tracker {tracker.name}: {method} failed "
-                                   f"({type(e).__name__}: {detail}); it is left out for the rest of this cell",
-                                   highlight=False)
+                                   f"({_why(e)}); it is left out for the rest of this cell", highlight=False)
 
     def train_epoch(self, epoch: int, record: dict) -> None:
         """A training epoch's record (msde_bench.training: loss terms, train_acc, lr) as

@@ -570,3 +570,31 @@ def test_conversions_under_other_mask_styles_keep_the_same_pairs_subjects_and_fa
         assert ds.face_digests() == ref.face_digests()
     masked = {style: [p.masked.read_bytes() for p in ds.pairs] for style, ds in sets.items()}
     assert masked["surgical"] != masked["cloth"] != masked["n95"]
+
+
+def test_a_huge_image_is_skipped_by_its_header_never_decoded(tmp_path, monkeypatch):
+    """Issue 40 (9): a 10,000 x 10,000 image (one made `data convert` grow to 20 GB) is a skipped item
+    naming the file and its size, found from its header: nothing decodes it."""
+    from msde_bench.data import pairs
+
+    src = tmp_path / "src"
+    (src / "happy").mkdir(parents=True)
+    for i in range(3):
+        _face(i).save(src / "happy" / f"face{i}.png")
+    Image.new("L", (10_000, 10_000)).save(src / "happy" / "huge.png")  # a few KB on disk, 100 MP decoded
+    decoded = []
+    load = Image.Image.load
+
+    def counting(self):
+        if self.size[0] * self.size[1] > pairs.MAX_PIXELS:
+            decoded.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(Image.Image, "load", counting)
+    report = convert("imagefolder", src, tmp_path / "out", landmarks="off")
+    assert report.written == 3 and not decoded
+    (skipped,) = [s for s in report.skipped if "huge.png" in s]
+    assert "10000 x 10000 pixels (100 MP): larger than the 16.8 MP msde-bench decodes" in skipped
+    with pytest.raises(DataError, match="larger than the 16.8 MP"):
+        pairs.load_image(src / "happy" / "huge.png")
+    assert not decoded

@@ -147,3 +147,29 @@ def test_a_stopped_pretraining_continues_from_its_checkpoint(tiny_root, other_se
     assert not list((home / "pretrained").glob("*.ckpt"))
     a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (ref, path))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_folds_from_two_pretrained_starts_never_merge(tiny_root, other_set, tmp_path, monkeypatch):
+    """Issue 40 (2): each fold records its start's digest; fold 1 run after the pretrained cache was
+    replaced started from other weights, and the merge refuses the two folds as one result (naming the
+    folds and both digests), as the result check refuses such a file."""
+    monkeypatch.setenv("MSDE_BENCH_HOME", str(tmp_path / "home"))
+    init = f"pretrain:{other_set}#epochs=1&recipe=quick"
+    args = ["run", "--data", str(tiny_root), "--init", init, "--out", str(tmp_path / "out"), *TINY]
+    assert CliRunner().invoke(main, [*args, "--fold", "0"]).exit_code == 0
+    (cached,) = (tmp_path / "home" / "pretrained").glob("*.pt")
+    obj = torch.load(cached, weights_only=False)
+    first = next(k for k, v in obj["state_dict"].items() if v.is_floating_point())
+    obj["state_dict"][first] = obj["state_dict"][first] + 0.01  # another start under the same cache name
+    torch.save(obj, cached)
+    res = CliRunner().invoke(main, [*args, "--fold", "1"])
+    assert res.exit_code != 0 and "fold 1 started from other weights than fold 0" in res.output, res.output
+    assert "Traceback" not in res.output
+    import json
+
+    assert not any(json.loads(p.read_text())["protocol"]["complete"] for p in (tmp_path / "out").glob("*.json"))
+    cells = sorted((tmp_path / "out").glob("*/fold*.json"))
+    folds = [json.loads(c.read_text())["record"] for c in cells]
+    assert len(folds) == 2 and folds[0]["pretrained"]["sha256"] != folds[1]["pretrained"]["sha256"]
+    with pytest.raises(MsdeError, match="fold 1 started from other weights"):
+        R.check_one_start(folds, "x")

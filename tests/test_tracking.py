@@ -207,3 +207,92 @@ def test_an_unknown_tracker_or_a_missing_package_is_one_line_before_anything_is_
     res = CliRunner().invoke(main, [*head, *out, "--track", "mlflow"])
     assert res.exit_code == 2 and "pip install 'msde-bench[mlflow]'" in res.output, res.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "tr").exists()
+
+
+BROKEN_TRACKERS = """
+    from msde_bench.api import Tracker, hookimpl
+
+    class BadCheck(Tracker):
+        name = "badcheck"
+
+        @classmethod
+        def check(cls):
+            raise RuntimeError("no config file")
+
+    class BadInit(Tracker):
+        name = "badinit"
+
+        def __init__(self, folder):
+            raise ValueError("cannot open the store")
+
+    class Quits(Tracker):
+        name = "quits"
+
+        def log_epoch(self, epoch, values):
+            raise SystemExit(3)
+
+    @hookimpl
+    def msde_bench_register_trackers(register):
+        register("badcheck", BadCheck)
+        register("badinit", BadInit)
+        register("quits", Quits)
+"""
+
+
+def test_a_broken_tracker_is_named_never_blamed_on_the_method(install, tiny_root, tmp_path):
+    """Issue 40 (8, 10): a tracker whose check() raises is one line naming it, before anything runs; one
+    whose __init__ raises or that calls SystemExit is a warning naming it, and the run finishes with the
+    numbers it has untracked (never "method resnet18 ... failed")."""
+    install("msde-bench-broken", {"broken": "broken_trackers"}, {"broken_trackers": BROKEN_TRACKERS})
+    args = ["run", "--data", str(tiny_root), *TINY, "--epochs", "1", "--track-dir", str(tmp_path / "tr")]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--track", "badcheck"])
+    assert res.exit_code == 2 and "--track badcheck: the tracker's check failed (RuntimeError: no config file)" in \
+        res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "a").exists()
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--track", "badinit", "--track", "quits"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "tracker badinit: it could not start (ValueError: cannot open the store)" in text
+    assert "tracker quits: log_epoch failed (SystemExit: 3)" in text and "method resnet18" not in text
+    plain = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "c")])
+    (b,), (c,) = (tmp_path / "b").glob("*.json"), (tmp_path / "c").glob("*.json")
+    assert plain.exit_code == 0 and _numbers(R.load(b)) == _numbers(R.load(c))
+
+
+def test_a_full_disk_is_named_as_the_disk_not_the_method(tiny_root, tmp_path, monkeypatch):
+    """Issue 40 (10): no space left while a fold writes its cell is one line naming the disk and the
+    folder (not "method resnet18 ... failed"), exit != 0, and nothing half-written is left as a cell."""
+    import errno
+
+    write = R.write_json_atomic
+
+    def full(path, obj):
+        if "fold" in os.path.basename(str(path)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write(path, obj)
+
+    monkeypatch.setattr(R, "write_json_atomic", full)
+    res = CliRunner().invoke(main, ["run", "--data", str(tiny_root), *TINY, "--epochs", "1", "--out",
+                                    str(tmp_path / "out")])
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    last = " ".join(res.output.split())
+    assert "fold 0: no space left on the device holding" in last and str(tmp_path / "out") in last
+    assert "method resnet18" not in last and not list((tmp_path / "out").rglob("fold*.json"))
+
+
+def test_an_unreachable_mlflow_server_costs_one_warning_not_minutes(tiny_root, tmp_path, monkeypatch):
+    """Issue 40 (17): MLFLOW_TRACKING_URI at a port nothing listens on: one try without retries, one
+    warning, MLflow off for the rest of the run (both folds and the result), the result as untracked."""
+    from msde_bench.trackers import mlflow_store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setattr(mlflow_store, "_UNREACHABLE", set())
+    args = ["run", "--data", str(tiny_root), *TINY, "--epochs", "1"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--track", "mlflow"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("MLflow at http://127.0.0.1:9 did not answer") == 1 and "tracking is off" in text
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # set only around its own calls
+    plain = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    (a,), (b,) = (tmp_path / "a").glob("*.json"), (tmp_path / "b").glob("*.json")
+    assert plain.exit_code == 0 and _numbers(R.load(a)) == _numbers(R.load(b))

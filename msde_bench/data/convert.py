@@ -101,8 +101,7 @@ class Report:
 def _open_image(path: Path, box: tuple[int, int, int, int] | None = None) -> Callable[[], Image.Image]:
     """A loader of the image (cropped to `box`, left-top-right-bottom, when given), run when needed."""
     def load() -> Image.Image:
-        img = load_image(path)
-        return img.crop(box) if box is not None else img
+        return load_image(path, box)
 
     return load
 

@@ -150,10 +150,31 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
 
 
-def load_image(path: Path) -> Image.Image:
-    """Opens and fully decodes one image as RGB; grayscale (8, 16 or 32 bits), RGBA and palette
-    images are converted. Every way an image can fail to load is one DataError naming the file."""
+#: the most pixels msde-bench decodes of one face image (4096 x 4096): a face crop needs far fewer, and
+#: masking or resizing a larger one takes gigabytes (a 10,000 x 10,000 image grew `data convert` to 20 GB)
+MAX_PIXELS = 4096 * 4096
+
+
+def check_size(path: Path, size: tuple[int, int], limit: int = MAX_PIXELS) -> None:
+    """DataError naming the file when an image (its header's size) is larger than msde-bench decodes."""
+    w, h = size
+    if w * h > limit:
+        raise DataError(path, f"{w} x {h} pixels ({w * h / 1e6:.0f} MP): larger than the {limit / 1e6:.1f} MP "
+                              "msde-bench decodes of one face image; downscale it first")
+
+
+def load_image(path: Path, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """Opens and fully decodes one image as RGB (cropped to `box`, left-top-right-bottom, when given);
+    grayscale (8, 16 or 32 bits), RGBA and palette images are converted. Every way an image can fail
+    to load is one DataError naming the file; so is a larger image than MAX_PIXELS, found from its
+    header before anything is decoded (with a `box`, the crop must be within it, and the whole image
+    within PIL's own limit)."""
     with open_image(path) as im:
+        if box is None:
+            check_size(path, im.size)
+        else:
+            check_size(path, (box[2] - box[0], box[3] - box[1]))
+            im = im.crop(box)  # decodes the whole image once, keeps the crop
         im.load()
         if im.mode.startswith("I") or im.mode == "F":
             return _to_8bit(im).convert("RGB")

@@ -3,7 +3,9 @@
 Where: MLFLOW_TRACKING_URI when it is set (a server, or `sqlite:///mlflow.db` with the full mlflow
 package), else a local file store, `<track-dir>/mlruns` (MLflow 3 keeps its file store in
 maintenance mode and asks for `MLFLOW_ALLOW_FILE_STORE=true`; msde-bench sets it only around its
-own calls to that store). Nothing is sent anywhere unless MLFLOW_TRACKING_URI says so.
+own calls to that store). Nothing is sent anywhere unless MLFLOW_TRACKING_URI says so. A server gets
+one try of 10 s per call (unless MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT are set); the first call it
+does not answer is one warning and turns MLflow tracking off for the rest of the process.
 
 Experiment `msde-bench/<dataset name>`. One MLflow run per cell, named `<run_id> fold <k>`: the
 spec as parameters (options as `opt.<key>`), each epoch's values (step = epoch), the fold's numbers
@@ -21,11 +23,16 @@ import time
 from pathlib import Path
 
 from msde_bench import __version__
-from msde_bench.errors import import_extra
+from msde_bench.errors import MsdeError, import_extra
 from msde_bench.trackers.base import TrackedCell, Tracker, parameters, scalars, summary_scalars
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
+#: a server's calls: one try, 10 s at most (MLflow's own defaults: 7 retries with backoff and 120 s each,
+#: minutes per call to a server that is down); a user's own MLFLOW_HTTP_REQUEST_* settings win
+REMOTE_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: the servers this process found unreachable: their tracking is off for the rest of it
+_UNREACHABLE: set[str] = set()
 
 
 def _metrics(values: dict[str, float], step: int = 0) -> list:
@@ -57,10 +64,12 @@ class MlflowTracker(Tracker):
 
     @contextlib.contextmanager
     def _store(self):
-        """The client, with the local file store allowed for the duration of the call."""
-        local = self.uri.startswith("file:") and FILE_STORE_ENV not in os.environ
-        if local:
-            os.environ[FILE_STORE_ENV] = "true"
+        """The client, with the local file store allowed for the duration of the call, and for a server
+        a short timeout without retries (MLflow's defaults retry for minutes), unless the user set them."""
+        local = self.uri.startswith("file:")
+        settings = {FILE_STORE_ENV: "true"} if local else dict(REMOTE_SETTINGS)
+        added = [k for k in settings if k not in os.environ]
+        os.environ.update({k: settings[k] for k in added})
         try:
             if self._client is None:
                 from mlflow.tracking import MlflowClient
@@ -68,8 +77,24 @@ class MlflowTracker(Tracker):
                 self._client = MlflowClient(tracking_uri=self.uri)
             yield self._client
         finally:
-            if local:
-                os.environ.pop(FILE_STORE_ENV, None)
+            for k in added:
+                os.environ.pop(k, None)
+
+    def _do(self, action) -> None:
+        """`action(client)`, unless this process found the server unreachable before (then nothing); the
+        first failure of a server turns it off for the rest of the process with one message (the tracker's
+        warning), so that an unreachable server costs seconds once, not minutes per fold."""
+        if self.uri in _UNREACHABLE:
+            return
+        with self._store() as client:
+            try:
+                action(client)
+            except Exception as e:
+                if self.uri.startswith("file:"):
+                    raise
+                _UNREACHABLE.add(self.uri)
+                raise MsdeError(f"MLflow at {self.uri} did not answer ({type(e).__name__}); MLflow tracking is "
+                                "off for the rest of this run (the results are unchanged)") from None
 
     def _experiment(self, client, dataset: dict) -> str:
         """The experiment of the dataset's runs (made by the first process that needs it)."""
@@ -92,30 +117,36 @@ class MlflowTracker(Tracker):
         return run.info.run_id
 
     def start_cell(self, cell: TrackedCell) -> None:
-        with self._store() as client:
+        def act(client):
             self.run_id = self._start(client, cell.spec, cell.dataset, f"{cell.run_id} fold {cell.fold}",
                                       {"msde_bench.run_id": cell.run_id, "msde_bench.fold": str(cell.fold),
                                        "msde_bench.kind": "cell"})
 
+        self._do(act)
+
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
-        with self._store() as client:
-            client.log_batch(self.run_id, metrics=_metrics(values, epoch))
+        if self.run_id is not None:
+            self._do(lambda client: client.log_batch(self.run_id, metrics=_metrics(values, epoch)))
 
     def end_cell(self, record: dict, cell_file: Path) -> None:
-        with self._store() as client:
+        def act(client):
             client.log_batch(self.run_id, metrics=_metrics(scalars(record)))
             client.log_artifact(self.run_id, str(cell_file))
             client.set_terminated(self.run_id, "FINISHED")
 
+        if self.run_id is not None:
+            self._do(act)
+
     def fail_cell(self, error: str) -> None:
-        if self.run_id is None:
-            return
-        with self._store() as client:
+        def act(client):
             client.set_tag(self.run_id, "msde_bench.error", error[:5000])
             client.set_terminated(self.run_id, "FAILED")
 
+        if self.run_id is not None:
+            self._do(act)
+
     def log_result(self, result: dict, result_file: Path) -> None:
-        with self._store() as client:
+        def act(client):
             parent = self._start(client, result["spec"], result["dataset"], result["run_id"],
                                  {"msde_bench.run_id": result["run_id"], "msde_bench.kind": "run"})
             client.log_batch(parent, metrics=_metrics(summary_scalars(result)))
@@ -126,3 +157,5 @@ class MlflowTracker(Tracker):
             for cell in cells:  # the run's cells (also earlier tries of a fold) become its children
                 client.set_tag(cell.info.run_id, "mlflow.parentRunId", parent)
             client.set_terminated(parent, "FINISHED")
+
+        self._do(act)
