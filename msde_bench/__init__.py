@@ -1,6 +1,6 @@
 """msde-bench: facial expression recognition under real face-mask occlusion (MSD-E protocol)."""
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
 
 CLASS_NAMES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
 NUM_CLASSES = len(CLASS_NAMES)

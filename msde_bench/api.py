@@ -60,7 +60,7 @@ from msde_bench.tracking import Tracking
 #: the plugin API's version (this module and msde_bench.testing): its minor version moves when a name
 #: is added or deprecated. A name is removed only one minor version after a release that announced
 #: it (CHANGELOG.md) and warned with a DeprecationWarning when used (CONTRIBUTING: "The plugin API")
-API_VERSION = "0.11"
+API_VERSION = "0.12"
 
 __all__ = [
     "API_VERSION", "BackboneMethod", "Batch", "build_spec", "Cell", "cells_of", "CLASS_NAMES", "collect",

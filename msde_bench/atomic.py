@@ -24,9 +24,11 @@ def atomic_target(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # a write that failed (a full disk): name the file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

@@ -466,8 +466,9 @@ def dataset_note(rows: list[Row]) -> str:
         train = run["dataset"]
         text += (f" **Cross-dataset:** trained on {md_text(train['name'])} (fingerprint {code(train['fingerprint'])}) "
                  f"under its protocol's folds, each fold's model scored on {md_text(ds.get('scored_on', 'every pair'))} "
-                 "of this set; each result keeps the fold's own test numbers too (`in_domain`). Nothing checks that "
-                 "the two sets share no people.")
+                 "of this set; each result keeps the fold's own test numbers too (`in_domain`). Test pairs whose face "
+                 "is one the fold trained on (the same image bytes) are left out and counted "
+                 "(`excluded_trained_faces`); the same people in other images are not matched across sets.")
     elif ds.get("folds_by") == "image" and protocol.get("split") == "holdout":
         text += (" **No identities:** the set records no subjects, so its official split is the protocol and "
                  "whether a person is on both sides of it is not known (as for every result on that split).")

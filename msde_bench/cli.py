@@ -19,7 +19,7 @@ from msde_bench.choices import CAM_METHODS, CHECKPOINT_MINUTES, CONVERT_FORMATS
 from msde_bench.data.formats import format_help
 from msde_bench.data.masking import LANDMARK_MODES, STYLES
 from msde_bench.data.synth import VARIANTS
-from msde_bench.errors import MsdeError
+from msde_bench.errors import MsdeError, os_problem
 from msde_bench.grid import MAX_RUNS
 from msde_bench.options import QUIRK_SETS
 from msde_bench.progress import PROGRESS_MODES, progress_mode
@@ -36,6 +36,11 @@ class _Group(click.Group):
         except MsdeError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:  # the filesystem (a full disk, a folder it cannot write): one line naming the path
+            if not e.filename:
+                raise  # no path to name: a bug, with its traceback
+            click.echo(f"error: {os_problem(e)}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: {_resume_hint(ctx.invoked_subcommand)}", err=True)
             ctx.exit(130)
@@ -640,10 +645,12 @@ def sweep(grid, out, executor, workers, compile_, dry_run, status, retry_failed,
             click.echo("rerun them with --retry-failed", err=True)
     for path in report.merged:
         click.echo(f"result: {path}")
+    for run_id, why in report.refused:
+        click.echo(f"not merged: {run_id}: {why}", err=True)
     if report.leaderboard is not None:
         ok, message = report.leaderboard
         click.echo(message, err=not ok)
-    if report.failed:
+    if report.failed or report.refused:
         sys.exit(1)
 
 

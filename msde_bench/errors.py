@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -50,3 +51,18 @@ class FoldFailed(MsdeError):
     the original exception is its __cause__, which `--traceback` prints."""
 
     exit_code = 1
+
+
+#: the errors of a full disk (or quota)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_problem(e: OSError, folder: str | os.PathLike | None = None) -> str:
+    """One line for an OSError of the filesystem, naming its path (or `folder`, where it was writing):
+    a full disk says so and that nothing half-written is kept (every write is atomic)."""
+    where = e.filename or folder or "?"
+    if e.errno in DISK_FULL:
+        return (f"{where}: no space left on the device" + (f" (writing under {folder})" if folder and e.filename
+                                                             else "") +
+                "; nothing half-written is kept: free space and run the same command again (finished work is kept)")
+    return f"{where}: {e.strerror or type(e).__name__}"

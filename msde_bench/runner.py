@@ -16,7 +16,6 @@ or where, so:
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import functools
 import json
 import platform
@@ -42,7 +41,7 @@ from msde_bench.checkpoints import check_init_subjects, file_sha256, save_model
 from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.data.pairs import ImageCache, PairedDataset, open_image
 from msde_bench.device import compile_setting, cpu_bf16, memory_layout, optimizer_impl
-from msde_bench.errors import FoldFailed, MsdeError, ResultError
+from msde_bench.errors import FoldFailed, MsdeError, ResultError, os_problem
 from msde_bench.factory import build_method, build_paradigm, method_provider, other_dataset, paradigm_class
 from msde_bench.models.base import Method
 from msde_bench.paradigms.base import FoldContext, Paradigm
@@ -511,16 +510,6 @@ def run_cell(cell: Cell, fold: P.Fold, dataset: PairedDataset, cache: ImageCache
     return obj
 
 
-def disk_problem(e: OSError, what: str, folder: Path) -> str:
-    """One line for an OSError while `what` ran (writing under `folder`): a full disk named with the
-    folder, any other with its path and reason; what is finished is kept."""
-    where = e.filename or folder
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"{what}: no space left on the device holding {where} (writing under {folder}); free space and "
-                "run the same command again: finished work is kept")
-    return f"{what}: {where}: {e.strerror or type(e).__name__}"
-
-
 def assemble(spec: RunSpec, cells: list[dict], n_folds: int) -> dict:
     """The result file of `spec` from the cell files of its selected folds (in their order)."""
     # each fold carries its cell's record digest (a cell from before digests: none)
@@ -715,7 +704,8 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
     if test_set is not None:
         console.print(f"cross-dataset: each fold's model is scored on {cross_test_pairs(test_set)[1]} of "
                       f"{test_set.name} ({spec.test_data}), its own test fold recorded beside it (in_domain); "
-                      "nothing checks that the two sets share no people")
+                      "test pairs whose face the fold trained on (same bytes) are left out; the same people in other "
+                      "images are not matched across sets")
     if save_models is None:
         save_models = len(cells) <= 10
     cache = ImageCache(dataset, spec.image_size)
@@ -746,7 +736,7 @@ def run(spec: RunSpec, dataset: PairedDataset, out_dir: str | Path, *, resume: b
                               f"{spec.run_id(dataset.name)} are finished and kept", highlight=False)
                 raise
             except OSError as e:  # the disk or a folder, not the method: name the path
-                raise MsdeError(disk_problem(e, f"fold {cell.fold}", Path(out_dir))) from e
+                raise MsdeError(f"fold {cell.fold}: {os_problem(e, out_dir)}") from e
             except Exception as e:  # noqa: BLE001 - a plugin's bug is one line; --traceback shows where
                 who = method_provider(spec.model)
                 detail = (str(e).strip().splitlines() or [""])[0][:200]

@@ -20,7 +20,7 @@ from msde_bench import atomic
 from msde_bench import results as R
 from msde_bench.cellstate import checkpoint_files
 from msde_bench.choices import CHECKPOINT_MINUTES
-from msde_bench.errors import MsdeError, ResultError
+from msde_bench.errors import MsdeError, ResultError, os_problem
 from msde_bench.executors.base import Executor, Task, check_options
 from msde_bench.executors.task import execute as task_execute
 from msde_bench.factory import executor_class, load_dataset
@@ -169,6 +169,9 @@ class SweepReport:
     rows: list[dict]
     merged: list[Path]
     leaderboard: tuple[bool, str] | None = None
+    #: (run id, why) of each run whose cells are all done but whose merge was refused (an edited or corrupt
+    #: cell, a complete result with other numbers, folds from two starts)
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many cells ended with each status (done, failed, skipped, failed earlier, not run)."""
@@ -223,11 +226,12 @@ def run_planned(plan_: SweepPlan, *, executor: str = "local", workers: int | Non
             on_done(task, report)
 
     rows = execute(plan_.planned, runner_, workers=workers, retry_failed=retry_failed, on_done=finished, **options)
-    merged += merge_results(plan_.planned, plan_.out, plan_.track)
+    refused: list[tuple[str, str]] = []
+    merged += merge_results(plan_.planned, plan_.out, plan_.track, refused)
     lb = None
     if leaderboard is not None:
         lb = write_or_check([plan_.out], Path(leaderboard), False, False, DEFAULT_NOTES)
-    return SweepReport(plan_, rows, merged, lb)
+    return SweepReport(plan_, rows, merged, lb, refused)
 
 
 def execute(planned: list[Planned], executor: Executor, *, workers: int | None = None, retry_failed: bool = False,
@@ -268,13 +272,22 @@ def _failed_error(task: Task) -> str | None:
         return None
 
 
-def merge_results(planned: list[Planned], out: Path, track: Tracking | None = None) -> list[Path]:
+def merge_results(planned: list[Planned], out: Path, track: Tracking | None = None,
+                  refused: list[tuple[str, str]] | None = None) -> list[Path]:
     """The result file of every planned spec whose cells are all done (skipping current ones),
-    each reported to `track`'s trackers."""
+    each reported to `track`'s trackers. With `refused`, a merge that fails (an edited or corrupt cell,
+    a complete result with other numbers, folds from two starts) is appended there as (run id, why)
+    and the others go on; without it, it raises."""
     written = []
     for p in planned:
         if all(s == "done" for s in p.state.values()) and not _complete_result(out, p):
-            merged = merge(p.spec, p.dataset, out)
+            try:
+                merged = merge(p.spec, p.dataset, out, strict=refused is not None)
+            except (MsdeError, OSError) as e:
+                if refused is None:
+                    raise
+                refused.append((p.run_id, str(e) if isinstance(e, MsdeError) else os_problem(e)))
+                continue
             if merged is not None:
                 written.append(merged[1])
                 if track is not None:

@@ -214,3 +214,50 @@ def test_a_busy_machine_is_warned_about_not_silently_oversubscribed():
     warning = busy_warning(2, load=1.1, cores=2)
     assert "about 1 of 2 cores busy" in warning and "--threads 1" in warning
     assert busy_warning(1, load=1.9, cores=2) is None  # one thread always has a core to itself
+
+
+@pytest.mark.parametrize("command", ["data synth", "data convert", "leaderboard"])
+def test_a_full_disk_is_one_line_naming_the_path_and_nothing_half_written(command, tmp_path, monkeypatch):
+    """Issue 40 (8): no space left while the synthetic set is written, while `data convert` writes a pair,
+    or while the leaderboard writes its markdown: one line naming the file or folder, exit != 0, no
+    traceback, and nothing half-written left behind (every write is atomic)."""
+    import errno
+
+    from PIL import Image
+
+    from msde_bench import atomic
+    from msde_bench.data.synth import draw_pair
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if command == "data synth":
+        monkeypatch.setattr(Image.Image, "save", full)
+        args, target = ["data", "synth", str(tmp_path / "set"), "--variant", "tiny"], tmp_path / "set"
+    elif command == "data convert":
+        src = tmp_path / "src" / "happy"
+        src.mkdir(parents=True)
+        for i in range(2):
+            draw_pair(7, i, 3, 48)[0].save(src / f"f{i}.png")
+        monkeypatch.setattr(Image.Image, "save", full)
+        args, target = ["data", "convert", "--format", "imagefolder", str(tmp_path / "src"), str(tmp_path / "set"),
+                        "--landmarks", "off"], tmp_path / "set"
+    else:
+        from tests.test_leaderboard import make_result, write
+
+        write(tmp_path / "r", make_result())
+        monkeypatch.setattr(atomic.os, "fsync", full)
+        args, target = ["leaderboard", "--results", str(tmp_path / "r"), "--output", str(tmp_path / "lb" / "README.md")], \
+            tmp_path / "lb"
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: {target}") and "no space left on the device" in last, last
+    left = [p for p in target.rglob("*") if p.is_file()] if target.exists() else []
+    if command == "data convert":  # resumable: whole files and its in-progress mark, which the rerun continues
+        assert (target / ".msde-bench-converting").is_file() and not (target / "meta.json").exists()
+        left = [p for p in left if p.name != ".msde-bench-converting"]
+        assert all(Image.open(p).load() is not None for p in left if p.suffix == ".png")
+        assert not [p for p in left if p.name.startswith(".")], left
+    else:
+        assert not [p for p in left if p.name.startswith(".") or p.suffix in (".png", ".md", ".json")], left

@@ -398,3 +398,82 @@ def test_a_stopped_sweep_says_what_finished_and_how_to_go_on(tiny_root, tmp_path
     assert kept >= 1 and sorted(named.split(", ")) == files  # the running cell was not waited for
     again = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--dry-run"])
     assert again.output.count("| done ") >= kept
+
+
+def test_a_killed_worker_fails_its_own_cell_only_and_retry_failed_retries_it(tmp_path):
+    """Issue 40 (15): a local worker killed (SIGKILL, as the out-of-memory killer does) while it runs one
+    cell fails that cell only, with the cause, and writes its failed marker; the pool it broke is
+    replaced and every other cell (running alongside, or not started) finishes; the failed marker is
+    what `sweep --retry-failed` retries (and what the sweep's plan reads as failed)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, signal, sys, time
+        from msde_bench import results as R
+        from msde_bench.executors import local
+        from msde_bench.executors.base import Task
+        from msde_bench.spec import RunSpec
+
+        def work(task):
+            R.write_json_atomic(task.running_marker, dict(pid=os.getpid()))
+            if task.fold == 1:
+                time.sleep(0.5)
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(1.5)
+            task.running_marker.unlink()
+            return dict(status="done", error=None, log=str(task.log), seconds=1.0)
+
+        if __name__ == "__main__":
+            spec = RunSpec(folds=5).to_dict()
+            tasks = [Task(spec=spec, fold=k, dataset=dict(name="x", fingerprint="f"), out=sys.argv[1])
+                     for k in range(5)]
+            for t in tasks:
+                t.running_marker.parent.mkdir(parents=True, exist_ok=True)
+            done = local.run(tasks, work, workers=2, threads=1)
+            print(json.dumps({t.fold: r for t, r in done}))
+        """))
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    reports = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    assert sorted(reports) == [0, 1, 2, 3, 4]
+    assert [k for k, r in reports.items() if r["status"] == "failed"] == [1], reports
+    assert reports[1]["error"].startswith("worker died (killed by signal 9")
+    markers = sorted(p.name for p in (tmp_path / "out").rglob("*.failed.json"))
+    assert markers == ["fold1.failed.json"] and not list((tmp_path / "out").rglob("*.running"))
+
+
+def test_a_merge_that_meets_an_edited_cell_says_so_and_fails_the_sweep(tiny_root, tmp_path, monkeypatch):
+    """Issue 40 (16): a run whose cells are all done but one of them was edited before the merge read it
+    (its digest no longer matches): the sweep names the run and the cell, writes no result for it, and
+    exits != 0 (it had exited 0 with no result and no reason)."""
+    from msde_bench import sweep as SW
+
+    path = _grid(tmp_path, """
+        data = "{root}"
+        recipe = "quick"
+        epochs = 1
+        folds = 2
+        image_size = 32
+        batch_size = 16
+        device = "cpu"
+        model = "resnet18"
+    """, root=tiny_root)
+    out = tmp_path / "out"
+    merge_results = SW.merge_results
+
+    def edit_then_merge(planned, out_, track=None, refused=None):
+        for cell in sorted(out.glob("*/fold1.json")):  # edited after the cells ran, before the merge
+            obj = json.loads(cell.read_text())
+            obj["record"]["acc_masked"] = 0.99
+            cell.write_text(json.dumps(obj))
+        return merge_results(planned, out_, track, refused)
+
+    monkeypatch.setattr(SW, "merge_results", edit_then_merge)
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--no-progress", "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    text = " ".join(res.output.split())
+    assert "not merged: resnet18-baseline-" in text and "fold1.json" in text and "edited" in text, text
+    assert not list(out.glob("*.json"))

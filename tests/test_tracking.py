@@ -276,7 +276,8 @@ def test_a_full_disk_is_named_as_the_disk_not_the_method(tiny_root, tmp_path, mo
                                     str(tmp_path / "out")])
     assert res.exit_code != 0 and "Traceback" not in res.output, res.output
     last = " ".join(res.output.split())
-    assert "fold 0: no space left on the device holding" in last and str(tmp_path / "out") in last
+    assert "fold 0: " in last and "no space left on the device (writing under" in last
+    assert str(tmp_path / "out") in last and "nothing half-written is kept" in last
     assert "method resnet18" not in last and not list((tmp_path / "out").rglob("fold*.json"))
 
 

@@ -367,8 +367,10 @@ def write_dataset(cfg: SynthConfig, out: str | os.PathLike, progress=None) -> Pa
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not e.filename:  # a write that failed (a full disk): name the set
+            raise OSError(e.errno, e.strerror, str(out)) from e
         raise
     return out
 

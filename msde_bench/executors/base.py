@@ -16,7 +16,9 @@ tasks that still have to run to one executor, chosen by name (`msde-bench sweep 
      every task pickle; `execute` writes the cell's files atomically and never raises for the
      cell's own failure: it returns a report `{status, error, log, seconds}`);
   2. report every task, also one whose worker, job or node died: `collect(task, get, ...)` turns
-     an exception of `get()` into that cell's failure, so one lost cell never stops the others;
+     an exception of `get()` into that cell's failure (and writes its failed marker, which
+     `sweep --retry-failed` retries), so one lost cell never stops the others; `execute` writes
+     `task.running_marker` ({pid, host}) while the cell runs, which tells which cell a dead worker ran;
   3. divide the machine's threads when it runs several cells on one machine (one cell's torch
      threads times the cells at once must not exceed the cores: oversubscribed OpenMP threads run
      many times slower), and leave no process running after it returns or its caller is killed;
@@ -32,12 +34,13 @@ checks the contract with a toy executor registered by a plugin.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from msde_bench.choices import CHECKPOINT_MINUTES
 from msde_bench.errors import MsdeError
+from msde_bench.results import write_json_atomic
 from msde_bench.spec import RunSpec
 
 
@@ -78,6 +81,12 @@ class Task:
     @property
     def failed_marker(self) -> Path:
         return Path(self.out) / self.run_id / f"fold{self.fold}.failed.json"
+
+    @property
+    def running_marker(self) -> Path:
+        """Written by the worker when it starts the cell ({pid, host}), removed when the cell ends: which
+        process ran a cell whose worker died (the local executor reads it)."""
+        return Path(self.out) / self.run_id / f"fold{self.fold}.running"
 
 
 #: the function an executor runs once per task: `execute(task) -> report`
@@ -179,10 +188,20 @@ def collect(task: Task, get: Callable[[], dict], failed_as: str, done: list, on_
     try:
         report = get()
     except Exception as e:  # noqa: BLE001 - one lost worker never stops the sweep
-        report = dict(status="failed", error=f"{failed_as}: {type(e).__name__}: {e}".splitlines()[0],
-                      log=str(task.log), seconds=0.0)
+        report = failed(task, f"{failed_as}: {type(e).__name__}: {e}".splitlines()[0])
     done.append((task, report))
     if on_done is not None:
         on_done(task, report)
     return report
 
+
+
+def failed(task: Task, error: str) -> dict:
+    """The report of a cell whose worker, job or node died, with its failed marker written (as a cell
+    that failed in its worker has one), so that `sweep --retry-failed` retries exactly it."""
+    try:
+        write_json_atomic(task.failed_marker, dict(task=asdict(task), error=error, log=str(task.log)))
+    except OSError:  # (a full disk) the report still says it
+        pass
+    task.running_marker.unlink(missing_ok=True)
+    return dict(status="failed", error=error, log=str(task.log), seconds=0.0)

@@ -9,6 +9,8 @@ failed cell never stops the others.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 import traceback
 from dataclasses import asdict
@@ -19,7 +21,7 @@ from msde_bench import results as R
 from msde_bench.cellstate import Policy
 from msde_bench.data.pairs import ImageCache
 from msde_bench.device import compile_setting
-from msde_bench.errors import MsdeError
+from msde_bench.errors import MsdeError, os_problem
 from msde_bench.executors.base import Task
 from msde_bench.factory import load_dataset
 from msde_bench.progress import RunProgress
@@ -36,6 +38,14 @@ def execute(task: Task) -> dict:
     """Runs the cell; returns {status: done|failed, error, log, seconds}."""
     t0 = time.perf_counter()
     task.log.parent.mkdir(parents=True, exist_ok=True)
+    R.write_json_atomic(task.running_marker, dict(pid=os.getpid(), host=socket.gethostname()))
+    try:
+        return _execute(task, t0)
+    finally:
+        task.running_marker.unlink(missing_ok=True)
+
+
+def _execute(task: Task, t0: float) -> dict:
     # appended: a cell that resumes from its checkpoint keeps the log of its first part
     with open(task.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -62,7 +72,15 @@ def execute(task: Task) -> dict:
             task.failed_marker.unlink(missing_ok=True)
             return dict(status="done", error=None, log=str(task.log), seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - a failed cell is reported, never stops the sweep
-            error = f"{type(e).__name__}: {e}".splitlines()[0] if not isinstance(e, MsdeError) else str(e)
+            if isinstance(e, MsdeError):
+                error = str(e)
+            elif isinstance(e, OSError) and e.filename:  # the disk or a folder (a full disk), not the worker
+                error = os_problem(e, task.out)
+            else:
+                error = f"{type(e).__name__}: {e}".splitlines()[0]
             traceback.print_exc(file=log)
-    R.write_json_atomic(task.failed_marker, dict(task=asdict(task), error=error, log=str(task.log)))
+    try:
+        R.write_json_atomic(task.failed_marker, dict(task=asdict(task), error=error, log=str(task.log)))
+    except OSError as e:  # (a full disk) the report still names the cause
+        error += f" (its failed marker could not be written either: {os_problem(e)})"
     return dict(status="failed", error=error, log=str(task.log), seconds=time.perf_counter() - t0)
