@@ -649,7 +649,9 @@ def preflight(spec: RunSpec, dataset: PairedDataset, folds: list[P.Fold], consol
     cross-dataset test set (returned, or None), the pretraining set, the nested selection's inner
     splits, the memory."""
     test_set = check_test_data(spec, dataset)
-    PT.check(spec, dataset)
+    pre = PT.check(spec, dataset)
+    if pre is not None and console is not None and (near := PT.near_duplicates(spec, dataset, pre)):
+        console.print(f"[yellow]warning[/]: {near}", highlight=False)
     SEL.check(spec, folds, dataset.subjects, dataset.labels, list(CLASS_NAMES))
     check_memory(spec, dataset, console)
     return test_set

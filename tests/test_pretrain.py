@@ -173,3 +173,36 @@ def test_folds_from_two_pretrained_starts_never_merge(tiny_root, other_set, tmp_
     assert len(folds) == 2 and folds[0]["pretrained"]["sha256"] != folds[1]["pretrained"]["sha256"]
     with pytest.raises(MsdeError, match="fold 1 started from other weights"):
         R.check_one_start(folds, "x")
+
+
+def test_near_copies_of_the_runs_faces_in_the_pretraining_set_are_warned(tiny_root, other_set, tmp_path):
+    """Issue 40 (1): a pretraining set holding a contrast-stretched re-encoding of one of the run's faces
+    (other bytes, so the digest check passes) gets a warning naming both images before anything trains; a
+    set of other faces gets none. (FER-2013's training split holds such a copy of a CK+ frame: r = 0.981.)"""
+    import io
+    import shutil
+
+    from PIL import Image, ImageOps
+    from rich.console import Console
+
+    from msde_bench.data.msde import NON_MASKED_DIR, PAIR_LIST
+    from msde_bench.runner import preflight
+
+    spec = RunSpec(init=f"pretrain:{other_set}")
+    run_set, clean = read_msde(tiny_root), read_msde(other_set)
+    assert PT.near_duplicates(spec, run_set, clean) is None
+    copy = tmp_path / "copy"
+    shutil.copytree(other_set, copy)
+    victim = (copy / PAIR_LIST).read_text().split()[5]
+    face = (tiny_root / NON_MASKED_DIR / (tiny_root / PAIR_LIST).read_text().split()[3])
+    stretched = ImageOps.autocontrast(Image.open(face).convert("L"), cutoff=5).convert("RGB")
+    buf = io.BytesIO()
+    stretched.save(buf, "PNG", compress_level=1)
+    (copy / NON_MASKED_DIR / victim).write_bytes(buf.getvalue())
+    spec = RunSpec(init=f"pretrain:{copy}")
+    warning = PT.near_duplicates(spec, run_set, read_msde(copy))
+    assert warning is not None and "1 of its training faces look like copies of the run's own faces" in warning
+    assert f"{victim} ~ {face.name}" in warning
+    out = io.StringIO()
+    preflight(spec, run_set, [], Console(file=out, width=400))
+    assert f"warning: --init pretrain:{copy}: 1 of its training faces" in out.getvalue()

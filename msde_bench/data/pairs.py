@@ -44,6 +44,7 @@ class PairedDataset:
     source: str | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
     _faces: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _thumbnails: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -77,6 +78,22 @@ class PairedDataset:
         if self._faces is None:
             self._faces = [hashlib.sha256(p.non_masked.read_bytes()).hexdigest() for p in self.pairs]
         return self._faces
+
+    def face_thumbnails(self) -> np.ndarray:
+        """Per pair, its non-masked face as a 16 x 16 greyscale thumbnail, centred and scaled to unit
+        length (N x 256 float32): the dot product of two is their correlation, about 1 for the same face
+        re-encoded, resized or contrast-stretched, which the byte digests miss. Decoded once per
+        dataset object."""
+        if self._thumbnails is None:
+            rows = []
+            for p in self.pairs:
+                g = np.asarray(load_image(p.non_masked).convert("L").resize((16, 16), Image.BILINEAR),
+                               dtype=np.float32).ravel()
+                g -= g.mean()
+                norm = float(np.linalg.norm(g))
+                rows.append(g / norm if norm > 0 else g)
+            self._thumbnails = np.stack(rows) if rows else np.zeros((0, 256), np.float32)
+        return self._thumbnails
 
     def fingerprint(self) -> str:
         """A hash of the pair list and the files' sizes: changes when the data changes. Computed
