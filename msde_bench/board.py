@@ -15,6 +15,7 @@ fold) pairs, p >= 0.05; msde_bench.stats) are marked.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -528,6 +529,11 @@ class Group:
     #: each row's masked accuracy against the top row's (compare_rows; None for the top row and where no test applies)
     tests: list[dict | None] = field(default_factory=list)
 
+    @functools.cached_property
+    def view(self) -> TableView:
+        """The group's cells and notes (table_view), made once for every rendering."""
+        return table_view(self)
+
     @classmethod
     def of(cls, rows: list[Row], ranked: bool, row_notes: list[dict] | None = None) -> Group:
         rows = ranked_order(rows) if ranked else list(rows)
@@ -748,7 +754,7 @@ def load_board(dirs: list[Path], strict: bool = False, notes: Path | None = None
     without record digests (results.legacy_problem) is skipped, and said, unless `allow_legacy`."""
     results, problems = load_all(dirs, strict)
     if not allow_legacy:
-        legacy = [(r["_path"], why) for r in results if (why := legacy_problem(r))]
-        results = [r for r in results if not legacy_problem(r)]
-        problems = sorted([*problems, *legacy])
+        why = [legacy_problem(r) for r in results]
+        problems = sorted([*problems, *((r["_path"], w) for r, w in zip(results, why) if w)])
+        results = [r for r, w in zip(results, why) if not w]
     return make_board(results, problems, [str(d) for d in dirs], read_notes(notes), read_dataset_notes(notes))

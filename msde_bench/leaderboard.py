@@ -26,7 +26,6 @@ from msde_bench.board import (
     load_board,
     make_board,
     n_classes,
-    table_view,
 )
 from msde_bench.mdtext import code, md_text
 
@@ -50,7 +49,7 @@ def render_table(group: Group) -> tuple[str, list[str]]:
     """Markdown for one group of a table's rows (board.table_view: the cells every rendering shows)
     and its footnotes; each row note the group's rows match puts a numbered mark next to them and its
     text under the table."""
-    view = table_view(group)
+    view = group.view
     lines = [[_md_cell(c) for c in row] for row in view.cells]
     md = tabulate(lines, headers=[title for _, title in view.columns], tablefmt="github", disable_numparse=True)
     return md, [*view.notes, *(f"<sup>{k}</sup> {text}" for k, text in enumerate(view.row_notes, 1))]

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from msde_bench.balance import describe as describe_balance
-from msde_bench.board import Board, Cell, Row, Table, columns, dataset_note, table_view
+from msde_bench.board import Board, Cell, Row, Table, columns, dataset_note
 from msde_bench.figures import figure_paths
 from msde_bench.mdtext import plain
 from msde_bench.metrics import metrics_in
@@ -159,16 +159,14 @@ def page(board: Board, svgs: dict[str, bytes], intro: str, result_dir: Path) -> 
         "</body>\n</html>\n")
 
 
-def row_data(rec: dict, row: Row, cells: list[Cell], result_dir: Path) -> dict:
-    """One row of the page from board.frame's record, its Row and its cells (board.table_view, as the
-    markdown shows them): what each column shows in `cells`, the numbers it sorts by under the
-    column's key, and the row's details."""
-    out = {"rank": cells[0].text if cells[0].text != "–" else None, "model": rec["model"],
-           "paradigm": cells[2].text, "recipe": rec["recipe"], "params": int(rec["params"]),
-           "train_seconds": round(float(rec["train_seconds"]), 1), "run_ids": [r["run_id"] for r in row.runs],
+def row_data(rec: dict, row: Row, cells: list[Cell], rank: int | None, result_dir: Path) -> dict:
+    """One row of the page from board.frame's record, its Row, its cells (board.table_view, as the
+    markdown shows them) and its rank (None unranked): what each column shows in `cells`, the numbers
+    it sorts by under the column's key, and the row's details."""
+    out = {"rank": rank, "model": rec["model"], "paradigm": cells[2].text, "recipe": rec["recipe"],
+           "params": int(rec["params"]), "train_seconds": round(float(rec["train_seconds"]), 1),
+           "run_ids": [r["run_id"] for r in row.runs],
            "cells": [dict(text=c.text, bold=c.bold, tail=c.tail, notes=list(c.notes)) for c in cells]}
-    if out["rank"] is not None:
-        out["rank"] = int(out["rank"])
     for key in (m.key for m in metrics_in("table")):
         out[key] = round(float(rec[f"{key}_mean"]), 6) if rec[f"{key}_n"] else None  # not recorded: none
     run = row.runs[0]
@@ -188,9 +186,9 @@ def _table_data(table: Table, svgs: dict[str, bytes], result_dir: Path) -> dict:
     rows, notes = [], []
     for group in (table.complete, table.incomplete):
         if group is not None:
-            view = table_view(group)
-            rows += [row_data(rec, row, cells, result_dir)
-                     for rec, row, cells in zip(group.frame.to_dict("records"), group.rows, view.cells)]
+            view = group.view
+            rows += [row_data(rec, row, cells, i + 1 if group.ranked else None, result_dir)
+                     for i, (rec, row, cells) in enumerate(zip(group.frame.to_dict("records"), group.rows, view.cells))]
             if group is table.complete:  # the markdown, too, shows the notes of the complete rows only
                 notes = [plain(n) for n in view.notes] + [f"{k}. {plain(t)}" for k, t in enumerate(view.row_notes, 1)]
     note = plain(" ".join([dataset_note(table.rows), *table.about]))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from msde_bench.choices import CHECKPOINT_MINUTES
-from msde_bench.errors import MsdeError
+from msde_bench.errors import MsdeError, os_problem
 from msde_bench.results import write_json_atomic
 from msde_bench.spec import RunSpec
 
@@ -196,12 +196,13 @@ def collect(task: Task, get: Callable[[], dict], failed_as: str, done: list, on_
 
 
 
-def failed(task: Task, error: str) -> dict:
-    """The report of a cell whose worker, job or node died, with its failed marker written (as a cell
-    that failed in its worker has one), so that `sweep --retry-failed` retries exactly it."""
+def failed(task: Task, error: str, seconds: float = 0.0) -> dict:
+    """The report of a failed cell (one that raised in its worker, or whose worker, job or node died),
+    with its failed marker written, so that `sweep --retry-failed` retries exactly it; where the marker
+    cannot be written (a full disk), the report's error says so."""
     try:
         write_json_atomic(task.failed_marker, dict(task=asdict(task), error=error, log=str(task.log)))
-    except OSError:  # (a full disk) the report still says it
-        pass
+    except OSError as e:
+        error += f" (its failed marker could not be written either: {os_problem(e)})"
     task.running_marker.unlink(missing_ok=True)
-    return dict(status="failed", error=error, log=str(task.log), seconds=0.0)
+    return dict(status="failed", error=error, log=str(task.log), seconds=seconds)

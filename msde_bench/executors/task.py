@@ -13,7 +13,6 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import asdict
 
 from rich.console import Console
 
@@ -22,7 +21,7 @@ from msde_bench.cellstate import Policy
 from msde_bench.data.pairs import ImageCache
 from msde_bench.device import compile_setting
 from msde_bench.errors import MsdeError, os_problem
-from msde_bench.executors.base import Task
+from msde_bench.executors.base import Task, failed
 from msde_bench.factory import load_dataset
 from msde_bench.progress import RunProgress
 from msde_bench.runner import Cell, cells_of, run_cell
@@ -79,8 +78,4 @@ def _execute(task: Task, t0: float) -> dict:
             else:
                 error = f"{type(e).__name__}: {e}".splitlines()[0]
             traceback.print_exc(file=log)
-    try:
-        R.write_json_atomic(task.failed_marker, dict(task=asdict(task), error=error, log=str(task.log)))
-    except OSError as e:  # (a full disk) the report still names the cause
-        error += f" (its failed marker could not be written either: {os_problem(e)})"
-    return dict(status="failed", error=error, log=str(task.log), seconds=time.perf_counter() - t0)
+    return failed(task, error, seconds=time.perf_counter() - t0)
